@@ -1,0 +1,209 @@
+"""One error root for the whole project, its typed subclasses, and the one
+table that maps them to gRPC status codes and HTTP statuses.
+
+Every error carries the fields a caller needs (``repo``, ``expected`` …) in
+``fields``; errors cross NATS as ``{"type": ..., "message": ..., "fields": ...}``
+(see ``to_wire``/``from_wire``) and come back out as the same class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import grpc
+
+
+class PachError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields: dict[str, Any] = fields
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, **{self.fields!r})"
+
+
+class InvalidArgument(PachError):
+    """The request is malformed: a bad name, path, spec or value."""
+
+    code = "invalid_argument"
+
+
+class NotFound(PachError):
+    code = "not_found"
+
+
+class AlreadyExists(PachError):
+    code = "already_exists"
+
+
+class FailedPrecondition(PachError):
+    """The request is well formed but the state does not allow it."""
+
+    code = "failed_precondition"
+
+
+class Unauthenticated(PachError):
+    code = "unauthenticated"
+
+
+class PermissionDenied(PachError):
+    code = "permission_denied"
+
+
+class Unavailable(PachError):
+    """A dependency (NATS, a service, the object store) cannot be reached."""
+
+    code = "unavailable"
+
+
+class DeadlineExceeded(PachError):
+    code = "deadline_exceeded"
+
+
+class Internal(PachError):
+    code = "internal"
+
+
+class Unimplemented(PachError):
+    code = "unimplemented"
+
+
+# --- specific errors -------------------------------------------------------
+
+
+class ConcurrencyError(FailedPrecondition):
+    """An append lost an optimistic-concurrency race: the aggregate moved on.
+
+    Callers reload the aggregate and decide again."""
+
+    code = "concurrency"
+
+    def __init__(self, aggregate: str, expected: int, message: str | None = None) -> None:
+        super().__init__(
+            message or f"aggregate {aggregate} changed concurrently (expected version {expected})",
+            aggregate=aggregate,
+            expected=expected,
+        )
+
+
+class UnknownEventType(InvalidArgument):
+    code = "unknown_event_type"
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(f"unknown event type {event_type!r}", event_type=event_type)
+
+
+class MalformedMessage(InvalidArgument):
+    code = "malformed_message"
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"malformed {what}: {reason}", what=what, reason=reason)
+
+
+class MessageTooLarge(InvalidArgument):
+    code = "message_too_large"
+
+    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+        super().__init__(
+            f"{what} is {size} bytes, over the limit of {limit} bytes",
+            size=size,
+            limit=limit,
+            what=what,
+        )
+
+
+class UnknownCommand(NotFound):
+    code = "unknown_command"
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"no handler serves {subject!r}", subject=subject)
+
+
+class ObjectNotFound(NotFound):
+    code = "object_not_found"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} not found", key=key)
+
+
+# --- the one mapping table -------------------------------------------------
+
+_GRPC: dict[type[PachError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    ConcurrencyError: grpc.StatusCode.ABORTED,
+    Internal: grpc.StatusCode.INTERNAL,
+    PachError: grpc.StatusCode.INTERNAL,
+}
+
+_HTTP: dict[type[PachError], int] = {
+    InvalidArgument: 400,
+    NotFound: 404,
+    AlreadyExists: 409,
+    FailedPrecondition: 412,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    Unavailable: 503,
+    DeadlineExceeded: 504,
+    Unimplemented: 501,
+    ConcurrencyError: 409,
+    Internal: 500,
+    PachError: 500,
+}
+
+
+def _lookup(table: dict[type[PachError], Any], err: PachError) -> Any:
+    for cls in type(err).__mro__:
+        if cls in table:
+            return table[cls]
+    return table[PachError]
+
+
+def grpc_status(err: PachError) -> grpc.StatusCode:
+    return _lookup(_GRPC, err)  # type: ignore[no-any-return]
+
+
+def http_status(err: PachError) -> int:
+    return _lookup(_HTTP, err)  # type: ignore[no-any-return]
+
+
+# --- the wire form ---------------------------------------------------------
+
+
+def _all_subclasses(cls: type[PachError]) -> list[type[PachError]]:
+    out: list[type[PachError]] = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def to_wire(err: PachError) -> dict[str, Any]:
+    return {"type": type(err).__name__, "message": err.message, "fields": err.fields}
+
+
+def from_wire(data: dict[str, Any]) -> PachError:
+    """Rebuild an error sent by ``to_wire``; unknown types fall back to the
+    nearest base by ``code`` so a newer server never crashes an older caller."""
+    name = str(data.get("type", "PachError"))
+    message = str(data.get("message", "unknown error"))
+    fields = data.get("fields") or {}
+    by_name = {c.__name__: c for c in _all_subclasses(PachError)}
+    cls = by_name.get(name, PachError)
+    err = PachError.__new__(cls)
+    PachError.__init__(err, message, **fields)
+    return err
