@@ -1,0 +1,230 @@
+"""The bus: serve and call commands/queries over NATS request/reply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats.errors
+import structlog
+from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from opentelemetry import propagate, trace
+
+from libs.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    MalformedMessage,
+    MessageTooLarge,
+    PachError,
+    Unavailable,
+    from_wire,
+    to_wire,
+)
+
+H_PRINCIPAL = "Pach-Principal"
+H_REQUEST_ID = "Pach-Request-Id"
+H_ERROR = "Pach-Error"
+KINDS = ("cmd", "qry")
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+Handler = Callable[[Req, "Context"], Awaitable[Message]]
+
+_log = structlog.get_logger("bus")
+_tracer = trace.get_tracer("libs.bus")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler knows about the request beyond its body."""
+
+    principal: str
+    request_id: str
+    subject: str
+
+
+def subject_for(kind: str, service: str, name: str) -> str:
+    if kind not in KINDS:
+        raise InvalidArgument(f"bus kind must be one of {KINDS}, got {kind!r}", kind=kind)
+    for part, what in ((service, "service"), (name, "name")):
+        if not part or not part.replace("_", "").replace("-", "").isalnum():
+            raise InvalidArgument(f"bad bus {what} {part!r}", **{what: part})
+    return f"{kind}.{service}.{name}"
+
+
+class Bus:
+    """One per process and service. ``serve`` registers handlers for this
+    service; ``request`` calls any service."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        service: str,
+        max_message_bytes: int = 1 << 20,
+        timeout: float = 10.0,
+    ) -> None:
+        self._nc = nc
+        self.service = service
+        self.max_message_bytes = max_message_bytes
+        self.timeout = timeout
+        self._subs: list[Subscription] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # --- serving -----------------------------------------------------------
+
+    async def serve(
+        self,
+        name: str,
+        request_type: type[Req],
+        handler: Callable[[Req, Context], Awaitable[Message]],
+        *,
+        kind: str = "cmd",
+    ) -> None:
+        subject = subject_for(kind, self.service, name)
+
+        async def on_msg(msg: Msg) -> None:
+            # Each request runs in its own task so one slow handler does not
+            # hold up the subscription's other requests.
+            task = asyncio.create_task(self._handle(msg, subject, request_type, handler))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+        sub = await self._nc.subscribe(subject, queue=self.service, cb=on_msg)
+        self._subs.append(sub)
+
+    async def _handle(
+        self,
+        msg: Msg,
+        subject: str,
+        request_type: type[Req],
+        handler: Callable[[Req, Context], Awaitable[Message]],
+    ) -> None:
+        headers = msg.headers or {}
+        ctx = Context(
+            principal=headers.get(H_PRINCIPAL, ""),
+            request_id=headers.get(H_REQUEST_ID, "") or uuid.uuid4().hex,
+            subject=subject,
+        )
+        started = time.perf_counter()
+        status = "ok"
+        parent = propagate.extract(headers)
+        with _tracer.start_as_current_span(
+            subject, context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            try:
+                reply = await handler(self._decode(msg.data, request_type), ctx)
+                body = reply.SerializeToString()
+                if len(body) > self.max_message_bytes:
+                    raise MessageTooLarge(len(body), self.max_message_bytes, "reply")
+                await self._respond(msg, body, None)
+            except PachError as err:
+                status = err.code
+                span.set_attribute("pach.error", err.code)
+                await self._respond(msg, b"", err)
+            except Exception as exc:  # a handler bug must not kill the service
+                status = "internal"
+                span.record_exception(exc)
+                _log.exception("handler failed", subject=subject, request_id=ctx.request_id)
+                await self._respond(msg, b"", Internal(f"internal error in {subject}: {exc}"))
+        _log.info(
+            "request",
+            subject=subject,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            request_id=ctx.request_id,
+            principal=ctx.principal,
+        )
+
+    def _decode(self, data: bytes, request_type: type[Req]) -> Req:
+        if len(data) > self.max_message_bytes:
+            raise MessageTooLarge(len(data), self.max_message_bytes, "request")
+        req = request_type()
+        try:
+            req.ParseFromString(data)
+        except DecodeError as exc:
+            raise MalformedMessage(request_type.DESCRIPTOR.full_name, str(exc)) from None
+        return req
+
+    async def _respond(self, msg: Msg, body: bytes, err: PachError | None) -> None:
+        if not msg.reply:
+            return
+        headers = {H_ERROR: json.dumps(to_wire(err), default=str)} if err else None
+        try:
+            await self._nc.publish(msg.reply, body, headers=headers)
+        except nats.errors.Error as exc:
+            _log.warning("reply not sent", subject=msg.subject, error=str(exc))
+
+    # --- calling -----------------------------------------------------------
+
+    async def request(
+        self,
+        service: str,
+        name: str,
+        request: Message,
+        response_type: type[Resp],
+        *,
+        kind: str = "cmd",
+        principal: str = "",
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> Resp:
+        subject = subject_for(kind, service, name)
+        body = request.SerializeToString()
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLarge(len(body), self.max_message_bytes, f"request to {subject}")
+        headers: dict[str, str] = {
+            H_PRINCIPAL: principal,
+            H_REQUEST_ID: request_id or uuid.uuid4().hex,
+        }
+        wait = self.timeout if timeout is None else timeout
+        with _tracer.start_as_current_span(subject, kind=trace.SpanKind.CLIENT):
+            propagate.inject(headers)
+            try:
+                msg = await self._nc.request(subject, body, timeout=wait, headers=headers)
+            except nats.errors.NoRespondersError:
+                raise Unavailable(
+                    f"no {service} service is serving {subject}", service=service
+                ) from None
+            except nats.errors.TimeoutError:
+                raise DeadlineExceeded(
+                    f"{subject} did not answer within {wait:g}s", subject=subject
+                ) from None
+            except nats.errors.ConnectionClosedError:
+                raise Unavailable("the NATS connection is closed") from None
+        return self._reply(msg, subject, response_type)
+
+    def _reply(self, msg: Msg, subject: str, response_type: type[Resp]) -> Resp:
+        err = (msg.headers or {}).get(H_ERROR)
+        if err:
+            try:
+                data: Any = json.loads(err)
+            except ValueError:
+                raise MalformedMessage(f"error reply from {subject}", err[:200]) from None
+            raise from_wire(data if isinstance(data, dict) else {"message": str(data)})
+        reply = response_type()
+        try:
+            reply.ParseFromString(msg.data)
+        except DecodeError as exc:
+            raise MalformedMessage(f"reply from {subject}", str(exc)) from None
+        return reply
+
+    async def close(self) -> None:
+        """Stop taking requests and let the in-flight ones finish."""
+        for sub in self._subs:
+            try:
+                await sub.drain()
+            except nats.errors.Error:
+                await sub.unsubscribe()
+        self._subs.clear()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
