@@ -222,7 +222,7 @@ class Bus:
         """Stop taking requests and let the in-flight ones finish."""
         for sub in self._subs:
             try:
-                await sub.drain()
+                await sub.drain()  # type: ignore[no-untyped-call]
             except nats.errors.Error:
                 await sub.unsubscribe()
         self._subs.clear()
