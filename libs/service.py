@@ -1,0 +1,169 @@
+"""The one runner every service's ``__main__`` uses.
+
+``run_service(name, setup)`` reads ``Config.from_env(name)``, configures
+logging and tracing, connects to NATS (retrying until it is up, then
+reconnecting forever), serves ``qry.<name>.Health`` on the bus, runs
+``setup(ctx)`` so the service registers its handlers and consumers, and
+waits. SIGTERM or SIGINT closes the ``AsyncExitStack`` in reverse order:
+the bus drains (no new requests; in-flight ones finish), then the NATS
+connection drains, and the process exits 0.
+
+Every replica of a service runs the same code; the bus serves in a queue
+group named after the service, so replicas share the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from libs import version
+from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
+from libs.bus import Bus, Context
+from libs.config import Config
+from libs.errors import PachError
+from libs.observe import configure_logging, configure_tracing
+
+Setup = Callable[["ServiceContext"], Awaitable[None]]
+
+
+@dataclass
+class ServiceContext:
+    """What ``setup`` gets: the config and the process's open resources.
+
+    Anything ``setup`` opens goes on ``stack`` so it is closed on shutdown
+    (before NATS drains)."""
+
+    config: Config
+    nc: Client
+    js: JetStreamContext
+    bus: Bus
+    stack: AsyncExitStack
+    log: structlog.stdlib.BoundLogger
+    ready: bool = False
+    not_ready_reason: str = "starting"
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def connect_nats(
+    cfg: Config, log: structlog.stdlib.BoundLogger, stop: asyncio.Event
+) -> Client:
+    """Connect, retrying (with backoff) until NATS answers or ``stop`` is set;
+    afterwards the client reconnects forever on its own."""
+
+    async def on_disconnect() -> None:
+        if not stop.is_set():  # draining on shutdown disconnects on purpose
+            log.warning("nats disconnected", url=cfg.nats_url)
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected", url=cfg.nats_url)
+
+    async def on_error(exc: Exception) -> None:
+        log.debug("nats error", error=str(exc))
+
+    delay = 0.1
+    while True:
+        try:
+            return await nats.connect(
+                cfg.nats_url,
+                name=f"{cfg.service}-{cfg.replica}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                allow_reconnect=True,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                error_cb=on_error,
+            )
+        except (OSError, nats.errors.Error) as exc:
+            log.warning("nats not reachable yet", url=cfg.nats_url, error=str(exc) or repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            raise asyncio.CancelledError
+        delay = min(delay * 2, 2.0)
+
+
+async def _drain(nc: Client) -> None:
+    with contextlib.suppress(nats.errors.Error, OSError):
+        await nc.drain()
+
+
+def _health_handler(
+    ctx: ServiceContext,
+) -> Callable[[HealthRequest, Context], Awaitable[HealthResponse]]:
+    async def health(_: HealthRequest, __: Context) -> HealthResponse:
+        return HealthResponse(
+            service=ctx.config.service,
+            replica=ctx.config.replica,
+            version=version.pretty(),
+            ready=ctx.ready and not ctx.stopping.is_set(),
+            reason="" if ctx.ready else ctx.not_ready_reason,
+        )
+
+    return health
+
+
+async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> None:
+    """Run one service until ``stop`` is set (the testable core of run_service)."""
+    log: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    async with AsyncExitStack() as stack:
+        nc = await connect_nats(cfg, log, stop)
+        stack.push_async_callback(_drain, nc)
+        bus = Bus(
+            nc,
+            service=name,
+            max_message_bytes=cfg.max_message_bytes,
+            timeout=cfg.request_timeout_s,
+        )
+        stack.push_async_callback(bus.close)
+        ctx = ServiceContext(
+            config=cfg, nc=nc, js=nc.jetstream(), bus=bus, stack=stack, log=log, stopping=stop
+        )
+        await bus.serve("Health", HealthRequest, _health_handler(ctx), kind="qry")
+        await setup(ctx)
+        ctx.ready = True
+        log.info("service started", nats=cfg.nats_url)
+        await stop.wait()
+        log.info("service stopping: draining")
+    log.info("service stopped")
+
+
+async def _main(name: str, setup: Setup, cfg: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serve(name, setup, cfg, stop)
+
+
+def run_service(name: str, setup: Setup, argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m services.<name>``; exits the process."""
+    del argv  # services take their settings from the environment only
+    try:
+        cfg = Config.from_env(name)
+        configure_logging(cfg)
+        configure_tracing(name)
+    except PachError as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        sys.exit(2)
+    log: Any = structlog.get_logger(name)
+    try:
+        asyncio.run(_main(name, setup, cfg))
+    except PachError as err:
+        log.error("service failed", error=str(err), error_type=type(err).__name__)
+        sys.exit(1)
+    sys.exit(0)

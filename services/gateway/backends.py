@@ -1,0 +1,123 @@
+"""Is the cluster behind the gateway up? Polls every backend's Health over
+the bus every ``interval`` seconds and tells listeners after each check
+(logging when the overall answer changes).
+
+The gateway is SERVING only when NATS is connected and every backend
+service answers Health with ``ready``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+
+from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
+from libs.bus import Bus
+from libs.errors import PachError
+
+BACKENDS: tuple[str, ...] = ("pfs", "pps", "auth", "enterprise")
+
+Listener = Callable[["BackendMonitor"], Awaitable[None]]
+
+_log = structlog.get_logger("gateway.backends")
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    service: str
+    ok: bool
+    detail: str
+    replica: str = ""
+    version: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "ok" if self.ok else "down", "detail": self.detail}
+        if self.replica:
+            out["replica"] = self.replica
+        if self.version:
+            out["version"] = self.version
+        return out
+
+
+class BackendMonitor:
+    def __init__(
+        self,
+        nc: Client,
+        bus: Bus,
+        backends: tuple[str, ...] = BACKENDS,
+        interval: float = 2.0,
+        timeout: float = 1.0,
+    ) -> None:
+        self._nc = nc
+        self._bus = bus
+        self.backends = backends
+        self.interval = interval
+        self.timeout = timeout
+        self.statuses: dict[str, BackendStatus] = {
+            name: BackendStatus(name, False, "not checked yet") for name in backends
+        }
+        self.nats_connected = False
+        self._listeners: list[Listener] = []
+        self._last_serving: bool | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.nats_connected and all(s.ok for s in self.statuses.values())
+
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.serving else "unavailable",
+            "nats": "connected" if self.nats_connected else "disconnected",
+            "services": {name: s.to_json() for name, s in self.statuses.items()},
+        }
+
+    async def _check(self, service: str) -> BackendStatus:
+        try:
+            reply = await self._bus.request(
+                service,
+                "Health",
+                HealthRequest(),
+                HealthResponse,
+                kind="qry",
+                timeout=self.timeout,
+            )
+        except PachError as err:
+            return BackendStatus(service, False, str(err))
+        if not reply.ready:
+            return BackendStatus(service, False, reply.reason or "not ready", reply.replica)
+        return BackendStatus(service, True, "ready", reply.replica, reply.version)
+
+    async def check_once(self) -> bool:
+        self.nats_connected = self._nc.is_connected
+        if self.nats_connected:
+            results = await asyncio.gather(*(self._check(name) for name in self.backends))
+            self.statuses = {s.service: s for s in results}
+        else:
+            self.statuses = {
+                name: BackendStatus(name, False, "NATS is not connected") for name in self.backends
+            }
+        serving = self.serving
+        if serving != self._last_serving:
+            _log.info(
+                "gateway serving" if serving else "gateway not serving",
+                down={n: s.detail for n, s in self.statuses.items() if not s.ok},
+            )
+            self._last_serving = serving
+        for listener in self._listeners:
+            await listener(self)
+        return serving
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.check_once()
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,18 @@
+"""The dashboard: a static page at ``/`` that shows version and health
+(it reads ``/version`` and ``/health``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+INDEX = Path(__file__).with_name("index.html")
+
+
+async def index(_: web.Request) -> web.FileResponse:
+    return web.FileResponse(INDEX, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+def mount(app: web.Application) -> None:
+    app.router.add_get("/", index)

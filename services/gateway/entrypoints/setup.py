@@ -1,0 +1,48 @@
+"""Wire the gateway: backend monitor, gRPC server, HTTP server.
+
+Everything goes on the service's exit stack, so on SIGTERM the gateway
+first reports NOT_SERVING and stops its servers (letting in-flight requests
+finish), then the bus and NATS drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from libs.service import ServiceContext
+from services.gateway.backends import BackendMonitor
+from services.gateway.grpc.server import start_grpc
+from services.gateway.http.app import start_http
+
+GRACE_S = 5.0
+
+
+async def setup(ctx: ServiceContext) -> None:
+    cfg = ctx.config
+    monitor = BackendMonitor(ctx.nc, ctx.bus)
+
+    server, grpc_port = await start_grpc(cfg, monitor)
+
+    async def stop_grpc() -> None:
+        await server.stop(GRACE_S)
+
+    ctx.stack.push_async_callback(stop_grpc)
+
+    runner = await start_http(cfg, monitor)
+    ctx.stack.push_async_callback(runner.cleanup)
+
+    await monitor.check_once()
+    task = asyncio.create_task(monitor.run(), name="backend-monitor")
+
+    async def stop_monitor() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    ctx.stack.push_async_callback(stop_monitor)
+    ctx.log.info(
+        "gateway listening",
+        grpc=f"{cfg.grpc_host}:{grpc_port}",
+        http=f"{cfg.grpc_host}:{cfg.http_port}",
+        serving=monitor.serving,
+    )

@@ -1,0 +1,1 @@
+"""The gateway's gRPC front: one servicer module per Pachyderm API."""

@@ -1,0 +1,1 @@
+"""The gateway's HTTP front (aiohttp): JSON endpoints and the dashboard."""

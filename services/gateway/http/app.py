@@ -1,0 +1,61 @@
+"""HTTP routes: ``GET /health`` (200 when serving, else 503) and
+``GET /version``; the dashboard is mounted at ``/``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from libs import version
+from libs.config import Config
+from libs.errors import Unavailable
+from libs.observe import http_request_log
+from services.gateway import dashboard
+from services.gateway.backends import BackendMonitor
+from services.gateway.errors import http_errors
+
+MONITOR = web.AppKey("monitor", BackendMonitor)
+
+
+async def health(request: web.Request) -> web.Response:
+    monitor = request.app[MONITOR]
+    body = monitor.snapshot()
+    return web.json_response(body, status=200 if monitor.serving else 503)
+
+
+async def get_version(_: web.Request) -> web.Response:
+    v = version.current()
+    return web.json_response(
+        {
+            "major": v.major,
+            "minor": v.minor,
+            "micro": v.micro,
+            "additional": v.additional,
+            "pretty": v.pretty(),
+        }
+    )
+
+
+def build_app(cfg: Config, monitor: BackendMonitor) -> web.Application:
+    app = web.Application(
+        middlewares=[http_request_log(), http_errors], client_max_size=cfg.max_message_bytes
+    )
+    app[MONITOR] = monitor
+    app.router.add_get("/health", health)
+    app.router.add_get("/version", get_version)
+    dashboard.mount(app)
+    return app
+
+
+async def start_http(cfg: Config, monitor: BackendMonitor) -> web.AppRunner:
+    runner = web.AppRunner(build_app(cfg, monitor), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.grpc_host, cfg.http_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise Unavailable(
+            f"cannot listen for HTTP on {cfg.grpc_host}:{cfg.http_port}: {exc.strerror or exc}",
+            port=cfg.http_port,
+        ) from None
+    return runner
