@@ -1,0 +1,210 @@
+"""Start and supervise the whole cluster in the foreground.
+
+Order up: lock the data dir, nats-server, the backend services, the gateway;
+``cluster ready`` once the gateway's gRPC health says SERVING. Order down
+(SIGTERM / Ctrl-C): the gateway, then the services, then nats-server.
+``<data_dir>/cluster.json`` describes the running cluster (nats url, ports,
+pids) for tools and tests; it is rewritten whenever a pid changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from libs.cluster.settings import BACKENDS, GATEWAY, ClusterSettings
+from libs.cluster.supervisor import NatsProcess, ServiceProcess, child_env
+from libs.errors import Unavailable
+from libs.natsserver import NatsServer, free_port
+
+_log = structlog.get_logger("cluster")
+
+READY_POLL_S = 0.25
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise Unavailable(
+                f"{what} port {port} on {host} is not free ({exc.strerror}); "
+                f"set {'PACH_GRPC_PORT' if what == 'gRPC' else 'PACH_HTTP_PORT'} to another port",
+                port=port,
+            ) from None
+
+
+class Launcher:
+    def __init__(self, settings: ClusterSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.state_path = self.data_dir / "cluster.json"
+        self.stopping = asyncio.Event()
+        self.ready = False
+        self.nats: NatsProcess | None = None
+        self.services: list[ServiceProcess] = []
+        self.gateway: ServiceProcess | None = None
+
+    # --- the state file --------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        cfg = self.settings.config
+        host = self.settings.local_host
+        procs: dict[str, Any] = {}
+        for p in [*self.services, *([self.gateway] if self.gateway else [])]:
+            procs[p.name] = {
+                "service": p.service,
+                "replica": p.replica,
+                "pid": p.pid,
+                "restarts": p.restarts,
+            }
+        nats = self.nats
+        return {
+            "pid": os.getpid(),
+            "data_dir": str(self.data_dir),
+            "ready": self.ready,
+            "stopping": self.stopping.is_set(),
+            "grpc_port": cfg.grpc_port,
+            "http_port": cfg.http_port,
+            "grpc_address": f"{host}:{cfg.grpc_port}",
+            "http_address": f"http://{host}:{cfg.http_port}",
+            "nats": {
+                "url": nats.server.url if nats else "",
+                "port": nats.server.port if nats else 0,
+                "pid": nats.pid if nats else None,
+                "restarts": nats.restarts if nats else 0,
+            },
+            "processes": procs,
+        }
+
+    def write_state(self) -> None:
+        tmp = self.state_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.state(), indent=2) + "\n")
+        tmp.replace(self.state_path)
+
+    # --- up --------------------------------------------------------------------
+
+    async def _start_nats(self, stack: AsyncExitStack) -> str:
+        server = NatsServer(
+            store_dir=self.data_dir / "nats",
+            port=free_port(),
+            log_file=self.data_dir / "nats.log",
+        )
+        self.nats = NatsProcess(server, self.write_state)
+        await self.nats.start()
+        stack.push_async_callback(self.nats.stop, self.settings.stop_timeout_s)
+        return server.url
+
+    def _env(self, nats_url: str) -> dict[str, str]:
+        cfg = self.settings.config
+        return child_env(
+            os.environ,
+            {
+                "PACH_NATS_URL": nats_url,
+                "PACH_DATA_DIR": str(self.data_dir),
+                "PACH_GRPC_PORT": str(cfg.grpc_port),
+                "PACH_HTTP_PORT": str(cfg.http_port),
+                "PACH_GRPC_HOST": cfg.grpc_host,
+            },
+        )
+
+    async def _stop_all(self, procs: list[ServiceProcess]) -> None:
+        await asyncio.gather(*(p.stop(self.settings.stop_timeout_s) for p in procs))
+
+    async def wait_ready(self) -> None:
+        target = f"{self.settings.local_host}:{self.settings.config.grpc_port}"
+        waited = 0.0
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while not self.stopping.is_set():
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                await asyncio.sleep(READY_POLL_S)
+                waited += READY_POLL_S
+                if waited % 10 < READY_POLL_S:
+                    _log.info("waiting for the gateway to be SERVING", waited_s=round(waited))
+
+    async def run(self) -> None:
+        cfg = self.settings.config
+        check_port_free(cfg.grpc_host, cfg.grpc_port, "gRPC")
+        check_port_free(cfg.grpc_host, cfg.http_port, "HTTP")
+        tasks: list[asyncio.Task[None]] = []
+        async with AsyncExitStack() as stack:
+
+            async def cancel_supervisors() -> None:
+                self.stopping.set()
+                self.write_state()
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            nats_url = await self._start_nats(stack)
+            env = self._env(nats_url)
+            self.services = [
+                ServiceProcess(name, i, env, self.write_state)
+                for name in BACKENDS
+                for i in range(self.settings.count(name))
+            ]
+            stack.push_async_callback(self._stop_all, self.services)
+            for p in self.services:
+                await p.start()
+            self.gateway = ServiceProcess(GATEWAY, 0, env, self.write_state)
+            stack.push_async_callback(self._stop_all, [self.gateway])
+            await self.gateway.start()
+            stack.push_async_callback(cancel_supervisors)  # runs first on the way down
+            assert self.nats is not None
+            sups: list[NatsProcess | ServiceProcess] = [self.nats, *self.services, self.gateway]
+            for sup in sups:
+                tasks.append(asyncio.create_task(sup.supervise(self.stopping)))
+
+            await self.wait_ready()
+            if not self.stopping.is_set():
+                self.ready = True
+                self.write_state()
+                _log.info(
+                    "cluster ready",
+                    grpc=f"{self.settings.local_host}:{cfg.grpc_port}",
+                    http=f"http://{self.settings.local_host}:{cfg.http_port}",
+                    nats=nats_url,
+                    data_dir=str(self.data_dir),
+                )
+            await self.stopping.wait()
+            _log.info("cluster stopping")
+        self.ready = False
+        self.write_state()
+        _log.info("cluster stopped")
+
+
+async def main_async(settings: ClusterSettings) -> None:
+    launcher = Launcher(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, launcher.stopping.set)
+    await launcher.run()
+
+
+def state_file(data_dir: Path) -> Path:
+    return data_dir / "cluster.json"
+
+
+def read_state(data_dir: Path) -> dict[str, Any]:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        data: dict[str, Any] = json.loads(state_file(data_dir).read_text())
+        return data
+    return {}

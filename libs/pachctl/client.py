@@ -1,0 +1,68 @@
+"""A gRPC channel to pachd, and the one translation of gRPC failures into
+errors pachctl prints as one line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from libs.errors import PachError
+from libs.pachctl.address import Address
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 5.0
+
+
+class CannotReach(PachError):
+    code = "unavailable"
+
+    def __init__(self, address: Address, reason: str) -> None:
+        super().__init__(f"cannot reach pachd at {address}: {reason}", address=str(address))
+
+
+class ServerError(PachError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{details or code.name.lower()} ({code.name})", grpc_code=code.name)
+
+
+def _reason(details: str) -> str:
+    lowered = details.lower()
+    for needle, reason in (
+        ("connection refused", "connection refused"),
+        ("deadline", "timed out"),
+        ("name resolution", "unknown host"),
+        ("dns resolution", "unknown host"),
+        ("lookup failed", "unknown host"),
+        ("no route to host", "no route to host"),
+    ):
+        if needle in lowered:
+            return reason
+    return details or "unavailable"
+
+
+class Pachd:
+    """A connection to pachd; use as a context manager."""
+
+    def __init__(self, address: Address, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address.target)
+
+    def __enter__(self) -> Pachd:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.channel.close()
+
+    def call(self, rpc: Callable[..., T], request: object) -> T:
+        try:
+            return rpc(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+            details: str = err.details() or ""  # type: ignore[attr-defined]
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise CannotReach(self.address, _reason(details or code.name)) from None
+            raise ServerError(code, details) from None

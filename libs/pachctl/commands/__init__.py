@@ -1,0 +1,10 @@
+"""Command groups: one module per group, each with ``register(subparsers)``.
+
+A later group (repo, file, pipeline …) adds a module here and a line in
+``GROUPS``."""
+
+from __future__ import annotations
+
+from libs.pachctl.commands import version
+
+GROUPS = (version,)
