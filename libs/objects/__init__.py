@@ -1,0 +1,63 @@
+"""The object store: content lives here, never in NATS.
+
+``open_object_store(cfg)`` builds the backend a ``ObjectStoreConfig`` names:
+a local directory (the default) or S3. ``libs.objects.chunking`` stores byte
+streams as content-addressed chunks on top of either.
+"""
+
+from __future__ import annotations
+
+from libs.config import ObjectStoreConfig
+from libs.errors import InvalidArgument
+from libs.objects.base import ObjectInfo, ObjectStore
+from libs.objects.chunking import (
+    CHUNK_SIZE,
+    ChunkRef,
+    chunk_key,
+    hash_bytes,
+    put_chunks,
+    read_chunks,
+)
+from libs.objects.local import LocalObjectStore
+from libs.objects.s3 import S3ObjectStore
+
+__all__ = [
+    "CHUNK_SIZE",
+    "ChunkRef",
+    "LocalObjectStore",
+    "ObjectInfo",
+    "ObjectStore",
+    "S3ObjectStore",
+    "chunk_key",
+    "hash_bytes",
+    "open_object_store",
+    "put_chunks",
+    "read_chunks",
+]
+
+
+def open_object_store(cfg: ObjectStoreConfig) -> ObjectStore:
+    """The store ``cfg`` describes; InvalidArgument names what is missing or wrong."""
+    if cfg.backend == "local":
+        if not str(cfg.local_root):
+            raise InvalidArgument("object store: local backend needs a root directory")
+        return LocalObjectStore(cfg.local_root)
+    if cfg.backend == "s3":
+        if not cfg.s3_bucket:
+            raise InvalidArgument("object store: s3 backend needs a bucket (PACH_S3_BUCKET)")
+        if bool(cfg.s3_access_key) != bool(cfg.s3_secret_key):
+            raise InvalidArgument(
+                "object store: give both PACH_S3_ACCESS_KEY and PACH_S3_SECRET_KEY, or neither "
+                "(then the AWS default credential chain is used)"
+            )
+        return S3ObjectStore(
+            bucket=cfg.s3_bucket,
+            endpoint_url=cfg.s3_endpoint,
+            region=cfg.s3_region,
+            access_key=cfg.s3_access_key,
+            secret_key=cfg.s3_secret_key,
+            prefix=cfg.s3_prefix,
+        )
+    raise InvalidArgument(
+        f"object store backend must be local or s3, got {cfg.backend!r}", backend=cfg.backend
+    )

@@ -1,0 +1,327 @@
+"""``LocalObjectStore``: objects as files under one directory.
+
+A key ``a/b/c`` is the file ``<root>/a/b/c``. Writes are atomic and durable:
+data goes to a temporary file in the destination directory (``.put-…``),
+is fsynced, renamed over the destination, and the directory is fsynced, so a
+reader or a crash sees the whole object or nothing. All file work runs on
+``libs.objects._io``'s thread pool; writes and reads are pipelined one block
+ahead so the event loop and the disk both stay busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import secrets
+import stat as stat_mod
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from pathlib import Path
+
+from libs.errors import InvalidArgument, ObjectNotFound
+from libs.objects import _io
+from libs.objects.base import ObjectInfo, ObjectStore
+from libs.objects.keys import TEMP_PREFIX, check_block_size, check_key, check_prefix, check_range
+
+# Blocks smaller than this are gathered before a write so each thread hop
+# carries enough bytes to be worth it.
+WRITE_COALESCE = 4 << 20
+
+_DirEntry = tuple[str, bool, int]  # (name, is_dir, size)
+
+
+class LocalObjectStore(ObjectStore):
+    def __init__(self, root: Path | str, *, durable: bool = True) -> None:
+        """``durable=False`` skips the fsyncs (tests and scratch stores only)."""
+        self._root = Path(root).absolute()
+        self._durable = durable
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def _path(self, key: str) -> Path:
+        return self._root.joinpath(*check_key(key).split("/"))
+
+    # --- writes -------------------------------------------------------------
+
+    async def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        _check_block(key, data)
+        await _io.run(self._put_sync, key, path, data)
+
+    def _put_sync(self, key: str, path: Path, data: bytes) -> None:
+        fd, tmp = self._open_temp(key, path)
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            _discard(fd, tmp)
+            raise
+        self._commit(key, fd, tmp, path)
+
+    async def put_stream(self, key: str, blocks: AsyncIterable[bytes]) -> int:
+        path = self._path(key)
+        opening = _io.submit(self._open_temp, key, path)
+        try:
+            fd, tmp = await asyncio.wrap_future(opening)
+        except asyncio.CancelledError:
+            _io.after(opening, lambda: _discard_opened(opening))
+            raise
+        pending: concurrent.futures.Future[None] | None = None
+        total = 0
+        buf = bytearray()
+        try:
+
+            async def write(data: bytes | bytearray) -> None:
+                nonlocal pending
+                if pending is not None:
+                    await asyncio.wrap_future(pending)
+                pending = _io.submit(_write_all, fd, data)
+
+            async for block in blocks:
+                _check_block(key, block)
+                total += len(block)
+                if len(block) >= WRITE_COALESCE:
+                    if buf:
+                        await write(buf)
+                        buf = bytearray()
+                    await write(block if isinstance(block, bytes) else bytes(block))
+                else:
+                    buf += block
+                    if len(buf) >= WRITE_COALESCE:
+                        await write(buf)
+                        buf = bytearray()
+            if buf:
+                await write(buf)
+            if pending is not None:
+                await asyncio.wrap_future(pending)
+                pending = None
+        except BaseException:
+            _io.after(pending, lambda: _discard(fd, tmp))
+            raise
+        await _io.run(self._commit, key, fd, tmp, path)
+        return total
+
+    def _open_temp(self, key: str, path: Path) -> tuple[int, Path]:
+        directory = path.parent
+        self._ensure_dir(key, directory)
+        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        return fd, tmp
+
+    def _commit(self, key: str, fd: int, tmp: Path, path: Path) -> None:
+        try:
+            if self._durable:
+                os.fsync(fd)
+            os.close(fd)
+        except BaseException:
+            _discard(None, tmp)
+            raise
+        try:
+            os.rename(tmp, path)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            _discard(None, tmp)
+            raise InvalidArgument(
+                f"object key {key!r} conflicts with an existing prefix of the same name",
+                key=key,
+            ) from None
+        except BaseException:
+            _discard(None, tmp)
+            raise
+        if self._durable:
+            _fsync_dir(path.parent)
+
+    def _ensure_dir(self, key: str, directory: Path) -> None:
+        if directory.is_dir():
+            return
+        if directory != self._root:
+            self._ensure_dir(key, directory.parent)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise InvalidArgument(
+                    f"object key {key!r} runs through an existing object "
+                    f"{directory.relative_to(self._root).as_posix()!r}",
+                    key=key,
+                ) from None
+            return
+        if self._durable and directory != self._root:
+            _fsync_dir(directory.parent)
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        await _io.run(_unlink_quietly, path)
+
+    # --- reads --------------------------------------------------------------
+
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        check_range(offset, length)
+        path = self._path(key)
+        return await _io.run(_read_range, key, path, offset, length)
+
+    async def get_stream(
+        self, key: str, offset: int = 0, length: int | None = None, block_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        check_range(offset, length)
+        check_block_size(block_size)
+        path = self._path(key)
+        fd, size = await _io.run(_open_read, key, path)
+        end = size if length is None else min(size, offset + length)
+        pos = offset
+        nxt: concurrent.futures.Future[bytes] | None = None
+        try:
+            if pos < end:
+                nxt = _io.submit(os.pread, fd, min(block_size, end - pos), pos)
+            while nxt is not None:
+                data = await asyncio.wrap_future(nxt)
+                pos += len(data)
+                nxt = None
+                if data and pos < end:
+                    nxt = _io.submit(os.pread, fd, min(block_size, end - pos), pos)
+                if data:
+                    yield data
+        finally:
+            _io.after(nxt, lambda: os.close(fd))
+
+    async def exists(self, key: str) -> bool:
+        path = self._path(key)
+        return await _io.run(_is_file, path)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        size = await _io.run(_file_size, key, path)
+        return ObjectInfo(key=key, size=size)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        check_prefix(prefix)
+        dir_part, _, name_prefix = prefix.rpartition("/")
+        segments = dir_part.split("/") if dir_part else []
+        if any(s in ("", ".", "..") or s.startswith(TEMP_PREFIX) for s in segments):
+            return  # no valid key lives under such a prefix
+        start = self._root.joinpath(*segments)
+        base = dir_part + "/" if dir_part else ""
+        first = await _io.run(_read_dir, start)
+        stack: list[tuple[str, Path, Iterator[_DirEntry]]] = [
+            (base, start, (e for e in first if e[0].startswith(name_prefix)))
+        ]
+        while stack:
+            key_base, directory, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                continue
+            name, is_dir, size = entry
+            if is_dir:
+                sub = directory / name
+                stack.append((f"{key_base}{name}/", sub, iter(await _io.run(_read_dir, sub))))
+            else:
+                yield ObjectInfo(key=key_base + name, size=size)
+
+
+# --- blocking helpers (run on the I/O pool) ---------------------------------
+
+
+def _check_block(key: str, block: object) -> None:
+    if not isinstance(block, bytes | bytearray | memoryview):
+        raise InvalidArgument(
+            f"object {key!r}: data blocks must be bytes, got {type(block).__name__}", key=key
+        )
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _discard(fd: int | None, tmp: Path) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def _discard_opened(opening: concurrent.futures.Future[tuple[int, Path]]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        _discard(*opening.result())
+
+
+def _fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    # An absent key (or a prefix directory, which is not an object) is a no-op.
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        os.unlink(path)
+
+
+def _open_read(key: str, path: Path) -> tuple[int, int]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ObjectNotFound(key) from None
+    st = os.fstat(fd)
+    if not stat_mod.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ObjectNotFound(key)
+    return fd, st.st_size
+
+
+def _read_range(key: str, path: Path, offset: int, length: int | None) -> bytes:
+    fd, size = _open_read(key, path)
+    try:
+        end = size if length is None else min(size, offset + length)
+        if end <= offset:
+            return b""
+        parts: list[bytes] = []
+        pos = offset
+        while pos < end:
+            data = os.pread(fd, end - pos, pos)
+            if not data:
+                break
+            parts.append(data)
+            pos += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
+def _file_size(key: str, path: Path) -> int:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ObjectNotFound(key) from None
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise ObjectNotFound(key)
+    return st.st_size
+
+
+def _read_dir(directory: Path) -> list[_DirEntry]:
+    """One directory's entries in key order (a directory sorts as ``name/``)."""
+    out: list[tuple[str, str, bool, int]] = []
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.startswith(TEMP_PREFIX):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    out.append((entry.name + "/", entry.name, True, 0))
+                elif entry.is_file(follow_symlinks=False):
+                    out.append((entry.name, entry.name, False, entry.stat().st_size))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out.sort()
+    return [(name, is_dir, size) for _, name, is_dir, size in out]
