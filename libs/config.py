@@ -67,6 +67,7 @@ class Config:
     max_message_bytes: int = 1 << 20
     request_timeout_s: float = 10.0
     events_stream: str = "EVENTS"
+    events_replicas: int = 1
     objects: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
     readmodels: ReadModelConfig = field(default_factory=ReadModelConfig)
 
@@ -119,6 +120,7 @@ class Config:
             max_message_bytes=_int(e, "PACH_MAX_MESSAGE_BYTES", 1 << 20),
             request_timeout_s=float(_int(e, "PACH_REQUEST_TIMEOUT_MS", 10_000)) / 1000.0,
             events_stream=_str(e, "PACH_EVENTS_STREAM", "EVENTS"),
+            events_replicas=_int(e, "PACH_EVENTS_REPLICAS", 1),
             objects=objects,
             readmodels=readmodels,
         )

@@ -55,6 +55,7 @@ class NatsServer:
     port: int = 0
     host: str = "127.0.0.1"
     max_payload: int = 8 << 20
+    sync_interval: str = "always"
     log_file: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -71,7 +72,7 @@ class NatsServer:
             f"max_payload: {self.max_payload}\n"
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
-            "  sync_interval: always\n"
+            f"  sync_interval: {self.sync_interval}\n"
             "}\n"
         )
 

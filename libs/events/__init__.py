@@ -1,0 +1,31 @@
+"""The event log: envelopes, the registry with upcasters, the event store on
+JetStream, aggregates, projections and reactions."""
+
+from __future__ import annotations
+
+from libs.events.aggregate import Executed, Loaded, execute, load
+from libs.events.envelope import NEW, AggregateRef, Position, RecordedEvent
+from libs.events.projection import Projection, ProjectionRunner, View
+from libs.events.reactor import Reactor
+from libs.events.registry import EventRegistry, EventSchema
+from libs.events.store import Appended, EventStore, ensure_stream
+
+__all__ = [
+    "NEW",
+    "AggregateRef",
+    "Appended",
+    "EventRegistry",
+    "EventSchema",
+    "EventStore",
+    "Executed",
+    "Loaded",
+    "Position",
+    "Projection",
+    "ProjectionRunner",
+    "Reactor",
+    "RecordedEvent",
+    "View",
+    "ensure_stream",
+    "execute",
+    "load",
+]

@@ -1,0 +1,134 @@
+"""Reactions: durable JetStream consumers that act on events.
+
+A reaction (e.g. "commit finished -> create job") runs in a durable pull
+consumer shared by every replica of the service, so each event is handled by
+one replica and survives restarts. An event is acknowledged only after its
+handler returned; a crash before that means redelivery, which is why every
+handler must be idempotent (decide identities deterministically).
+
+- handler raises ``Unavailable``/``DeadlineExceeded``/``ConcurrencyError``:
+  transient, the event is redelivered after a delay;
+- handler raises any other error: logged, redelivered up to ``max_deliver``
+  times, then terminated (a poison event must not stall the others);
+- a message that is not a valid event: logged and terminated at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js import JetStreamContext, api
+
+from libs.errors import ConcurrencyError, DeadlineExceeded, PachError, Unavailable
+from libs.events.envelope import RecordedEvent, decode_batch
+from libs.events.registry import EventRegistry
+
+_log = structlog.get_logger("reactor")
+
+ReactionHandler = Callable[[RecordedEvent], Awaitable[None]]
+_TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
+
+
+class Reactor:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        registry: EventRegistry,
+        *,
+        name: str,
+        subjects: Sequence[str],
+        handler: ReactionHandler,
+        event_types: frozenset[str] | None = None,
+        stream: str = "EVENTS",
+        batch_size: int = 64,
+        ack_wait: float = 60.0,
+        max_deliver: int = 10,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.js = js
+        self.registry = registry
+        self.name = name
+        self.subjects = list(subjects)
+        self.handler = handler
+        self.event_types = event_types
+        self.stream = stream
+        self.batch_size = batch_size
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.retry_delay = retry_delay
+        self.handled = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"reactor {self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("reactor interrupted, resuming", reactor=self.name, error=repr(exc))
+                await asyncio.sleep(0.5)
+
+    async def _consume(self) -> None:
+        config = api.ConsumerConfig(
+            durable_name=self.name,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            filter_subjects=self.subjects,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.batch_size * 4,
+        )
+        sub = await self.js.pull_subscribe(
+            self.subjects[0], durable=self.name, stream=self.stream, config=config
+        )
+        while True:
+            try:
+                msgs = await sub.fetch(self.batch_size, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Any) -> None:
+        seq = int(msg.metadata.sequence.stream)
+        try:
+            events = decode_batch(msg.data, seq, self.registry, self.event_types)
+        except PachError as err:
+            _log.error("dropping invalid event message", reactor=self.name, seq=seq, error=str(err))
+            await msg.term()
+            return
+        try:
+            for event in events:
+                await self.handler(event)
+        except _TRANSIENT as err:
+            _log.info("reaction will retry", reactor=self.name, seq=seq, error=str(err))
+            await msg.nak(delay=self.retry_delay)
+            return
+        except Exception as exc:
+            deliveries = int(msg.metadata.num_delivered)
+            if deliveries >= self.max_deliver:
+                _log.error("giving up on event", reactor=self.name, seq=seq, error=repr(exc))
+                await msg.term()
+            else:
+                _log.warning("reaction failed", reactor=self.name, seq=seq, error=repr(exc))
+                await msg.nak(delay=self.retry_delay)
+            return
+        self.handled += 1
+        await msg.ack()
