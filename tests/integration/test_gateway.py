@@ -190,3 +190,36 @@ def test_two_replicas_share_the_health_subject(procs: Procs) -> None:
     time.sleep(2.5)  # another health round: the remaining replica answers
     assert health_status(channel) == SERVING
     channel.close()
+
+
+class _Metadata:
+    def __init__(self, *pairs: tuple[str, str]) -> None:
+        self.pairs = pairs
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.pairs
+
+
+async def test_authn_token_becomes_the_bus_principal(nc: Any) -> None:
+    from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
+    from libs.bus import Bus, Context
+    from services.gateway.principal import ask
+
+    async def who(_: HealthRequest, ctx: Context) -> HealthResponse:
+        return HealthResponse(reason=ctx.principal)
+
+    backend = Bus(nc, service="pfs")
+    await backend.serve("WhoAmI", HealthRequest, who, kind="qry")
+    gateway = Bus(nc, service="gateway")
+    try:
+        with_token = _Metadata(("user-agent", "x"), ("authn-token", "tok-1"))
+        reply = await ask(
+            gateway, with_token, "pfs", "WhoAmI", HealthRequest(), HealthResponse, kind="qry"
+        )
+        assert reply.reason == "tok-1"
+        reply = await ask(
+            gateway, _Metadata(), "pfs", "WhoAmI", HealthRequest(), HealthResponse, kind="qry"
+        )
+        assert reply.reason == ""
+    finally:
+        await backend.close()
