@@ -30,11 +30,14 @@ async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     return await asyncio.wrap_future(IO_POOL.submit(fn, *args, **kwargs))
 
 
-def after(pending: concurrent.futures.Future[Any] | None, fn: Callable[[], object]) -> None:
-    """Run ``fn`` on the pool once ``pending`` (if any) has finished, without waiting.
+def after(
+    pending: concurrent.futures.Future[Any] | None, fn: Callable[[], object]
+) -> concurrent.futures.Future[None]:
+    """Run ``fn`` on the pool once ``pending`` (if any) has finished.
 
     Used to release a file descriptor only after the read or write still using
-    it is done, even when the awaiting coroutine was cancelled."""
+    it is done, even when the awaiting coroutine was cancelled (then nobody
+    waits for the returned future)."""
 
     def _job() -> None:
         if pending is not None:
@@ -42,4 +45,4 @@ def after(pending: concurrent.futures.Future[Any] | None, fn: Callable[[], objec
             concurrent.futures.wait([pending])
         fn()
 
-    IO_POOL.submit(_job)
+    return IO_POOL.submit(_job)

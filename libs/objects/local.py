@@ -97,8 +97,10 @@ class LocalObjectStore(ObjectStore):
             if pending is not None:
                 await asyncio.wrap_future(pending)
                 pending = None
-        except BaseException:
-            _io.after(pending, lambda: _discard(fd, tmp))
+        except BaseException as exc:
+            cleanup = _io.after(pending, lambda: _discard(fd, tmp))
+            if not isinstance(exc, asyncio.CancelledError):
+                await asyncio.wrap_future(cleanup)  # gone before the caller sees the error
             raise
         await _io.run(self._commit, key, fd, tmp, path)
         return total
