@@ -53,6 +53,8 @@ class S3ObjectStore(ObjectStore):
         part_size: int = PART_SIZE,
         part_concurrency: int = 4,
         max_connections: int = 16,
+        list_page_size: int = 1000,
+        max_attempts: int = 3,
     ) -> None:
         if not bucket:
             raise InvalidArgument("S3 object store needs a bucket name")
@@ -66,6 +68,12 @@ class S3ObjectStore(ObjectStore):
                 f"S3 part concurrency must be >= 1, got {part_concurrency}",
                 part_concurrency=part_concurrency,
             )
+        if not 1 <= list_page_size <= 1000:
+            raise InvalidArgument(
+                f"S3 list page size must be 1..1000, got {list_page_size}",
+                list_page_size=list_page_size,
+            )
+        self._page_size = list_page_size
         if prefix:
             prefix = prefix if prefix.endswith("/") else prefix + "/"
             check_key(prefix[:-1])
@@ -82,7 +90,7 @@ class S3ObjectStore(ObjectStore):
         self._boto_config = BotoConfig(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": max(1, max_attempts), "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
             max_pool_connections=max_connections,
@@ -288,7 +296,11 @@ class S3ObjectStore(ObjectStore):
         check_prefix(prefix)
         s3 = await self._s3()
         paginator = s3.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix)
+        pages = paginator.paginate(
+            Bucket=self._bucket,
+            Prefix=self._prefix + prefix,
+            PaginationConfig={"PageSize": self._page_size},
+        )
         strip = len(self._prefix)
         iterator = pages.__aiter__()
         while True:
