@@ -132,7 +132,7 @@ async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> No
         ctx = ServiceContext(
             config=cfg, nc=nc, js=nc.jetstream(), bus=bus, stack=stack, log=log, stopping=stop
         )
-        await bus.serve("Health", HealthRequest, _health_handler(ctx), kind="qry")
+        await bus.serve("Health", HealthRequest, _health_handler(ctx), kind="qry", quiet=True)
         await setup(ctx)
         ctx.ready = True
         log.info("service started", nats=cfg.nats_url)

@@ -89,13 +89,17 @@ class Bus:
         handler: Callable[[Req, Context], Awaitable[Message]],
         *,
         kind: str = "cmd",
+        quiet: bool = False,
     ) -> None:
+        """Serve ``<kind>.<service>.<name>``. ``quiet`` logs each request at
+        debug level instead of info (for probes such as Health)."""
         subject = subject_for(kind, self.service, name)
+        log = _log.debug if quiet else _log.info
 
         async def on_msg(msg: Msg) -> None:
             # Each request runs in its own task so one slow handler does not
             # hold up the subscription's other requests.
-            task = asyncio.create_task(self._handle(msg, subject, request_type, handler))
+            task = asyncio.create_task(self._handle(msg, subject, request_type, handler, log))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
@@ -108,6 +112,7 @@ class Bus:
         subject: str,
         request_type: type[Req],
         handler: Callable[[Req, Context], Awaitable[Message]],
+        log: Callable[..., Any],
     ) -> None:
         headers = msg.headers or {}
         ctx = Context(
@@ -136,7 +141,7 @@ class Bus:
                 span.record_exception(exc)
                 _log.exception("handler failed", subject=subject, request_id=ctx.request_id)
                 await self._respond(msg, b"", Internal(f"internal error in {subject}: {exc}"))
-        _log.info(
+        log(
             "request",
             subject=subject,
             status=status,

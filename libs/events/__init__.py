@@ -8,11 +8,12 @@ from libs.events.envelope import NEW, AggregateRef, Position, RecordedEvent
 from libs.events.projection import Projection, ProjectionRunner, View
 from libs.events.reactor import Reactor
 from libs.events.registry import EventRegistry, EventSchema
-from libs.events.store import Appended, EventStore, ensure_stream
+from libs.events.store import Append, Appended, EventStore, ensure_stream
 
 __all__ = [
     "NEW",
     "AggregateRef",
+    "Append",
     "Appended",
     "EventRegistry",
     "EventSchema",

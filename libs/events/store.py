@@ -14,6 +14,8 @@ or nothing. Appends carry
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 
 from libs.api.events.envelope_pb2 import Envelope, EventBatch
 from libs.config import Config
@@ -33,6 +35,7 @@ from libs.errors import (
     DeadlineExceeded,
     InvalidArgument,
     MessageTooLarge,
+    PachError,
     Unavailable,
 )
 from libs.events.envelope import (
@@ -52,6 +55,31 @@ ERR_MSG_TOO_LARGE = 10054
 ERR_NO_MESSAGE = 10037
 
 DUPLICATE_WINDOW_S = 120.0
+
+
+_H_EXPECTED_SEQ = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
+_H_MSG_ID = api.Header.MSG_ID.value
+
+
+@dataclass(frozen=True)
+class Append:
+    """One append for ``EventStore.append_many``."""
+
+    aggregate: AggregateRef
+    events: Sequence[Message]
+    expected: Position
+    principal: str = ""
+    causation_id: str = ""
+    correlation_id: str = ""
+    msg_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Sent:
+    item: Append
+    msg_id: str
+    size: int
+    ack: asyncio.Future[Ack]
 
 
 @dataclass(frozen=True)
@@ -126,9 +154,10 @@ class EventStore:
         if not events:
             raise InvalidArgument("an append needs at least one event")
         now = Timestamp()
-        now.GetCurrentTime()
+        now.FromNanoseconds(time.time_ns())
         trace_ctx: dict[str, str] = {}
-        propagate.inject(trace_ctx)
+        if trace.get_current_span().get_span_context().is_valid:
+            propagate.inject(trace_ctx)
         batch = EventBatch()
         for i, event in enumerate(events, start=1):
             schema = self.registry.schema_for(event)
@@ -167,34 +196,81 @@ class EventStore:
         ``msg_id`` makes the append idempotent: pass the same id when
         retrying after a lost acknowledgement (e.g. derive it from the
         command). Raises ConcurrencyError when the aggregate moved on."""
+        item = Append(aggregate, events, expected, principal, causation_id, correlation_id, msg_id)
+        return await self._settle(await self._send(item))
+
+    async def append_many(self, items: Sequence[Append]) -> list[Appended | PachError]:
+        """Pipelined appends: all are sent before any acknowledgement is
+        awaited. Each result is ``Appended`` or the error that append got;
+        appends to different aggregates are independent."""
+        sent: list[_Sent | PachError] = []
+        for item in items:
+            try:
+                sent.append(await self._send(item))
+            except PachError as err:
+                sent.append(err)
+        results: list[Appended | PachError] = []
+        for one in sent:
+            if isinstance(one, PachError):
+                results.append(one)
+                continue
+            try:
+                results.append(await self._settle(one))
+            except PachError as err:
+                results.append(err)
+        return results
+
+    async def _send(self, item: Append) -> _Sent:
         batch = self.build_batch(
-            aggregate,
-            events,
-            expected,
-            principal=principal,
-            causation_id=causation_id,
-            correlation_id=correlation_id,
+            item.aggregate,
+            item.events,
+            item.expected,
+            principal=item.principal,
+            causation_id=item.causation_id,
+            correlation_id=item.correlation_id,
         )
         data = batch.SerializeToString()
         if len(data) > self.max_message_bytes:
-            raise MessageTooLarge(len(data), self.max_message_bytes, f"events for {aggregate.id}")
-        msg_id = msg_id or batch.events[0].event_id
+            raise MessageTooLarge(
+                len(data), self.max_message_bytes, f"events for {item.aggregate.id}"
+            )
+        msg_id = item.msg_id or batch.events[0].event_id
         headers = {
-            api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(expected.seq),
-            api.Header.MSG_ID.value: msg_id,
-            api.Header.EXPECTED_STREAM.value: self.stream,
+            _H_EXPECTED_SEQ: str(item.expected.seq),
+            _H_MSG_ID: msg_id,
         }
         try:
-            ack = await self._publish(aggregate, data, headers, expected)
-        except ConcurrencyError:
-            # The server checks the expected sequence before de-duplication,
-            # so a retry of an append that did land (its ack was lost) shows
-            # up here: find it among the aggregate's newer messages.
-            landed = await self._find_msg_id(aggregate, expected.seq, msg_id)
-            if landed is None:
-                raise
-            return Appended(landed, True)
-        return Appended(Position(ack.seq, expected.version + len(events)), ack.duplicate)
+            ack = await self._publisher.send(item.aggregate.subject, data, headers, self.timeout)
+        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError):
+            raise Unavailable(f"event store unavailable for {item.aggregate.subject}") from None
+        return _Sent(item, msg_id, len(data), ack)
+
+    async def _settle(self, sent: _Sent) -> Appended:
+        item = sent.item
+        try:
+            ack = await sent.ack
+        except PublishError as exc:
+            if exc.err_code == ERR_WRONG_LAST_SEQUENCE:
+                # The server checks the expected sequence before
+                # de-duplication, so a retry of an append that did land (its
+                # ack was lost) shows up here: look for it among the
+                # aggregate's newer messages.
+                landed = await self._find_msg_id(item.aggregate, item.expected.seq, sent.msg_id)
+                if landed is not None:
+                    return Appended(landed, True)
+                raise ConcurrencyError(item.aggregate.subject, item.expected.seq) from None
+            if exc.err_code == ERR_MSG_TOO_LARGE:
+                raise MessageTooLarge(sent.size, self.max_message_bytes, "event batch") from None
+            raise Unavailable(f"event store refused the append: {exc.description}") from None
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"append to {item.aggregate.subject} not acknowledged within "
+                f"{self.timeout:g}s; retrying with the same msg_id is safe",
+                subject=item.aggregate.subject,
+            ) from None
+        except NoStream:
+            raise Unavailable(f"no event stream accepts {item.aggregate.subject}") from None
+        return Appended(Position(ack.seq, item.expected.version + len(item.events)), ack.duplicate)
 
     async def _find_msg_id(
         self, aggregate: AggregateRef, after_seq: int, msg_id: str
@@ -204,32 +280,10 @@ class EventStore:
             raw = await self._get_next(aggregate, seq)
             if raw is None:
                 return None
-            if (raw.headers or {}).get(api.Header.MSG_ID) == msg_id:
+            if (raw.headers or {}).get(_H_MSG_ID) == msg_id:
                 batch = parse_batch(raw.data or b"")
                 return Position(raw.seq or 0, batch.events[-1].aggregate_version)
             seq = (raw.seq or 0) + 1
-
-    async def _publish(
-        self, aggregate: AggregateRef, data: bytes, headers: dict[str, str], expected: Position
-    ) -> Ack:
-        try:
-            return await self._publisher.publish(aggregate.subject, data, headers, self.timeout)
-        except PublishError as exc:
-            if exc.err_code == ERR_WRONG_LAST_SEQUENCE:
-                raise ConcurrencyError(aggregate.subject, expected.seq) from None
-            if exc.err_code == ERR_MSG_TOO_LARGE:
-                raise MessageTooLarge(len(data), self.max_message_bytes, "event batch") from None
-            raise Unavailable(f"event store refused the append: {exc.description}") from None
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"append to {aggregate.subject} not acknowledged within {self.timeout:g}s; "
-                "retrying with the same msg_id is safe",
-                subject=aggregate.subject,
-            ) from None
-        except NoStream:
-            raise Unavailable(f"no event stream accepts {aggregate.subject}") from None
-        except nats.errors.ConnectionClosedError:
-            raise Unavailable(f"event store unavailable for {aggregate.subject}") from None
 
     async def close(self) -> None:
         await self._publisher.close()
