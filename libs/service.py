@@ -34,6 +34,7 @@ from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus, Context
 from libs.config import Config
 from libs.errors import PachError
+from libs.events import ensure_stream
 from libs.observe import configure_logging, configure_tracing
 
 Setup = Callable[["ServiceContext"], Awaitable[None]]
@@ -96,6 +97,25 @@ async def connect_nats(
         delay = min(delay * 2, 2.0)
 
 
+async def ensure_events_stream(
+    js: JetStreamContext, cfg: Config, log: structlog.stdlib.BoundLogger, stop: asyncio.Event
+) -> None:
+    """Create the event log's stream if missing, waiting while JetStream is
+    still starting up."""
+    delay = 0.1
+    while True:
+        try:
+            await ensure_stream(js, cfg)
+            return
+        except (nats.errors.Error, OSError) as exc:
+            log.warning("event stream not ready yet", error=str(exc) or repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            raise asyncio.CancelledError
+        delay = min(delay * 2, 2.0)
+
+
 async def _drain(nc: Client) -> None:
     with contextlib.suppress(nats.errors.Error, OSError):
         await nc.drain()
@@ -133,6 +153,7 @@ async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> No
             config=cfg, nc=nc, js=nc.jetstream(), bus=bus, stack=stack, log=log, stopping=stop
         )
         await bus.serve("Health", HealthRequest, _health_handler(ctx), kind="qry", quiet=True)
+        await ensure_events_stream(ctx.js, cfg, log, stop)
         await setup(ctx)
         ctx.ready = True
         log.info("service started", nats=cfg.nats_url)

@@ -42,6 +42,7 @@ class Procs:
             "PACH_GRPC_PORT": str(self.grpc_port),
             "PACH_HTTP_PORT": str(self.http_port),
             "PACH_LOG_FORMAT": "json",
+            "PACH_LOG_LEVEL": "debug",  # health probes log at debug level
             "PACH_MAX_MESSAGE_BYTES": str(MAX_BYTES),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

