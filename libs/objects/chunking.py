@@ -119,7 +119,8 @@ async def put_chunks(
         while len(hashing) > _HASH_AHEAD:
             await advance()
 
-    buf = bytearray()
+    parts: list[memoryview] = []
+    have = 0
     try:
         async for block in blocks:
             if not isinstance(block, bytes | bytearray | memoryview):
@@ -127,18 +128,19 @@ async def put_chunks(
                     f"data blocks must be bytes, got {type(block).__name__}",
                     type=type(block).__name__,
                 )
-            if not buf and len(block) == chunk_size and isinstance(block, bytes):
-                await cut(block)
-                continue
-            buf += block
-            while len(buf) >= chunk_size:
-                with memoryview(buf) as view, view[:chunk_size] as head:
-                    chunk = bytes(head)
-                del buf[:chunk_size]
-                await cut(chunk)
-        if buf:
-            await cut(bytes(buf))
-            buf = bytearray()
+            # Keep views of immutable data; copy what the producer may reuse.
+            view = memoryview(block if isinstance(block, bytes) else bytes(block))
+            while view:
+                take = min(len(view), chunk_size - have)
+                parts.append(view[:take])
+                have += take
+                view = view[take:]
+                if have == chunk_size:
+                    await cut(_join(parts))
+                    parts, have = [], 0
+        if parts:
+            await cut(_join(parts))
+            parts = []
         while hashing:
             await advance()
         while writes:
@@ -151,6 +153,13 @@ async def put_chunks(
             future.cancel()
         raise
     return refs
+
+
+def _join(parts: list[memoryview]) -> bytes:
+    """One copy at most: a chunk that is exactly one whole bytes block is reused."""
+    if len(parts) == 1 and isinstance(parts[0].obj, bytes) and len(parts[0]) == len(parts[0].obj):
+        return parts[0].obj
+    return b"".join(parts)
 
 
 def total_size(refs: Iterable[ChunkRef]) -> int:
