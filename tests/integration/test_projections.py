@@ -1,0 +1,167 @@
+"""Projections with checkpoints, resumption after kill -9, read-your-writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from google.protobuf.message import Message
+from nats.aio.client import Client
+
+from libs.api.events import testing_pb2 as t
+from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
+from libs.bus import Bus, Context
+from libs.config import Config
+from libs.events import NEW, Append, EventStore, ProjectionRunner, ensure_stream, execute
+from libs.natsserver import NatsServer
+from libs.readmodels import SqliteDocumentStore
+from tests.support import counter
+from tests.support.counter_projection import COUNTERS, CounterProjection
+
+
+async def _fill(nc: Client, counters: int, increments: int) -> int:
+    """Open ``counters`` counters and increment each ``increments`` times
+    (round-robin, so the log interleaves aggregates). Returns the last seq."""
+    cfg = Config()
+    await ensure_stream(nc.jetstream(), cfg)
+    store = EventStore.from_config(nc, counter.registry(), cfg)
+    positions = {}
+    opened = await store.append_many(
+        [Append(counter.ref(f"c{i}"), [t.CounterOpened()], NEW) for i in range(counters)]
+    )
+    for i, res in enumerate(opened):
+        assert not isinstance(res, Exception)
+        positions[i] = res.position
+    for round_ in range(increments):
+        items = [
+            Append(counter.ref(f"c{i}"), [t.CounterIncremented(by=round_ + i)], positions[i])
+            for i in range(counters)
+        ]
+        for i, res in enumerate(await store.append_many(items)):
+            assert not isinstance(res, Exception)
+            positions[i] = res.position
+    await store.close()
+    return max(p.seq for p in positions.values())
+
+
+async def _dump(path: Path) -> list[dict[str, object]]:
+    store = SqliteDocumentStore(path)
+    await store.open(CounterProjection.collections)
+    docs = [doc async for doc in store.query(COUNTERS)]
+    await store.close()
+    return docs
+
+
+async def _worker(url: str, path: Path, target: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.counter_projection",
+        url,
+        str(path),
+        str(target),
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_projection_killed_mid_stream_resumes_identical_to_a_fresh_build(
+    nc: Client, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    last = await _fill(nc, counters=40, increments=100)  # 4,040 messages
+    crashed = tmp_path / "crashed.sqlite"
+
+    # Run the projection in its own process and kill -9 it mid-stream.
+    proc = await _worker(nats_server.url, crashed, last)
+    assert proc.stdout is not None
+    position = 0
+    while position < 400:
+        line = (await proc.stdout.readline()).decode().split()
+        assert line, "worker exited early"
+        position = int(line[1]) if line[0] == "at" else position
+    proc.kill()
+    await proc.wait()
+    assert position < last, "the kill must land mid-stream"
+
+    # A new process resumes from the checkpoint written with the data.
+    proc = await _worker(nats_server.url, crashed, last)
+    assert proc.stdout is not None
+    first = (await proc.stdout.readline()).decode().split()
+    assert first[0] == "start" and 0 < int(first[1]) < last
+    await proc.communicate()
+    assert proc.returncode == 0
+
+    fresh = tmp_path / "fresh.sqlite"
+    proc = await _worker(nats_server.url, fresh, last)
+    await proc.communicate()
+
+    crashed_docs, fresh_docs = await _dump(crashed), await _dump(fresh)
+    assert len(fresh_docs) == 40
+    assert crashed_docs == fresh_docs
+    # And the values are right: counter i got sum(round + i for round in 0..99).
+    by_value = sorted(d["value"] for d in fresh_docs)  # type: ignore[type-var]
+    assert by_value == [sum(r + i for r in range(100)) for i in range(40)]
+
+
+async def test_rebuild_from_zero_and_invalid_messages_are_skipped(
+    nc: Client, tmp_path: Path
+) -> None:
+    last = await _fill(nc, counters=3, increments=5)
+    # Something that is not our event store writes garbage on an event subject.
+    await nc.jetstream().publish("ev.testing.counter.junk", b"\xff\xfe not an event")
+    cfg = Config()
+    store = EventStore.from_config(nc, counter.registry(), cfg)
+    after = await store.append(
+        counter.ref("c0"),
+        [t.RenamedV1(full_name="Grace Hopper")],
+        await store.position(counter.ref("c0")),
+    )
+    assert after.position.seq > last
+    docs = SqliteDocumentStore(tmp_path / "p.sqlite")
+    runner = ProjectionRunner(nc.jetstream(), counter.registry(), docs, CounterProjection())
+    await runner.start()
+    await runner.wait_for(after.position.seq)
+    assert runner.skipped == 1
+    c0 = await docs.get(COUNTERS, "c0")
+    assert c0 is not None and c0["name"] == "Grace Hopper" and c0["value"] == 10
+    before = [d async for d in docs.query(COUNTERS)]
+    await runner.rebuild()
+    await runner.wait_for(after.position.seq)
+    assert [d async for d in docs.query(COUNTERS)] == before
+    await runner.stop()
+    await docs.close()
+    await store.close()
+
+
+async def test_command_returns_after_its_projection_applied_it(nc: Client, tmp_path: Path) -> None:
+    """Read-your-writes: a query right after a command sees the command's effect."""
+    cfg = Config()
+    await ensure_stream(nc.jetstream(), cfg)
+    store = EventStore.from_config(nc, counter.registry(), cfg)
+    docs = SqliteDocumentStore(tmp_path / "svc.sqlite")
+    runner = ProjectionRunner(nc.jetstream(), counter.registry(), docs, CounterProjection())
+    await runner.start()
+    bus = Bus(nc, service="counters")
+
+    async def increment(req: HealthRequest, ctx: Context) -> Message:
+        ref = counter.ref("rw")
+        done = await execute(store, ref, counter.Counter(), counter.evolve, counter.increment(1))
+        assert done.appended is not None
+        await runner.wait_for(done.appended.position.seq)
+        return HealthResponse(ready=True)
+
+    async def get(req: HealthRequest, ctx: Context) -> Message:
+        doc = await docs.get(COUNTERS, "rw")
+        return HealthResponse(reason=str(doc["value"] if doc else 0))
+
+    await bus.serve("Increment", HealthRequest, increment)
+    await bus.serve("Get", HealthRequest, get, kind="qry")
+    await execute(store, counter.ref("rw"), counter.Counter(), counter.evolve, counter.open_counter)
+    for i in range(1, 31):
+        await bus.request("counters", "Increment", HealthRequest(), HealthResponse)
+        got = await bus.request("counters", "Get", HealthRequest(), HealthResponse, kind="qry")
+        assert got.reason == str(i)
+    await bus.close()
+    await runner.stop()
+    await docs.close()
+    await store.close()
