@@ -32,6 +32,10 @@ def decode_token(token: str) -> str:
     return token
 
 
+# (service, aggregate type) pairs already validated.
+_GOOD_KINDS: set[tuple[str, str]] = set()
+
+
 @dataclass(frozen=True)
 class AggregateRef:
     """One aggregate: e.g. ``AggregateRef("pfs", "repo", "images")``."""
@@ -41,9 +45,12 @@ class AggregateRef:
     id: str
 
     def __post_init__(self) -> None:
-        for part, what in ((self.service, "service"), (self.type, "aggregate type")):
-            if not _TOKEN.match(part):
-                raise InvalidArgument(f"bad {what} {part!r}: letters, digits, _ and - only")
+        if (self.service, self.type) not in _GOOD_KINDS:
+            for part, what in ((self.service, "service"), (self.type, "aggregate type")):
+                if not isinstance(part, str) or not _TOKEN.match(part):
+                    raise InvalidArgument(f"bad {what} {part!r}: letters, digits, _ and - only")
+            if len(_GOOD_KINDS) < 4096:
+                _GOOD_KINDS.add((self.service, self.type))
         if not self.id:
             raise InvalidArgument("an aggregate id must not be empty")
 

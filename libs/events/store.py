@@ -15,20 +15,19 @@ or nothing. Appends carry
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from opentelemetry import propagate, trace
 
-from libs.api.events.envelope_pb2 import Envelope, EventBatch
+from libs.api.events.envelope_pb2 import EventBatch
 from libs.config import Config
 from libs.errors import (
     ConcurrencyError,
@@ -46,7 +45,14 @@ from libs.events.envelope import (
     decode_batch,
     parse_batch,
 )
-from libs.events.publisher import Ack, NoStream, Publisher, PublishError
+from libs.events.publisher import (
+    Ack,
+    NoStream,
+    Outgoing,
+    Publisher,
+    PublishError,
+    header_value,
+)
 from libs.events.registry import EventRegistry
 
 # JetStream API error codes we act on.
@@ -60,6 +66,27 @@ DUPLICATE_WINDOW_S = 120.0
 _H_EXPECTED_SEQ = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
 _H_MSG_ID = api.Header.MSG_ID.value
 
+# append_many hands appends to the connection in groups of this many, and
+# lets the event loop write each group while it encodes the next.
+_SEND_GROUP = 128
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, like ``uuid4().hex`` at a
+    quarter of the cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
+def _trace_context() -> dict[str, str]:
+    """The W3C trace context of the current span ({} outside of one)."""
+    trace_ctx: dict[str, str] = {}
+    if trace.get_current_span().get_span_context().is_valid:
+        propagate.inject(trace_ctx)
+    return trace_ctx
+
 
 @dataclass(frozen=True)
 class Append:
@@ -72,14 +99,6 @@ class Append:
     causation_id: str = ""
     correlation_id: str = ""
     msg_id: str | None = None
-
-
-@dataclass(frozen=True)
-class _Sent:
-    item: Append
-    msg_id: str
-    size: int
-    ack: asyncio.Future[Ack]
 
 
 @dataclass(frozen=True)
@@ -122,6 +141,7 @@ class EventStore:
         max_message_bytes: int = 1 << 20,
         timeout: float = 10.0,
     ) -> None:
+        self._nc = nc
         self.js = nc.jetstream()
         self.registry = registry
         self.stream = stream
@@ -151,34 +171,65 @@ class EventStore:
         causation_id: str = "",
         correlation_id: str = "",
     ) -> EventBatch:
+        item = Append(aggregate, events, expected, principal, causation_id, correlation_id)
+        return self._build(item, _trace_context())
+
+    def _build(self, item: Append, trace_ctx: dict[str, str]) -> EventBatch:
+        events = item.events
         if not events:
             raise InvalidArgument("an append needs at least one event")
-        now = Timestamp()
-        now.FromNanoseconds(time.time_ns())
-        trace_ctx: dict[str, str] = {}
-        if trace.get_current_span().get_span_context().is_valid:
-            propagate.inject(trace_ctx)
+        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        aggregate = item.aggregate
+        service, agg_type, agg_id = aggregate.service, aggregate.type, aggregate.id
+        principal, causation_id, correlation_id = (
+            item.principal,
+            item.causation_id,
+            item.correlation_id,
+        )
+        schema_for = self.registry.schema_for
+        version = item.expected.version
         batch = EventBatch()
-        for i, event in enumerate(events, start=1):
-            schema = self.registry.schema_for(event)
-            batch.events.append(
-                Envelope(
-                    event_id=uuid.uuid4().hex,
-                    type=schema.event_type,
-                    schema_version=schema.version,
-                    aggregate_service=aggregate.service,
-                    aggregate_type=aggregate.type,
-                    aggregate_id=aggregate.id,
-                    aggregate_version=expected.version + i,
-                    time=now,
-                    principal=principal,
-                    causation_id=causation_id,
-                    correlation_id=correlation_id,
-                    trace_context=trace_ctx,
-                    payload=event.SerializeToString(),
-                )
-            )
+        add = batch.events.add
+        # Fields are set one by one on envelopes the batch creates: several
+        # times cheaper than Envelope(**kwargs) plus a Timestamp per event.
+        # Empty strings are left unset (proto3: the same bytes).
+        for event in events:
+            schema = schema_for(event)
+            version += 1
+            env = add()
+            env.event_id = new_event_id()
+            env.type = schema.event_type
+            env.schema_version = schema.version
+            env.aggregate_service = service
+            env.aggregate_type = agg_type
+            env.aggregate_id = agg_id
+            env.aggregate_version = version
+            ts = env.time
+            ts.seconds = seconds
+            ts.nanos = nanos
+            if principal:
+                env.principal = principal
+            if causation_id:
+                env.causation_id = causation_id
+            if correlation_id:
+                env.correlation_id = correlation_id
+            if trace_ctx:
+                env.trace_context.update(trace_ctx)
+            env.payload = event.SerializeToString()
         return batch
+
+    def _outgoing(self, item: Append, trace_ctx: dict[str, str]) -> tuple[Outgoing, str]:
+        """The message for one append, and its msg id."""
+        batch = self._build(item, trace_ctx)
+        data = batch.SerializeToString()
+        if len(data) > self.max_message_bytes:
+            raise MessageTooLarge(
+                len(data), self.max_message_bytes, f"events for {item.aggregate.id}"
+            )
+        # Compared with what the server stored when a retry needs it.
+        msg_id = header_value(item.msg_id) if item.msg_id else batch.events[0].event_id
+        headers = {_H_EXPECTED_SEQ: str(item.expected.seq), _H_MSG_ID: msg_id}
+        return Outgoing(item.aggregate.subject, data, headers), msg_id
 
     async def append(
         self,
@@ -197,70 +248,89 @@ class EventStore:
         retrying after a lost acknowledgement (e.g. derive it from the
         command). Raises ConcurrencyError when the aggregate moved on."""
         item = Append(aggregate, events, expected, principal, causation_id, correlation_id, msg_id)
-        return await self._settle(await self._send(item))
+        [result] = await self.append_many([item])
+        if isinstance(result, PachError):
+            raise result
+        return result
 
     async def append_many(self, items: Sequence[Append]) -> list[Appended | PachError]:
         """Pipelined appends: all are sent before any acknowledgement is
         awaited. Each result is ``Appended`` or the error that append got;
         appends to different aggregates are independent."""
-        sent: list[_Sent | PachError] = []
-        for item in items:
-            try:
-                sent.append(await self._send(item))
-            except PachError as err:
-                sent.append(err)
-        results: list[Appended | PachError] = []
-        for one in sent:
-            if isinstance(one, PachError):
-                results.append(one)
+        results: list[Appended | PachError | None] = [None] * len(items)
+        trace_ctx = _trace_context()
+        # (index, item, msg id, size, ack) of every append that went out.
+        inflight: list[tuple[int, Append, str, int, asyncio.Future[Ack]]] = []
+        for start in range(0, len(items), _SEND_GROUP):
+            batch: list[Outgoing] = []
+            meta: list[tuple[int, Append, str, int]] = []
+            for i in range(start, min(len(items), start + _SEND_GROUP)):
+                item = items[i]
+                try:
+                    out, msg_id = self._outgoing(item, trace_ctx)
+                except PachError as err:
+                    results[i] = err
+                    continue
+                batch.append(out)
+                meta.append((i, item, msg_id, len(out.data)))
+            if batch:
+                sent = await self._publisher.send_many(batch, self.timeout)
+                for (i, item, msg_id, size), ack in zip(meta, sent, strict=True):
+                    if isinstance(ack, Exception):
+                        results[i] = self._send_failed(item, size, ack)
+                    else:
+                        inflight.append((i, item, msg_id, size, ack))
+            if start + _SEND_GROUP < len(items):
+                # Let the connection write this group (and read the acks
+                # that came back) while we encode the next one: nats-server
+                # works on it in parallel.
+                await asyncio.sleep(0)
+        for i, item, msg_id, size, ack in inflight:
+            if ack.done() and not ack.cancelled() and ack.exception() is None:
+                done = ack.result()
+                results[i] = Appended(
+                    Position(done.seq, item.expected.version + len(item.events)), done.duplicate
+                )
                 continue
             try:
-                results.append(await self._settle(one))
+                results[i] = await self._settle(item, msg_id, size, ack)
             except PachError as err:
-                results.append(err)
-        return results
+                results[i] = err
+        return [r for r in results if r is not None]
 
-    async def _send(self, item: Append) -> _Sent:
-        batch = self.build_batch(
-            item.aggregate,
-            item.events,
-            item.expected,
-            principal=item.principal,
-            causation_id=item.causation_id,
-            correlation_id=item.correlation_id,
-        )
-        data = batch.SerializeToString()
-        if len(data) > self.max_message_bytes:
-            raise MessageTooLarge(
-                len(data), self.max_message_bytes, f"events for {item.aggregate.id}"
+    def _send_failed(self, item: Append, size: int, exc: Exception) -> PachError:
+        subject = item.aggregate.subject
+        if isinstance(exc, TimeoutError):
+            return DeadlineExceeded(
+                f"append to {subject} found no room among the pending appends within "
+                f"{self.timeout:g}s; retrying with the same msg_id is safe",
+                subject=subject,
             )
-        msg_id = item.msg_id or batch.events[0].event_id
-        headers = {
-            _H_EXPECTED_SEQ: str(item.expected.seq),
-            _H_MSG_ID: msg_id,
-        }
-        try:
-            ack = await self._publisher.send(item.aggregate.subject, data, headers, self.timeout)
-        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError):
-            raise Unavailable(f"event store unavailable for {item.aggregate.subject}") from None
-        return _Sent(item, msg_id, len(data), ack)
+        if isinstance(exc, nats.errors.MaxPayloadError):
+            return MessageTooLarge(size, self._nc.max_payload, f"events for {item.aggregate.id}")
+        if isinstance(exc, nats.errors.BadHeaderError):
+            return InvalidArgument(f"msg_id {item.msg_id!r} is not a valid header value")
+        if isinstance(exc, nats.errors.Error):
+            return Unavailable(f"event store unavailable for {subject}")
+        raise exc
 
-    async def _settle(self, sent: _Sent) -> Appended:
-        item = sent.item
+    async def _settle(
+        self, item: Append, msg_id: str, size: int, future: asyncio.Future[Ack]
+    ) -> Appended:
         try:
-            ack = await sent.ack
+            ack = await future
         except PublishError as exc:
             if exc.err_code == ERR_WRONG_LAST_SEQUENCE:
                 # The server checks the expected sequence before
                 # de-duplication, so a retry of an append that did land (its
                 # ack was lost) shows up here: look for it among the
                 # aggregate's newer messages.
-                landed = await self._find_msg_id(item.aggregate, item.expected.seq, sent.msg_id)
+                landed = await self._find_msg_id(item.aggregate, item.expected.seq, msg_id)
                 if landed is not None:
                     return Appended(landed, True)
                 raise ConcurrencyError(item.aggregate.subject, item.expected.seq) from None
             if exc.err_code == ERR_MSG_TOO_LARGE:
-                raise MessageTooLarge(sent.size, self.max_message_bytes, "event batch") from None
+                raise MessageTooLarge(size, self.max_message_bytes, "event batch") from None
             raise Unavailable(f"event store refused the append: {exc.description}") from None
         except TimeoutError:
             raise DeadlineExceeded(
