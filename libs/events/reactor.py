@@ -7,9 +7,10 @@ handler returned; a crash before that means redelivery, which is why every
 handler must be idempotent (decide identities deterministically).
 
 - handler raises ``Unavailable``/``DeadlineExceeded``/``ConcurrencyError``:
-  transient, the event is redelivered after a delay;
-- handler raises any other error: logged, redelivered up to ``max_deliver``
-  times, then terminated (a poison event must not stall the others);
+  transient, the event is redelivered after a delay, for as long as it takes;
+- handler raises any other error: logged, redelivered until it has been tried
+  ``max_attempts`` times, then terminated (a poison event must not stall the
+  others);
 - a message that is not a valid event: logged and terminated at once.
 """
 
@@ -48,7 +49,7 @@ class Reactor:
         stream: str = "EVENTS",
         batch_size: int = 64,
         ack_wait: float = 60.0,
-        max_deliver: int = 10,
+        max_attempts: int = 5,
         retry_delay: float = 1.0,
     ) -> None:
         self.js = js
@@ -60,7 +61,7 @@ class Reactor:
         self.stream = stream
         self.batch_size = batch_size
         self.ack_wait = ack_wait
-        self.max_deliver = max_deliver
+        self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.handled = 0
         self._task: asyncio.Task[None] | None = None
@@ -92,19 +93,26 @@ class Reactor:
             deliver_policy=api.DeliverPolicy.ALL,
             filter_subjects=self.subjects,
             ack_wait=self.ack_wait,
-            max_deliver=self.max_deliver,
+            max_deliver=-1,  # transient failures retry without limit; see _handle
             max_ack_pending=self.batch_size * 4,
         )
         sub = await self.js.pull_subscribe(
             self.subjects[0], durable=self.name, stream=self.stream, config=config
         )
-        while True:
-            try:
-                msgs = await sub.fetch(self.batch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
-            for msg in msgs:
-                await self._handle(msg)
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(self.batch_size, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                for msg in msgs:
+                    await self._handle(msg)
+        finally:
+            # Drop our interest at once: a pull request still open on the
+            # server would otherwise take messages this replica never handles
+            # (they would only come back after ack_wait).
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _handle(self, msg: Any) -> None:
         seq = int(msg.metadata.sequence.stream)
@@ -123,7 +131,7 @@ class Reactor:
             return
         except Exception as exc:
             deliveries = int(msg.metadata.num_delivered)
-            if deliveries >= self.max_deliver:
+            if deliveries >= self.max_attempts:
                 _log.error("giving up on event", reactor=self.name, seq=seq, error=repr(exc))
                 await msg.term()
             else:
