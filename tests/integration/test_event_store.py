@@ -16,7 +16,16 @@ from libs.errors import (
     MessageTooLarge,
     UnknownEventType,
 )
-from libs.events import NEW, AggregateRef, EventStore, Position, ensure_stream, execute, load
+from libs.events import (
+    NEW,
+    AggregateRef,
+    Append,
+    EventStore,
+    Position,
+    ensure_stream,
+    execute,
+    load,
+)
 from tests.support import counter
 
 
@@ -148,3 +157,31 @@ async def test_garbage_on_an_event_subject_reads_as_malformed(nc: Client) -> Non
     await store.append(counter.ref("i"), [t.CounterOpened()], NEW)
     assert (await store.position(counter.ref("i"))).version == 1
     assert Position(0, 0) == NEW
+
+
+async def test_public_publish_path_behaves_like_the_fast_path(
+    nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publisher writes batches with nats-py internals when it can and
+    falls back to ``nc.publish`` otherwise; force the fallback everywhere."""
+    from libs.events import publisher
+
+    monkeypatch.setattr(publisher, "_write_raw", lambda *a, **k: False)
+    store = await make_store(nc)
+    results = await store.append_many(
+        [Append(counter.ref(f"slow{i}"), [t.CounterOpened()], NEW) for i in range(50)]
+    )
+    assert all(not isinstance(r, Exception) for r in results)
+    first = results[0]
+    assert not isinstance(first, Exception)
+    again = await store.append_many(
+        [
+            Append(counter.ref("slow0"), [t.CounterIncremented(by=1)], NEW),  # lost race
+            Append(counter.ref("slow1"), [t.CounterIncremented(by=1)], first.position),  # stale
+        ]
+    )
+    assert isinstance(again[0], ConcurrencyError)
+    assert isinstance(again[1], ConcurrencyError)
+    dup1 = await store.append(counter.ref("fresh"), [t.CounterOpened()], NEW, msg_id="m")
+    dup2 = await store.append(counter.ref("fresh"), [t.CounterOpened()], NEW, msg_id="m")
+    assert dup2.duplicate and dup2.position == dup1.position
