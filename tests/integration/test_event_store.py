@@ -185,3 +185,25 @@ async def test_public_publish_path_behaves_like_the_fast_path(
     dup1 = await store.append(counter.ref("fresh"), [t.CounterOpened()], NEW, msg_id="m")
     dup2 = await store.append(counter.ref("fresh"), [t.CounterOpened()], NEW, msg_id="m")
     assert dup2.duplicate and dup2.position == dup1.position
+
+
+async def test_trace_context_and_principal_travel_in_the_envelope(nc: Client) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    store = await make_store(nc)
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("command") as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        await store.append(
+            counter.ref("traced"),
+            [t.CounterOpened()],
+            NEW,
+            principal="robot:ci",
+            causation_id="cmd-7",
+            correlation_id="req-9",
+        )
+    [event] = [e async for e in store.read(counter.ref("traced"))]
+    env = event.envelope
+    assert env.trace_context["traceparent"].split("-")[1] == trace_id
+    assert (env.principal, env.causation_id, env.correlation_id) == ("robot:ci", "cmd-7", "req-9")
+    assert env.time.seconds > 0 and len(env.event_id) == 32
