@@ -105,6 +105,9 @@ class Bus:
 
         sub = await self._nc.subscribe(subject, queue=self.service, cb=on_msg)
         self._subs.append(sub)
+        # Once serve returns, requests from any connection must reach us: wait
+        # until the server has registered the subscription.
+        await self._nc.flush()
 
     async def _handle(
         self,

@@ -9,7 +9,6 @@ the measured value next to the floor it is compared to.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import structlog
+import uvloop
 
 import tests.bench as bench_pkg
 from libs.natsserver import NatsServer
@@ -99,7 +99,8 @@ def main(argv: list[str]) -> int:
                 nats_url=nats.url,
                 s3_endpoint=os.environ.get("PACH_S3_ENDPOINT") if s3 else None,
             )
-            results = asyncio.run(_run(names, ctx))
+            # The services run on uvloop (libs/service.py); so do the benchmarks.
+            results = uvloop.run(_run(names, ctx))
         finally:
             nats.stop()
             if s3 is not None:
