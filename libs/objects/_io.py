@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
+_Pending = concurrent.futures.Future[Any] | None
 
 IO_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="objects-io")
 
@@ -31,18 +32,23 @@ async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
 
 
 def after(
-    pending: concurrent.futures.Future[Any] | None, fn: Callable[[], object]
+    pending: _Pending | Iterable[_Pending],
+    fn: Callable[[], object],
 ) -> concurrent.futures.Future[None]:
-    """Run ``fn`` on the pool once ``pending`` (if any) has finished.
+    """Run ``fn`` on the pool once ``pending`` (a future, several, or None) has finished.
 
-    Used to release a file descriptor only after the read or write still using
-    it is done, even when the awaiting coroutine was cancelled (then nobody
-    waits for the returned future)."""
+    Used to release a file descriptor only after the reads or writes still
+    using it are done, even when the awaiting coroutine was cancelled (then
+    nobody waits for the returned future). Work not yet started is cancelled."""
+    if pending is None or isinstance(pending, concurrent.futures.Future):
+        pending = [pending]
+    waits = [f for f in pending if f is not None]
 
     def _job() -> None:
-        if pending is not None:
-            pending.cancel()
-            concurrent.futures.wait([pending])
+        for f in waits:
+            f.cancel()
+        if waits:
+            concurrent.futures.wait(waits)
         fn()
 
     return IO_POOL.submit(_job)

@@ -90,7 +90,7 @@ async def put_chunks(
     if not isinstance(chunk_size, int) or chunk_size <= 0:
         raise InvalidArgument(f"chunk size must be > 0, got {chunk_size!r}", chunk_size=chunk_size)
     refs: list[ChunkRef] = []
-    hashing: deque[tuple[concurrent.futures.Future[str], bytes]] = deque()
+    hashing: deque[concurrent.futures.Future[tuple[bytes, str]]] = deque()
     writes: deque[tuple[str, asyncio.Task[None]]] = deque()
     writing: dict[str, asyncio.Task[None]] = {}
 
@@ -103,8 +103,7 @@ async def put_chunks(
                 del writing[digest]
 
     async def advance() -> None:
-        future, data = hashing.popleft()
-        digest = await asyncio.wrap_future(future)
+        data, digest = await asyncio.wrap_future(hashing.popleft())
         refs.append(ChunkRef(digest, len(data)))
         if digest in writing:
             return  # the same content is being written right now
@@ -114,8 +113,9 @@ async def put_chunks(
         while len(writes) > _WRITE_AHEAD:
             await finish_oldest_write()
 
-    async def cut(chunk: bytes) -> None:
-        hashing.append((_io.submit(hash_bytes, chunk), chunk))
+    async def cut(chunk: list[memoryview]) -> None:
+        # The parts are joined and hashed on the pool, not on the event loop.
+        hashing.append(_io.submit(_join_and_hash, chunk))
         while len(hashing) > _HASH_AHEAD:
             await advance()
 
@@ -136,10 +136,10 @@ async def put_chunks(
                 have += take
                 view = view[take:]
                 if have == chunk_size:
-                    await cut(_join(parts))
+                    await cut(parts)
                     parts, have = [], 0
         if parts:
-            await cut(_join(parts))
+            await cut(parts)
             parts = []
         while hashing:
             await advance()
@@ -149,10 +149,15 @@ async def put_chunks(
         for _, task in writes:
             task.cancel()
         await asyncio.gather(*(t for _, t in writes), return_exceptions=True)
-        for future, _ in hashing:
+        for future in hashing:
             future.cancel()
         raise
     return refs
+
+
+def _join_and_hash(parts: list[memoryview]) -> tuple[bytes, str]:
+    data = _join(parts)
+    return data, hash_bytes(data)
 
 
 def _join(parts: list[memoryview]) -> bytes:

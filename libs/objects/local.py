@@ -6,6 +6,14 @@ is fsynced, renamed over the destination, and the directory is fsynced, so a
 reader or a crash sees the whole object or nothing. All file work runs on
 ``libs.objects._io``'s thread pool; writes and reads are pipelined one block
 ahead so the event loop and the disk both stay busy.
+
+Durable writes keep the page cache small: a stream is flushed to disk every
+``SYNC_EVERY`` bytes while later blocks are still being written (so the final
+fsync has little left), and the flushed, now clean pages of big objects are
+dropped (``POSIX_FADV_DONTNEED``). Growing the page cache by the size of every
+object written costs more than the disk itself on this kind of VM (memory
+handed back to the host must be faulted in again, ~250 MB/s), see
+docs/decisions/0002-object-store.md.
 """
 
 from __future__ import annotations
@@ -24,9 +32,18 @@ from libs.objects import _io
 from libs.objects.base import ObjectInfo, ObjectStore
 from libs.objects.keys import TEMP_PREFIX, check_block_size, check_key, check_prefix, check_range
 
-# Blocks smaller than this are gathered before a write so each thread hop
-# carries enough bytes to be worth it.
-WRITE_COALESCE = 4 << 20
+# Blocks are gathered (small ones copied together, big ones by reference, one
+# writev) until this many bytes, so each thread hop carries enough to be worth it.
+WRITE_COALESCE = 8 << 20
+# Blocks smaller than this are copied into a shared buffer rather than each
+# taking an iovec of their own.
+_SMALL_BLOCK = 256 << 10
+_MAX_IOV = 512
+# A durable stream starts flushing to disk after this many unsynced bytes,
+# overlapped with the writes that follow.
+SYNC_EVERY = 32 << 20
+# Durable objects at least this big leave the page cache once on disk.
+DROP_CACHE_MIN = 1 << 20
 
 _DirEntry = tuple[str, bool, int]  # (name, is_dir, size)
 
@@ -58,7 +75,7 @@ class LocalObjectStore(ObjectStore):
         except BaseException:
             _discard(fd, tmp)
             raise
-        self._commit(key, fd, tmp, path)
+        self._commit(key, fd, tmp, path, 0, len(data))
 
     async def put_stream(self, key: str, blocks: AsyncIterable[bytes]) -> int:
         path = self._path(key)
@@ -68,41 +85,63 @@ class LocalObjectStore(ObjectStore):
         except asyncio.CancelledError:
             _io.after(opening, lambda: _discard_opened(opening))
             raise
-        pending: concurrent.futures.Future[None] | None = None
+        pending: concurrent.futures.Future[int] | None = None  # the write in flight
+        syncing: concurrent.futures.Future[None] | None = None  # the early flush in flight
         total = 0
-        buf = bytearray()
+        written = 0  # bytes whose write has finished
+        synced = 0  # bytes before this are on disk and out of the page cache
+        parts: list[bytes | bytearray] = []
+        gathered = 0
+        small: bytearray | None = None  # the small blocks being copied together
         try:
 
-            async def write(data: bytes | bytearray) -> None:
-                nonlocal pending
+            async def write() -> None:
+                nonlocal pending, syncing, written, synced, parts, gathered, small
                 if pending is not None:
-                    await asyncio.wrap_future(pending)
-                pending = _io.submit(_write_all, fd, data)
+                    written += await asyncio.wrap_future(pending)
+                    pending = None
+                if self._durable and written - synced >= SYNC_EVERY:
+                    if syncing is not None and syncing.done():
+                        syncing.result()  # raise its error, if any
+                        syncing = None
+                    if syncing is None:  # otherwise the disk is busy: flush more next time
+                        syncing = _io.submit(_flush_range, fd, synced, written)
+                        synced = written
+                pending = _io.submit(_writev_all, fd, parts)
+                parts, gathered, small = [], 0, None
 
             async for block in blocks:
                 _check_block(key, block)
-                total += len(block)
-                if len(block) >= WRITE_COALESCE:
-                    if buf:
-                        await write(buf)
-                        buf = bytearray()
-                    await write(block if isinstance(block, bytes) else bytes(block))
+                size = len(block)
+                if not size:
+                    continue
+                total += size
+                if size < _SMALL_BLOCK:
+                    if small is None:
+                        small = bytearray()
+                        parts.append(small)
+                    small += block
                 else:
-                    buf += block
-                    if len(buf) >= WRITE_COALESCE:
-                        await write(buf)
-                        buf = bytearray()
-            if buf:
-                await write(buf)
+                    # Keep immutable blocks by reference; copy what the producer may reuse.
+                    parts.append(block if isinstance(block, bytes) else bytes(block))
+                    small = None
+                gathered += size
+                if gathered >= WRITE_COALESCE or len(parts) >= _MAX_IOV:
+                    await write()
+            if parts:
+                await write()
             if pending is not None:
-                await asyncio.wrap_future(pending)
+                written += await asyncio.wrap_future(pending)
                 pending = None
+            if syncing is not None:
+                await asyncio.wrap_future(syncing)
+                syncing = None
         except BaseException as exc:
-            cleanup = _io.after(pending, lambda: _discard(fd, tmp))
+            cleanup = _io.after([pending, syncing], lambda: _discard(fd, tmp))
             if not isinstance(exc, asyncio.CancelledError):
                 await asyncio.wrap_future(cleanup)  # gone before the caller sees the error
             raise
-        await _io.run(self._commit, key, fd, tmp, path)
+        await _io.run(self._commit, key, fd, tmp, path, synced, total)
         return total
 
     def _open_temp(self, key: str, path: Path) -> tuple[int, Path]:
@@ -112,10 +151,15 @@ class LocalObjectStore(ObjectStore):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         return fd, tmp
 
-    def _commit(self, key: str, fd: int, tmp: Path, path: Path) -> None:
+    def _commit(self, key: str, fd: int, tmp: Path, path: Path, synced: int, size: int) -> None:
+        """Make the temp file durable and rename it to ``path``.
+
+        Bytes before ``synced`` were already flushed; ``size`` is the file's."""
         try:
             if self._durable:
                 os.fsync(fd)
+                if size >= DROP_CACHE_MIN:
+                    os.posix_fadvise(fd, synced, 0, os.POSIX_FADV_DONTNEED)
             os.close(fd)
         except BaseException:
             _discard(None, tmp)
@@ -237,6 +281,29 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _writev_all(fd: int, parts: list[bytes | bytearray]) -> int:
+    """Write ``parts`` in order with as few ``writev`` calls as the kernel allows."""
+    total = sum(len(p) for p in parts)
+    views = [memoryview(p) for p in parts]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+    return total
+
+
+def _flush_range(fd: int, start: int, end: int) -> None:
+    """Put bytes ``[start, end)`` (already written) on disk and out of the page cache.
+
+    An early flush of a stream still being written: the final fsync then has
+    little left, and the page cache does not grow by the whole object."""
+    os.fdatasync(fd)
+    os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
 
 
 def _discard(fd: int | None, tmp: Path) -> None:

@@ -3,8 +3,9 @@
 Measures raw ``put_stream``/``get_stream`` and content-addressed
 ``put_chunks``/``read_chunks``. Data is unique per 1 MiB block (a counter in
 front of random bytes) so chunk dedup never flatters the numbers, except in
-the explicit "again" case that measures the dedup path. Reads follow writes,
-so local reads are served mostly from the page cache.
+the explicit "again" case that measures the dedup path. Durable local writes
+drop what they wrote from the page cache (docs/decisions/0002-object-store.md),
+so the local reads that follow come from disk.
 
 S3 runs when ``ctx.s3_endpoint`` is set; credentials come from
 PACH_S3_ACCESS_KEY / PACH_S3_SECRET_KEY (``S3Server.env()`` gives them).

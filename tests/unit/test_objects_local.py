@@ -13,6 +13,7 @@ import pytest
 from libs.config import ObjectStoreConfig
 from libs.errors import InvalidArgument, ObjectNotFound
 from libs.objects import LocalObjectStore, ObjectInfo, S3ObjectStore, open_object_store
+from libs.objects import local as local_mod
 
 
 @pytest.fixture
@@ -102,6 +103,88 @@ async def test_cancelled_put_stream_leaves_nothing(store: LocalObjectStore) -> N
             break
         await asyncio.sleep(0.02)
     assert all_files(store.root) == []
+
+
+async def test_put_stream_flushes_early_and_drops_cache(
+    store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_mod, "SYNC_EVERY", 1 << 20)
+    monkeypatch.setattr(local_mod, "WRITE_COALESCE", 1 << 20)
+    flushed: list[tuple[int, int]] = []
+    real_flush = local_mod._flush_range
+
+    def flush(fd: int, start: int, end: int) -> None:
+        flushed.append((start, end))
+        real_flush(fd, start, end)
+
+    monkeypatch.setattr(local_mod, "_flush_range", flush)
+    data = os.urandom(9 << 20)
+    # Mixed block sizes: small ones are copied together, big ones kept by reference,
+    # and a bytearray (which the producer may reuse) is copied.
+    cuts = [0, 5, 1 << 20, (1 << 20) + 100, (3 << 20) + 7, (6 << 20) + 1, len(data)]
+    parts: list[bytes] = [data[a:b] for a, b in itertools.pairwise(cuts)]
+
+    async def blocks() -> AsyncIterator[bytes]:
+        for i, part in enumerate(parts):
+            await asyncio.sleep(0)
+            yield bytearray(part) if i == 3 else part  # type: ignore[misc]
+
+    assert await store.put_stream("flushed", blocks()) == len(data)
+    assert await store.get("flushed") == data
+    assert flushed, "a stream over SYNC_EVERY is flushed before the final fsync"
+    assert all(a < b for a, b in flushed)
+    assert all(b <= c for (_, b), (c, _) in itertools.pairwise(flushed))  # in order, disjoint
+    assert all_files(store.root) == ["flushed"]
+
+
+async def test_failed_flush_fails_the_put_and_leaves_nothing(
+    store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_mod, "SYNC_EVERY", 1 << 20)
+    monkeypatch.setattr(local_mod, "WRITE_COALESCE", 1 << 20)
+
+    def flush(fd: int, start: int, end: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(local_mod, "_flush_range", flush)
+    with pytest.raises(OSError, match="Input/output error"):
+        await store.put_stream("k", blocks_of(*[b"z" * (1 << 20)] * 8))
+    assert all_files(store.root) == []
+
+
+def test_writev_all_survives_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_writev = os.writev
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        return real_writev(fd, [buffers[0][:3]])  # at most 3 bytes per call
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    parts: list[bytes | bytearray] = [b"abcdefg", bytearray(b"h"), b"ijklmnopq"]
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        assert local_mod._writev_all(fd, parts) == 17
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"abcdefghijklmnopq"
+
+
+async def test_durable_puts_leave_the_page_cache_small(
+    store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dropped: list[tuple[int, int, int]] = []
+    real_fadvise = os.posix_fadvise
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        dropped.append((offset, length, advice))
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    await store.put("small", b"tiny")
+    assert dropped == []  # small objects keep their cache
+    data = os.urandom(local_mod.DROP_CACHE_MIN)
+    await store.put("big", data)
+    assert dropped == [(0, 0, os.POSIX_FADV_DONTNEED)]
+    assert await store.get("big") == data
 
 
 async def test_non_bytes_block_is_rejected(store: LocalObjectStore) -> None:
