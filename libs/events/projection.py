@@ -25,6 +25,7 @@ import structlog
 from nats.js import JetStreamContext, api
 
 from libs.errors import DeadlineExceeded, PachError
+from libs.events.background import ResumingTask
 from libs.events.envelope import RecordedEvent, decode_batch
 from libs.events.registry import EventRegistry
 from libs.readmodels.base import Batch, Collection, Document, DocumentStore
@@ -98,7 +99,8 @@ class ProjectionRunner:
         self.position = 0  # last stream sequence applied (and committed)
         self.skipped = 0  # messages that were not valid events
         self._advanced = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        # Resumes from the last committed checkpoint after any failure.
+        self._loop = ResumingTask(f"projection {projection.name}", self._follow)
 
     @property
     def checkpoint_name(self) -> str:
@@ -107,14 +109,10 @@ class ProjectionRunner:
     async def start(self) -> None:
         await self.store.open(self.projection.collections)
         self.position = await self.store.checkpoint(self.checkpoint_name)
-        self._task = asyncio.create_task(self._run(), name=f"projection {self.projection.name}")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def rebuild(self) -> None:
         """Throw the read model away and build it again from the first event."""
@@ -140,21 +138,6 @@ class ProjectionRunner:
             ) from None
 
     # --- the loop ------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnect and resume from the checkpoint
-                _log.warning(
-                    "projection interrupted, resuming",
-                    projection=self.projection.name,
-                    position=self.position,
-                    error=repr(exc),
-                )
-                await asyncio.sleep(0.5)
 
     async def _follow(self) -> None:
         config = api.ConsumerConfig(

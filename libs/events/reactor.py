@@ -16,7 +16,6 @@ handler must be idempotent (decide identities deterministically).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -27,6 +26,7 @@ import structlog
 from nats.js import JetStreamContext, api
 
 from libs.errors import ConcurrencyError, DeadlineExceeded, PachError, Unavailable
+from libs.events.background import ResumingTask
 from libs.events.envelope import RecordedEvent, decode_batch
 from libs.events.registry import EventRegistry
 
@@ -64,27 +64,13 @@ class Reactor:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.handled = 0
-        self._task: asyncio.Task[None] | None = None
+        self._loop = ResumingTask(f"reactor {name}", self._consume)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"reactor {self.name}")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                _log.warning("reactor interrupted, resuming", reactor=self.name, error=repr(exc))
-                await asyncio.sleep(0.5)
+        await self._loop.stop()
 
     async def _consume(self) -> None:
         config = api.ConsumerConfig(
