@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from libs.readmodels import Collection, SqliteDocumentStore
 from tests.bench import BenchContext, Result
@@ -58,6 +59,17 @@ async def _gets(store: SqliteDocumentStore, lanes: int) -> float:
     return GETS / (time.perf_counter() - start)
 
 
+async def _handoffs() -> float:
+    """The machine's ceiling for sequential gets: each get is one round trip
+    to the store's SQLite thread; this is that round trip doing nothing."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        start = time.perf_counter()
+        for _ in range(GETS):
+            await loop.run_in_executor(pool, int)
+        return GETS / (time.perf_counter() - start)
+
+
 async def _stream(store: SqliteDocumentStore) -> float:
     start = time.perf_counter()
     n = 0
@@ -71,6 +83,7 @@ async def run(ctx: BenchContext) -> list[Result]:
     store = SqliteDocumentStore(ctx.work_dir / "bench-readmodels.sqlite")
     await store.open([JOBS])
     write_rate = await _writes(store)
+    handoff_rate = await _handoffs()
     get_rate = await _gets(store, 1)
     get_rate_concurrent = await _gets(store, 32)
     stream_rate = await _stream(store)
@@ -78,6 +91,12 @@ async def run(ctx: BenchContext) -> list[Result]:
     return [
         Result("readmodel sqlite put, batches of 500", write_rate, "docs/s", 20_000),
         Result("readmodel sqlite point get, sequential", get_rate, "gets/s", 8_000),
+        Result(
+            "  peer: empty thread round trip, sequential",
+            handoff_rate,
+            "trips/s",
+            note="the ceiling for sequential gets on this machine",
+        ),
         Result("readmodel sqlite point get, 32 concurrent", get_rate_concurrent, "gets/s", 12_000),
         Result("readmodel sqlite ordered stream", stream_rate, "docs/s", 100_000),
     ]
