@@ -32,6 +32,7 @@ from libs.config import Config
 from libs.errors import (
     ConcurrencyError,
     DeadlineExceeded,
+    Internal,
     InvalidArgument,
     MessageTooLarge,
     PachError,
@@ -296,7 +297,10 @@ class EventStore:
                 results[i] = await self._settle(item, msg_id, size, ack)
             except PachError as err:
                 results[i] = err
-        return [r for r in results if r is not None]
+        done_results = [r for r in results if r is not None]
+        if len(done_results) != len(items):  # every item gets a result, in order
+            raise Internal(f"append_many lost {len(items) - len(done_results)} results")
+        return done_results
 
     def _send_failed(self, item: Append, size: int, exc: Exception) -> PachError:
         subject = item.aggregate.subject
