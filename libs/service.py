@@ -160,6 +160,9 @@ async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> No
         log.info("service started", nats=cfg.nats_url)
         await stop.wait()
         log.info("service stopping: draining")
+        # Stop taking requests and let in-flight handlers finish *before*
+        # the stack closes what they use (read models, projections).
+        await bus.close()
     log.info("service stopped")
 
 

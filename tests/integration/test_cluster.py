@@ -10,9 +10,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,94 +19,7 @@ import nats
 import pytest
 
 from libs.natsserver import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Cluster:
-    def __init__(self, data_dir: Path, **env: str) -> None:
-        self.data_dir = data_dir
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.env = {
-            **os.environ,
-            "PACH_DATA_DIR": str(data_dir),
-            "PACH_GRPC_HOST": "127.0.0.1",
-            "PACH_GRPC_PORT": str(self.grpc_port),
-            "PACH_HTTP_PORT": str(self.http_port),
-            "PACH_LOG_FORMAT": "json",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"{data_dir.name}-launcher.log"
-
-    def start(self) -> Cluster:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "libs.cluster"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def state(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads((self.data_dir / "cluster.json").read_text())
-            return data
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
-        assert self.proc is not None
-        proc = self.proc
-        wait_until(
-            lambda: (
-                (self.state().get("ready") is True and self.state().get("pid") == proc.pid)
-                or proc.poll() is not None
-            ),
-            timeout,
-        )
-        assert proc.poll() is None, self.log.read_text()[-3000:]
-        return self.state()
-
-    def pids(self) -> list[int]:
-        st = self.state()
-        pids = [p["pid"] for p in st["processes"].values()] + [st["nats"]["pid"]]
-        return [p for p in pids if p]
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for pid in self.pids() if self.state() else []:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+from tests.support.cluster import ROOT, Cluster, alive, wait_until
 
 
 def pachctl(c: Cluster) -> subprocess.CompletedProcess[str]:

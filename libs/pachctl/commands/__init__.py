@@ -5,6 +5,6 @@ A later group (repo, file, pipeline …) adds a module here and a line in
 
 from __future__ import annotations
 
-from libs.pachctl.commands import version
+from libs.pachctl.commands import repo, version
 
-GROUPS = (version,)
+GROUPS = (version, repo)

@@ -21,7 +21,7 @@ async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
     monitor = BackendMonitor(ctx.nc, ctx.bus)
 
-    server, grpc_port = await start_grpc(cfg, monitor)
+    server, grpc_port = await start_grpc(cfg, monitor, ctx.bus)
 
     async def stop_grpc() -> None:
         await server.stop(GRACE_S)

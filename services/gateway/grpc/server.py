@@ -8,20 +8,21 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from libs.bus import Bus
 from libs.config import Config
 from libs.errors import Unavailable
 from libs.observe import GrpcRequestLog
 from services.gateway.backends import BackendMonitor
 from services.gateway.errors import GrpcErrors
-from services.gateway.grpc import version
+from services.gateway.grpc import pfs, version
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-API_MODULES = (version,)
+API_MODULES = (version, pfs)
 
 
-async def start_grpc(cfg: Config, monitor: BackendMonitor) -> tuple[aio.Server, int]:
+async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[aio.Server, int]:
     server = aio.server(
         interceptors=[GrpcRequestLog(), GrpcErrors()],
         options=[
@@ -31,7 +32,7 @@ async def start_grpc(cfg: Config, monitor: BackendMonitor) -> tuple[aio.Server, 
         ],
     )
     for module in API_MODULES:
-        module.register(server)
+        module.register(server, bus)
 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

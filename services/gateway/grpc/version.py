@@ -9,6 +9,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from libs import version
 from libs.api.version.versionpb import version_pb2, version_pb2_grpc
+from libs.bus import Bus
 
 
 def version_message(v: version.Version | None = None) -> version_pb2.Version:
@@ -23,5 +24,5 @@ class VersionServicer(version_pb2_grpc.APIServicer):
         return version_message()
 
 
-def register(server: grpc.aio.Server) -> None:
+def register(server: grpc.aio.Server, bus: Bus) -> None:
     version_pb2_grpc.add_APIServicer_to_server(VersionServicer(), server)

@@ -1,16 +1,27 @@
-"""pfs's NATS entrypoints: the commands, queries and event consumers it serves
-(repos, branches, commits and file trees).
-
-``qry.pfs.Health`` is served for every service by ``libs.service``; this
-module registers what is specific to pfs on ``ctx.bus`` / ``ctx.js``.
-"""
+"""pfs's NATS entrypoints: open the event store and read models, start the
+projections, and serve the commands and queries (``cmd.pfs.*``,
+``qry.pfs.*``). ``qry.pfs.Health`` is served for every service by
+``libs.service``."""
 
 from __future__ import annotations
 
+from libs.events import EventStore, ProjectionRunner
+from libs.readmodels import open_document_store
 from libs.service import ServiceContext
-
-SERVED: tuple[str, ...] = ("qry.pfs.Health",)
+from services.pfs.adapters.repos_view import ReposProjection
+from services.pfs.app.repos import Repos
+from services.pfs.domain.events import registry
 
 
 async def setup(ctx: ServiceContext) -> None:
-    ctx.log.info("pfs entrypoints registered", subjects=list(SERVED))
+    cfg = ctx.config
+    reg = registry()
+    events = EventStore.from_config(ctx.nc, reg, cfg)
+    ctx.stack.push_async_callback(events.close)
+    docs = open_document_store(cfg.readmodels, "pfs")
+    ctx.stack.push_async_callback(docs.close)
+    view = ProjectionRunner(ctx.js, reg, docs, ReposProjection(), stream=cfg.events_stream)
+    await view.start()
+    ctx.stack.push_async_callback(view.stop)
+    await Repos(events, docs, view).register(ctx.bus)
+    ctx.log.info("pfs ready", projection_position=view.position)

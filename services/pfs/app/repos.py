@@ -1,0 +1,78 @@
+"""Repo commands and queries: CreateRepo (and update), InspectRepo, ListRepo,
+DeleteRepo. Commands append to the repo's aggregate and return once the
+``repos`` read model shows the change (read-your-writes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.empty_pb2 import Empty
+
+from libs.api.pfs import pfs_pb2 as pfs
+from libs.bus import Bus, Context
+from libs.errors import InvalidArgument, NotFound
+from libs.events import EventStore, ProjectionRunner, execute
+from libs.readmodels import DocumentStore
+from services.pfs.adapters.repos_view import REPOS, repo_info
+from services.pfs.domain import repo
+from services.pfs.domain.names import validate_repo_name
+
+
+@dataclass
+class Repos:
+    events: EventStore
+    docs: DocumentStore
+    view: ProjectionRunner
+
+    async def register(self, bus: Bus) -> None:
+        await bus.serve("CreateRepo", pfs.CreateRepoRequest, self.create_repo)
+        await bus.serve("DeleteRepo", pfs.DeleteRepoRequest, self.delete_repo)
+        await bus.serve("InspectRepo", pfs.InspectRepoRequest, self.inspect_repo, kind="qry")
+        await bus.serve("ListRepo", pfs.ListRepoRequest, self.list_repo, kind="qry")
+
+    async def _run(self, name: str, decide: repo.Decide, ctx: Context) -> None:
+        done = await execute(
+            self.events,
+            repo.ref(name),
+            repo.Repo(),
+            repo.evolve,
+            decide,
+            principal=ctx.principal,
+            correlation_id=ctx.request_id,
+        )
+        if done.appended is not None:
+            await self.view.wait_for(done.appended.position.seq)
+
+    async def create_repo(self, req: pfs.CreateRepoRequest, ctx: Context) -> Empty:
+        name = _name(req.repo)
+        await self._run(name, repo.create_repo(name, req.description, req.update), ctx)
+        return Empty()
+
+    async def delete_repo(self, req: pfs.DeleteRepoRequest, ctx: Context) -> Empty:
+        if req.all:
+            if req.repo.name:
+                raise InvalidArgument("cannot delete one repo and all repos at once")
+            names = [doc["name"] async for doc in self.docs.query(REPOS)]
+        else:
+            names = [_name(req.repo)]
+        for name in names:
+            await self._run(name, repo.delete_repo(name, req.force), ctx)
+        return Empty()
+
+    async def inspect_repo(self, req: pfs.InspectRepoRequest, ctx: Context) -> pfs.RepoInfo:
+        name = _name(req.repo)
+        doc = await self.docs.get(REPOS, name)
+        if doc is None:
+            raise NotFound(f"repo {name} not found", repo=name)
+        return repo_info(doc)
+
+    async def list_repo(self, req: pfs.ListRepoRequest, ctx: Context) -> pfs.ListRepoResponse:
+        # Newest first, as Pachyderm lists them.
+        docs = self.docs.query(REPOS, order_by="created_ns", descending=True)
+        return pfs.ListRepoResponse(repo_info=[repo_info(doc) async for doc in docs])
+
+
+def _name(r: pfs.Repo) -> str:
+    if not r.name:
+        raise InvalidArgument("a repo name is required")
+    return validate_repo_name(r.name)
