@@ -3,7 +3,7 @@ JetStream, aggregates, projections and reactions."""
 
 from __future__ import annotations
 
-from libs.events.aggregate import Executed, Loaded, execute, load
+from libs.events.aggregate import AggregateCache, Executed, Loaded, execute, load
 from libs.events.envelope import NEW, AggregateRef, Position, RecordedEvent
 from libs.events.projection import Projection, ProjectionRunner, View
 from libs.events.reactor import Reactor
@@ -12,6 +12,7 @@ from libs.events.store import Append, Appended, EventStore, ensure_stream
 
 __all__ = [
     "NEW",
+    "AggregateCache",
     "AggregateRef",
     "Append",
     "Appended",

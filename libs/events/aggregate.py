@@ -3,19 +3,24 @@ writer won the race.
 
 A domain module supplies two pure functions:
 
-- ``evolve(state, event) -> state``: apply one past event;
+- ``evolve(state, event) -> state``: apply one past event (returning a new
+  state: states are shared, never changed in place);
 - ``decide(state) -> list of events``: what a command does to that state
   (raising a ``PachError`` to refuse it).
 
-``execute`` loads the aggregate, decides, and appends with optimistic
-concurrency; on ``ConcurrencyError`` it reloads and decides again, so two
-replicas racing on one aggregate cannot both win and no command is lost.
+``AggregateCache`` keeps each aggregate's latest state and position in the
+process, so a command reads only the events appended since it last looked
+(usually none: one round trip) instead of the whole history. Appends carry
+the expected position, so a stale cache can never write a wrong decision: it
+loses the race, catches up and decides again. ``execute``/``load`` are the
+same without keeping anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -38,23 +43,103 @@ class Loaded(Generic[S]):
     position: Position
 
 
-async def load(
-    store: EventStore, aggregate: AggregateRef, initial: S, evolve: Callable[[S, Message], S]
-) -> Loaded[S]:
-    state = initial
-    position = Position()
-    async for recorded in store.read(aggregate):
-        state = evolve(state, recorded.event)
-        position = Position(recorded.stream_seq, recorded.aggregate_version)
-    return Loaded(state, position)
-
-
 @dataclass(frozen=True)
 class Executed(Generic[S]):
     state: S  # the state after the new events
     events: Sequence[Message]
     appended: Appended | None  # None when decide returned no events
     attempts: int
+
+
+class AggregateCache(Generic[S]):
+    def __init__(
+        self,
+        store: EventStore,
+        initial: Callable[[], S],
+        evolve: Callable[[S, Message], S],
+        max_entries: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.initial = initial
+        self.evolve = evolve
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, Loaded[S]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _remember(self, aggregate: AggregateRef, loaded: Loaded[S]) -> None:
+        if self.max_entries <= 0:
+            return
+        key = aggregate.subject
+        self._entries[key] = loaded
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, aggregate: AggregateRef) -> None:
+        self._entries.pop(aggregate.subject, None)
+
+    async def load(self, aggregate: AggregateRef) -> Loaded[S]:
+        """The aggregate's current state: the cached one plus whatever was
+        appended since (by any process)."""
+        cached = self._entries.get(aggregate.subject)
+        state, position = (
+            (cached.state, cached.position) if cached else (self.initial(), Position())
+        )
+        async for recorded in self.store.read(aggregate, after_seq=position.seq):
+            state = self.evolve(state, recorded.event)
+            position = Position(recorded.stream_seq, recorded.aggregate_version)
+        loaded = Loaded(state, position)
+        self._remember(aggregate, loaded)
+        return loaded
+
+    async def execute(
+        self,
+        aggregate: AggregateRef,
+        decide: Callable[[S], Sequence[Message]],
+        *,
+        principal: str = "",
+        causation_id: str = "",
+        correlation_id: str = "",
+        max_attempts: int = 20,
+    ) -> Executed[S]:
+        attempt = 0
+        while True:
+            attempt += 1
+            loaded = await self.load(aggregate)
+            events = list(decide(loaded.state))
+            if not events:
+                return Executed(loaded.state, events, None, attempt)
+            try:
+                appended = await self.store.append(
+                    aggregate,
+                    events,
+                    loaded.position,
+                    principal=principal,
+                    causation_id=causation_id,
+                    correlation_id=correlation_id,
+                )
+            except ConcurrencyError:
+                if attempt >= max_attempts:
+                    raise
+                # Back off a little, with jitter, so racing writers spread out.
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+                continue
+            state = loaded.state
+            for event in events:
+                state = self.evolve(state, event)
+            if appended.duplicate:
+                self.forget(aggregate)  # what landed is not what we just decided
+            else:
+                self._remember(aggregate, Loaded(state, appended.position))
+            return Executed(state, events, appended, attempt)
+
+
+async def load(
+    store: EventStore, aggregate: AggregateRef, initial: S, evolve: Callable[[S, Message], S]
+) -> Loaded[S]:
+    return await AggregateCache(store, lambda: initial, evolve, max_entries=0).load(aggregate)
 
 
 async def execute(
@@ -69,29 +154,12 @@ async def execute(
     correlation_id: str = "",
     max_attempts: int = 20,
 ) -> Executed[S]:
-    attempt = 0
-    while True:
-        attempt += 1
-        loaded = await load(store, aggregate, initial, evolve)
-        events = list(decide(loaded.state))
-        if not events:
-            return Executed(loaded.state, events, None, attempt)
-        try:
-            appended = await store.append(
-                aggregate,
-                events,
-                loaded.position,
-                principal=principal,
-                causation_id=causation_id,
-                correlation_id=correlation_id,
-            )
-        except ConcurrencyError:
-            if attempt >= max_attempts:
-                raise
-            # Back off a little, with jitter, so racing writers spread out.
-            await asyncio.sleep(random.uniform(0, 0.002 * attempt))
-            continue
-        state = loaded.state
-        for event in events:
-            state = evolve(state, event)
-        return Executed(state, events, appended, attempt)
+    cache = AggregateCache(store, lambda: initial, evolve, max_entries=0)
+    return await cache.execute(
+        aggregate,
+        decide,
+        principal=principal,
+        causation_id=causation_id,
+        correlation_id=correlation_id,
+        max_attempts=max_attempts,
+    )
