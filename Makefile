@@ -26,8 +26,18 @@ system-deps:
 	  $$SUDO apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y --no-install-recommends bubblewrap; }; }
 
-# The real S3 server the object-store tests run against (Ceph radosgw).
-test-deps: install
+# The real S3 server the object-store tests run against (Ceph radosgw), and
+# the published python-pachyderm 1.8.6 client in its own virtualenv (its
+# protobuf modules clash with ours in one process).
+COMPAT := .venv-compat/.installed
+
+$(COMPAT):
+	@test -x .venv-compat/bin/python || $(PYTHON) -m venv .venv-compat
+	.venv-compat/bin/python -m pip install -q --upgrade pip
+	.venv-compat/bin/python -m pip install -q "python-pachyderm==1.8.6"
+	@touch $@
+
+test-deps: install $(COMPAT)
 	@sh tests/servers/install-s3.sh
 
 # Starts the embedded cluster in the foreground: nats-server with JetStream,

@@ -1,0 +1,70 @@
+"""The published python-pachyderm 1.8.6 client against our gateway.
+
+Its generated protobuf modules define the same message names as ours, so it
+runs in its own virtualenv (.venv-compat, installed by `make test-deps`) and
+process; it needs the pure-Python protobuf runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import ROOT, Cluster
+
+COMPAT_PYTHON = ROOT / ".venv-compat" / "bin" / "python"
+
+
+def run_scenario(cluster: Cluster, script: str) -> dict[str, object]:
+    if os.environ.get("PACH_SKIP_COMPAT") == "1":
+        pytest.skip("PACH_SKIP_COMPAT=1")
+    if not COMPAT_PYTHON.exists():
+        pytest.fail(f"{COMPAT_PYTHON} is missing: run `make test-deps` to install python-pachyderm")
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [
+            str(COMPAT_PYTHON),
+            str(ROOT / "tests" / "compat" / script),
+            "127.0.0.1",
+            str(cluster.grpc_port),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(Path(tmp_path_factory.mktemp("compat")) / "data").start()
+    try:
+        c.wait_ready()
+        yield c
+    finally:
+        c.kill()
+
+
+def test_repos_with_python_pachyderm(cluster: Cluster) -> None:
+    seen = run_scenario(cluster, "pp_repos.py")
+    assert seen["listed"] == ["compat_edges", "compat_images"]
+    assert seen["inspected"] == {
+        "name": "compat_images",
+        "description": "from python-pachyderm",
+        "size_bytes": 0,
+        "created": seen["inspected"]["created"],  # type: ignore[index]
+    }
+    assert int(seen["inspected"]["created"]) > 0  # type: ignore[index]
+    assert seen["duplicate"] == "ALREADY_EXISTS"
+    assert seen["missing"] == "NOT_FOUND"
+    assert seen["after_delete"] == ["compat_images"]
+    assert seen["after_delete_all"] == []
