@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from libs.api.events import options_pb2 as events_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x65vents/pfs.proto\x12\x0epachevents.pfs\x1a\x14\x65vents/options.proto\"I\n\x0bRepoCreated\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t:\x17\xca\xf3\x18\x0fpfs.RepoCreated\xd0\xf3\x18\x01\"I\n\x12RepoDescriptionSet\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t:\x1e\xca\xf3\x18\x16pfs.RepoDescriptionSet\xd0\xf3\x18\x01\"6\n\x0bRepoDeleted\x12\x0e\n\x06\x66orced\x18\x01 \x01(\x08:\x17\xca\xf3\x18\x0fpfs.RepoDeleted\xd0\xf3\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x65vents/pfs.proto\x12\x0epachevents.pfs\x1a\x14\x65vents/options.proto\"I\n\x0bRepoCreated\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t:\x17\xca\xf3\x18\x0fpfs.RepoCreated\xd0\xf3\x18\x01\"I\n\x12RepoDescriptionSet\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t:\x1e\xca\xf3\x18\x16pfs.RepoDescriptionSet\xd0\xf3\x18\x01\"6\n\x0bRepoDeleted\x12\x0e\n\x06\x66orced\x18\x01 \x01(\x08:\x17\xca\xf3\x18\x0fpfs.RepoDeleted\xd0\xf3\x18\x01\"\'\n\tBranchRef\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"%\n\tCommitRef\x12\x0c\n\x04repo\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xa3\x01\n\tBranchSet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04head\x18\x02 \x01(\t\x12-\n\nprovenance\x18\x03 \x03(\x0b\x32\x19.pachevents.pfs.BranchRef\x12\x34\n\x11\x64irect_provenance\x18\x04 \x03(\x0b\x32\x19.pachevents.pfs.BranchRef:\x15\xca\xf3\x18\rpfs.BranchSet\xd0\xf3\x18\x01\"8\n\rBranchDeleted\x12\x0c\n\x04name\x18\x01 \x01(\t:\x19\xca\xf3\x18\x11pfs.BranchDeleted\xd0\xf3\x18\x01\"\x9a\x01\n\rCommitStarted\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12-\n\nprovenance\x18\x05 \x03(\x0b\x32\x19.pachevents.pfs.CommitRef:\x19\xca\xf3\x18\x11pfs.CommitStarted\xd0\xf3\x18\x01\"\x88\x01\n\x0e\x43ommitFinished\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65scription_set\x18\x02 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0c\n\x04tree\x18\x05 \x01(\t:\x1a\xca\xf3\x18\x12pfs.CommitFinished\xd0\xf3\x18\x01\"X\n\rCommitDeleted\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x10\n\x08\x63hildren\x18\x03 \x03(\t:\x19\xca\xf3\x18\x11pfs.CommitDeleted\xd0\xf3\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPODESCRIPTIONSET']._serialized_options = b'\312\363\030\026pfs.RepoDescriptionSet\320\363\030\001'
   _globals['_REPODELETED']._loaded_options = None
   _globals['_REPODELETED']._serialized_options = b'\312\363\030\017pfs.RepoDeleted\320\363\030\001'
+  _globals['_BRANCHSET']._loaded_options = None
+  _globals['_BRANCHSET']._serialized_options = b'\312\363\030\rpfs.BranchSet\320\363\030\001'
+  _globals['_BRANCHDELETED']._loaded_options = None
+  _globals['_BRANCHDELETED']._serialized_options = b'\312\363\030\021pfs.BranchDeleted\320\363\030\001'
+  _globals['_COMMITSTARTED']._loaded_options = None
+  _globals['_COMMITSTARTED']._serialized_options = b'\312\363\030\021pfs.CommitStarted\320\363\030\001'
+  _globals['_COMMITFINISHED']._loaded_options = None
+  _globals['_COMMITFINISHED']._serialized_options = b'\312\363\030\022pfs.CommitFinished\320\363\030\001'
+  _globals['_COMMITDELETED']._loaded_options = None
+  _globals['_COMMITDELETED']._serialized_options = b'\312\363\030\021pfs.CommitDeleted\320\363\030\001'
   _globals['_REPOCREATED']._serialized_start=58
   _globals['_REPOCREATED']._serialized_end=131
   _globals['_REPODESCRIPTIONSET']._serialized_start=133
   _globals['_REPODESCRIPTIONSET']._serialized_end=206
   _globals['_REPODELETED']._serialized_start=208
   _globals['_REPODELETED']._serialized_end=262
+  _globals['_BRANCHREF']._serialized_start=264
+  _globals['_BRANCHREF']._serialized_end=303
+  _globals['_COMMITREF']._serialized_start=305
+  _globals['_COMMITREF']._serialized_end=342
+  _globals['_BRANCHSET']._serialized_start=345
+  _globals['_BRANCHSET']._serialized_end=508
+  _globals['_BRANCHDELETED']._serialized_start=510
+  _globals['_BRANCHDELETED']._serialized_end=566
+  _globals['_COMMITSTARTED']._serialized_start=569
+  _globals['_COMMITSTARTED']._serialized_end=723
+  _globals['_COMMITFINISHED']._serialized_start=726
+  _globals['_COMMITFINISHED']._serialized_end=862
+  _globals['_COMMITDELETED']._serialized_start=864
+  _globals['_COMMITDELETED']._serialized_end=952
 # @@protoc_insertion_point(module_scope)

@@ -5,8 +5,10 @@ Events of the pfs service. Aggregates: a repo (`ev.pfs.repo.<name>`).
 The envelope carries the time, the principal and the aggregate id.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -78,3 +80,204 @@ class RepoDeleted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RepoDeleted: _TypeAlias = RepoDeleted  # noqa: Y015
+
+@_typing.final
+class BranchRef(_message.Message):
+    """A branch, named by repo and branch name (provenance may cross repos)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPO_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    repo: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        repo: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "repo", b"repo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchRef: _TypeAlias = BranchRef  # noqa: Y015
+
+@_typing.final
+class CommitRef(_message.Message):
+    """A commit, named by repo and id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPO_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    repo: _builtins.str
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        repo: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "repo", b"repo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitRef: _TypeAlias = CommitRef  # noqa: Y015
+
+@_typing.final
+class BranchSet(_message.Message):
+    """A branch was created or changed: its head (empty: no head) and its
+    provenance (direct, as the user gave it, and the transitive closure).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
+    DIRECT_PROVENANCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    head: _builtins.str
+    @_builtins.property
+    def provenance(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchRef]: ...
+    @_builtins.property
+    def direct_provenance(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchRef]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        head: _builtins.str = ...,
+        provenance: _abc.Iterable[Global___BranchRef] | None = ...,
+        direct_provenance: _abc.Iterable[Global___BranchRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direct_provenance", b"direct_provenance", "head", b"head", "name", b"name", "provenance", b"provenance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchSet: _TypeAlias = BranchSet  # noqa: Y015
+
+@_typing.final
+class BranchDeleted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchDeleted: _TypeAlias = BranchDeleted  # noqa: Y015
+
+@_typing.final
+class CommitStarted(_message.Message):
+    """A commit was opened. `branch` is empty for a commit on no branch; a
+    BranchSet in the same batch moves the branch's head to it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    branch: _builtins.str
+    parent: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def provenance(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommitRef]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        parent: _builtins.str = ...,
+        description: _builtins.str = ...,
+        provenance: _abc.Iterable[Global___CommitRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "description", b"description", "id", b"id", "parent", b"parent", "provenance", b"provenance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitStarted: _TypeAlias = CommitStarted  # noqa: Y015
+
+@_typing.final
+class CommitFinished(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_SET_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    TREE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    description_set: _builtins.bool
+    """Replaces the description given at start when set."""
+    description: _builtins.str
+    size_bytes: _builtins.int
+    tree: _builtins.str
+    """Root of the commit's file tree (empty while PFS holds no files)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        description_set: _builtins.bool = ...,
+        description: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        tree: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "description_set", b"description_set", "id", b"id", "size_bytes", b"size_bytes", "tree", b"tree"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitFinished: _TypeAlias = CommitFinished  # noqa: Y015
+
+@_typing.final
+class CommitDeleted(_message.Message):
+    """A commit was deleted; its children now have `parent` (the deleted
+    commit's parent) as theirs. Branches that pointed at it move by a
+    BranchSet in the same batch.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    parent: _builtins.str
+    @_builtins.property
+    def children(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        parent: _builtins.str = ...,
+        children: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "id", b"id", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitDeleted: _TypeAlias = CommitDeleted  # noqa: Y015

@@ -18,3 +18,27 @@ def validate_repo_name(name: str) -> str:
             repo=name,
         )
     return name
+
+
+_BRANCH_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_COMMIT_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def is_commit_id(text: str) -> bool:
+    """A commit id: 32 lowercase hex characters (a uuid4 without dashes)."""
+    return bool(_COMMIT_ID.match(text))
+
+
+def validate_branch_name(name: str) -> str:
+    """A branch name: letters, digits, ``_`` and ``-``, and not a commit id."""
+    if not _BRANCH_NAME.match(name):
+        raise InvalidArgument(
+            f"branch name {name!r} is invalid: only alphanumeric characters, "
+            "underscores and dashes are allowed",
+            branch=name,
+        )
+    if is_commit_id(name):
+        raise InvalidArgument(
+            f"branch name {name!r} is invalid: it looks like a commit id", branch=name
+        )
+    return name

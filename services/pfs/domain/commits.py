@@ -1,0 +1,135 @@
+"""Commit decisions on the repo aggregate: start, finish, delete, and how a
+commit reference (a branch, an id, with ``^``/``~`` ancestry) resolves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.protobuf.message import Message
+
+from libs.api.events import pfs_pb2 as ev
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.pfs.domain import ancestry
+from services.pfs.domain.names import validate_branch_name
+from services.pfs.domain.repo import Commit, Decide, Key, Repo, require
+
+
+def resolve(state: Repo, repo: str, reference: str) -> Commit:
+    """The commit a reference names in this repo (NotFound when none)."""
+    if not reference:
+        raise InvalidArgument("a commit id or branch name is required", repo=repo)
+    base, back = ancestry.parse(reference)
+    branch = state.branches.get(base)
+    if branch is not None:
+        if not branch.head:
+            raise NotFound(f"branch {repo}/{base} has no head", repo=repo, branch=base)
+        start = branch.head
+    elif base in state.commits:
+        start = base
+    else:
+        raise NotFound(f"commit {repo}/{reference} not found", repo=repo, ref=reference)
+    found = ancestry.walk(repo, reference, start, back, lambda c: state.commits[c].parent)
+    return state.commits[found]
+
+
+def _branch_set(state: Repo, name: str, head: str) -> ev.BranchSet:
+    old = state.branches.get(name)
+    prov = old.provenance if old else ()
+    direct = old.direct if old else ()
+    return ev.BranchSet(
+        name=name,
+        head=head,
+        provenance=[ev.BranchRef(repo=r, name=b) for r, b in prov],
+        direct_provenance=[ev.BranchRef(repo=r, name=b) for r, b in direct],
+    )
+
+
+def start_commit(
+    repo: str,
+    commit_id: str,
+    branch: str = "",
+    parent: str = "",
+    description: str = "",
+    provenance: Sequence[Key] = (),
+) -> Decide:
+    """Open commit ``commit_id`` (chosen by the caller so that a retried
+    decision keeps it) on ``branch`` (may be empty: on no branch), with
+    ``parent`` (a reference; default: the branch's head), moving the branch
+    head to it. ``provenance`` is set only by the downstream reaction: users
+    cannot start commits on output branches."""
+    if branch:
+        validate_branch_name(branch)
+
+    def decide(state: Repo) -> Sequence[Message]:
+        require(state, repo)
+        old = state.branches.get(branch) if branch else None
+        if old is not None and old.provenance and not provenance:
+            raise FailedPrecondition(
+                f"cannot start a commit on output branch {repo}/{branch}",
+                repo=repo,
+                branch=branch,
+            )
+        if parent:
+            parent_id = resolve(state, repo, parent).id
+        else:
+            parent_id = old.head if old is not None else ""
+        if parent_id and not state.commits[parent_id].finished:
+            raise FailedPrecondition(
+                f"parent commit {repo}/{parent_id} has not been finished",
+                repo=repo,
+                commit=parent_id,
+            )
+        started = ev.CommitStarted(
+            id=commit_id,
+            branch=branch,
+            parent=parent_id,
+            description=description,
+            provenance=[ev.CommitRef(repo=r, id=c) for r, c in provenance],
+        )
+        if not branch:
+            return [started]
+        return [started, _branch_set(state, branch, commit_id)]
+
+    return decide
+
+
+def finish_commit(repo: str, reference: str, description: str | None = None) -> Decide:
+    """Finish an open commit; a ``description`` replaces the one given at start."""
+
+    def decide(state: Repo) -> Sequence[Message]:
+        require(state, repo)
+        commit = resolve(state, repo, reference)
+        if commit.finished:
+            raise FailedPrecondition(
+                f"commit {repo}/{commit.id} has already been finished",
+                repo=repo,
+                commit=commit.id,
+            )
+        return [
+            ev.CommitFinished(
+                id=commit.id,
+                description_set=description is not None,
+                description=description or "",
+            )
+        ]
+
+    return decide
+
+
+def delete_commit(repo: str, reference: str) -> Decide:
+    """Delete a commit: its children get its parent, and branches whose head
+    it was move to its parent (headless when it had none)."""
+
+    def decide(state: Repo) -> Sequence[Message]:
+        require(state, repo)
+        commit = resolve(state, repo, reference)
+        children = sorted(c.id for c in state.commits.values() if c.parent == commit.id)
+        events: list[Message] = [
+            ev.CommitDeleted(id=commit.id, parent=commit.parent, children=children)
+        ]
+        for name in sorted(state.branches):
+            if state.branches[name].head == commit.id:
+                events.append(_branch_set(state, name, commit.parent))
+        return events
+
+    return decide

@@ -1,0 +1,187 @@
+"""Commits and branches on the repo aggregate, without any I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from google.protobuf.message import Message
+
+from libs.api.events import pfs_pb2 as ev
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.pfs.domain import ancestry, branches, commits, repo
+
+A, B, C = "a" * 32, "b" * 32, "c" * 32
+
+
+def run(state: repo.Repo, decide: repo.Decide) -> tuple[repo.Repo, Sequence[Message]]:
+    events = decide(state)
+    for e in events:
+        state = repo.evolve(state, e)
+    return state, events
+
+
+def created(name: str = "data") -> repo.Repo:
+    return repo.evolve(repo.Repo(), ev.RepoCreated(name=name))
+
+
+def chain(*ids: str, finish_last: bool = True) -> repo.Repo:
+    """Repo ``data`` with commits ``ids`` on master, each the parent of the next."""
+    s = created()
+    for i, cid in enumerate(ids):
+        s, _ = run(s, commits.start_commit("data", cid, "master"))
+        if finish_last or i < len(ids) - 1:
+            s, _ = run(s, commits.finish_commit("data", cid))
+    return s
+
+
+def test_start_commit_moves_the_branch_and_chains_parents() -> None:
+    s, events = run(created(), commits.start_commit("data", A, "master", description="first"))
+    assert events == [
+        ev.CommitStarted(id=A, branch="master", description="first"),
+        ev.BranchSet(name="master", head=A),
+    ]
+    assert s.branches["master"].head == A and not s.commits[A].finished
+    s, _ = run(s, commits.finish_commit("data", "master"))
+    assert s.commits[A].finished
+    s, events = run(s, commits.start_commit("data", B, "master"))
+    assert events[0] == ev.CommitStarted(id=B, branch="master", parent=A)
+    assert s.branches["master"].head == B
+
+
+def test_start_commit_without_branch_and_forks() -> None:
+    s = chain(A)
+    s, events = run(s, commits.start_commit("data", B))
+    assert events == [ev.CommitStarted(id=B)]  # on no branch, no parent
+    s, events = run(s, commits.start_commit("data", C, "patch", parent="master"))
+    assert events[0] == ev.CommitStarted(id=C, branch="patch", parent=A)
+    assert s.branches["patch"].head == C and s.branches["master"].head == A
+
+
+def test_start_commit_refusals() -> None:
+    with pytest.raises(NotFound, match="repo data not found"):
+        commits.start_commit("data", A, "master")(repo.Repo())
+    open_head = chain(A, finish_last=False)
+    with pytest.raises(FailedPrecondition, match="has not been finished"):
+        commits.start_commit("data", B, "master")(open_head)
+    with pytest.raises(InvalidArgument, match="looks like a commit id"):
+        commits.start_commit("data", B, A)
+    for bad in ("a b", "a/b", "x.y"):
+        with pytest.raises(InvalidArgument):
+            commits.start_commit("data", B, bad)
+    s, _ = run(chain(A), branches.create_branch("data", "out", provenance=[("data", "master")]))
+    with pytest.raises(FailedPrecondition, match="output branch data/out"):
+        commits.start_commit("data", B, "out")(s)
+    with pytest.raises(NotFound, match="data/nope not found"):
+        commits.start_commit("data", B, "master", parent="nope")(s)
+
+
+def test_finish_commit_refusals_and_description() -> None:
+    s = chain(A, finish_last=False)
+    s, events = run(s, commits.finish_commit("data", A, "desc"))
+    assert events == [ev.CommitFinished(id=A, description_set=True, description="desc")]
+    with pytest.raises(FailedPrecondition, match="already been finished"):
+        commits.finish_commit("data", "master")(s)
+    with pytest.raises(NotFound):
+        commits.finish_commit("data", B)(s)
+    with pytest.raises(NotFound, match="repo data not found"):
+        commits.finish_commit("data", A)(repo.Repo())
+
+
+def test_ancestry_references() -> None:
+    assert ancestry.parse("master") == ("master", 0)
+    assert ancestry.parse("master^") == ("master", 1)
+    assert ancestry.parse("master^^") == ("master", 2)
+    assert ancestry.parse("master~2") == ("master", 2)
+    assert ancestry.parse("master^3~") == ("master", 4)
+    for bad in ("^", "~2", "master^x", "master~2a"):
+        with pytest.raises(InvalidArgument):
+            ancestry.parse(bad)
+    s = chain(A, B, C)
+    assert commits.resolve(s, "data", "master").id == C
+    assert commits.resolve(s, "data", "master^").id == B
+    assert commits.resolve(s, "data", "master~2").id == A
+    assert commits.resolve(s, "data", "master^^").id == A
+    assert commits.resolve(s, "data", f"{C}^").id == B
+    with pytest.raises(NotFound, match="has no parent"):
+        commits.resolve(s, "data", "master~3")
+
+
+def test_delete_commit_reparents_and_moves_branches() -> None:
+    s = chain(A, B, C)
+    s, events = run(s, commits.delete_commit("data", B))
+    assert events == [ev.CommitDeleted(id=B, parent=A, children=[C])]
+    assert s.commits[C].parent == A and B not in s.commits
+    s, events = run(s, commits.delete_commit("data", "master"))
+    assert events[1] == ev.BranchSet(name="master", head=A)
+    s, _ = run(s, commits.delete_commit("data", "master"))
+    assert s.branches["master"].head == "" and not s.commits
+    with pytest.raises(NotFound, match="has no head"):
+        commits.delete_commit("data", "master")(s)
+    # A headless branch takes a new first commit.
+    s, events = run(s, commits.start_commit("data", A, "master"))
+    assert events[0] == ev.CommitStarted(id=A, branch="master")
+
+
+def test_create_branch_head_and_set_branch() -> None:
+    s = chain(A, B)
+    s, events = run(s, branches.create_branch("data", "v1", head="master^"))
+    assert events == [ev.BranchSet(name="v1", head=A)]
+    assert run(s, branches.create_branch("data", "v1", head=A))[1] == []  # no change
+    s, _ = run(s, branches.create_branch("data", "v1", head=B))
+    assert s.branches["v1"].head == B
+    s, _ = run(s, branches.create_branch("data", "empty"))
+    assert s.branches["empty"].head == ""
+    with pytest.raises(NotFound):
+        branches.create_branch("data", "x", head="nope")(s)
+    with pytest.raises(NotFound, match="repo other not found"):
+        branches.create_branch("other", "x")(repo.Repo())
+    for bad in ("a b", "a.b", "", A):
+        with pytest.raises(InvalidArgument):
+            branches.create_branch("data", bad)
+
+
+def test_provenance_is_transitive_and_acyclic() -> None:
+    s = chain(A)
+    up = {("raw", "master"): [("src", "master")]}
+    s, events = run(
+        s, branches.create_branch("data", "out", provenance=[("raw", "master")], upstream=up)
+    )
+    assert s.branches["out"].provenance == (("src", "master"), ("raw", "master"))
+    assert s.branches["out"].direct == (("raw", "master"),)
+    with pytest.raises(NotFound, match="raw/missing not found"):
+        branches.create_branch("data", "x", provenance=[("raw", "missing")], upstream=up)(s)
+    with pytest.raises(InvalidArgument, match="its own provenance"):
+        branches.create_branch("data", "out", provenance=[("data", "out")])
+    s, _ = run(s, branches.create_branch("data", "out2", provenance=[("data", "out")], upstream=up))
+    assert ("src", "master") in s.branches["out2"].provenance
+    with pytest.raises(InvalidArgument, match="cycle"):
+        branches.create_branch("data", "out", provenance=[("data", "out2")], upstream=up)(s)
+    cyc = {("raw", "master"): [("data", "master")]}
+    with pytest.raises(InvalidArgument, match="cycle"):
+        branches.create_branch("data", "master", provenance=[("raw", "master")], upstream=cyc)(s)
+
+
+def test_delete_branch() -> None:
+    s = chain(A)
+    with pytest.raises(FailedPrecondition, match="provenance of other/x"):
+        branches.delete_branch("data", "master", False, [("other", "x")])(s)
+    s, events = run(s, branches.delete_branch("data", "master", True, [("other", "x")]))
+    assert events == [ev.BranchDeleted(name="master")] and "master" not in s.branches
+    assert A in s.commits  # the commits stay
+    with pytest.raises(NotFound, match="branch data/master not found"):
+        branches.delete_branch("data", "master", False)(s)
+
+
+def test_delete_repo_with_dependents_needs_force() -> None:
+    s = created()
+    with pytest.raises(FailedPrecondition, match="provenance of out/master"):
+        repo.delete_repo("data", False, [("out", "master")])(s)
+    assert repo.delete_repo("data", True, [("out", "master")])(s) == [ev.RepoDeleted(forced=True)]
+
+
+def test_evolve_shares_nothing() -> None:
+    before = chain(A)
+    after, _ = run(before, commits.start_commit("data", B, "master"))
+    assert B not in before.commits and before.branches["master"].head == A
+    assert after.branches["master"].head == B
