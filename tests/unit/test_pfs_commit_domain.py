@@ -144,7 +144,7 @@ def test_create_branch_head_and_set_branch() -> None:
 def test_provenance_is_transitive_and_acyclic() -> None:
     s = chain(A)
     up = {("raw", "master"): [("src", "master")]}
-    s, events = run(
+    s, _ = run(
         s, branches.create_branch("data", "out", provenance=[("raw", "master")], upstream=up)
     )
     assert s.branches["out"].provenance == (("src", "master"), ("raw", "master"))
