@@ -12,6 +12,6 @@ and the W3C trace context, so a handler's span continues the caller's trace.
 
 from __future__ import annotations
 
-from libs.bus.bus import Bus, Context, Handler
+from libs.bus.bus import Bus, Context, Handler, kind_for
 
-__all__ = ["Bus", "Context", "Handler"]
+__all__ = ["Bus", "Context", "Handler", "kind_for"]

@@ -52,6 +52,15 @@ class Context:
     subject: str
 
 
+# Requests whose names start with these read state; everything else changes it.
+QUERY_PREFIXES = ("Inspect", "List", "Glob", "Get", "Diff", "Walk", "Health")
+
+
+def kind_for(name: str) -> str:
+    """The bus kind by naming convention: ``qry`` for reads, ``cmd`` otherwise."""
+    return "qry" if name.startswith(QUERY_PREFIXES) else "cmd"
+
+
 def subject_for(kind: str, service: str, name: str) -> str:
     if kind not in KINDS:
         raise InvalidArgument(f"bus kind must be one of {KINDS}, got {kind!r}", kind=kind)

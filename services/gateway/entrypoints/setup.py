@@ -28,7 +28,7 @@ async def setup(ctx: ServiceContext) -> None:
 
     ctx.stack.push_async_callback(stop_grpc)
 
-    runner = await start_http(cfg, monitor)
+    runner = await start_http(cfg, monitor, ctx.bus)
     ctx.stack.push_async_callback(runner.cleanup)
 
     await monitor.check_once()

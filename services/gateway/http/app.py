@@ -1,17 +1,20 @@
-"""HTTP routes: ``GET /health`` (200 when serving, else 503) and
-``GET /version``; the dashboard is mounted at ``/``."""
+"""HTTP routes: ``GET /health`` (200 when serving, else 503),
+``GET /version``, the JSON API under ``/api/`` (``http/api.py``); the
+dashboard is mounted at ``/``."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from libs import version
+from libs.bus import Bus
 from libs.config import Config
 from libs.errors import Unavailable
 from libs.observe import http_request_log
 from services.gateway import dashboard
 from services.gateway.backends import BackendMonitor
 from services.gateway.errors import http_errors
+from services.gateway.http import api
 
 MONITOR = web.AppKey("monitor", BackendMonitor)
 
@@ -35,19 +38,20 @@ async def get_version(_: web.Request) -> web.Response:
     )
 
 
-def build_app(cfg: Config, monitor: BackendMonitor) -> web.Application:
+def build_app(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.Application:
     app = web.Application(
         middlewares=[http_request_log(), http_errors], client_max_size=cfg.max_message_bytes
     )
     app[MONITOR] = monitor
     app.router.add_get("/health", health)
     app.router.add_get("/version", get_version)
+    api.mount(app, bus)
     dashboard.mount(app)
     return app
 
 
-async def start_http(cfg: Config, monitor: BackendMonitor) -> web.AppRunner:
-    runner = web.AppRunner(build_app(cfg, monitor), access_log=None)
+async def start_http(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.AppRunner:
+    runner = web.AppRunner(build_app(cfg, monitor, bus), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.grpc_host, cfg.http_port)
     try:
