@@ -11,18 +11,18 @@ from google.protobuf.empty_pb2 import Empty
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import Bus, Context
 from libs.errors import InvalidArgument, NotFound
-from libs.events import EventStore, ProjectionRunner, execute
 from libs.readmodels import DocumentStore
+from services.pfs.adapters.branches_view import BRANCHES, EDGES
 from services.pfs.adapters.repos_view import REPOS, repo_info
+from services.pfs.app.writer import RepoWriter
 from services.pfs.domain import repo
 from services.pfs.domain.names import validate_repo_name
 
 
 @dataclass
 class Repos:
-    events: EventStore
+    writer: RepoWriter
     docs: DocumentStore
-    view: ProjectionRunner
 
     async def register(self, bus: Bus) -> None:
         await bus.serve("CreateRepo", pfs.CreateRepoRequest, self.create_repo)
@@ -30,22 +30,9 @@ class Repos:
         await bus.serve("InspectRepo", pfs.InspectRepoRequest, self.inspect_repo, kind="qry")
         await bus.serve("ListRepo", pfs.ListRepoRequest, self.list_repo, kind="qry")
 
-    async def _run(self, name: str, decide: repo.Decide, ctx: Context) -> None:
-        done = await execute(
-            self.events,
-            repo.ref(name),
-            repo.Repo(),
-            repo.evolve,
-            decide,
-            principal=ctx.principal,
-            correlation_id=ctx.request_id,
-        )
-        if done.appended is not None:
-            await self.view.wait_for(done.appended.position.seq)
-
     async def create_repo(self, req: pfs.CreateRepoRequest, ctx: Context) -> Empty:
         name = _name(req.repo)
-        await self._run(name, repo.create_repo(name, req.description, req.update), ctx)
+        await self.writer.run(name, repo.create_repo(name, req.description, req.update), ctx)
         return Empty()
 
     async def delete_repo(self, req: pfs.DeleteRepoRequest, ctx: Context) -> Empty:
@@ -56,15 +43,29 @@ class Repos:
         else:
             names = [_name(req.repo)]
         for name in names:
-            await self._run(name, repo.delete_repo(name, req.force), ctx)
+            dependents = await self._dependents(name, set(names))
+            await self.writer.run(name, repo.delete_repo(name, req.force, dependents), ctx)
         return Empty()
+
+    async def _dependents(self, name: str, going: set[str]) -> list[repo.Key]:
+        """Branches of other repos (not being deleted with it) whose
+        provenance includes repo ``name``."""
+        found = {
+            (edge["repo"], edge["branch"])
+            async for edge in self.docs.query(EDGES, where={"up_repo": name})
+            if edge["repo"] not in going
+        }
+        return sorted(found)
 
     async def inspect_repo(self, req: pfs.InspectRepoRequest, ctx: Context) -> pfs.RepoInfo:
         name = _name(req.repo)
         doc = await self.docs.get(REPOS, name)
         if doc is None:
             raise NotFound(f"repo {name} not found", repo=name)
-        return repo_info(doc)
+        info = repo_info(doc)
+        async for branch in self.docs.query(BRANCHES, where={"repo": name}):
+            info.branches.append(pfs.Branch(repo=info.repo, name=branch["name"]))
+        return info
 
     async def list_repo(self, req: pfs.ListRepoRequest, ctx: Context) -> pfs.ListRepoResponse:
         # Newest first, as Pachyderm lists them.

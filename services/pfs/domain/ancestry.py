@@ -38,11 +38,15 @@ def walk(repo: str, ref: str, start: str, back: int, parent_of: Callable[[str], 
     for step in range(back):
         parent = parent_of(current)
         if not parent:
-            raise NotFound(
-                f"commit {repo}/{ref} not found: {current} has no parent "
-                f"({step} of {back} generations back)",
-                repo=repo,
-                ref=ref,
-            )
+            raise past_root(repo, ref, current, step, back)
         current = parent
     return current
+
+
+def past_root(repo: str, ref: str, root: str, step: int, back: int) -> NotFound:
+    """The error for a reference that goes back past the first commit."""
+    return NotFound(
+        f"commit {repo}/{ref} not found: {root} has no parent ({step} of {back} generations back)",
+        repo=repo,
+        ref=ref,
+    )

@@ -8,8 +8,13 @@ from __future__ import annotations
 from libs.events import EventStore, ProjectionRunner
 from libs.readmodels import open_document_store
 from libs.service import ServiceContext
+from services.pfs.adapters.branches_view import BranchesProjection
+from services.pfs.adapters.commits_view import CommitsProjection
 from services.pfs.adapters.repos_view import ReposProjection
+from services.pfs.app.branches import Branches
+from services.pfs.app.commits import Commits
 from services.pfs.app.repos import Repos
+from services.pfs.app.writer import RepoWriter
 from services.pfs.domain.events import registry
 
 
@@ -20,8 +25,14 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.stack.push_async_callback(events.close)
     docs = open_document_store(cfg.readmodels, "pfs")
     ctx.stack.push_async_callback(docs.close)
-    view = ProjectionRunner(ctx.js, reg, docs, ReposProjection(), stream=cfg.events_stream)
-    await view.start()
-    ctx.stack.push_async_callback(view.stop)
-    await Repos(events, docs, view).register(ctx.bus)
-    ctx.log.info("pfs ready", projection_position=view.position)
+    views = []
+    for projection in (ReposProjection(), BranchesProjection(docs), CommitsProjection(docs)):
+        view = ProjectionRunner(ctx.js, reg, docs, projection, stream=cfg.events_stream)
+        await view.start()
+        ctx.stack.push_async_callback(view.stop)
+        views.append(view)
+    writer = RepoWriter.create(events, views)
+    await Repos(writer, docs).register(ctx.bus)
+    await Commits(writer, docs).register(ctx.bus)
+    await Branches(writer, docs).register(ctx.bus)
+    ctx.log.info("pfs ready", projection_positions=[v.position for v in views])

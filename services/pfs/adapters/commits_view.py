@@ -1,0 +1,98 @@
+"""The ``commits`` read model: one document per commit, projected from the
+repo aggregate's commit events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from libs.api.events import pfs_pb2 as ev
+from libs.api.pfs import pfs_pb2 as pfs
+from libs.events import Projection, RecordedEvent, View
+from libs.readmodels import Collection, DocumentStore
+from services.pfs.adapters.scoped import RepoKeys
+
+COMMITS = "commits"
+
+
+def commit_key(repo: str, commit_id: str) -> str:
+    return f"{repo}/{commit_id}"
+
+
+class CommitsProjection(Projection):
+    name = "pfs-commits"
+    subjects = ("ev.pfs.repo.>",)
+    collections = (Collection(COMMITS, indexes=("repo", "started_ns")),)
+
+    def __init__(self, store: DocumentStore) -> None:
+        self.keys = RepoKeys(store)
+
+    async def apply(self, event: RecordedEvent, view: View) -> None:
+        repo = event.aggregate.id
+        msg = event.event
+        if isinstance(msg, ev.CommitStarted):
+            key = commit_key(repo, msg.id)
+            view.put(
+                COMMITS,
+                key,
+                {
+                    "key": key,
+                    "repo": repo,
+                    "id": msg.id,
+                    "parent": msg.parent,
+                    "branch": msg.branch,
+                    "description": msg.description,
+                    "started_ns": event.envelope.time.ToNanoseconds(),
+                    "finished_ns": 0,
+                    "size_bytes": 0,
+                    "tree": "",
+                    "provenance": [[p.repo, p.id] for p in msg.provenance],
+                },
+            )
+            self.keys.wrote(view, COMMITS, repo, key)
+        elif isinstance(msg, ev.CommitFinished):
+            doc = await view.get(COMMITS, commit_key(repo, msg.id))
+            if doc is not None:
+                done = {
+                    **doc,
+                    "finished_ns": event.envelope.time.ToNanoseconds(),
+                    "size_bytes": msg.size_bytes,
+                    "tree": msg.tree,
+                }
+                if msg.description_set:
+                    done["description"] = msg.description
+                view.put(COMMITS, doc["key"], done)
+        elif isinstance(msg, ev.CommitDeleted):
+            view.delete(COMMITS, commit_key(repo, msg.id))
+            for child in msg.children:
+                doc = await view.get(COMMITS, commit_key(repo, child))
+                if doc is not None:
+                    view.put(COMMITS, doc["key"], {**doc, "parent": msg.parent})
+        elif isinstance(msg, ev.RepoDeleted):
+            for key in await self.keys.of_repo(view, COMMITS, repo):
+                view.delete(COMMITS, key)
+
+
+def _ts(ns: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(ns)
+    return ts
+
+
+def commit_info(doc: dict[str, Any]) -> pfs.CommitInfo:
+    repo = pfs.Repo(name=doc["repo"])
+    info = pfs.CommitInfo(
+        commit=pfs.Commit(repo=repo, id=doc["id"]),
+        started=_ts(int(doc["started_ns"])),
+        size_bytes=int(doc["size_bytes"]),
+        description=doc["description"],
+        provenance=[pfs.Commit(repo=pfs.Repo(name=r), id=c) for r, c in doc["provenance"]],
+    )
+    if doc["parent"]:
+        info.parent_commit.CopyFrom(pfs.Commit(repo=repo, id=doc["parent"]))
+    if doc["finished_ns"]:
+        info.finished.CopyFrom(_ts(int(doc["finished_ns"])))
+    if doc["tree"]:
+        info.tree.CopyFrom(pfs.Object(hash=doc["tree"]))
+    return info
