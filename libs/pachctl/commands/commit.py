@@ -1,0 +1,145 @@
+"""Commit commands: start-commit, finish-commit, inspect-commit, list-commit,
+delete-commit (Pachyderm 1.7's names, flags and output)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from libs.api.pfs import pfs_pb2 as pfs
+from libs.api.pfs import pfs_pb2_grpc
+from libs.pachctl import pretty
+from libs.pachctl.address import from_env
+from libs.pachctl.client import Pachd
+from libs.pachctl.tabwriter import format_table
+
+_RAW = "disable pretty printing, print raw json"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("start-commit", help="Start a new commit.")
+    p.add_argument("repo")
+    p.add_argument("branch", nargs="?", default="")
+    p.add_argument("-p", "--parent", default="", help="The parent of the new commit.")
+    p.add_argument(
+        "-m", "--message", "--description", dest="description", default="",
+        help="A description of this commit's contents",
+    )  # fmt: skip
+    p.set_defaults(run=start_commit)
+
+    p = sub.add_parser("finish-commit", help="Finish a started commit.")
+    p.add_argument("repo")
+    p.add_argument("commit")
+    p.add_argument(
+        "-m", "--message", "--description", dest="description", default="",
+        help="A description of this commit's contents (overwrites any existing description)",
+    )  # fmt: skip
+    p.set_defaults(run=finish_commit)
+
+    p = sub.add_parser("inspect-commit", help="Return info about a commit.")
+    p.add_argument("repo")
+    p.add_argument("commit")
+    p.add_argument("--raw", action="store_true", help=_RAW)
+    p.set_defaults(run=inspect_commit)
+
+    p = sub.add_parser("list-commit", help="Return all commits on a set of repos.")
+    p.add_argument("repo")
+    p.add_argument("branch", nargs="?", default="")
+    p.add_argument(
+        "-f", "--from", dest="from_", default="", help="list all commits since this commit"
+    )
+    p.add_argument(
+        "-n", "--number", type=int, default=0,
+        help="list only this many commits; if set to zero, list all commits",
+    )  # fmt: skip
+    p.add_argument("--raw", action="store_true", help=_RAW)
+    p.set_defaults(run=list_commit)
+
+    p = sub.add_parser("delete-commit", help="Delete an input commit.")
+    p.add_argument("repo")
+    p.add_argument("commit")
+    p.set_defaults(run=delete_commit)
+
+
+def _api(pachd: Pachd) -> pfs_pb2_grpc.APIStub:
+    return pfs_pb2_grpc.APIStub(pachd.channel)
+
+
+def _commit(repo: str, ref: str) -> pfs.Commit:
+    return pfs.Commit(repo=pfs.Repo(name=repo), id=ref)
+
+
+def start_commit(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.StartCommitRequest(
+        parent=_commit(args.repo, args.parent), branch=args.branch, description=args.description
+    )
+    with Pachd(from_env()) as pachd:
+        commit = pachd.call(_api(pachd).StartCommit, req)
+    out.write(f"{commit.id}\n")
+    return 0
+
+
+def finish_commit(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.FinishCommitRequest(
+        commit=_commit(args.repo, args.commit), description=args.description
+    )
+    with Pachd(from_env()) as pachd:
+        pachd.call(_api(pachd).FinishCommit, req)
+    return 0
+
+
+def detailed(info: pfs.CommitInfo, now: float | None = None) -> str:
+    lines = [f"Commit: {info.commit.repo.name}/{info.commit.id}"]
+    if info.description:
+        lines.append(f"Description: {info.description}")
+    if info.HasField("parent_commit"):
+        lines.append(f"Parent: {info.parent_commit.id}")
+    lines.append(f"Started: {pretty.ago(info.started, now)}")
+    if info.HasField("finished"):
+        lines.append(f"Finished: {pretty.ago(info.finished, now)} ")
+    lines.append(f"Size: {pretty.size(info.size_bytes)}")
+    if info.provenance:
+        prov = "".join(f" {c.repo.name}/{c.id} " for c in info.provenance)
+        lines.append(f"Provenance: {prov} ")
+    return "\n".join(lines) + "\n"
+
+
+def table(infos: list[pfs.CommitInfo], now: float | None = None) -> str:
+    rows = ["REPO\tID\tPARENT\tSTARTED\tDURATION\tSIZE\t\n"]
+    for i in infos:
+        parent = i.parent_commit.id if i.HasField("parent_commit") else "<none>"
+        row = f"{i.commit.repo.name}\t{i.commit.id}\t{parent}\t{pretty.ago(i.started, now)}\t"
+        if i.HasField("finished"):
+            took = (i.finished.ToNanoseconds() - i.started.ToNanoseconds()) / 1e9
+            row += f"{pretty.human_duration(took)}\t{pretty.size(i.size_bytes)}\t\n"
+        else:
+            row += "-\t-\t\n"
+        rows.append(row)
+    return format_table("".join(rows))
+
+
+def inspect_commit(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.InspectCommitRequest(commit=_commit(args.repo, args.commit))
+    with Pachd(from_env()) as pachd:
+        info = pachd.call(_api(pachd).InspectCommit, req)
+    out.write(pretty.raw(info) if args.raw else detailed(info))
+    return 0
+
+
+def list_commit(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.ListCommitRequest(repo=pfs.Repo(name=args.repo), number=max(args.number, 0))
+    if args.branch:
+        req.to.CopyFrom(_commit(args.repo, args.branch))
+    if args.from_:
+        getattr(req, "from").CopyFrom(_commit(args.repo, args.from_))
+    with Pachd(from_env()) as pachd:
+        infos = list(pachd.call(_api(pachd).ListCommit, req).commit_info)
+    out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))
+    return 0
+
+
+def delete_commit(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.DeleteCommitRequest(commit=_commit(args.repo, args.commit))
+    with Pachd(from_env()) as pachd:
+        pachd.call(_api(pachd).DeleteCommit, req)
+    return 0
