@@ -67,7 +67,10 @@ class DirWriter:
             self._held.append(None)
 
     def empty_below(self, level: int) -> bool:
-        return not any(self._buf[: min(level, len(self._buf))])
+        """Whether a whole level ``level - 1`` page can be added unchanged: every
+        lower level is at a page boundary, and no lower level holds back its
+        first page (which would have to come before it)."""
+        return not any(self._buf[:level]) and all(h is None for h in self._held[: level - 1])
 
     async def add_child(self, child: tree_pb2.Child) -> None:
         await self._add(0, child, child.name)
@@ -123,28 +126,42 @@ class DirWriter:
         await self._add(level + 1, done.ref, done.ref.first)
 
     async def finish(self) -> tree_pb2.DirNode:
-        """The directory node (without header/footer) holding the top level inline."""
-        self._level(0)
+        """The directory node (without header/footer) holding the top level inline.
+
+        Levels are closed bottom up; the top is the first level that ends with
+        a single page and has nothing above it (a page passed on whole may sit
+        above lower levels still being filled)."""
         level = 0
         while True:
             self._level(level)
             if self._buf[level]:
                 await self._cut(level)
-            if self._pages[level] == 0:
-                return tree_pb2.DirNode()
-            if self._pages[level] == 1:
-                held = self._held[level]
-                assert held is not None
-                page = held.page or await load_page(self.store, held.ref.hash)
-                node = tree_pb2.DirNode(
-                    height=level, size=held.ref.size, files=held.ref.files, count=held.ref.count
-                )
-                if level == 0:
-                    node.children.extend(page.children)
-                else:
-                    node.pages.extend(page.pages)
-                return node
+            held = self._held[level]
+            if not self._above(level):
+                if held is None:
+                    return tree_pb2.DirNode()
+                return await self._inline(level, held)
+            if held is not None:
+                self._held[level] = None
+                await self._promote(level, held)
             level += 1
+
+    def _above(self, level: int) -> bool:
+        return any(
+            self._buf[k] or self._held[k] is not None or self._pages[k]
+            for k in range(level + 1, len(self._buf))
+        )
+
+    async def _inline(self, level: int, held: _Held) -> tree_pb2.DirNode:
+        page = held.page if held.page is not None else await load_page(self.store, held.ref.hash)
+        node = tree_pb2.DirNode(
+            height=level, size=held.ref.size, files=held.ref.files, count=held.ref.count
+        )
+        if level == 0:
+            node.children.extend(page.children)
+        else:
+            node.pages.extend(page.pages)
+        return node
 
 
 async def iter_children(
