@@ -1,5 +1,6 @@
-"""The dashboard: a static page at ``/`` that shows version and health
-(it reads ``/version`` and ``/health``)."""
+"""The dashboard: a static page at ``/`` that shows version, health and the
+repos, and creates repos (through ``/version``, ``/health`` and the JSON API
+under ``/api/``)."""
 
 from __future__ import annotations
 
