@@ -305,3 +305,50 @@ def test_pachctl_commit_and_branch_commands(cluster: Cluster, api: pfs_pb2_grpc.
     assert heads(api, "data") == {"v1": first}
     bad = pachctl(cluster, "start-commit", "data", "no spaces")
     assert bad.returncode == 1 and "invalid" in bad.stderr
+
+
+def test_finishing_an_input_commit_opens_commits_downstream(api: pfs_pb2_grpc.APIStub) -> None:
+    from services.pfs.domain.commits import downstream_id
+    from tests.support.cluster import wait_until
+
+    for name in ("raw", "clean", "model"):
+        api.CreateRepo(pfs.CreateRepoRequest(repo=repo(name)))
+    create = api.CreateBranch
+    create(pfs.CreateBranchRequest(branch=branch("raw", "master")))
+    create(
+        pfs.CreateBranchRequest(
+            branch=branch("clean", "master"), provenance=[branch("raw", "master")]
+        )
+    )
+    create(
+        pfs.CreateBranchRequest(
+            branch=branch("model", "master"),
+            provenance=[branch("clean", "master"), branch("raw", "master")],
+        )
+    )
+    first = start(api, "raw")
+    assert heads(api, "clean") == {"master": ""}  # nothing until it finishes
+    finish(api, "raw", first)
+    clean_id = downstream_id(first, "clean", "master")
+    model_id = downstream_id(first, "model", "master")
+    wait_until(lambda: heads(api, "model") == {"master": model_id}, 20)
+    assert heads(api, "clean") == {"master": clean_id}
+    clean = inspect(api, "clean", "master")
+    assert [(c.repo.name, c.id) for c in clean.provenance] == [("raw", first)]
+    assert not clean.HasField("finished")
+    model = inspect(api, "model", "master")
+    assert {(c.repo.name, c.id) for c in model.provenance} == {("raw", first), ("clean", clean_id)}
+
+    # The next input commit queues a second output commit on the open one.
+    second = start(api, "raw")
+    finish(api, "raw", second)
+    wait_until(lambda: heads(api, "clean")["master"] == downstream_id(second, "clean", "master"))
+    assert inspect(api, "clean", "master").parent_commit.id == clean_id
+    # Finishing an output commit opens nothing more: once a later input
+    # commit has come through (events are handled in order), each output
+    # branch holds exactly one commit per input commit.
+    finish(api, "clean", clean_id)
+    third = start(api, "raw")
+    finish(api, "raw", third)
+    wait_until(lambda: heads(api, "model")["master"] == downstream_id(third, "model", "master"))
+    assert len(ids(api, "clean")) == 3 and len(ids(api, "model")) == 3

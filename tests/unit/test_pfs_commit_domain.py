@@ -185,3 +185,23 @@ def test_evolve_shares_nothing() -> None:
     after, _ = run(before, commits.start_commit("data", B, "master"))
     assert B not in before.commits and before.branches["master"].head == A
     assert after.branches["master"].head == B
+
+
+def test_reaction_commits_are_idempotent_and_may_stack_on_open_ones() -> None:
+    s, _ = run(
+        created(),
+        branches.create_branch(
+            "data", "out", provenance=[("raw", "master")], upstream={("raw", "master"): []}
+        ),
+    )
+    cid = commits.downstream_id(A, "data", "out")
+    assert cid == commits.downstream_id(A, "data", "out") != commits.downstream_id(B, "data", "out")
+    assert len(cid) == 32 and int(cid, 16) >= 0
+    s, events = run(s, commits.start_commit("data", cid, "out", provenance=[("raw", A)]))
+    assert events[0] == ev.CommitStarted(
+        id=cid, branch="out", provenance=[ev.CommitRef(repo="raw", id=A)]
+    )
+    assert commits.start_commit("data", cid, "out", provenance=[("raw", A)])(s) == []
+    nxt = commits.downstream_id(B, "data", "out")
+    s, events = run(s, commits.start_commit("data", nxt, "out", provenance=[("raw", B)]))
+    assert s.commits[nxt].parent == cid and not s.commits[cid].finished

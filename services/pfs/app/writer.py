@@ -22,8 +22,25 @@ class RepoWriter:
         return cls(AggregateCache(events, initial=repo.Repo, evolve=repo.evolve), views)
 
     async def run(self, name: str, decide: repo.Decide, ctx: Context) -> Executed[repo.Repo]:
+        return await self.run_as(
+            name, decide, principal=ctx.principal, correlation_id=ctx.request_id
+        )
+
+    async def run_as(
+        self,
+        name: str,
+        decide: repo.Decide,
+        *,
+        principal: str = "",
+        correlation_id: str = "",
+        causation_id: str = "",
+    ) -> Executed[repo.Repo]:
         done = await self.cache.execute(
-            repo.ref(name), decide, principal=ctx.principal, correlation_id=ctx.request_id
+            repo.ref(name),
+            decide,
+            principal=principal,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
         )
         if done.appended is not None:
             seq = done.appended.position.seq

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from blake3 import blake3
 from google.protobuf.message import Message
 
 from libs.api.events import pfs_pb2 as ev
@@ -56,12 +57,17 @@ def start_commit(
     decision keeps it) on ``branch`` (may be empty: on no branch), with
     ``parent`` (a reference; default: the branch's head), moving the branch
     head to it. ``provenance`` is set only by the downstream reaction: users
-    cannot start commits on output branches."""
+    cannot start commits on output branches, and only the reaction may stack
+    a commit on an open one (the output commits of a pipeline queue up). An
+    id that already exists makes this a no-op: the reaction delivered twice
+    opens its commit once."""
     if branch:
         validate_branch_name(branch)
 
     def decide(state: Repo) -> Sequence[Message]:
         require(state, repo)
+        if commit_id in state.commits:
+            return []
         old = state.branches.get(branch) if branch else None
         if old is not None and old.provenance and not provenance:
             raise FailedPrecondition(
@@ -73,7 +79,7 @@ def start_commit(
             parent_id = resolve(state, repo, parent).id
         else:
             parent_id = old.head if old is not None else ""
-        if parent_id and not state.commits[parent_id].finished:
+        if parent_id and not state.commits[parent_id].finished and not provenance:
             raise FailedPrecondition(
                 f"parent commit {repo}/{parent_id} has not been finished",
                 repo=repo,
@@ -133,3 +139,9 @@ def delete_commit(repo: str, reference: str) -> Decide:
         return events
 
     return decide
+
+
+def downstream_id(upstream_commit: str, repo: str, branch: str) -> str:
+    """The id of the commit that ``upstream_commit`` finishing opens on
+    ``repo``/``branch``: the same every time the reaction runs."""
+    return blake3(f"{upstream_commit}\0{repo}\0{branch}".encode()).hexdigest()[:32]

@@ -5,7 +5,7 @@ projections, and serve the commands and queries (``cmd.pfs.*``,
 
 from __future__ import annotations
 
-from libs.events import EventStore, ProjectionRunner
+from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.readmodels import open_document_store
 from libs.service import ServiceContext
 from services.pfs.adapters.branches_view import BranchesProjection
@@ -13,6 +13,8 @@ from services.pfs.adapters.commits_view import CommitsProjection
 from services.pfs.adapters.repos_view import ReposProjection
 from services.pfs.app.branches import Branches
 from services.pfs.app.commits import Commits
+from services.pfs.app.downstream import EVENT_TYPES as DOWNSTREAM_EVENTS
+from services.pfs.app.downstream import Downstream
 from services.pfs.app.repos import Repos
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain.events import registry
@@ -35,4 +37,15 @@ async def setup(ctx: ServiceContext) -> None:
     await Repos(writer, docs).register(ctx.bus)
     await Commits(writer, docs).register(ctx.bus)
     await Branches(writer, docs).register(ctx.bus)
+    reactor = Reactor(
+        ctx.js,
+        reg,
+        name="pfs-downstream",
+        subjects=["ev.pfs.repo.>"],
+        handler=Downstream(writer, docs).handle,
+        event_types=DOWNSTREAM_EVENTS,
+        stream=cfg.events_stream,
+    )
+    await reactor.start()
+    ctx.stack.push_async_callback(reactor.stop)
     ctx.log.info("pfs ready", projection_positions=[v.position for v in views])

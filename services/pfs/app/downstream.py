@@ -1,0 +1,74 @@
+"""The downstream reaction: when an input commit (one without provenance)
+on a branch finishes, every branch that has that branch in its provenance
+gets a new open commit, whose provenance is the finished commit plus the
+current heads of the branch's other provenance branches.
+
+Runs as a durable ``Reactor`` shared by pfs's replicas. Idempotent: each
+opened commit's id derives from the finished commit and the downstream
+branch (``commits.downstream_id``), and starting an existing id is a no-op."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from libs.api.events import pfs_pb2 as ev
+from libs.errors import NotFound
+from libs.events import RecordedEvent
+from libs.readmodels import DocumentStore
+from services.pfs.adapters.branches_view import BRANCHES, EDGES, branch_key
+from services.pfs.app.writer import RepoWriter
+from services.pfs.domain import commits, repo
+from services.pfs.domain.repo import Key
+
+_log = structlog.get_logger("pfs.downstream")
+
+EVENT_TYPES = frozenset({"pfs.CommitFinished"})
+
+
+@dataclass
+class Downstream:
+    writer: RepoWriter
+    docs: DocumentStore
+
+    async def handle(self, event: RecordedEvent) -> None:
+        msg = event.event
+        if not isinstance(msg, ev.CommitFinished):
+            return
+        upstream_repo = event.aggregate.id
+        state = (await self.writer.cache.load(repo.ref(upstream_repo))).state
+        finished = state.commits.get(msg.id)
+        if finished is None or not finished.branch or finished.provenance:
+            return  # gone, on no branch, or itself an output commit
+        up: Key = (upstream_repo, finished.branch)
+        edges = self.docs.query(EDGES, where={"up_key": branch_key(*up)})
+        targets = sorted({(e["repo"], e["branch"]) async for e in edges})
+        opened = {t: commits.downstream_id(msg.id, *t) for t in targets}
+        for target in targets:
+            doc = await self.docs.get(BRANCHES, branch_key(*target))
+            if doc is None:
+                continue
+            provenance: list[Key] = []
+            for r, b in doc["provenance"]:
+                if (r, b) == up:
+                    provenance.append((r, msg.id))
+                elif (r, b) in opened:
+                    provenance.append((r, opened[(r, b)]))
+                else:
+                    head = await self.docs.get(BRANCHES, branch_key(r, b))
+                    if head is not None and head["head"]:
+                        provenance.append((r, head["head"]))
+            decide = commits.start_commit(
+                target[0], opened[target], target[1], provenance=provenance
+            )
+            try:
+                await self.writer.run_as(
+                    target[0],
+                    decide,
+                    principal=event.envelope.principal,
+                    correlation_id=event.envelope.correlation_id,
+                    causation_id=event.envelope.event_id,
+                )
+            except NotFound as err:  # the downstream repo went meanwhile
+                _log.info("downstream branch gone", branch=branch_key(*target), error=str(err))
