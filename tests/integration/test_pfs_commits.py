@@ -352,3 +352,37 @@ def test_finishing_an_input_commit_opens_commits_downstream(api: pfs_pb2_grpc.AP
     finish(api, "raw", third)
     wait_until(lambda: heads(api, "model")["master"] == downstream_id(third, "model", "master"))
     assert len(ids(api, "clean")) == 3 and len(ids(api, "model")) == 3
+
+
+def test_commits_and_branches_survive_a_pfs_restart(
+    cluster: Cluster, api: pfs_pb2_grpc.APIStub
+) -> None:
+    """The read models resume from their checkpoints, the aggregate is
+    reloaded from the log: nothing is lost or doubled, and the rules hold."""
+    import os
+    import signal
+
+    from tests.support.cluster import wait_until
+
+    api.CreateRepo(pfs.CreateRepoRequest(repo=repo("kept")))
+    done = start(api, "kept")
+    finish(api, "kept", done)
+    open_one = start(api, "kept")
+    api.CreateBranch(
+        pfs.CreateBranchRequest(branch=branch("kept", "v1"), head=commit("kept", done))
+    )
+    old = cluster.state()["processes"]["pfs-0"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: cluster.state()["processes"]["pfs-0"]["pid"] not in (old, None), 30)
+
+    def answers() -> bool:
+        try:
+            return heads(api, "kept") == {"master": open_one, "v1": done}
+        except grpc.RpcError:
+            return False
+
+    wait_until(answers, 30)
+    assert ids(api, "kept") == [open_one, done]
+    assert code_of(lambda: start(api, "kept")) == grpc.StatusCode.FAILED_PRECONDITION
+    finish(api, "kept", "master")
+    assert inspect(api, "kept", "master").HasField("finished")
