@@ -21,7 +21,7 @@ from libs.trees.codec import load_dir
 from libs.trees.model import Node, node_from_child
 from libs.trees.pages import find_child, iter_children
 from libs.trees.paths import ROOT, join
-from libs.trees.read import root_child, walk_below
+from libs.trees.read import root_entry, walk_below
 
 _SPECIAL = "*?[{\\"
 
@@ -165,7 +165,8 @@ def _alternatives(pat: str, i: int, pattern: str) -> tuple[list[str], int]:
 async def glob(store: ObjectStore, root: str, pattern: str) -> AsyncIterator[tuple[str, Node]]:
     """``(path, node)`` for every file and directory matching ``pattern``, in path order."""
     full, segs = compile_pattern(pattern)
-    async for item in _match(store, ROOT, await root_child(store, root), segs, 0, full):
+    child, node = await root_entry(store, root)
+    async for item in _match(store, ROOT, child, segs, 0, full, node):
         yield item
 
 
@@ -176,6 +177,7 @@ async def _match(
     segs: list[_Segment],
     depth: int,
     full: re.Pattern[str],
+    loaded: tree_pb2.DirNode | None = None,
 ) -> AsyncIterator[tuple[str, Node]]:
     if depth == len(segs):
         yield path, node_from_child(child)
@@ -191,7 +193,7 @@ async def _match(
         return
     if child.kind != tree_pb2.DIR:
         return
-    dnode = await load_dir(store, child.hash)
+    dnode = loaded if loaded is not None else await load_dir(store, child.hash)
     if seg.literal is not None:
         found = await find_child(store, dnode, seg.literal)
         if found is not None:

@@ -19,17 +19,24 @@ from libs.trees.paths import ROOT, join, normalize, parent_of, segments
 
 async def root_child(store: ObjectStore, root: str) -> tree_pb2.Child:
     """The root directory as an entry (Internal if the root object is missing)."""
+    return (await root_entry(store, root))[0]
+
+
+async def root_entry(store: ObjectStore, root: str) -> tuple[tree_pb2.Child, tree_pb2.DirNode]:
     node = await load_dir(store, root)
-    return tree_pb2.Child(name="", kind=tree_pb2.DIR, hash=root, size=node.size, files=node.files)
+    child = tree_pb2.Child(name="", kind=tree_pb2.DIR, hash=root, size=node.size, files=node.files)
+    return child, node
 
 
 async def get_child(store: ObjectStore, root: str, path: str) -> tree_pb2.Child | None:
     """The entry at normalized ``path``, or None; one page per level per segment."""
-    child = await root_child(store, root)
-    for name in segments(path):
+    child, node = await root_entry(store, root)
+    for i, name in enumerate(segments(path)):
         if child.kind != tree_pb2.DIR:
             return None
-        found = await find_child(store, await load_dir(store, child.hash), name)
+        if i > 0:
+            node = await load_dir(store, child.hash)
+        found = await find_child(store, node, name)
         if found is None:
             return None
         child = found

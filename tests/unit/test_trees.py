@@ -12,6 +12,7 @@ from libs.trees import (
     Copy,
     Delete,
     Kind,
+    Op,
     Put,
     SetFooter,
     SetHeader,
@@ -24,6 +25,7 @@ from libs.trees import (
     pages,
 )
 from tests.unit.trees_support import CountingStore, apply, paths, ref, stream, tree_objects
+
 
 @pytest.fixture
 def store(tmp_path):
@@ -310,7 +312,7 @@ async def test_failed_build_writes_no_root_and_leaves_the_store_consistent(
 
 
 async def test_spilled_build_equals_in_memory_build(store, tmp_path):
-    ops = [Put(f"/d{i % 7}/f{(i * 7919) % 5000:05d}", [ref(i)]) for i in range(5000)]
+    ops: list[Op] = [Put(f"/d{i % 7}/f{(i * 7919) % 5000:05d}", [ref(i)]) for i in range(5000)]
     ops += [Delete(f"/d3/f{i:05d}") for i in range(0, 5000, 3)]
     in_memory = await apply(store, None, *ops)
     spilled = await build(store, None, stream(ops), spill_dir=tmp_path, run_bytes=8192)

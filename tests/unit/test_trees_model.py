@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from libs.trees import Delete, Put, diff, pages, walk
+from libs.trees import DataRef, Delete, Op, Put, diff, pages, walk
 from tests.unit.trees_support import CountingStore, apply, ref
 
 
@@ -16,7 +16,7 @@ def small_pages(monkeypatch):
     monkeypatch.setattr(pages, "MAX_ITEMS", 12)
 
 
-def _model_paths(files: dict[str, tuple], dirs: set[str]) -> list[str]:
+def _model_paths(files: dict[str, tuple[DataRef, ...]], dirs: set[str]) -> list[str]:
     def key(p: str) -> bytes:
         return p.encode().replace(b"/", b"\x00")
 
@@ -27,11 +27,11 @@ def _model_paths(files: dict[str, tuple], dirs: set[str]) -> list[str]:
 async def test_random_batches_match_the_model(tmp_path, small_pages, seed):
     rng = random.Random(seed)
     store = CountingStore(tmp_path / "objects")
-    files: dict[str, tuple] = {}
+    files: dict[str, tuple[DataRef, ...]] = {}
     dirs: set[str] = set()
     root = None
     for _ in range(8):
-        ops = []
+        ops: list[Op] = []
         for _ in range(rng.randrange(1, 120)):
             d = f"/d{rng.randrange(4)}"
             path = f"{d}/f{rng.randrange(150):03d}"
