@@ -386,3 +386,47 @@ def test_commits_and_branches_survive_a_pfs_restart(
     assert code_of(lambda: start(api, "kept")) == grpc.StatusCode.FAILED_PRECONDITION
     finish(api, "kept", "master")
     assert inspect(api, "kept", "master").HasField("finished")
+
+
+def test_inspect_commit_blocks_until_finished(api: pfs_pb2_grpc.APIStub) -> None:
+    import threading
+
+    api.CreateRepo(pfs.CreateRepoRequest(repo=repo("data")))
+    head = start(api, "data")
+    blocking = pfs.InspectCommitRequest(commit=commit("data", "master"), block_state=pfs.FINISHED)
+    with pytest.raises(grpc.RpcError) as info:
+        api.InspectCommit(blocking, timeout=0.5)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    timer = threading.Timer(0.3, lambda: finish(api, "data", head))
+    timer.start()
+    try:
+        got = api.InspectCommit(blocking, timeout=10)
+    finally:
+        timer.join()
+    assert got.commit.id == head and got.HasField("finished")
+    ready = pfs.InspectCommitRequest(commit=commit("data", head), block_state=pfs.READY)
+    assert api.InspectCommit(ready, timeout=5).commit.id == head
+
+
+def test_list_commit_stream_pages_along_the_ancestry(api: pfs_pb2_grpc.APIStub) -> None:
+    from services.gateway.grpc.pfs import LIST_PAGE
+
+    api.CreateRepo(pfs.CreateRepoRequest(repo=repo("long")))
+    made = []
+    for _ in range(LIST_PAGE + 5):
+        made.append(start(api, "long"))
+        finish(api, "long", made[-1])
+    newest_first = made[::-1]
+
+    def streamed(**kw: object) -> list[str]:
+        req = pfs.ListCommitRequest(repo=repo("long"), **kw)  # type: ignore[arg-type]
+        return [i.commit.id for i in api.ListCommitStream(req, timeout=30)]
+
+    assert streamed(to=commit("long", "master")) == newest_first
+    assert streamed() == newest_first
+    assert (
+        streamed(to=commit("long", "master"), number=LIST_PAGE + 2) == newest_first[: LIST_PAGE + 2]
+    )
+    since = streamed(to=commit("long", "master"), **{"from": commit("long", made[1])})
+    assert since == newest_first[:-2]
+    assert streamed(to=commit("long", "master~3"), number=2) == newest_first[3:5]

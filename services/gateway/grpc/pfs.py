@@ -1,9 +1,17 @@
 """``pfs.API``: each RPC is forwarded to the pfs service over the bus with
 the caller's principal. RPCs not listed here answer UNIMPLEMENTED (the
-generated base class) until pfs serves them."""
+generated base class) until pfs serves them.
+
+A bus request cannot block for long or stream, so two RPCs are built here
+from pfs's unary queries: ``InspectCommit`` with a ``block_state`` asks again
+(backing off) until the commit reaches that state or the caller's deadline
+passes, and ``ListCommitStream`` pages through ``ListCommit`` along the
+ancestry (each page starts at the parent of the last commit sent)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc.aio
@@ -15,6 +23,9 @@ from libs.bus import Bus
 from services.gateway.principal import ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+
+# Commits per ListCommit request behind ListCommitStream.
+LIST_PAGE = 256
 
 
 class PfsServicer(pfs_pb2_grpc.APIServicer):
@@ -50,9 +61,60 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     async def InspectCommit(  # type: ignore[override]
         self, request: pfs.InspectCommitRequest, context: Ctx
     ) -> pfs.CommitInfo:
-        return await ask(
-            self.bus, context, "pfs", "InspectCommit", request, pfs.CommitInfo, kind="qry"
-        )
+        info = await self._inspect(request.commit, context)
+        if request.block_state == pfs.STARTED:
+            return info
+        # Follow the commit itself, not the branch it was named by.
+        pinned = pfs.Commit(repo=request.commit.repo, id=info.commit.id)
+        delay = 0.02
+        while not await self._reached(info, request.block_state, context):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            info = await self._inspect(pinned, context)
+        return info
+
+    async def _inspect(self, commit: pfs.Commit, context: Ctx) -> pfs.CommitInfo:
+        req = pfs.InspectCommitRequest(commit=commit)
+        return await ask(self.bus, context, "pfs", "InspectCommit", req, pfs.CommitInfo, kind="qry")
+
+    async def _reached(self, info: pfs.CommitInfo, state: int, context: Ctx) -> bool:
+        if info.HasField("finished"):
+            return True
+        if state == pfs.FINISHED:
+            return False
+        # READY: every provenance commit has finished.
+        for commit in info.provenance:
+            if not (await self._inspect(commit, context)).HasField("finished"):
+                return False
+        return True
+
+    async def ListCommitStream(  # type: ignore[override]
+        self, request: pfs.ListCommitRequest, context: Ctx
+    ) -> AsyncIterator[pfs.CommitInfo]:
+        page = pfs.ListCommitRequest()
+        page.CopyFrom(request)
+        remaining = request.number or None
+        while True:
+            size = LIST_PAGE if remaining is None else min(LIST_PAGE, remaining)
+            if request.to.id:
+                page.number = size
+            infos = (
+                await ask(self.bus, context, "pfs", "ListCommit", page, pfs.CommitInfos, kind="qry")
+            ).commit_info
+            for info in infos:
+                yield info
+            if remaining is not None:
+                remaining -= len(infos)
+            last = infos[-1] if infos else None
+            if (
+                not request.to.id  # one page: pfs has no cursor for a whole-repo listing
+                or len(infos) < size
+                or remaining == 0
+                or last is None
+                or not last.HasField("parent_commit")
+            ):
+                return
+            page.to.CopyFrom(pfs.Commit(repo=request.repo, id=last.parent_commit.id))
 
     async def ListCommit(  # type: ignore[override]
         self, request: pfs.ListCommitRequest, context: Ctx
