@@ -39,6 +39,10 @@ async def test_two_processes_racing_on_one_aggregate(nc: Client, nats_server: Na
         )
         for _ in range(2)
     ]
+    for p in procs:  # both connected and waiting: start them at once
+        assert p.stdout is not None
+        assert (await p.stdout.readline()).strip() == b"ready"
+    await nc.publish("race.go", b"")
     outs = [json.loads((await p.communicate())[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     events = [e async for e in store.read(counter.ref("race"))]
