@@ -430,3 +430,72 @@ def test_list_commit_stream_pages_along_the_ancestry(api: pfs_pb2_grpc.APIStub) 
     since = streamed(to=commit("long", "master"), **{"from": commit("long", made[1])})
     assert since == newest_first[:-2]
     assert streamed(to=commit("long", "master~3"), number=2) == newest_first[3:5]
+
+
+def test_flush_commit_waits_for_downstream_commits(
+    cluster: Cluster, api: pfs_pb2_grpc.APIStub
+) -> None:
+    import threading
+
+    from services.pfs.domain.commits import downstream_id
+
+    for name in ("raw", "clean", "model"):
+        api.CreateRepo(pfs.CreateRepoRequest(repo=repo(name)))
+    create = api.CreateBranch
+    create(pfs.CreateBranchRequest(branch=branch("raw", "master")))
+    create(
+        pfs.CreateBranchRequest(
+            branch=branch("clean", "master"), provenance=[branch("raw", "master")]
+        )
+    )
+    create(
+        pfs.CreateBranchRequest(
+            branch=branch("model", "master"), provenance=[branch("clean", "master")]
+        )
+    )
+    first = start(api, "raw")
+    finish(api, "raw", first)
+    clean_id = downstream_id(first, "clean", "master")
+    model_id = downstream_id(first, "model", "master")
+
+    def flush(*to: str) -> list[tuple[str, str]]:
+        req = pfs.FlushCommitRequest(commits=[commit("raw", first)], to_repos=[repo(r) for r in to])
+        return [(i.commit.repo.name, i.commit.id) for i in api.FlushCommit(req, timeout=10)]
+
+    # Blocks while the downstream commits are open.
+    req = pfs.FlushCommitRequest(commits=[commit("raw", first)])
+    with pytest.raises(grpc.RpcError) as info:
+        list(api.FlushCommit(req, timeout=0.5))
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+
+    def finish_outputs() -> None:
+        finish(api, "clean", clean_id)
+        finish(api, "model", model_id)
+
+    timer = threading.Timer(0.3, finish_outputs)
+    timer.start()
+    try:
+        assert flush() == sorted([("clean", clean_id), ("model", model_id)])
+    finally:
+        timer.join()
+    assert flush("model") == [("model", model_id)]
+    # An output commit's own downstream.
+    down = pfs.FlushCommitRequest(commits=[commit("clean", clean_id)])
+    assert [i.commit.id for i in api.FlushCommit(down, timeout=10)] == [model_id]
+    # A branch created downstream later does not make flush wait forever.
+    api.CreateRepo(pfs.CreateRepoRequest(repo=repo("late")))
+    create(
+        pfs.CreateBranchRequest(
+            branch=branch("late", "master"), provenance=[branch("raw", "master")]
+        )
+    )
+    assert flush("late") == []
+    missing = pfs.FlushCommitRequest(commits=[commit("raw", "nope")])
+    assert code_of(lambda: list(api.FlushCommit(missing, timeout=10))) == grpc.StatusCode.NOT_FOUND
+
+    out = pachctl(cluster, "flush-commit", f"raw/{first}", "-r", "model")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[0] == "REPO" and lines[1].split()[:2] == ["model", model_id]
+    bad = pachctl(cluster, "flush-commit", "raw")
+    assert bad.returncode == 1 and "repo/commit" in bad.stderr

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
+from libs.errors import InvalidArgument
 from libs.pachctl import pretty
 from libs.pachctl.address import from_env
 from libs.pachctl.client import Pachd
@@ -54,6 +55,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     p.add_argument("--raw", action="store_true", help=_RAW)
     p.set_defaults(run=list_commit)
+
+    p = sub.add_parser(
+        "flush-commit",
+        help="Wait for all commits caused by the specified commits to finish and return them.",
+    )
+    p.add_argument("commits", nargs="+", metavar="repo/commit")
+    p.add_argument(
+        "-r", "--repos", action="append", default=[],
+        help="Wait only for commits leading to a specific set of repos",
+    )  # fmt: skip
+    p.add_argument("--raw", action="store_true", help=_RAW)
+    p.set_defaults(run=flush_commit)
 
     p = sub.add_parser("delete-commit", help="Delete an input commit.")
     p.add_argument("repo")
@@ -142,4 +155,28 @@ def delete_commit(args: argparse.Namespace, out: TextIO) -> int:
     req = pfs.DeleteCommitRequest(commit=_commit(args.repo, args.commit))
     with Pachd(from_env()) as pachd:
         pachd.call(_api(pachd).DeleteCommit, req)
+    return 0
+
+
+def parse_commit(text: str) -> pfs.Commit:
+    """``repo/commit`` (the commit may be a branch or an ancestry reference)."""
+    repo, sep, ref = text.partition("/")
+    if not sep or not repo or not ref:
+        raise InvalidArgument(f"invalid commit {text!r}: expected repo/commit")
+    return _commit(repo, ref)
+
+
+def flush_commit(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.FlushCommitRequest(
+        commits=[parse_commit(c) for c in args.commits],
+        to_repos=[pfs.Repo(name=r) for r in args.repos],
+    )
+    with Pachd(from_env()) as pachd:
+        stub = _api(pachd)
+
+        def flush(r: pfs.FlushCommitRequest, timeout: float | None) -> list[pfs.CommitInfo]:
+            return list(stub.FlushCommit(r, timeout=timeout))  # read the stream inside call()
+
+        infos = pachd.call(flush, req)
+    out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))
     return 0

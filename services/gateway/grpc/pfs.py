@@ -6,7 +6,9 @@ A bus request cannot block for long or stream, so two RPCs are built here
 from pfs's unary queries: ``InspectCommit`` with a ``block_state`` asks again
 (backing off) until the commit reaches that state or the caller's deadline
 passes, and ``ListCommitStream`` pages through ``ListCommit`` along the
-ancestry (each page starts at the parent of the last commit sent)."""
+ancestry (each page starts at the parent of the last commit sent).
+``FlushCommit`` asks pfs which commits are downstream and waits for each to
+finish the same way."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from google.protobuf.empty_pb2 import Empty
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.bus import Bus
+from libs.errors import NotFound
 from services.gateway.principal import ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -87,6 +90,24 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
             if not (await self._inspect(commit, context)).HasField("finished"):
                 return False
         return True
+
+    async def FlushCommit(  # type: ignore[override]
+        self, request: pfs.FlushCommitRequest, context: Ctx
+    ) -> AsyncIterator[pfs.CommitInfo]:
+        """Each commit downstream of the given ones, once it has finished."""
+        found = await ask(
+            self.bus, context, "pfs", "FlushCommit", request, pfs.CommitInfos, kind="qry"
+        )
+        for info in found.commit_info:
+            delay = 0.02
+            while not info.HasField("finished"):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                try:
+                    info = await self._inspect(info.commit, context)
+                except NotFound:
+                    continue  # about to be opened by the downstream reaction
+            yield info
 
     async def ListCommitStream(  # type: ignore[override]
         self, request: pfs.ListCommitRequest, context: Ctx

@@ -1,6 +1,7 @@
 """The ``branches`` read model (one document per branch) and
 ``branch_edges`` (one per upstream -> downstream pair of the transitive
-provenance, to find a branch's or a repo's subvenance)."""
+provenance, to find a branch's or a repo's subvenance, with the time the
+pair first appeared)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,15 @@ class BranchesProjection(Projection):
         repo = event.aggregate.id
         msg = event.event
         if isinstance(msg, ev.BranchSet):
-            await self._drop(view, repo, msg.name)
             key = branch_key(repo, msg.name)
             provenance = [[p.repo, p.name] for p in msg.provenance]
+            # An edge that stays keeps the time it first appeared.
+            since: dict[str, int] = {}
+            for up in provenance:
+                old_edge = await view.get(EDGES, _edge_key(up, repo, msg.name))
+                if old_edge is not None:
+                    since[old_edge["key"]] = int(old_edge["since_ns"])
+            await self._drop(view, repo, msg.name)
             doc: dict[str, Any] = {
                 "key": key,
                 "repo": repo,
@@ -63,6 +70,7 @@ class BranchesProjection(Projection):
                         "branch": msg.name,
                         "up_repo": up[0],
                         "up_key": branch_key(up[0], up[1]),
+                        "since_ns": since.get(edge, event.envelope.time.ToNanoseconds()),
                     },
                 )
                 self.keys.wrote(view, EDGES, repo, edge)

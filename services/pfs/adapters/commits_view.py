@@ -14,16 +14,25 @@ from libs.readmodels import Collection, DocumentStore
 from services.pfs.adapters.scoped import RepoKeys
 
 COMMITS = "commits"
+# One document per (provenance commit -> commit) pair: a commit's subvenance.
+COMMIT_EDGES = "commit_edges"
 
 
 def commit_key(repo: str, commit_id: str) -> str:
     return f"{repo}/{commit_id}"
 
 
+def _edge_key(up: list[str], repo: str, commit_id: str) -> str:
+    return f"{up[0]}/{up[1]}>{repo}/{commit_id}"
+
+
 class CommitsProjection(Projection):
     name = "pfs-commits"
     subjects = ("ev.pfs.repo.>",)
-    collections = (Collection(COMMITS, indexes=("repo", "started_ns")),)
+    collections = (
+        Collection(COMMITS, indexes=("repo", "started_ns")),
+        Collection(COMMIT_EDGES, indexes=("repo", "up_key")),
+    )
 
     def __init__(self, store: DocumentStore) -> None:
         self.keys = RepoKeys(store)
@@ -51,6 +60,15 @@ class CommitsProjection(Projection):
                 },
             )
             self.keys.wrote(view, COMMITS, repo, key)
+            for p in msg.provenance:
+                edge = _edge_key([p.repo, p.id], repo, msg.id)
+                up_key = commit_key(p.repo, p.id)
+                view.put(
+                    COMMIT_EDGES,
+                    edge,
+                    {"key": edge, "repo": repo, "id": msg.id, "up_key": up_key},
+                )
+                self.keys.wrote(view, COMMIT_EDGES, repo, edge)
         elif isinstance(msg, ev.CommitFinished):
             doc = await view.get(COMMITS, commit_key(repo, msg.id))
             if doc is not None:
@@ -64,14 +82,18 @@ class CommitsProjection(Projection):
                     done["description"] = msg.description
                 view.put(COMMITS, doc["key"], done)
         elif isinstance(msg, ev.CommitDeleted):
+            old = await view.get(COMMITS, commit_key(repo, msg.id))
+            for up in old["provenance"] if old is not None else []:
+                view.delete(COMMIT_EDGES, _edge_key(up, repo, msg.id))
             view.delete(COMMITS, commit_key(repo, msg.id))
             for child in msg.children:
                 doc = await view.get(COMMITS, commit_key(repo, child))
                 if doc is not None:
                     view.put(COMMITS, doc["key"], {**doc, "parent": msg.parent})
         elif isinstance(msg, ev.RepoDeleted):
-            for key in await self.keys.of_repo(view, COMMITS, repo):
-                view.delete(COMMITS, key)
+            for collection in (COMMITS, COMMIT_EDGES):
+                for key in await self.keys.of_repo(view, collection, repo):
+                    view.delete(collection, key)
 
 
 def _ts(ns: int) -> Timestamp:

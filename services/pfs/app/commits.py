@@ -14,7 +14,8 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import Bus, Context
 from libs.errors import InvalidArgument
 from libs.readmodels import DocumentStore
-from services.pfs.adapters.commits_view import COMMITS, commit_info, commit_key
+from services.pfs.adapters.branches_view import EDGES, branch_key
+from services.pfs.adapters.commits_view import COMMIT_EDGES, COMMITS, commit_info, commit_key
 from services.pfs.app.lookup import commit_doc, repo_name, require_repo
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain import commits
@@ -31,6 +32,7 @@ class Commits:
         await bus.serve("DeleteCommit", pfs.DeleteCommitRequest, self.delete_commit)
         await bus.serve("InspectCommit", pfs.InspectCommitRequest, self.inspect_commit, kind="qry")
         await bus.serve("ListCommit", pfs.ListCommitRequest, self.list_commit, kind="qry")
+        await bus.serve("FlushCommit", pfs.FlushCommitRequest, self.flush_commit, kind="qry")
 
     async def start_commit(self, req: pfs.StartCommitRequest, ctx: Context) -> pfs.Commit:
         name = repo_name(req.parent.repo)
@@ -74,6 +76,33 @@ class Commits:
                 break
             out.append(commit_info(doc))
         return pfs.CommitInfos(commit_info=out)
+
+    async def flush_commit(self, req: pfs.FlushCommitRequest, ctx: Context) -> pfs.CommitInfos:
+        """The commits downstream of ``req.commits``: those that exist, and
+        those the downstream reaction is about to open for a finished input
+        commit (only ``commit`` set: the caller waits for them to appear)."""
+        to = {r.name for r in req.to_repos}
+        found: dict[tuple[str, str], pfs.CommitInfo] = {}
+        for c in req.commits:
+            name = repo_name(c.repo)
+            doc = await commit_doc(self.docs, name, c.id)
+            edges = self.docs.query(COMMIT_EDGES, where={"up_key": commit_key(name, doc["id"])})
+            async for edge in edges:
+                down = await self.docs.get(COMMITS, commit_key(edge["repo"], edge["id"]))
+                if down is not None:
+                    found[(edge["repo"], edge["id"])] = commit_info(down)
+            if doc["branch"] and not doc["provenance"] and doc["finished_ns"]:
+                branch_edges = self.docs.query(
+                    EDGES, where={"up_key": branch_key(name, doc["branch"])}
+                )
+                async for edge in branch_edges:
+                    if edge["since_ns"] > doc["finished_ns"]:
+                        continue  # the branch came downstream after the commit finished
+                    cid = commits.downstream_id(doc["id"], edge["repo"], edge["branch"])
+                    commit = pfs.Commit(repo=pfs.Repo(name=edge["repo"]), id=cid)
+                    found.setdefault((edge["repo"], cid), pfs.CommitInfo(commit=commit))
+        infos = [info for key, info in sorted(found.items()) if not to or key[0] in to]
+        return pfs.CommitInfos(commit_info=infos)
 
     async def _ancestors(self, repo: str, doc: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         current: dict[str, Any] | None = doc
