@@ -499,3 +499,39 @@ def test_flush_commit_waits_for_downstream_commits(
     assert lines[0].split()[0] == "REPO" and lines[1].split()[:2] == ["model", model_id]
     bad = pachctl(cluster, "flush-commit", "raw")
     assert bad.returncode == 1 and "repo/commit" in bad.stderr
+
+
+def test_provenance_changes_reach_downstream_branches(api: pfs_pb2_grpc.APIStub) -> None:
+    from services.pfs.domain.commits import downstream_id
+    from tests.support.cluster import wait_until
+
+    for name in ("raw", "clean", "model"):
+        api.CreateRepo(pfs.CreateRepoRequest(repo=repo(name)))
+    create = api.CreateBranch
+    create(pfs.CreateBranchRequest(branch=branch("raw", "master")))
+    create(pfs.CreateBranchRequest(branch=branch("clean", "master")))
+    create(
+        pfs.CreateBranchRequest(
+            branch=branch("model", "master"), provenance=[branch("clean", "master")]
+        )
+    )
+    # clean gets an input after model already depends on it.
+    create(
+        pfs.CreateBranchRequest(
+            branch=branch("clean", "master"), provenance=[branch("raw", "master")]
+        )
+    )
+
+    def provenance(r: str) -> list[tuple[str, str]]:
+        info = api.InspectBranch(pfs.InspectBranchRequest(branch=branch(r, "master")))
+        return [(b.repo.name, b.name) for b in info.provenance]
+
+    assert provenance("model") == [("raw", "master"), ("clean", "master")]
+    first = start(api, "raw")
+    finish(api, "raw", first)
+    wait_until(lambda: heads(api, "model")["master"] == downstream_id(first, "model", "master"))
+    # And away again.
+    create(pfs.CreateBranchRequest(branch=branch("clean", "master")))
+    assert provenance("model") == [("clean", "master")]
+    raw_info = api.InspectBranch(pfs.InspectBranchRequest(branch=branch("raw", "master")))
+    assert list(raw_info.subvenance) == []

@@ -39,15 +39,49 @@ class Branches:
                 f"the head of branch {name}/{branch} must be a commit of repo {name}"
             )
         provenance: list[Key] = [(repo_name(p.repo), p.name) for p in req.provenance]
+        decide = branches.create_branch(
+            name, branch, req.head.id, provenance, await self._upstream(name, provenance)
+        )
+        if (await self.writer.run(name, decide, ctx)).events:
+            await self._refresh_downstream(name, branch, ctx)
+        return Empty()
+
+    async def _upstream(self, repo: str, provenance: list[Key]) -> dict[Key, list[Key]]:
+        """The transitive provenance of the given branches of other repos."""
         upstream: dict[Key, list[Key]] = {}
         for key in provenance:
-            if key[0] != name:
+            if key[0] != repo:
                 doc = await self.docs.get(BRANCHES, branch_key(*key))
                 if doc is not None:
                     upstream[key] = [(r, b) for r, b in doc["provenance"]]
-        decide = branches.create_branch(name, branch, req.head.id, provenance, upstream)
-        await self.writer.run(name, decide, ctx)
-        return Empty()
+        return upstream
+
+    async def _refresh_downstream(self, repo: str, branch: str, ctx: Context) -> None:
+        """Branches downstream of one whose provenance changed recompute their
+        transitive provenance, until nothing changes (each pass fixes at
+        least one more level of the graph)."""
+        edges = self.docs.query(EDGES, where={"up_key": branch_key(repo, branch)})
+        downstream = sorted({(e["repo"], e["branch"]) async for e in edges})
+        for _ in range(len(downstream) + 1):
+            changed = False
+            for down_repo, down_branch in downstream:
+                doc = await self.docs.get(BRANCHES, branch_key(down_repo, down_branch))
+                if doc is None:
+                    continue
+                direct: list[Key] = [(r, b) for r, b in doc["direct"]]
+                decide = branches.create_branch(
+                    down_repo,
+                    down_branch,
+                    provenance=direct,
+                    upstream=await self._upstream(down_repo, direct),
+                )
+                try:
+                    done = await self.writer.run(down_repo, decide, ctx)
+                except NotFound:
+                    continue  # an upstream branch went meanwhile
+                changed = changed or bool(done.events)
+            if not changed:
+                return
 
     async def delete_branch(self, req: pfs.DeleteBranchRequest, ctx: Context) -> Empty:
         name, branch = repo_name(req.branch.repo), req.branch.name
