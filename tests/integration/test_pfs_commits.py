@@ -535,3 +535,64 @@ def test_provenance_changes_reach_downstream_branches(api: pfs_pb2_grpc.APIStub)
     assert provenance("model") == [("clean", "master")]
     raw_info = api.InspectBranch(pfs.InspectBranchRequest(branch=branch("raw", "master")))
     assert list(raw_info.subvenance) == []
+
+
+def test_subscribe_commit_follows_a_branch(cluster: Cluster, api: pfs_pb2_grpc.APIStub) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.cluster import ROOT
+
+    api.CreateRepo(pfs.CreateRepoRequest(repo=repo("feed")))
+    first = start(api, "feed")
+    finish(api, "feed", first)
+    second = start(api, "feed")  # open: not sent in FINISHED mode until it finishes
+
+    req = pfs.SubscribeCommitRequest(repo=repo("feed"), branch="master", state=pfs.FINISHED)
+    stream = api.SubscribeCommit(req, timeout=20)
+    assert next(stream).commit.id == first
+    finish(api, "feed", second)
+    assert next(stream).commit.id == second
+    third = start(api, "feed")
+    finish(api, "feed", third)
+    assert next(stream).commit.id == third
+    stream.cancel()
+
+    since = pfs.SubscribeCommitRequest(repo=repo("feed"), branch="master")
+    getattr(since, "from").CopyFrom(commit("feed", second))
+    started = api.SubscribeCommit(since, timeout=20)
+    assert next(started).commit.id == third
+    fourth = start(api, "feed")
+    assert next(started).commit.id == fourth  # STARTED: sent while still open
+    started.cancel()
+    missing = pfs.SubscribeCommitRequest(repo=repo("nope"), branch="master")
+    assert (
+        code_of(lambda: next(api.SubscribeCommit(missing, timeout=10))) == grpc.StatusCode.NOT_FOUND
+    )
+
+    finish(api, "feed", fourth)
+    env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "libs.pachctl", "subscribe-commit", "feed", "master", "--new"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == [
+            "REPO",
+            "ID",
+            "PARENT",
+            "STARTED",
+            "DURATION",
+            "SIZE",
+        ]
+        fifth = start(api, "feed")
+        finish(api, "feed", fifth)
+        assert proc.stdout.readline().split()[:3] == ["feed", fifth, fourth]
+    finally:
+        proc.kill()
+        proc.wait()

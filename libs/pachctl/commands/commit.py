@@ -68,6 +68,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--raw", action="store_true", help=_RAW)
     p.set_defaults(run=flush_commit)
 
+    p = sub.add_parser("subscribe-commit", help="Print commits as they are created (finished).")
+    p.add_argument("repo")
+    p.add_argument("branch")
+    p.add_argument(
+        "--from", dest="from_", default="", help="subscribe to all commits since this commit"
+    )
+    p.add_argument(
+        "--new", action="store_true", help="subscribe to only new commits created from now on"
+    )
+    p.add_argument("--raw", action="store_true", help=_RAW)
+    p.set_defaults(run=subscribe_commit)
+
     p = sub.add_parser("delete-commit", help="Delete an input commit.")
     p.add_argument("repo")
     p.add_argument("commit")
@@ -180,3 +192,34 @@ def flush_commit(args: argparse.Namespace, out: TextIO) -> int:
         infos = pachd.call(flush, req)
     out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))
     return 0
+
+
+def subscribe_commit(args: argparse.Namespace, out: TextIO) -> int:
+    """Finished commits of a branch, oldest first, as they come (until
+    interrupted). Each row is written as soon as its commit finishes, so
+    rows are aligned one at a time."""
+    if args.new and args.from_:
+        raise InvalidArgument("--new and --from cannot both be provided")
+    req = pfs.SubscribeCommitRequest(
+        repo=pfs.Repo(name=args.repo), branch=args.branch, state=pfs.FINISHED
+    )
+    with Pachd(from_env()) as pachd:
+        stub = _api(pachd)
+        start = args.from_
+        if args.new:
+            listed = pachd.call(stub.ListBranch, pfs.ListBranchRequest(repo=req.repo))
+            start = next(
+                (b.head.id for b in listed.branch_info if b.branch.name == args.branch), ""
+            )
+        if start:
+            getattr(req, "from").CopyFrom(_commit(args.repo, start))
+
+        def follow(r: pfs.SubscribeCommitRequest, timeout: float | None) -> int:
+            if not args.raw:
+                out.write(table([]))
+            for info in stub.SubscribeCommit(r):  # no deadline: runs until interrupted
+                out.write(pretty.raw(info) if args.raw else table([info]).split("\n", 1)[1])
+                out.flush()
+            return 0
+
+        return pachd.call(follow, req)

@@ -8,7 +8,8 @@ from pfs's unary queries: ``InspectCommit`` with a ``block_state`` asks again
 passes, and ``ListCommitStream`` pages through ``ListCommit`` along the
 ancestry (each page starts at the parent of the last commit sent).
 ``FlushCommit`` asks pfs which commits are downstream and waits for each to
-finish the same way."""
+finish the same way; ``SubscribeCommit`` asks for the branch's commits after
+the last one it sent, again and again."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         return await ask(self.bus, context, "pfs", "InspectCommit", req, pfs.CommitInfo, kind="qry")
 
     async def _reached(self, info: pfs.CommitInfo, state: int, context: Ctx) -> bool:
-        if info.HasField("finished"):
+        if state == pfs.STARTED or info.HasField("finished"):
             return True
         if state == pfs.FINISHED:
             return False
@@ -108,6 +109,37 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
                 except NotFound:
                     continue  # about to be opened by the downstream reaction
             yield info
+
+    async def SubscribeCommit(  # type: ignore[override]
+        self, request: pfs.SubscribeCommitRequest, context: Ctx
+    ) -> AsyncIterator[pfs.CommitInfo]:
+        """The commits of a branch, oldest first, each once it reaches
+        ``state``, then every later one as it comes, until the caller stops."""
+        repo = pfs.InspectRepoRequest(repo=request.repo)
+        await ask(self.bus, context, "pfs", "InspectRepo", repo, pfs.RepoInfo, kind="qry")
+        last = getattr(request, "from").id
+        delay = 0.02
+        while True:
+            page = pfs.ListCommitRequest(
+                repo=request.repo, to=pfs.Commit(repo=request.repo, id=request.branch)
+            )
+            if last:
+                getattr(page, "from").CopyFrom(pfs.Commit(repo=request.repo, id=last))
+            try:
+                found = await ask(
+                    self.bus, context, "pfs", "ListCommit", page, pfs.CommitInfos, kind="qry"
+                )
+                infos = list(found.commit_info)
+            except NotFound:
+                infos = []  # no such branch, or no head yet
+            for info in reversed(infos):
+                if not await self._reached(info, request.state, context):
+                    break
+                yield info
+                last = info.commit.id
+                delay = 0.02
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def ListCommitStream(  # type: ignore[override]
         self, request: pfs.ListCommitRequest, context: Ctx
