@@ -596,3 +596,33 @@ def test_subscribe_commit_follows_a_branch(cluster: Cluster, api: pfs_pb2_grpc.A
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_deleting_an_input_commit_deletes_its_downstream_commits(
+    api: pfs_pb2_grpc.APIStub,
+) -> None:
+    from services.pfs.domain.commits import downstream_id
+    from tests.support.cluster import wait_until
+
+    for name in ("raw", "clean"):
+        api.CreateRepo(pfs.CreateRepoRequest(repo=repo(name)))
+    api.CreateBranch(pfs.CreateBranchRequest(branch=branch("raw", "master")))
+    api.CreateBranch(
+        pfs.CreateBranchRequest(
+            branch=branch("clean", "master"), provenance=[branch("raw", "master")]
+        )
+    )
+    first = start(api, "raw")
+    finish(api, "raw", first)
+    second = start(api, "raw")
+    finish(api, "raw", second)
+    out1, out2 = (downstream_id(c, "clean", "master") for c in (first, second))
+    wait_until(lambda: ids(api, "clean") == [out2, out1])
+    delete = api.DeleteCommit
+    assert code_of(lambda: delete(pfs.DeleteCommitRequest(commit=commit("clean", out1)))) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert ids(api, "clean") == [out2, out1]  # nothing changed
+    delete(pfs.DeleteCommitRequest(commit=commit("raw", second)))
+    assert ids(api, "raw") == [first] and ids(api, "clean") == [out1]
+    assert heads(api, "clean") == {"master": out1}

@@ -198,6 +198,9 @@ def test_reaction_commits_are_idempotent_and_may_stack_on_open_ones() -> None:
     assert cid == commits.downstream_id(A, "data", "out") != commits.downstream_id(B, "data", "out")
     assert len(cid) == 32 and int(cid, 16) >= 0
     s, events = run(s, commits.start_commit("data", cid, "out", provenance=[("raw", A)]))
+    with pytest.raises(FailedPrecondition, match="it has provenance"):
+        commits.delete_commit("data", cid)(s)
+    assert commits.delete_commit("data", cid, downstream=True)(s)[0] == ev.CommitDeleted(id=cid)
     assert events[0] == ev.CommitStarted(
         id=cid, branch="out", provenance=[ev.CommitRef(repo="raw", id=A)]
     )

@@ -10,9 +10,10 @@ from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 
+from libs.api.events import pfs_pb2 as ev
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import Bus, Context
-from libs.errors import InvalidArgument
+from libs.errors import InvalidArgument, NotFound
 from libs.readmodels import DocumentStore
 from services.pfs.adapters.branches_view import EDGES, branch_key
 from services.pfs.adapters.commits_view import COMMIT_EDGES, COMMITS, commit_info, commit_key
@@ -50,8 +51,17 @@ class Commits:
         return Empty()
 
     async def delete_commit(self, req: pfs.DeleteCommitRequest, ctx: Context) -> Empty:
+        """Delete an input commit and every commit downstream of it."""
         name = repo_name(req.commit.repo)
-        await self.writer.run(name, commits.delete_commit(name, req.commit.id), ctx)
+        done = await self.writer.run(name, commits.delete_commit(name, req.commit.id), ctx)
+        deleted = next(e for e in done.events if isinstance(e, ev.CommitDeleted))
+        edges = self.docs.query(COMMIT_EDGES, where={"up_key": commit_key(name, deleted.id)})
+        for down_repo, down_id in sorted({(e["repo"], e["id"]) async for e in edges}):
+            decide = commits.delete_commit(down_repo, down_id, downstream=True)
+            try:
+                await self.writer.run(down_repo, decide, ctx)
+            except NotFound:
+                continue  # gone meanwhile
         return Empty()
 
     async def inspect_commit(self, req: pfs.InspectCommitRequest, ctx: Context) -> pfs.CommitInfo:

@@ -122,13 +122,22 @@ def finish_commit(repo: str, reference: str, description: str | None = None) -> 
     return decide
 
 
-def delete_commit(repo: str, reference: str) -> Decide:
+def delete_commit(repo: str, reference: str, downstream: bool = False) -> Decide:
     """Delete a commit: its children get its parent, and branches whose head
-    it was move to its parent (headless when it had none)."""
+    it was move to its parent (headless when it had none). Only input
+    commits may be deleted by users; output commits (with provenance) go
+    with the input commit they came from (``downstream``)."""
 
     def decide(state: Repo) -> Sequence[Message]:
         require(state, repo)
         commit = resolve(state, repo, reference)
+        if commit.provenance and not downstream:
+            raise FailedPrecondition(
+                f"cannot delete commit {repo}/{commit.id}: it has provenance "
+                "(delete the input commit it came from)",
+                repo=repo,
+                commit=commit.id,
+            )
         children = sorted(c.id for c in state.commits.values() if c.parent == commit.id)
         events: list[Message] = [
             ev.CommitDeleted(id=commit.id, parent=commit.parent, children=children)
