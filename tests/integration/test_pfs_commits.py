@@ -125,6 +125,11 @@ def test_forks_and_commits_on_no_branch(api: pfs_pb2_grpc.APIStub) -> None:
     loose = start(api, "data", "", parent=base)
     assert inspect(api, "data", loose).parent_commit.id == base
     assert heads(api, "data") == {"master": base, "patch": fork}
+    # Newest branch first (moving a head keeps a branch's place).
+    finish(api, "data", fork)
+    start(api, "data")
+    listed = api.ListBranch(pfs.ListBranchRequest(repo=repo("data"))).branch_info
+    assert [i.branch.name for i in listed] == ["patch", "master"]
 
 
 def test_commit_refusals_change_nothing(api: pfs_pb2_grpc.APIStub) -> None:

@@ -29,7 +29,7 @@ class BranchesProjection(Projection):
     name = "pfs-branches"
     subjects = ("ev.pfs.repo.>",)
     collections = (
-        Collection(BRANCHES, indexes=("repo",)),
+        Collection(BRANCHES, indexes=("repo", "created_ns")),
         Collection(EDGES, indexes=("repo", "up_repo", "up_key")),
     )
 
@@ -48,6 +48,8 @@ class BranchesProjection(Projection):
                 old_edge = await view.get(EDGES, _edge_key(up, repo, msg.name))
                 if old_edge is not None:
                     since[old_edge["key"]] = int(old_edge["since_ns"])
+            old = await view.get(BRANCHES, key)
+            created = int(old["created_ns"]) if old else event.envelope.time.ToNanoseconds()
             await self._drop(view, repo, msg.name)
             doc: dict[str, Any] = {
                 "key": key,
@@ -56,6 +58,7 @@ class BranchesProjection(Projection):
                 "head": msg.head,
                 "provenance": provenance,
                 "direct": [[p.repo, p.name] for p in msg.direct_provenance],
+                "created_ns": created,
             }
             view.put(BRANCHES, key, doc)
             self.keys.wrote(view, BRANCHES, repo, key)

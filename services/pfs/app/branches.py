@@ -107,5 +107,8 @@ class Branches:
     async def list_branch(self, req: pfs.ListBranchRequest, ctx: Context) -> pfs.BranchInfos:
         name = repo_name(req.repo)
         await require_repo(self.docs, name)
-        docs = self.docs.query(BRANCHES, where={"repo": name})
+        # Newest branch first, as Pachyderm lists them.
+        docs = self.docs.query(
+            BRANCHES, where={"repo": name}, order_by="created_ns", descending=True
+        )
         return pfs.BranchInfos(branch_info=[branch_info(doc) async for doc in docs])

@@ -63,7 +63,10 @@ class Repos:
         if doc is None:
             raise NotFound(f"repo {name} not found", repo=name)
         info = repo_info(doc)
-        async for branch in self.docs.query(BRANCHES, where={"repo": name}):
+        branches = self.docs.query(
+            BRANCHES, where={"repo": name}, order_by="created_ns", descending=True
+        )
+        async for branch in branches:
             info.branches.append(pfs.Branch(repo=info.repo, name=branch["name"]))
         return info
 
