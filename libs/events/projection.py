@@ -115,9 +115,11 @@ class ProjectionRunner:
         await self._loop.stop()
 
     async def rebuild(self) -> None:
-        """Throw the read model away and build it again from the first event."""
+        """Throw this projection's documents away and build them again from
+        the first event (other projections sharing the store keep theirs)."""
         await self.stop()
-        await self.store.drop()
+        await self.store.drop([c.name for c in self.projection.collections])
+        await self.store.reset_checkpoint(self.checkpoint_name)
         await self.start()
 
     async def wait_for(self, seq: int, timeout: float = 10.0) -> None:

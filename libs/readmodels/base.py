@@ -89,8 +89,15 @@ class DocumentStore(abc.ABC):
         """The last sequence recorded by ``Batch.set_checkpoint`` (0 when none)."""
 
     @abc.abstractmethod
-    async def drop(self) -> None:
-        """Remove every document and checkpoint (used to rebuild from zero)."""
+    async def drop(self, collections: Sequence[str] | None = None) -> None:
+        """Remove every document and every checkpoint; with ``collections``,
+        only the documents of those collections (checkpoints stay: see
+        ``reset_checkpoint``). Several projections may share one store, so a
+        projection rebuilding itself drops only its own collections."""
+
+    @abc.abstractmethod
+    async def reset_checkpoint(self, name: str) -> None:
+        """Forget one checkpoint (it reads as 0 again)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

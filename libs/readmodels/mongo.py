@@ -186,13 +186,22 @@ class MongoDocumentStore(DocumentStore):
             raw = await self._db[CHECKPOINTS].find_one({"_id": name})
         return 0 if raw is None else int(raw["seq"])
 
-    async def drop(self) -> None:
-        """Drops every collection of this database, then recreates the indexes of
-        the collections opened so far, so the store is usable right away."""
+    async def drop(self, collections: Sequence[str] | None = None) -> None:
+        """Drops every collection of this database (or the named ones), then
+        recreates the indexes of the collections opened so far, so the store
+        is usable right away."""
+        if collections is not None:
+            for name in collections:
+                lookup(self._schemas, name)  # unknown collection -> InvalidArgument
         with _unavailable(self._db_name):
-            for name in await self._db.list_collection_names():
+            names = await self._db.list_collection_names() if collections is None else collections
+            for name in names:
                 await self._db.drop_collection(name)
             await self._create_indexes(list(self._schemas.values()))
+
+    async def reset_checkpoint(self, name: str) -> None:
+        with _unavailable(self._db_name):
+            await self._db[CHECKPOINTS].delete_one({"_id": name})
 
     async def close(self) -> None:
         if self._owns_client:

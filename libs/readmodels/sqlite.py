@@ -219,17 +219,30 @@ class SqliteDocumentStore(DocumentStore):
 
         return await self._run(read)
 
-    async def drop(self) -> None:
-        """Empties every collection table and the checkpoints in one transaction;
-        tables and indexes stay, so the store is usable right away."""
+    async def drop(self, collections: Sequence[str] | None = None) -> None:
+        """Empties collection tables (all, or the named ones) in one
+        transaction; tables and indexes stay, so the store is usable at once."""
+        if collections is not None:
+            for name in collections:
+                lookup(self._schemas, name)  # unknown collection -> InvalidArgument
 
         def clear(db: sqlite3.Connection) -> None:
             def body() -> None:
-                for (name,) in db.execute(sql.DOC_TABLES).fetchall():
-                    db.execute(f'DELETE FROM "{name}"')
-                db.execute("DELETE FROM _checkpoints")
+                if collections is None:
+                    for (name,) in db.execute(sql.DOC_TABLES).fetchall():
+                        db.execute(f'DELETE FROM "{name}"')
+                    db.execute("DELETE FROM _checkpoints")
+                else:
+                    for name in collections:
+                        db.execute(f"DELETE FROM {sql.table(name)}")
 
             self._transaction(db, body)
+
+        await self._run(clear)
+
+    async def reset_checkpoint(self, name: str) -> None:
+        def clear(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM _checkpoints WHERE name = ?", (name,))
 
         await self._run(clear)
 

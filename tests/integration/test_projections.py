@@ -13,9 +13,18 @@ from libs.api.events import testing_pb2 as t
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus, Context
 from libs.config import Config
-from libs.events import NEW, Append, EventStore, ProjectionRunner, ensure_stream, execute
+from libs.events import (
+    NEW,
+    Append,
+    EventStore,
+    ProjectionRunner,
+    RecordedEvent,
+    View,
+    ensure_stream,
+    execute,
+)
 from libs.natsserver import NatsServer
-from libs.readmodels import SqliteDocumentStore
+from libs.readmodels import Collection, SqliteDocumentStore
 from tests.support import counter
 from tests.support.counter_projection import COUNTERS, CounterProjection
 
@@ -165,3 +174,35 @@ async def test_command_returns_after_its_projection_applied_it(nc: Client, tmp_p
     await runner.stop()
     await docs.close()
     await store.close()
+
+
+class OtherProjection(CounterProjection):
+    """A second projection sharing the same store, in its own collection."""
+
+    name = "other"
+    collections = (Collection("others", indexes=("value",)),)
+
+    async def apply(self, event: RecordedEvent, view: View) -> None:
+        view.put("others", event.aggregate.id, {"seen": event.aggregate_version})
+
+
+async def test_rebuilding_one_projection_leaves_the_others(nc: Client, tmp_path: Path) -> None:
+    last = await _fill(nc, counters=3, increments=2)
+    docs = SqliteDocumentStore(tmp_path / "shared.sqlite")
+    reg = counter.registry()
+    mine = ProjectionRunner(nc.jetstream(), reg, docs, CounterProjection())
+    other = ProjectionRunner(nc.jetstream(), reg, docs, OtherProjection())
+    await mine.start()
+    await other.start()
+    await mine.wait_for(last)
+    await other.wait_for(last)
+    before = [d async for d in docs.query("others")]
+    assert len(before) == 3
+    await mine.rebuild()
+    await mine.wait_for(last)
+    assert [d async for d in docs.query("others")] == before
+    assert await docs.checkpoint(other.checkpoint_name) == last
+    assert len([d async for d in docs.query(COUNTERS)]) == 3
+    await mine.stop()
+    await other.stop()
+    await docs.close()

@@ -382,6 +382,26 @@ async def test_drop_removes_documents_and_checkpoints(store: DocumentStore) -> N
     assert await store.count("jobs", {"pipeline": "p1"}) == 1
 
 
+async def test_drop_of_named_collections_leaves_the_rest(store: DocumentStore) -> None:
+    await put_jobs(store, 10)
+    async with store.batch() as b:
+        b.put("plain", "x", {"v": 1})
+        b.set_checkpoint("jobs-projection", 10)
+        b.set_checkpoint("plain-projection", 1)
+    await store.drop(["jobs"])
+    assert await store.count("jobs") == 0
+    assert await store.get("plain", "x") == {"v": 1}
+    assert await store.checkpoint("jobs-projection") == 10  # checkpoints stay
+    await store.reset_checkpoint("jobs-projection")
+    assert await store.checkpoint("jobs-projection") == 0
+    assert await store.checkpoint("plain-projection") == 1
+    await put_jobs(store, 3)  # usable right away, indexes included
+    assert await store.count("jobs", {"pipeline": "p1"}) == 1
+    with pytest.raises(InvalidArgument, match="nope"):
+        await store.drop(["nope"])
+    assert await store.get("plain", "x") == {"v": 1}
+
+
 async def test_reopen_keeps_data_and_checkpoint(backend: Backend) -> None:
     first = backend.make(7)
     await first.open(COLLECTIONS)
