@@ -15,26 +15,64 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc.aio
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import Message
+from google.protobuf.wrappers_pb2 import BytesValue
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.bus import Bus
 from libs.errors import NotFound
+from libs.objects import ObjectStore
+from services.gateway import files
 from services.gateway.principal import ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R", bound=Message)
 
 # Commits per ListCommit request behind ListCommitStream.
 LIST_PAGE = 256
 
 
 class PfsServicer(pfs_pb2_grpc.APIServicer):
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, store: ObjectStore) -> None:
         self.bus = bus
+        self.store = store
+
+    def _ask(self, context: Ctx) -> files.Ask:
+        async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
+            return await ask(self.bus, context, "pfs", name, request, response_type, kind=kind)
+
+        return call
+
+    async def PutFile(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[pfs.PutFileRequest], context: Ctx
+    ) -> Empty:
+        return await files.put_files(self.store, self._ask(context), request_iterator)
+
+    async def GetFile(  # type: ignore[override]
+        self, request: pfs.GetFileRequest, context: Ctx
+    ) -> AsyncIterator[BytesValue]:
+        async for block in files.read_file(self.store, self._ask(context), request):
+            yield BytesValue(value=block)
+
+    async def InspectFile(  # type: ignore[override]
+        self, request: pfs.InspectFileRequest, context: Ctx
+    ) -> pfs.FileInfo:
+        return await ask(self.bus, context, "pfs", "InspectFile", request, pfs.FileInfo, kind="qry")
+
+    async def ListFile(  # type: ignore[override]
+        self, request: pfs.ListFileRequest, context: Ctx
+    ) -> pfs.FileInfos:
+        return await ask(self.bus, context, "pfs", "ListFile", request, pfs.FileInfos, kind="qry")
+
+    async def DeleteFile(  # type: ignore[override]
+        self, request: pfs.DeleteFileRequest, context: Ctx
+    ) -> Empty:
+        return await ask(self.bus, context, "pfs", "DeleteFile", request, Empty)
 
     async def CreateRepo(self, request: pfs.CreateRepoRequest, context: Ctx) -> Empty:  # type: ignore[override]
         return await ask(self.bus, context, "pfs", "CreateRepo", request, Empty)
@@ -206,8 +244,8 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         return await ask(self.bus, context, "pfs", "DeleteBranch", request, Empty)
 
 
-def register(server: grpc.aio.Server, bus: Bus) -> None:
+def register(server: grpc.aio.Server, bus: Bus, store: ObjectStore) -> None:
     # The RPCs PfsServicer does not define yet keep the generated base's
     # UNIMPLEMENTED answer; the typed stubs declare them abstract.
-    servicer = PfsServicer(bus)  # type: ignore[abstract]
+    servicer = PfsServicer(bus, store)  # type: ignore[abstract]
     pfs_pb2_grpc.add_APIServicer_to_server(servicer, server)

@@ -11,6 +11,7 @@ from grpc_health.v1.health import aio as health_aio
 from libs.bus import Bus
 from libs.config import Config
 from libs.errors import Unavailable
+from libs.objects import open_object_store
 from libs.observe import GrpcRequestLog
 from services.gateway.backends import BackendMonitor
 from services.gateway.errors import GrpcErrors
@@ -18,8 +19,6 @@ from services.gateway.grpc import pfs, version
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-API_MODULES = (version, pfs)
 
 
 async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[aio.Server, int]:
@@ -31,8 +30,8 @@ async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[ai
             ("grpc.so_reuseport", 0),
         ],
     )
-    for module in API_MODULES:
-        module.register(server, bus)
+    version.register(server, bus)
+    pfs.register(server, bus, open_object_store(cfg.objects))
 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

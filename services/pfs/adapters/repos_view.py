@@ -43,6 +43,11 @@ class ReposProjection(Projection):
                     name,
                     {**doc, "description": msg.description, "version": event.aggregate_version},
                 )
+        elif isinstance(msg, ev.CommitFinished):
+            # A repo's size is the size of its newest finished commit's tree.
+            doc = await view.get(REPOS, name)
+            if doc is not None:
+                view.put(REPOS, name, {**doc, "size_bytes": msg.size_bytes})
         elif isinstance(msg, ev.RepoDeleted):
             view.delete(REPOS, name)
 

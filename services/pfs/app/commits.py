@@ -17,6 +17,7 @@ from libs.errors import InvalidArgument, NotFound
 from libs.readmodels import DocumentStore
 from services.pfs.adapters.branches_view import EDGES, branch_key
 from services.pfs.adapters.commits_view import COMMIT_EDGES, COMMITS, commit_info, commit_key
+from services.pfs.app.files import Files
 from services.pfs.app.lookup import commit_doc, repo_name, require_repo
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain import commits
@@ -26,6 +27,7 @@ from services.pfs.domain import commits
 class Commits:
     writer: RepoWriter
     docs: DocumentStore
+    files: Files
 
     async def register(self, bus: Bus) -> None:
         await bus.serve("StartCommit", pfs.StartCommitRequest, self.start_commit)
@@ -46,7 +48,8 @@ class Commits:
 
     async def finish_commit(self, req: pfs.FinishCommitRequest, ctx: Context) -> Empty:
         name = repo_name(req.commit.repo)
-        decide = commits.finish_commit(name, req.commit.id, req.description or None)
+        tree, size = await self.files.seal(name, req.commit.id, ctx)
+        decide = commits.finish_commit(name, req.commit.id, req.description or None, tree, size)
         await self.writer.run(name, decide, ctx)
         return Empty()
 

@@ -99,8 +99,11 @@ def start_commit(
     return decide
 
 
-def finish_commit(repo: str, reference: str, description: str | None = None) -> Decide:
-    """Finish an open commit; a ``description`` replaces the one given at start."""
+def finish_commit(
+    repo: str, reference: str, description: str | None = None, tree: str = "", size: int = 0
+) -> Decide:
+    """Finish an open commit with its built ``tree`` (root hash) and ``size``;
+    a ``description`` replaces the one given at start."""
 
     def decide(state: Repo) -> Sequence[Message]:
         require(state, repo)
@@ -116,6 +119,8 @@ def finish_commit(repo: str, reference: str, description: str | None = None) -> 
                 id=commit.id,
                 description_set=description is not None,
                 description=description or "",
+                tree=tree,
+                size_bytes=size,
             )
         ]
 

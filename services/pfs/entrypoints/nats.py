@@ -6,6 +6,7 @@ projections, and serve the commands and queries (``cmd.pfs.*``,
 from __future__ import annotations
 
 from libs.events import EventStore, ProjectionRunner, Reactor
+from libs.objects import open_object_store
 from libs.readmodels import open_document_store
 from libs.service import ServiceContext
 from services.pfs.adapters.branches_view import BranchesProjection
@@ -15,6 +16,7 @@ from services.pfs.app.branches import Branches
 from services.pfs.app.commits import Commits
 from services.pfs.app.downstream import EVENT_TYPES as DOWNSTREAM_EVENTS
 from services.pfs.app.downstream import Downstream
+from services.pfs.app.files import Files
 from services.pfs.app.repos import Repos
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain.events import registry
@@ -33,9 +35,13 @@ async def setup(ctx: ServiceContext) -> None:
         await view.start()
         ctx.stack.push_async_callback(view.stop)
         views.append(view)
+    store = open_object_store(cfg.objects)
+    ctx.stack.push_async_callback(store.close)
     writer = RepoWriter.create(events, views)
+    files = Files.create(docs, events, store)
     await Repos(writer, docs).register(ctx.bus)
-    await Commits(writer, docs).register(ctx.bus)
+    await Commits(writer, docs, files).register(ctx.bus)
+    await files.register(ctx.bus)
     await Branches(writer, docs).register(ctx.bus)
     reactor = Reactor(
         ctx.js,
