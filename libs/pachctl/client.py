@@ -3,8 +3,8 @@ errors pachctl prints as one line."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -61,8 +61,19 @@ class Pachd:
         try:
             return rpc(request, timeout=self.timeout)
         except grpc.RpcError as err:
-            code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-            details: str = err.details() or ""  # type: ignore[attr-defined]
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise CannotReach(self.address, _reason(details or code.name)) from None
-            raise ServerError(code, details) from None
+            raise self._translate(err) from None
+
+    def drain(self, replies: Iterable[Any], write: Callable[[bytes], object]) -> None:
+        """Consume a server stream of BytesValue messages into ``write``."""
+        try:
+            for reply in replies:
+                write(reply.value)
+        except grpc.RpcError as err:
+            raise self._translate(err) from None
+
+    def _translate(self, err: grpc.RpcError) -> PachError:
+        code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+        details: str = err.details() or ""  # type: ignore[attr-defined]
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return CannotReach(self.address, _reason(details or code.name))
+        return ServerError(code, details)
