@@ -64,7 +64,10 @@ class Config:
     grpc_host: str = "0.0.0.0"
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
-    max_message_bytes: int = 1 << 20
+    max_message_bytes: int = 1 << 20  # NATS messages (commands, replies, events)
+    # gRPC messages at the gateway: Pachyderm 1.7's limit, 20 MiB (its clients
+    # send files in 3 MiB PutFile messages).
+    grpc_max_message_bytes: int = 20 << 20
     request_timeout_s: float = 10.0
     events_stream: str = "EVENTS"
     events_replicas: int = 1
@@ -118,6 +121,7 @@ class Config:
             log_format=log_format,
             log_level=_str(e, "PACH_LOG_LEVEL", "info"),
             max_message_bytes=_int(e, "PACH_MAX_MESSAGE_BYTES", 1 << 20),
+            grpc_max_message_bytes=_int(e, "PACH_GRPC_MAX_MESSAGE_BYTES", 20 << 20),
             request_timeout_s=float(_int(e, "PACH_REQUEST_TIMEOUT_MS", 10_000)) / 1000.0,
             events_stream=_str(e, "PACH_EVENTS_STREAM", "EVENTS"),
             events_replicas=_int(e, "PACH_EVENTS_REPLICAS", 1),

@@ -44,6 +44,7 @@ class Procs:
             "PACH_LOG_FORMAT": "json",
             "PACH_LOG_LEVEL": "debug",  # health probes log at debug level
             "PACH_MAX_MESSAGE_BYTES": str(MAX_BYTES),
+            "PACH_GRPC_MAX_MESSAGE_BYTES": str(MAX_BYTES),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -68,3 +68,19 @@ def test_repos_with_python_pachyderm(cluster: Cluster) -> None:
     assert seen["missing"] == "NOT_FOUND"
     assert seen["after_delete"] == ["compat_images"]
     assert seen["after_delete_all"] == []
+
+
+def test_commits_and_files_with_python_pachyderm(cluster: Cluster) -> None:
+    seen = run_scenario(cluster, "pp_files.py")
+    assert seen["commit_id_len"] == 32
+    assert seen["big_sha256_equal"] is True
+    assert seen["small"] == "hello\n"
+    # pfs.FileType: RESERVED = 0, FILE = 1, DIR = 2
+    assert seen["root_listing"] == [["/big.bin", 1, 5_120_000], ["/dir", 2, 6]]
+    assert seen["inspected"] == {"id_matches": True, "size": 5_120_006}
+    assert seen["after_delete"] == []
+    assert seen["commits"] == 2
+    assert seen["branches"] == ["master"]
+    assert seen["flushed"] == 0  # nothing downstream of pp_data
+    assert seen["subscribed_first_is_root"] is True
+    assert seen["deleted_read"] == "NOT_FOUND"

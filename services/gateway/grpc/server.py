@@ -25,8 +25,8 @@ async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[ai
     server = aio.server(
         interceptors=[GrpcRequestLog(), GrpcErrors()],
         options=[
-            ("grpc.max_receive_message_length", cfg.max_message_bytes),
-            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.max_receive_message_length", cfg.grpc_max_message_bytes),
+            ("grpc.max_send_message_length", cfg.grpc_max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
