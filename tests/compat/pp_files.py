@@ -38,6 +38,7 @@ def main(host: str, port: int) -> dict[str, Any]:
     seen["root_listing"] = sorted(
         (f.file.path, f.file_type, f.size_bytes) for f in pfs.list_file("pp_data/master", "/")
     )
+    seen["globbed"] = [f.file.path for f in pfs.glob_file("pp_data/master", "/*")]
     info = pfs.inspect_commit("pp_data/master")
     seen["inspected"] = {"id_matches": info.commit.id == commit.id, "size": info.size_bytes}
 

@@ -88,6 +88,18 @@ def test_recursive_put_append_overwrite_list_inspect(cluster: Cluster, tmp_path:
     rows = [ln.split() for ln in lines[1:]]
     assert rows == [["/in/a.txt", "file", "3B"], ["/in/sub", "dir", "2B"]]
 
+    globbed = ok(pachctl(cluster, "glob-file", "tree", "master", "/in/*")).decode().splitlines()
+    assert [ln.split()[0] for ln in globbed[1:]] == ["/in/a.txt", "/in/sub"]
+    deep = ok(pachctl(cluster, "glob-file", "tree", "master", "/**.txt")).decode().splitlines()
+    assert [ln.split()[0] for ln in deep[1:]] == ["/in/a.txt", "/in/sub/b.txt"]
+    assert (
+        ok(pachctl(cluster, "glob-file", "tree", "master", "/nomatch*")).decode().splitlines()[1:]
+        == []
+    )
+
+    bad = pachctl(cluster, "glob-file", "tree", "master", "/[abc")
+    assert bad.returncode == 1 and b"INVALID_ARGUMENT" in bad.stderr
+
     info = ok(pachctl(cluster, "inspect-file", "tree", "master", "/in/a.txt")).decode()
     assert info.splitlines()[:3] == ["Path: /in/a.txt", "Type: file", "Size: 3B"]
     raw = json.loads(ok(pachctl(cluster, "inspect-file", "tree", "master", "/in", "--raw")))

@@ -77,6 +77,7 @@ def test_commits_and_files_with_python_pachyderm(cluster: Cluster) -> None:
     assert seen["small"] == "hello\n"
     # pfs.FileType: RESERVED = 0, FILE = 1, DIR = 2
     assert seen["root_listing"] == [["/big.bin", 1, 5_120_000], ["/dir", 2, 6]]
+    assert seen["globbed"] == ["/big.bin", "/dir"]
     assert seen["inspected"] == {"id_matches": True, "size": 5_120_006}
     assert seen["after_delete"] == []
     assert seen["commits"] == 2

@@ -76,6 +76,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--raw", action="store_true", help="disable pretty printing, print raw json")
     p.set_defaults(run=inspect_file)
 
+    p = sub.add_parser("glob-file", help="Return files that match a glob pattern in a commit.")
+    p.add_argument("repo")
+    p.add_argument("commit")
+    p.add_argument("pattern")
+    p.add_argument("--raw", action="store_true", help="disable pretty printing, print raw json")
+    p.set_defaults(run=glob_file)
+
     p = sub.add_parser("list-file", help="Return the files in a directory.")
     p.add_argument("repo")
     p.add_argument("commit")
@@ -205,5 +212,15 @@ def list_file(args: argparse.Namespace, out: TextIO) -> int:
     req = pfs.ListFileRequest(file=_file(args.repo, args.commit, args.path))
     with Pachd(from_env()) as pachd:
         infos = list(pachd.call(_api(pachd).ListFile, req).file_info)
+    out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))
+    return 0
+
+
+def glob_file(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.GlobFileRequest(
+        commit=pfs.Commit(repo=pfs.Repo(name=args.repo), id=args.commit), pattern=args.pattern
+    )
+    with Pachd(from_env()) as pachd:
+        infos = list(pachd.call(_api(pachd).GlobFile, req).file_info)
     out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))
     return 0

@@ -69,6 +69,11 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     ) -> pfs.FileInfos:
         return await ask(self.bus, context, "pfs", "ListFile", request, pfs.FileInfos, kind="qry")
 
+    async def GlobFile(  # type: ignore[override]
+        self, request: pfs.GlobFileRequest, context: Ctx
+    ) -> pfs.FileInfos:
+        return await ask(self.bus, context, "pfs", "GlobFile", request, pfs.FileInfos, kind="qry")
+
     async def DeleteFile(  # type: ignore[override]
         self, request: pfs.DeleteFileRequest, context: Ctx
     ) -> Empty:

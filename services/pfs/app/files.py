@@ -49,6 +49,7 @@ class Files:
         await bus.serve("DeleteFile", pfs.DeleteFileRequest, self.delete_file)
         await bus.serve("InspectFile", pfs.InspectFileRequest, self.inspect_file, kind="qry")
         await bus.serve("ListFile", pfs.ListFileRequest, self.list_file, kind="qry")
+        await bus.serve("GlobFile", pfs.GlobFileRequest, self.glob_file, kind="qry")
         await bus.serve("FileRefs", internal.FileRefsRequest, self.file_refs, kind="qry")
 
     # --- writes ----------------------------------------------------------------
@@ -163,6 +164,16 @@ class Files:
         infos = [
             file_info(commit, trees.paths.join(path, child.name), child)
             async for child in trees.list_dir(self.store, root, path)
+        ]
+        return pfs.FileInfos(file_info=infos)
+
+    async def glob_file(self, req: pfs.GlobFileRequest, ctx: Context) -> pfs.FileInfos:
+        """Files and directories matching ``pattern``, with the glob rules
+        pipelines use (``libs.trees.glob``)."""
+        root, commit = await self._root(req.commit)
+        infos = [
+            file_info(commit, path, node)
+            async for path, node in trees.glob(self.store, root, req.pattern)
         ]
         return pfs.FileInfos(file_info=infos)
 
