@@ -127,3 +127,16 @@ def test_file_errors_are_one_line(cluster: Cluster, tmp_path: Path) -> None:
         assert message in err and len(err.splitlines()) == 1, (args, err)
     # Nothing was written by any of them.
     assert ok(pachctl(cluster, "list-commit", "errs")).decode().splitlines()[1:] == []
+
+
+def test_delete_file_in_an_open_commit(cluster: Cluster) -> None:
+    ok(pachctl(cluster, "create-repo", "dels"))
+    ok(pachctl(cluster, "put-file", "dels", "master", "/keep", "-f", "-", stdin=b"k"))
+    ok(pachctl(cluster, "put-file", "dels", "master", "/dir/gone", "-f", "-", stdin=b"g"))
+    ok(pachctl(cluster, "start-commit", "dels", "master"))
+    ok(pachctl(cluster, "delete-file", "dels", "master", "/dir"))
+    ok(pachctl(cluster, "finish-commit", "dels", "master"))
+    rows = ok(pachctl(cluster, "list-file", "dels", "master")).decode().splitlines()[1:]
+    assert [r.split()[0] for r in rows] == ["/keep"]
+    # The parent commit still has it.
+    assert ok(pachctl(cluster, "get-file", "dels", "master^", "/dir/gone")) == b"g"

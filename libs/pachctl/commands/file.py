@@ -76,6 +76,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--raw", action="store_true", help="disable pretty printing, print raw json")
     p.set_defaults(run=inspect_file)
 
+    p = sub.add_parser("delete-file", help="Delete a file (or a whole directory).")
+    p.add_argument("repo")
+    p.add_argument("commit")
+    p.add_argument("path")
+    p.set_defaults(run=delete_file)
+
     p = sub.add_parser("glob-file", help="Return files that match a glob pattern in a commit.")
     p.add_argument("repo")
     p.add_argument("commit")
@@ -223,4 +229,11 @@ def glob_file(args: argparse.Namespace, out: TextIO) -> int:
     with Pachd(from_env()) as pachd:
         infos = list(pachd.call(_api(pachd).GlobFile, req).file_info)
     out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))
+    return 0
+
+
+def delete_file(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.DeleteFileRequest(file=_file(args.repo, args.commit, args.path))
+    with Pachd(from_env()) as pachd:
+        pachd.call(_api(pachd).DeleteFile, req)
     return 0
