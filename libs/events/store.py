@@ -162,19 +162,6 @@ class EventStore:
 
     # --- writing -----------------------------------------------------------
 
-    def build_batch(
-        self,
-        aggregate: AggregateRef,
-        events: Sequence[Message],
-        expected: Position,
-        *,
-        principal: str = "",
-        causation_id: str = "",
-        correlation_id: str = "",
-    ) -> EventBatch:
-        item = Append(aggregate, events, expected, principal, causation_id, correlation_id)
-        return self._build(item, _trace_context())
-
     def _build(self, item: Append, trace_ctx: dict[str, str]) -> EventBatch:
         events = item.events
         if not events:
@@ -400,7 +387,3 @@ class EventStore:
             return None
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
             raise Unavailable("event store unavailable") from None
-
-    async def last_sequence(self) -> int:
-        info = await self.js.stream_info(self.stream)
-        return int(info.state.last_seq)

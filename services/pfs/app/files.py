@@ -140,7 +140,7 @@ class Files:
         doc = await commit_doc(self.docs, name, commit.id)
         root = doc["tree"] if doc["finished_ns"] else await self._parent_root(name, doc)
         if not root:
-            root = (await trees.build(self.store, None, _no_ops())).hash
+            root = trees.EMPTY_ROOT  # readable without a stored object
         return root, pfs.Commit(repo=pfs.Repo(name=name), id=doc["id"])
 
     async def _node(self, f: pfs.File) -> tuple[str, pfs.Commit, str, trees.Node]:
@@ -199,8 +199,3 @@ def file_info(commit: pfs.Commit, path: str, node: trees.Node) -> pfs.FileInfo:
         size_bytes=node.size,
         hash=bytes.fromhex(node.hash),
     )
-
-
-async def _no_ops() -> AsyncIterator[trees.Op]:
-    return
-    yield  # an empty async generator

@@ -14,9 +14,9 @@ from libs.errors import InvalidArgument, NotFound
 from libs.readmodels import DocumentStore
 from services.pfs.adapters.branches_view import BRANCHES, EDGES
 from services.pfs.adapters.repos_view import REPOS, repo_info
+from services.pfs.app.lookup import repo_name
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain import repo
-from services.pfs.domain.names import validate_repo_name
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Repos:
         await bus.serve("ListRepo", pfs.ListRepoRequest, self.list_repo, kind="qry")
 
     async def create_repo(self, req: pfs.CreateRepoRequest, ctx: Context) -> Empty:
-        name = _name(req.repo)
+        name = repo_name(req.repo)
         await self.writer.run(name, repo.create_repo(name, req.description, req.update), ctx)
         return Empty()
 
@@ -41,7 +41,7 @@ class Repos:
                 raise InvalidArgument("cannot delete one repo and all repos at once")
             names = [doc["name"] async for doc in self.docs.query(REPOS)]
         else:
-            names = [_name(req.repo)]
+            names = [repo_name(req.repo)]
         for name in names:
             dependents = await self._dependents(name, set(names))
             await self.writer.run(name, repo.delete_repo(name, req.force, dependents), ctx)
@@ -58,7 +58,7 @@ class Repos:
         return sorted(found)
 
     async def inspect_repo(self, req: pfs.InspectRepoRequest, ctx: Context) -> pfs.RepoInfo:
-        name = _name(req.repo)
+        name = repo_name(req.repo)
         doc = await self.docs.get(REPOS, name)
         if doc is None:
             raise NotFound(f"repo {name} not found", repo=name)
@@ -74,9 +74,3 @@ class Repos:
         # Newest first, as Pachyderm lists them.
         docs = self.docs.query(REPOS, order_by="created_ns", descending=True)
         return pfs.ListRepoResponse(repo_info=[repo_info(doc) async for doc in docs])
-
-
-def _name(r: pfs.Repo) -> str:
-    if not r.name:
-        raise InvalidArgument("a repo name is required")
-    return validate_repo_name(r.name)
