@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from libs.api.internal import tree_pb2 as _tree_pb2
 from libs.api.pfs import pfs_pb2 as _pfs_pb2
 import builtins as _builtins
@@ -22,6 +23,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _WriteKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WriteKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WriteKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTENT: _WriteKind.ValueType  # 0
+    """The file's content."""
+    HEADER: _WriteKind.ValueType  # 1
+    """The header every file directly in the directory at `path` starts with."""
+    FOOTER: _WriteKind.ValueType  # 2
+    """The footer every file directly in the directory at `path` ends with."""
+
+class WriteKind(_WriteKind, metaclass=_WriteKindEnumTypeWrapper):
+    """What a FileWrite sets at its path."""
+
+CONTENT: WriteKind.ValueType  # 0
+"""The file's content."""
+HEADER: WriteKind.ValueType  # 1
+"""The header every file directly in the directory at `path` starts with."""
+FOOTER: WriteKind.ValueType  # 2
+"""The footer every file directly in the directory at `path` ends with."""
+Global___WriteKind: _TypeAlias = WriteKind  # noqa: Y015
+
 @_typing.final
 class FileWrite(_message.Message):
     """One file write of a put-file stream."""
@@ -31,9 +56,11 @@ class FileWrite(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     REFS_FIELD_NUMBER: _builtins.int
     APPEND_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     append: _builtins.bool
-    """Add to the end of the file instead of replacing it."""
+    """Add to the end of the file instead of replacing it (CONTENT only)."""
+    kind: Global___WriteKind.ValueType
     @_builtins.property
     def refs(self) -> _containers.RepeatedCompositeFieldContainer[_tree_pb2.DataRef]: ...
     def __init__(
@@ -42,10 +69,11 @@ class FileWrite(_message.Message):
         path: _builtins.str = ...,
         refs: _abc.Iterable[_tree_pb2.DataRef] | None = ...,
         append: _builtins.bool = ...,
+        kind: Global___WriteKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append", b"append", "path", b"path", "refs", b"refs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append", b"append", "kind", b"kind", "path", b"path", "refs", b"refs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
