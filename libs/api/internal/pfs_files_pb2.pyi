@@ -57,10 +57,16 @@ class FileWrite(_message.Message):
     REFS_FIELD_NUMBER: _builtins.int
     APPEND_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     append: _builtins.bool
     """Add to the end of the file instead of replacing it (CONTENT only)."""
     kind: Global___WriteKind.ValueType
+    split: _builtins.bool
+    """CONTENT only: `path` is a split directory and `refs` its next piece;
+    pfs names the piece %016x, numbering on from the pieces the directory
+    already has (in the parent tree and earlier in this commit).
+    """
     @_builtins.property
     def refs(self) -> _containers.RepeatedCompositeFieldContainer[_tree_pb2.DataRef]: ...
     def __init__(
@@ -70,10 +76,11 @@ class FileWrite(_message.Message):
         refs: _abc.Iterable[_tree_pb2.DataRef] | None = ...,
         append: _builtins.bool = ...,
         kind: Global___WriteKind.ValueType = ...,
+        split: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append", b"append", "kind", b"kind", "path", b"path", "refs", b"refs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append", b"append", "kind", b"kind", "path", b"path", "refs", b"refs", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
