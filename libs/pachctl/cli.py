@@ -1,20 +1,37 @@
 """The pachctl argument parser and dispatcher (argparse: standard library,
-no extra dependency; each command group registers its own subparsers)."""
+no extra dependency; each command group registers its own subparsers).
+
+Every failure, a bad command line included, is one line on stderr and exit
+status 1."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import NoReturn, TextIO
 
-from libs.errors import PachError
+from libs.errors import InvalidArgument, PachError
 from libs.pachctl.commands import GROUPS
 
 PROG = "pachctl"
 
 
+class UsageError(InvalidArgument):
+    """A command line argparse cannot make sense of."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is raised (and printed as one line by
+    ``run``) instead of printing the usage and exiting with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        prefix = f"{command}: " if command else ""
+        raise UsageError(f"{prefix}{message} (see '{self.prog} -h')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Access the Pachyderm API.",
         epilog="Environment variables:\n  PACHD_ADDRESS=<host>:<port>, the pachd server to "
@@ -27,9 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _oserror(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        err.write(f"{PROG}: {exc}\n")
+        return 1
     if getattr(args, "run", None) is None:
         parser.print_help(out)
         return 2
@@ -37,6 +64,11 @@ def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
         code: int = args.run(args, out)
     except PachError as exc:
         err.write(f"{PROG}: {exc}\n")
+        return 1
+    except BrokenPipeError:
+        return 1  # the reader went away (``pachctl list-file … | head``)
+    except OSError as exc:
+        err.write(f"{PROG}: {_oserror(exc)}\n")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -3,7 +3,7 @@ errors pachctl prints as one line."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -26,6 +26,11 @@ class CannotReach(PachError):
 class ServerError(PachError):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(f"{details or code.name.lower()} ({code.name})", grpc_code=code.name)
+        self.grpc_code = code
+
+    @property
+    def unimplemented(self) -> bool:
+        return self.grpc_code == grpc.StatusCode.UNIMPLEMENTED
 
 
 def _reason(details: str) -> str:
@@ -68,6 +73,13 @@ class Pachd:
         try:
             for reply in replies:
                 write(reply.value)
+        except grpc.RpcError as err:
+            raise self._translate(err) from None
+
+    def stream(self, rpc: Callable[..., Iterable[T]], request: object) -> Iterator[T]:
+        """The replies of a server stream, one at a time, failures translated."""
+        try:
+            yield from rpc(request, timeout=self.timeout)
         except grpc.RpcError as err:
             raise self._translate(err) from None
 

@@ -10,6 +10,8 @@ exactly like Go).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 MINWIDTH = 20
 PADDING = 3
 
@@ -57,3 +59,36 @@ def _format(
         _format(lines, line0, this, [*widths, width], minwidth, padding, out)
         line0 = this
     _write(lines, line0, line1, widths, out)
+
+
+# Pachyderm's own streaming writer (src/server/pkg/tabwriter), used by the
+# listing commands: ``text/tabwriter.NewWriter(w, 0, 1, 1, ' ', 0)`` flushed
+# every ``TERM_HEIGHT`` lines, the header printed again after each flush.
+TERM_HEIGHT = 50
+
+
+class StreamingTable:
+    """Rows go out in blocks of at most ``TERM_HEIGHT`` lines (header
+    included), so a listing of any length takes constant memory."""
+
+    def __init__(self, write: Callable[[str], object], header: str) -> None:
+        if not header.endswith("\n"):
+            raise ValueError("a table header must end in a new line")
+        self._write = write
+        self._header = header
+        self._pending: list[str] = [header]
+        self._lines = 1
+
+    def row(self, line: str) -> None:
+        if self._lines >= TERM_HEIGHT:
+            self.flush()
+            self._pending.append(self._header)
+            self._lines += 1
+        self._lines += line.count("\n")
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        self._lines = 0
+        if self._pending:
+            self._write(format_table("".join(self._pending), minwidth=0, padding=1))
+            self._pending = []

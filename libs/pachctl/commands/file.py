@@ -1,100 +1,127 @@
-"""File commands: put-file, get-file, list-file, inspect-file (Pachyderm
-1.7's names, flags and output). Contents stream in blocks; no file is ever
-read into memory whole."""
+"""File commands (Pachyderm 1.7's names, flags and output): put-file,
+put-header and put-footer (in ``putfile``), copy-file, get-file (one file,
+or ``-r`` a whole directory), inspect-file, list-file, glob-file, diff-file
+and delete-file.
+
+Contents stream in blocks and listings stream row by row (``ListFileStream``
+and ``GlobFileStream``, printed in blocks of 50 lines as 1.7's tabwriter
+does), so neither a file nor a listing is ever held in memory whole."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import posixpath
-import sys
-from collections import deque
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
-from libs.errors import InvalidArgument
+from libs.errors import InvalidArgument, PachError
 from libs.pachctl import pretty
 from libs.pachctl.address import from_env
-from libs.pachctl.client import Pachd
-from libs.pachctl.tabwriter import format_table
+from libs.pachctl.client import Pachd, ServerError
+from libs.pachctl.commands import putfile
+from libs.pachctl.commands.putfile import DEFAULT_PARALLELISM, STREAM_TIMEOUT_S
+from libs.pachctl.tabwriter import StreamingTable
 
-# The gateway takes messages up to 1 MiB; blocks stay well under it.
-BLOCK = 512 * 1024
-# Streams of big files run as long as they need to.
-STREAM_TIMEOUT_S = 24 * 3600.0
+_RAW = "disable pretty printing, print raw json"
+FILE_HEADER = "NAME\tTYPE\tSIZE\t\n"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("put-file", help="Put a file into the filesystem.")
-    p.add_argument("repo")
-    p.add_argument("branch")
-    p.add_argument("path", nargs="?", default="")
-    p.add_argument(
-        "-f",
-        "--file",
-        action="append",
-        dest="files",
-        help="The file to be put (a local path, or - for stdin); repeatable.",
-    )
-    p.add_argument(
-        "-i",
-        "--input-file",
-        default="",
-        help="Read filepaths from a file (- for stdin), one per line.",
-    )
-    p.add_argument(
-        "-r",
-        "--recursive",
-        action="store_true",
-        help="Recursively put the files in a directory.",
-    )
-    p.add_argument(
-        "-o",
-        "--overwrite",
-        action="store_true",
-        help="Overwrite the existing content of the file instead of appending to it.",
-    )
-    p.add_argument(
-        "-p", "--parallelism", type=int, default=10, help="(accepted; files stream in order)"
-    )
-    p.set_defaults(run=put_file)
+    putfile.register(sub)
 
-    p = sub.add_parser("get-file", help="Return the contents of a file.")
+    p = sub.add_parser(
+        "copy-file",
+        help="Copy files between pfs paths.",
+        usage="pachctl copy-file src-repo src-commit src-path dst-repo dst-commit dst-path [flags]",
+    )
+    for name in ("src_repo", "src_commit", "src_path", "dst_repo", "dst_commit", "dst_path"):
+        p.add_argument(name, metavar=name.replace("_", "-"))
+    p.add_argument(
+        "-o", "--overwrite", action="store_true",
+        help="Overwrite the existing content of the file, either from previous commits or "
+        "previous calls to put-file within this commit.",
+    )  # fmt: skip
+    p.set_defaults(run=copy_file)
+
+    p = sub.add_parser(
+        "get-file",
+        help="Return the contents of a file.",
+        usage="pachctl get-file repo-name commit-id path/to/file [flags]",
+    )
     p.add_argument("repo")
     p.add_argument("commit")
     p.add_argument("path")
+    p.add_argument(
+        "-r", "--recursive", action="store_true", help="Recursively download a directory."
+    )
     p.add_argument("-o", "--output", default="", help="The path where data will be downloaded.")
+    p.add_argument(
+        "-p", "--parallelism", type=int, default=DEFAULT_PARALLELISM,
+        help="The maximum number of files that can be downloaded in parallel",
+    )  # fmt: skip
     p.set_defaults(run=get_file)
 
-    p = sub.add_parser("inspect-file", help="Return info about a file.")
+    p = sub.add_parser(
+        "inspect-file",
+        help="Return info about a file.",
+        usage="pachctl inspect-file repo-name commit-id path/to/file [flags]",
+    )
     p.add_argument("repo")
     p.add_argument("commit")
     p.add_argument("path")
-    p.add_argument("--raw", action="store_true", help="disable pretty printing, print raw json")
+    p.add_argument("--raw", action="store_true", help=_RAW)
     p.set_defaults(run=inspect_file)
 
-    p = sub.add_parser("delete-file", help="Delete a file (or a whole directory).")
+    p = sub.add_parser(
+        "list-file",
+        help="Return the files in a directory.",
+        usage="pachctl list-file repo-name commit-id [path/to/dir] [flags]",
+    )
+    p.add_argument("repo")
+    p.add_argument("commit")
+    p.add_argument("path", nargs="?", default="")
+    p.add_argument("--raw", action="store_true", help=_RAW)
+    p.set_defaults(run=list_file)
+
+    p = sub.add_parser(
+        "glob-file",
+        help="Return files that match a glob pattern in a commit.",
+        usage="pachctl glob-file repo-name commit-id pattern [flags]",
+    )
+    p.add_argument("repo")
+    p.add_argument("commit")
+    p.add_argument("pattern")
+    p.add_argument("--raw", action="store_true", help=_RAW)
+    p.set_defaults(run=glob_file)
+
+    p = sub.add_parser(
+        "diff-file",
+        help="Return a diff of two file trees.",
+        usage="pachctl diff-file new-repo-name new-commit-id new-path "
+        "[old-repo-name old-commit-id old-path] [flags]",
+    )
+    p.add_argument("new", nargs="+", metavar="arg")
+    p.add_argument(
+        "-s", "--shallow", action="store_true",
+        help="Specifies whether or not to diff subdirectories",
+    )  # fmt: skip
+    p.set_defaults(run=diff_file)
+
+    p = sub.add_parser(
+        "delete-file",
+        help="Delete a file.",
+        usage="pachctl delete-file repo-name commit-id path/to/file [flags]",
+    )
     p.add_argument("repo")
     p.add_argument("commit")
     p.add_argument("path")
     p.set_defaults(run=delete_file)
-
-    p = sub.add_parser("glob-file", help="Return files that match a glob pattern in a commit.")
-    p.add_argument("repo")
-    p.add_argument("commit")
-    p.add_argument("pattern")
-    p.add_argument("--raw", action="store_true", help="disable pretty printing, print raw json")
-    p.set_defaults(run=glob_file)
-
-    p = sub.add_parser("list-file", help="Return the files in a directory.")
-    p.add_argument("repo")
-    p.add_argument("commit")
-    p.add_argument("path", nargs="?", default="/")
-    p.add_argument("--raw", action="store_true", help="disable pretty printing, print raw json")
-    p.set_defaults(run=list_file)
 
 
 def _api(pachd: Pachd) -> pfs_pb2_grpc.APIStub:
@@ -105,105 +132,95 @@ def _file(repo: str, commit: str, path: str) -> pfs.File:
     return pfs.File(commit=pfs.Commit(repo=pfs.Repo(name=repo), id=commit), path=path)
 
 
-# --- put-file ----------------------------------------------------------------
+# --- formatting ----------------------------------------------------------------
 
 
-def _sources(args: argparse.Namespace) -> list[str]:
-    sources = list(args.files or [])
-    if args.input_file:
-        listing = sys.stdin if args.input_file == "-" else open(args.input_file)  # noqa: SIM115
-        with listing:
-            sources.extend(line.strip() for line in listing if line.strip())
-    return sources or ["-"]
+def file_type(info: pfs.FileInfo) -> str:
+    return "file" if info.file_type == pfs.FILE else "dir"
 
 
-def _targets(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
-    """(local source, path in the repo) for every file to put, as 1.7 names them."""
-    sources = _sources(args)
-    for source in sources:
-        if "://" in source:
-            raise InvalidArgument(f"put-file from a URL ({source}) is not supported yet")
-        if source == "-":
-            if not args.path:
-                raise InvalidArgument("a path in the repo is required when reading from stdin")
-            yield source, args.path
-            continue
-        local = Path(source)
-        if local.is_dir():
-            if not args.recursive:
-                raise InvalidArgument(f"{source} is a directory: use -r to put it recursively")
-            for root, dirs, files in os.walk(local):
-                dirs.sort()
-                for name in sorted(files):
-                    full = Path(root) / name
-                    rel = full.relative_to(local).as_posix()
-                    yield str(full), posixpath.join(args.path or source, rel)
-            continue
-        if not local.exists():
-            raise InvalidArgument(f"{source}: no such file")
-        if len(sources) > 1:
-            yield source, posixpath.join(args.path, source) if args.path else source
-        else:
-            yield source, args.path or source
-
-
-def _blocks(stream: BinaryIO) -> Iterator[bytes]:
-    while block := stream.read(BLOCK):
-        yield block
-
-
-def _requests(args: argparse.Namespace) -> Iterator[pfs.PutFileRequest]:
-    for source, dest in _targets(args):
-        first = pfs.PutFileRequest(file=_file(args.repo, args.branch, dest))
-        if args.overwrite:
-            first.overwrite_index.index = 0
-        with sys.stdin.buffer if source == "-" else open(source, "rb") as stream:
-            blocks = _blocks(stream)
-            first.value = next(blocks, b"")
-            yield first
-            for block in blocks:
-                yield pfs.PutFileRequest(value=block)
-
-
-def put_file(args: argparse.Namespace, out: TextIO) -> int:
-    deque(_targets(args), maxlen=0)  # check every source before sending anything
-    with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
-        pachd.call(_api(pachd).PutFile, _requests(args))
-    return 0
-
-
-# --- reading -----------------------------------------------------------------
-
-
-def get_file(args: argparse.Namespace, out: TextIO) -> int:
-    req = pfs.GetFileRequest(file=_file(args.repo, args.commit, args.path))
-    with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
-        replies = pachd.call(_api(pachd).GetFile, req)
-        if args.output:
-            with open(args.output, "wb") as sink:
-                pachd.drain(replies, sink.write)
-        else:
-            binary = getattr(out, "buffer", None)
-            pachd.drain(replies, binary.write if binary else lambda b: out.write(b.decode()))
-    return 0
+def row(info: pfs.FileInfo) -> str:
+    """A line of 1.7's NAME TYPE SIZE table (``pretty.PrintFileInfo``)."""
+    return f"{info.file.path}\t{file_type(info)}\t{pretty.size(info.size_bytes)}\t\n"
 
 
 def detailed(info: pfs.FileInfo) -> str:
-    kind = "file" if info.file_type == pfs.FILE else "dir"
+    """1.7's ``PrintDetailedFileInfo``."""
     children = "".join(f" {c} " for c in info.children)
     return (
-        f"Path: {info.file.path}\nType: {kind}\nSize: {pretty.size(info.size_bytes)}\n"
-        f"Children: {children}\n"
+        f"Path: {info.file.path}\nType: {file_type(info)}\n"
+        f"Size: {pretty.size(info.size_bytes)}\nChildren: {children}\n"
     )
 
 
-def table(infos: list[pfs.FileInfo]) -> str:
-    text = "NAME\tTYPE\tSIZE\t\n" + "".join(
-        f"{i.file.path}\t{'file' if i.file_type == pfs.FILE else 'dir'}\t"
-        f"{pretty.size(i.size_bytes)}\t\n"
-        for i in infos
+def write_table(infos: Iterable[pfs.FileInfo], write: Callable[[str], object]) -> None:
+    table = StreamingTable(write, FILE_HEADER)
+    for info in infos:
+        table.row(row(info))
+    table.flush()
+
+
+def table(infos: Iterable[pfs.FileInfo]) -> str:
+    parts: list[str] = []
+    write_table(infos, parts.append)
+    return "".join(parts)
+
+
+def print_infos(infos: Iterable[pfs.FileInfo], raw: bool, out: TextIO) -> None:
+    if raw:
+        for info in infos:
+            out.write(pretty.raw(info))
+    else:
+        write_table(infos, out.write)
+
+
+# --- streams with a fallback ---------------------------------------------------
+
+
+def _with_fallback(
+    streamed: Iterator[pfs.FileInfo], unary: Callable[[], Iterable[pfs.FileInfo]]
+) -> Iterator[pfs.FileInfo]:
+    """The streamed replies, or the unary RPC's when the server does not
+    implement the stream (it says so before sending anything)."""
+    sent = False
+    try:
+        for info in streamed:
+            sent = True
+            yield info
+    except ServerError as exc:
+        if sent or not exc.unimplemented:
+            raise
+        yield from unary()
+
+
+def list_stream(pachd: Pachd, file: pfs.File) -> Iterator[pfs.FileInfo]:
+    req = pfs.ListFileRequest(file=file)
+    api = _api(pachd)
+    return _with_fallback(
+        pachd.stream(api.ListFileStream, req), lambda: pachd.call(api.ListFile, req).file_info
     )
-    return format_table(text)
+
+
+def glob_stream(pachd: Pachd, commit: pfs.Commit, pattern: str) -> Iterator[pfs.FileInfo]:
+    req = pfs.GlobFileRequest(commit=commit, pattern=pattern)
+    api = _api(pachd)
+    return _with_fallback(
+        pachd.stream(api.GlobFileStream, req), lambda: pachd.call(api.GlobFile, req).file_info
+    )
+
+
+# --- commands ------------------------------------------------------------------
+
+
+def copy_file(args: argparse.Namespace, out: TextIO) -> int:
+    req = pfs.CopyFileRequest(
+        src=_file(args.src_repo, args.src_commit, args.src_path),
+        dst=_file(args.dst_repo, args.dst_commit, args.dst_path),
+        overwrite=args.overwrite,
+    )
+    with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
+        pachd.call(_api(pachd).CopyFile, req)
+    return 0
 
 
 def inspect_file(args: argparse.Namespace, out: TextIO) -> int:
@@ -215,21 +232,40 @@ def inspect_file(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def list_file(args: argparse.Namespace, out: TextIO) -> int:
-    req = pfs.ListFileRequest(file=_file(args.repo, args.commit, args.path))
-    with Pachd(from_env()) as pachd:
-        infos = list(pachd.call(_api(pachd).ListFile, req).file_info)
-    out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))
+    with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
+        print_infos(list_stream(pachd, _file(args.repo, args.commit, args.path)), args.raw, out)
     return 0
 
 
 def glob_file(args: argparse.Namespace, out: TextIO) -> int:
-    req = pfs.GlobFileRequest(
-        commit=pfs.Commit(repo=pfs.Repo(name=args.repo), id=args.commit), pattern=args.pattern
-    )
-    with Pachd(from_env()) as pachd:
-        infos = list(pachd.call(_api(pachd).GlobFile, req).file_info)
-    out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))
+    commit = pfs.Commit(repo=pfs.Repo(name=args.repo), id=args.commit)
+    with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
+        print_infos(glob_stream(pachd, commit, args.pattern), args.raw, out)
     return 0
+
+
+def diff_file(args: argparse.Namespace, out: TextIO) -> int:
+    given: list[str] = args.new
+    if len(given) not in (3, 6):
+        raise InvalidArgument(f"diff-file expects either 3 or 6 args, got {len(given)}")
+    req = pfs.DiffFileRequest(new_file=_file(*given[:3]), shallow=args.shallow)
+    if len(given) == 6:
+        req.old_file.CopyFrom(_file(*given[3:]))
+    with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
+        diff = pachd.call(_api(pachd).DiffFile, req)
+    out.write(diff_text(diff))
+    return 0
+
+
+def diff_text(diff: pfs.DiffFileResponse) -> str:
+    """1.7's diff-file output: a "New Files:" table, an "Old Files:" table,
+    each only when it has rows."""
+    text = ""
+    if diff.new_files:
+        text += "New Files:\n" + table(diff.new_files)
+    if diff.old_files:
+        text += "Old Files:\n" + table(diff.old_files)
+    return text
 
 
 def delete_file(args: argparse.Namespace, out: TextIO) -> int:
@@ -237,3 +273,144 @@ def delete_file(args: argparse.Namespace, out: TextIO) -> int:
     with Pachd(from_env()) as pachd:
         pachd.call(_api(pachd).DeleteFile, req)
     return 0
+
+
+# --- get-file ------------------------------------------------------------------
+
+
+def get_file(args: argparse.Namespace, out: TextIO) -> int:
+    if args.parallelism < 1:
+        raise InvalidArgument("--parallelism must be at least 1")
+    if args.recursive:
+        if not args.output:
+            raise InvalidArgument(
+                "an output path needs to be specified when using the --recursive flag"
+            )
+        with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
+            Puller(pachd, args.parallelism).pull(args.repo, args.commit, args.path, args.output)
+        return 0
+    file = _file(args.repo, args.commit, args.path)
+    with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
+        replies = pachd.stream(_api(pachd).GetFile, pfs.GetFileRequest(file=file))
+        try:
+            first = next(replies, None)
+        except ServerError as exc:
+            raise _directory_hint(pachd, file, exc) from None
+        if args.output:
+            with open(args.output, "wb") as sink:
+                _drain(first, replies, sink.write)
+        else:
+            binary = getattr(out, "buffer", None)
+            _drain(first, replies, binary.write if binary else lambda b: out.write(b.decode()))
+            out.flush()
+    return 0
+
+
+def _drain(first: object, replies: Iterator[object], write: Callable[[bytes], object]) -> None:
+    if first is None:
+        return
+    write(first.value)  # type: ignore[attr-defined]
+    for reply in replies:
+        write(reply.value)  # type: ignore[attr-defined]
+
+
+def _directory_hint(pachd: Pachd, file: pfs.File, exc: PachError) -> PachError:
+    """A directory that cannot be read as one file: say how to download it."""
+    try:
+        info = pachd.call(_api(pachd).InspectFile, pfs.InspectFileRequest(file=file))
+    except PachError:
+        return exc
+    if info.file_type != pfs.DIR:
+        return exc
+    return InvalidArgument(
+        f"{file.path} is a directory: use get-file -r -o <local dir> to download it ({exc})"
+    )
+
+
+def _local_path(root: Path, base: str, path: str) -> Path:
+    """Where the repo file ``path`` under ``base`` goes below ``root``."""
+    rel = posixpath.relpath(posixpath.join("/", path), posixpath.join("/", base))
+    parts = [] if rel == "." else rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidArgument(f"refusing to write {path}: it is not under {base}")
+    return root.joinpath(*parts)
+
+
+class Puller:
+    """``get-file -r``: walks a directory with ``ListFileStream`` (one
+    directory at a time; only the directories still to visit are kept) and
+    downloads up to ``parallelism`` files at once, each streamed to disk."""
+
+    def __init__(self, pachd: Pachd, parallelism: int) -> None:
+        self.pachd = pachd
+        self.parallelism = parallelism
+        self._slots = threading.BoundedSemaphore(parallelism)
+        self._failed: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def pull(self, repo: str, commit: str, path: str, output: str) -> None:
+        api = _api(self.pachd)
+        # Read every file from the same commit, even if the branch moves on.
+        head = self.pachd.call(
+            api.InspectCommit,
+            pfs.InspectCommitRequest(commit=pfs.Commit(repo=pfs.Repo(name=repo), id=commit)),
+        )
+        pinned = head.commit.id or commit
+        root_info = self.pachd.call(
+            api.InspectFile, pfs.InspectFileRequest(file=_file(repo, pinned, path))
+        )
+        root = Path(output)
+        with ThreadPoolExecutor(self.parallelism, thread_name_prefix="get-file") as pool:
+            try:
+                if root_info.file_type != pfs.DIR:
+                    self._submit(pool, _file(repo, pinned, root_info.file.path), root)
+                else:
+                    self._walk(pool, repo, pinned, root_info.file.path, root)
+            finally:
+                pool.shutdown(wait=True)
+        if self._failed is not None:
+            raise self._failed
+
+    def _walk(
+        self, pool: ThreadPoolExecutor, repo: str, commit: str, base: str, root: Path
+    ) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        todo = [base]
+        while todo and self._failed is None:
+            directory = todo.pop()
+            for info in list_stream(self.pachd, _file(repo, commit, directory)):
+                if self._failed is not None:
+                    break
+                local = _local_path(root, base, info.file.path)
+                if info.file_type == pfs.DIR:
+                    local.mkdir(parents=True, exist_ok=True)
+                    todo.append(info.file.path)
+                else:
+                    self._submit(pool, _file(repo, commit, info.file.path), local)
+
+    def _submit(self, pool: ThreadPoolExecutor, file: pfs.File, local: Path) -> None:
+        self._slots.acquire()  # at most ``parallelism`` downloads queued or running
+        future = pool.submit(self._download, file, local)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        self._slots.release()
+        exc = future.exception()
+        if exc is not None:
+            with self._lock:
+                if self._failed is None:
+                    self._failed = exc
+
+    def _download(self, file: pfs.File, local: Path) -> None:
+        if self._failed is not None:
+            return
+        replies = self.pachd.stream(_api(self.pachd).GetFile, pfs.GetFileRequest(file=file))
+        first = next(replies, None)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(f".{local.name}.partial-{os.getpid()}")
+        try:
+            with open(partial, "wb") as sink:
+                _drain(first, replies, sink.write)
+            partial.replace(local)
+        finally:
+            partial.unlink(missing_ok=True)
