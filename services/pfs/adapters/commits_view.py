@@ -1,5 +1,8 @@
 """The ``commits`` read model: one document per commit, projected from the
-repo aggregate's commit events."""
+repo aggregate's commit events, and ``commit_edges`` (provenance commit ->
+commit). A commit's children (``parent`` is indexed) and its subvenance are
+read from these two at query time, so deleting a commit (which re-parents its
+children and drops its edges) keeps both current without rewriting others."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from libs.api.events import pfs_pb2 as ev
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.events import Projection, RecordedEvent, View
-from libs.readmodels import Collection, DocumentStore
+from libs.readmodels import Collection, Document, DocumentStore
 from services.pfs.adapters.scoped import RepoKeys
 
 COMMITS = "commits"
@@ -30,7 +33,7 @@ class CommitsProjection(Projection):
     name = "pfs-commits"
     subjects = ("ev.pfs.repo.>",)
     collections = (
-        Collection(COMMITS, indexes=("repo", "started_ns")),
+        Collection(COMMITS, indexes=("repo", "started_ns", "parent")),
         Collection(COMMIT_EDGES, indexes=("repo", "up_key")),
     )
 
@@ -117,4 +120,46 @@ def commit_info(doc: dict[str, Any]) -> pfs.CommitInfo:
         info.finished.CopyFrom(_ts(int(doc["finished_ns"])))
     if doc["tree"]:
         info.tree.CopyFrom(pfs.Object(hash=doc["tree"]))
+    return info
+
+
+async def child_commits(docs: DocumentStore, repo: str, commit_id: str) -> list[pfs.Commit]:
+    """The commits whose parent is ``commit_id``, oldest first."""
+    children = docs.query(COMMITS, where={"repo": repo, "parent": commit_id}, order_by="started_ns")
+    return [pfs.Commit(repo=pfs.Repo(name=repo), id=d["id"]) async for d in children]
+
+
+async def subvenance(docs: DocumentStore, repo: str, commit_id: str) -> list[pfs.CommitRange]:
+    """The commits that have ``commit_id`` in their provenance, as Pachyderm
+    1.7 reports them: ranges ``lower..upper`` of one downstream branch's
+    ancestry (a commit whose parent ends a range extends it), in the order
+    the commits started."""
+    downstream: list[Document] = []
+    async for edge in docs.query(COMMIT_EDGES, where={"up_key": commit_key(repo, commit_id)}):
+        doc = await docs.get(COMMITS, commit_key(edge["repo"], edge["id"]))
+        if doc is not None:
+            downstream.append(doc)
+    downstream.sort(key=lambda d: (int(d["started_ns"]), d["repo"], d["id"]))
+    ranges: list[list[str]] = []  # [repo, lower, upper]
+    for doc in downstream:
+        for r in ranges:
+            if r[0] == doc["repo"] and doc["parent"] == r[2]:
+                r[2] = doc["id"]
+                break
+        else:
+            ranges.append([doc["repo"], doc["id"], doc["id"]])
+    return [
+        pfs.CommitRange(
+            lower=pfs.Commit(repo=pfs.Repo(name=r), id=lower),
+            upper=pfs.Commit(repo=pfs.Repo(name=r), id=upper),
+        )
+        for r, lower, upper in ranges
+    ]
+
+
+async def full_commit_info(docs: DocumentStore, doc: Document) -> pfs.CommitInfo:
+    """``commit_info`` with the commit's children and subvenance."""
+    info = commit_info(doc)
+    info.child_commits.extend(await child_commits(docs, doc["repo"], doc["id"]))
+    info.subvenance.extend(await subvenance(docs, doc["repo"], doc["id"]))
     return info

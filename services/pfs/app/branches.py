@@ -1,9 +1,17 @@
 """Branch commands and queries: CreateBranch (also set-branch), DeleteBranch,
-InspectBranch, ListBranch."""
+InspectBranch, ListBranch.
+
+Creating a branch, or changing its provenance or head, propagates at once
+(Pachyderm 1.7's createBranch -> propagateCommit): the branch and every
+branch downstream of it get an open commit over the current heads of their
+provenance, unless that would repeat their head's provenance. A head that is
+an open input commit holds this back: the downstream reaction propagates it
+when it finishes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 
@@ -12,9 +20,10 @@ from libs.bus import Bus, Context
 from libs.errors import InvalidArgument, NotFound
 from libs.readmodels import DocumentStore
 from services.pfs.adapters.branches_view import BRANCHES, EDGES, branch_info, branch_key
+from services.pfs.adapters.commits_view import COMMITS, commit_key
 from services.pfs.app.lookup import repo_name, require_repo
 from services.pfs.app.writer import RepoWriter
-from services.pfs.domain import branches
+from services.pfs.domain import branches, commits
 from services.pfs.domain.repo import Key
 
 
@@ -44,7 +53,55 @@ class Branches:
         )
         if (await self.writer.run(name, decide, ctx)).events:
             await self._refresh_downstream(name, branch, ctx)
+        # Always, so that a retry after a crash still opens what is missing
+        # (the commit ids are deterministic and a repeat is a no-op).
+        await self._propagate(name, branch, ctx)
         return Empty()
+
+    async def _propagate(self, repo: str, branch: str, ctx: Context) -> None:
+        """Open a commit on ``repo``/``branch`` and each branch downstream of
+        it whose provenance heads changed, upstream branches first so that a
+        downstream commit has the new upstream commits in its provenance."""
+        edges = self.docs.query(EDGES, where={"up_key": branch_key(repo, branch)})
+        targets = {(e["repo"], e["branch"]) async for e in edges} | {(repo, branch)}
+        found = [await self.docs.get(BRANCHES, branch_key(*t)) for t in sorted(targets)]
+        ordered = sorted(
+            (d for d in found if d is not None and d["provenance"]),
+            key=lambda d: (len(d["provenance"]), d["repo"], d["name"]),
+        )
+        opened: dict[Key, str] = {}
+        for doc in ordered:
+            provenance = await self._heads(doc, opened)
+            if not provenance:
+                continue
+            target: Key = (doc["repo"], doc["name"])
+            cid = commits.propagated_id(*target, doc["head"], provenance)
+            decide = commits.start_commit(target[0], cid, target[1], provenance=provenance)
+            try:
+                done = await self.writer.run(target[0], decide, ctx)
+            except NotFound:
+                continue  # gone meanwhile
+            if cid in done.state.commits:
+                opened[target] = cid
+
+    async def _heads(self, doc: dict[str, Any], opened: dict[Key, str]) -> list[Key]:
+        """The provenance of a commit opened now on branch ``doc``: the heads
+        of its provenance branches (empty when it must wait for an open
+        input commit to finish, or there are none)."""
+        provenance: list[Key] = []
+        for r, b in doc["provenance"]:
+            if (r, b) in opened:
+                provenance.append((r, opened[(r, b)]))
+                continue
+            up = await self.docs.get(BRANCHES, branch_key(r, b))
+            if up is None or not up["head"]:
+                continue
+            if not up["provenance"]:
+                head = await self.docs.get(COMMITS, commit_key(r, up["head"]))
+                if head is not None and not head["finished_ns"]:
+                    return []  # the reaction opens it when this input finishes
+            provenance.append((r, up["head"]))
+        return provenance
 
     async def _upstream(self, repo: str, provenance: list[Key]) -> dict[Key, list[Key]]:
         """The transitive provenance of the given branches of other repos."""

@@ -1,8 +1,9 @@
-"""Commit commands and queries: StartCommit, FinishCommit, DeleteCommit,
-InspectCommit, ListCommit."""
+"""Commit commands and queries: StartCommit, BuildCommit, FinishCommit,
+DeleteCommit, InspectCommit, ListCommit, FlushCommit."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,17 +11,27 @@ from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 
+from libs import trees
 from libs.api.events import pfs_pb2 as ev
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import Bus, Context
-from libs.errors import InvalidArgument, NotFound
+from libs.errors import Internal, InvalidArgument, NotFound
 from libs.readmodels import DocumentStore
 from services.pfs.adapters.branches_view import EDGES, branch_key
-from services.pfs.adapters.commits_view import COMMIT_EDGES, COMMITS, commit_info, commit_key
+from services.pfs.adapters.commits_view import (
+    COMMIT_EDGES,
+    COMMITS,
+    commit_info,
+    commit_key,
+    full_commit_info,
+)
 from services.pfs.app.files import Files
 from services.pfs.app.lookup import commit_doc, repo_name, require_repo
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain import commits
+from services.pfs.domain.repo import Key
+
+_TREE_HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -31,6 +42,7 @@ class Commits:
 
     async def register(self, bus: Bus) -> None:
         await bus.serve("StartCommit", pfs.StartCommitRequest, self.start_commit)
+        await bus.serve("BuildCommit", pfs.BuildCommitRequest, self.build_commit)
         await bus.serve("FinishCommit", pfs.FinishCommitRequest, self.finish_commit)
         await bus.serve("DeleteCommit", pfs.DeleteCommitRequest, self.delete_commit)
         await bus.serve("InspectCommit", pfs.InspectCommitRequest, self.inspect_commit, kind="qry")
@@ -45,6 +57,48 @@ class Commits:
         decide = commits.start_commit(name, commit_id, req.branch, req.parent.id, req.description)
         await self.writer.run(name, decide, ctx)
         return pfs.Commit(repo=pfs.Repo(name=name), id=commit_id)
+
+    async def build_commit(self, req: pfs.BuildCommitRequest, ctx: Context) -> pfs.Commit:
+        """A finished commit from an existing tree (``tree.hash``: a
+        ``libs.trees`` root in the object store) on ``branch``, with
+        ``parent`` (default: the branch's head) and ``provenance``."""
+        name = repo_name(req.parent.repo)
+        tree = req.tree.hash
+        if not tree:
+            raise InvalidArgument("build-commit needs a tree: set tree.hash to a tree's root hash")
+        if not _TREE_HASH.match(tree):
+            raise InvalidArgument(
+                f"tree hash {tree!r} is invalid: 64 lowercase hex characters expected", tree=tree
+            )
+        size = await self._tree_size(tree)
+        provenance: list[Key] = []
+        for p in req.provenance:
+            up = repo_name(p.repo)
+            doc = await commit_doc(self.docs, up, p.id)
+            # Provenance is transitive: my provenance's provenance is mine.
+            for key in [(up, doc["id"]), *((r, c) for r, c in doc["provenance"])]:
+                if key not in provenance:
+                    provenance.append(key)
+        commit_id = req.ID or uuid.uuid4().hex
+        decide = commits.build_commit(
+            name, commit_id, req.branch, req.parent.id, tree, size, provenance
+        )
+        await self.writer.run(name, decide, ctx)
+        return pfs.Commit(repo=pfs.Repo(name=name), id=commit_id)
+
+    async def _tree_size(self, tree: str) -> int:
+        """The size of the tree rooted at ``tree`` (NotFound when the object
+        store does not hold it)."""
+        store = self.files.store
+        if tree != trees.EMPTY_ROOT and not await store.exists(trees.tree_key(tree)):
+            raise NotFound(f"tree {tree} not found in the object store", tree=tree)
+        try:
+            node = await trees.get(store, tree, "/")
+        except Internal:
+            raise InvalidArgument(
+                f"object {tree} is not the root directory of a tree", tree=tree
+            ) from None
+        return node.size if node is not None else 0
 
     async def finish_commit(self, req: pfs.FinishCommitRequest, ctx: Context) -> Empty:
         name = repo_name(req.commit.repo)
@@ -69,7 +123,7 @@ class Commits:
 
     async def inspect_commit(self, req: pfs.InspectCommitRequest, ctx: Context) -> pfs.CommitInfo:
         name = repo_name(req.commit.repo)
-        return commit_info(await commit_doc(self.docs, name, req.commit.id))
+        return await full_commit_info(self.docs, await commit_doc(self.docs, name, req.commit.id))
 
     async def list_commit(self, req: pfs.ListCommitRequest, ctx: Context) -> pfs.CommitInfos:
         name = repo_name(req.repo)
@@ -87,7 +141,7 @@ class Commits:
         async for doc in docs:
             if doc["id"] == stop or (req.number and len(out) >= req.number):
                 break
-            out.append(commit_info(doc))
+            out.append(await full_commit_info(self.docs, doc))
         return pfs.CommitInfos(commit_info=out)
 
     async def flush_commit(self, req: pfs.FlushCommitRequest, ctx: Context) -> pfs.CommitInfos:

@@ -43,12 +43,20 @@ class Downstream:
             return  # gone, on no branch, or itself an output commit
         up: Key = (upstream_repo, finished.branch)
         edges = self.docs.query(EDGES, where={"up_key": branch_key(*up)})
-        targets = sorted({(e["repo"], e["branch"]) async for e in edges})
-        opened = {t: commits.downstream_id(msg.id, *t) for t in targets}
-        for target in targets:
-            doc = await self.docs.get(BRANCHES, branch_key(*target))
-            if doc is None:
-                continue
+        found = [
+            await self.docs.get(BRANCHES, branch_key(e["repo"], e["branch"])) async for e in edges
+        ]
+        # Upstream branches first: a downstream commit's provenance names the
+        # commits opened upstream of it (those that exist: one whose
+        # provenance repeats its branch's head is not opened).
+        targets = sorted(
+            (d for d in found if d is not None),
+            key=lambda d: (len(d["provenance"]), d["repo"], d["name"]),
+        )
+        opened: dict[Key, str] = {}
+        for doc in targets:
+            target: Key = (doc["repo"], doc["name"])
+            cid = commits.downstream_id(msg.id, *target)
             provenance: list[Key] = []
             for r, b in doc["provenance"]:
                 if (r, b) == up:
@@ -59,11 +67,9 @@ class Downstream:
                     head = await self.docs.get(BRANCHES, branch_key(r, b))
                     if head is not None and head["head"]:
                         provenance.append((r, head["head"]))
-            decide = commits.start_commit(
-                target[0], opened[target], target[1], provenance=provenance
-            )
+            decide = commits.start_commit(target[0], cid, target[1], provenance=provenance)
             try:
-                await self.writer.run_as(
+                done = await self.writer.run_as(
                     target[0],
                     decide,
                     principal=event.envelope.principal,
@@ -72,3 +78,6 @@ class Downstream:
                 )
             except NotFound as err:  # the downstream repo went meanwhile
                 _log.info("downstream branch gone", branch=branch_key(*target), error=str(err))
+                continue
+            if cid in done.state.commits:
+                opened[target] = cid

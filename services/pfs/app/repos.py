@@ -1,6 +1,7 @@
 """Repo commands and queries: CreateRepo (and update), InspectRepo, ListRepo,
-DeleteRepo. Commands append to the repo's aggregate and return once the
-``repos`` read model shows the change (read-your-writes)."""
+DeleteRepo, DeleteAll (every repo, with its branches and commits). Commands
+append to the repo's aggregate and return once the ``repos`` read model
+shows the change (read-your-writes)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Repos:
     async def register(self, bus: Bus) -> None:
         await bus.serve("CreateRepo", pfs.CreateRepoRequest, self.create_repo)
         await bus.serve("DeleteRepo", pfs.DeleteRepoRequest, self.delete_repo)
+        await bus.serve("DeleteAll", Empty, self.delete_all)
         await bus.serve("InspectRepo", pfs.InspectRepoRequest, self.inspect_repo, kind="qry")
         await bus.serve("ListRepo", pfs.ListRepoRequest, self.list_repo, kind="qry")
 
@@ -46,6 +48,10 @@ class Repos:
             dependents = await self._dependents(name, set(names))
             await self.writer.run(name, repo.delete_repo(name, req.force, dependents), ctx)
         return Empty()
+
+    async def delete_all(self, req: Empty, ctx: Context) -> Empty:
+        """Pachyderm 1.7's DeleteAll on pfs: every repo goes, forced."""
+        return await self.delete_repo(pfs.DeleteRepoRequest(all=True, force=True), ctx)
 
     async def _dependents(self, name: str, going: set[str]) -> list[repo.Key]:
         """Branches of other repos (not being deleted with it) whose

@@ -9,9 +9,9 @@ from blake3 import blake3
 from google.protobuf.message import Message
 
 from libs.api.events import pfs_pb2 as ev
-from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.pfs.domain import ancestry
-from services.pfs.domain.names import validate_branch_name
+from services.pfs.domain.names import is_commit_id, validate_branch_name
 from services.pfs.domain.repo import Commit, Decide, Key, Repo, require
 
 
@@ -56,11 +56,14 @@ def start_commit(
     """Open commit ``commit_id`` (chosen by the caller so that a retried
     decision keeps it) on ``branch`` (may be empty: on no branch), with
     ``parent`` (a reference; default: the branch's head), moving the branch
-    head to it. ``provenance`` is set only by the downstream reaction: users
-    cannot start commits on output branches, and only the reaction may stack
-    a commit on an open one (the output commits of a pipeline queue up). An
-    id that already exists makes this a no-op: the reaction delivered twice
-    opens its commit once."""
+    head to it. ``provenance`` is set only by pfs's own propagation (the
+    downstream reaction, create-branch): users cannot start commits on output
+    branches, and only propagation may stack a commit on an open one (the
+    output commits of a pipeline queue up). An id that already exists makes
+    this a no-op: the reaction delivered twice opens its commit once. So does
+    a ``provenance`` equal to that of the branch's head (Pachyderm 1.7: such
+    a commit would be a duplicate), which is how the reaction and
+    create-branch, racing over the same input commits, open one commit."""
     if branch:
         validate_branch_name(branch)
 
@@ -69,6 +72,10 @@ def start_commit(
         if commit_id in state.commits:
             return []
         old = state.branches.get(branch) if branch else None
+        if provenance and old is not None and old.head:
+            head = state.commits.get(old.head)
+            if head is not None and set(head.provenance) == set(provenance):
+                return []
         if old is not None and old.provenance and not provenance:
             raise FailedPrecondition(
                 f"cannot start a commit on output branch {repo}/{branch}",
@@ -159,3 +166,64 @@ def downstream_id(upstream_commit: str, repo: str, branch: str) -> str:
     """The id of the commit that ``upstream_commit`` finishing opens on
     ``repo``/``branch``: the same every time the reaction runs."""
     return blake3(f"{upstream_commit}\0{repo}\0{branch}".encode()).hexdigest()[:32]
+
+
+def propagated_id(repo: str, branch: str, head: str, provenance: Sequence[Key]) -> str:
+    """The id of the commit that creating (or re-pointing) a branch opens on
+    ``repo``/``branch`` (whose head is ``head``) over the commits
+    ``provenance``: the same however often the command is retried, and new
+    once the branch has moved on."""
+    heads = "\0".join(sorted(f"{r}/{c}" for r, c in provenance))
+    return blake3(f"branch\0{repo}\0{branch}\0{head}\0{heads}".encode()).hexdigest()[:32]
+
+
+def build_commit(
+    repo: str,
+    commit_id: str,
+    branch: str,
+    parent: str,
+    tree: str,
+    size: int,
+    provenance: Sequence[Key] = (),
+) -> Decide:
+    """BuildCommit (Pachyderm 1.7): a finished commit whose tree is already
+    built (``tree``, ``size``), on ``branch`` (which moves to it) with
+    ``parent`` (a reference; default: the branch's head, which must be
+    finished). Allowed on output branches, as in 1.7."""
+    if branch:
+        validate_branch_name(branch)
+    if not is_commit_id(commit_id):
+        raise InvalidArgument(
+            f"commit id {commit_id!r} is invalid: 32 lowercase hex characters expected",
+            commit=commit_id,
+        )
+
+    def decide(state: Repo) -> Sequence[Message]:
+        require(state, repo)
+        if commit_id in state.commits:
+            raise AlreadyExists(f"commit {repo}/{commit_id} already exists", commit=commit_id)
+        old = state.branches.get(branch) if branch else None
+        if parent:
+            parent_id = resolve(state, repo, parent).id
+        else:
+            parent_id = old.head if old is not None else ""
+        if parent_id and not state.commits[parent_id].finished:
+            raise FailedPrecondition(
+                f"parent commit {repo}/{parent_id} has not been finished",
+                repo=repo,
+                commit=parent_id,
+            )
+        events: list[Message] = [
+            ev.CommitStarted(
+                id=commit_id,
+                branch=branch,
+                parent=parent_id,
+                provenance=[ev.CommitRef(repo=r, id=c) for r, c in provenance],
+            ),
+            ev.CommitFinished(id=commit_id, tree=tree, size_bytes=size),
+        ]
+        if branch:
+            events.append(_branch_set(state, branch, commit_id))
+        return events
+
+    return decide
