@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
 from libs.errors import InvalidArgument, PachError
@@ -23,6 +24,22 @@ class UsageError(InvalidArgument):
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is raised (and printed as one line by
     ``run``) instead of printing the usage and exiting with status 2."""
+
+    _intermixed = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """A command's flags may come before, between or after its positional
+        arguments, as with 1.7's cobra (``put-file repo branch -f file path``):
+        each command's own parser reads its arguments intermixed."""
+        if self._intermixed or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix(PROG).strip()
