@@ -1,6 +1,7 @@
 """HTTP routes: ``GET /health`` (200 when serving, else 503),
-``GET /version``, the JSON API under ``/api/`` (``http/api.py``); the
-dashboard is mounted at ``/``."""
+``GET /version``, the JSON API under ``/api/`` (``http/api.py``), file
+download and upload under ``/pfs/`` (``http/files.py``); the dashboard is
+mounted at ``/`` (``/repos/...`` for its repo pages)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from libs import version
 from libs.bus import Bus
 from libs.config import Config
 from libs.errors import Unavailable
+from libs.objects import open_object_store
 from libs.observe import http_request_log
 from services.gateway import dashboard
 from services.gateway.backends import BackendMonitor
 from services.gateway.errors import http_errors
-from services.gateway.http import api
+from services.gateway.http import api, files
 
 MONITOR = web.AppKey("monitor", BackendMonitor)
 
@@ -46,6 +48,7 @@ def build_app(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.Application
     app.router.add_get("/health", health)
     app.router.add_get("/version", get_version)
     api.mount(app, bus)
+    files.mount(app, open_object_store(cfg.objects))
     dashboard.mount(app)
     return app
 

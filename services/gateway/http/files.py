@@ -1,0 +1,236 @@
+"""Plain HTTP file download and upload.
+
+``GET /pfs/<repo>/<commit-or-branch>/<path>`` streams a file's bytes
+(``Content-Length`` from InspectFile, ``Accept-Ranges: bytes``; one
+``Range: bytes=a-b`` / ``a-`` / ``-n`` answers ``206`` with that slice, a
+range past the end ``416``). A directory (or no path: the root) answers a JSON
+listing ``{"commit": ..., "path": ..., "files": [{"path", "type",
+"size_bytes"}]}``. A branch is resolved to its head once, so the length and
+the bytes come from the same commit.
+
+``PUT`` (or ``POST``) ``/pfs/<repo>/<branch-or-commit>/<path>`` streams the
+request body into put-file in blocks (never the whole body in memory):
+appended to the file by default, replacing it with ``?overwrite=true``
+(Pachyderm's put-file semantics). A branch whose head is finished gets a new
+commit, finished when the upload ends; an open commit (or open head) takes
+the write and stays open. Answers ``201`` with the repo, reference, path and
+the bytes received.
+
+Errors go through the gateway's one mapping (``services.gateway.errors``):
+a JSON body ``{"error": {"type", "message", "fields"}}`` with 400 (bad path,
+bad range, bad ``overwrite``), 404 (no repo, commit or file), 412 (writing to
+a finished commit)...
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from aiohttp import web
+from google.protobuf.message import Message
+
+from libs import trees
+from libs.api.pfs import pfs_pb2 as pfs
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound, to_wire
+from libs.objects import ObjectStore
+from services.gateway import files
+from services.gateway.http.api import BUS
+from services.gateway.principal import http_principal
+
+STORE = web.AppKey("objects", ObjectStore)
+R = TypeVar("R", bound=Message)
+
+# Bytes per PutFile message built from an upload's body.
+UPLOAD_BLOCK = 512 * 1024
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def ask_for(http: web.Request) -> files.Ask:
+    """pfs bus calls on behalf of the HTTP caller (its ``authn-token``)."""
+    bus = http.app[BUS]
+    principal = http_principal(http)
+
+    async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
+        return await bus.request(
+            "pfs", name, request, response_type, kind=kind, principal=principal
+        )
+
+    return call
+
+
+def _target(request: web.Request) -> tuple[pfs.Commit, str]:
+    repo, ref = request.match_info["repo"], request.match_info["ref"]
+    path = trees.normalize("/" + request.match_info.get("path", ""))
+    return pfs.Commit(repo=pfs.Repo(name=repo), id=ref), path
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(offset, length)`` of a single ``bytes=`` range over a file of
+    ``size`` bytes; None when it is not satisfiable. InvalidArgument when
+    the header is not one byte range."""
+    m = _RANGE.match(header.strip())
+    if m is None or not (m.group(1) or m.group(2)):
+        raise InvalidArgument(
+            f"Range {header!r} is not supported: use one range, bytes=first-last, "
+            "bytes=first- or bytes=-suffix",
+            range=header,
+        )
+    first, last = m.group(1), m.group(2)
+    if not first:  # the last n bytes
+        n = int(last)
+        return (max(size - n, 0), min(n, size)) if n > 0 and size > 0 else None
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if last and int(last) < start:
+        raise InvalidArgument(f"Range {header!r}: the last byte is before the first", range=header)
+    if start >= size:
+        return None
+    return start, end - start + 1
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    commit, path = _target(request)
+    ask = ask_for(request)
+    inspect = pfs.InspectFileRequest(file=pfs.File(commit=commit, path=path))
+    info = await ask("InspectFile", inspect, pfs.FileInfo, "qry")
+    resolved = info.file.commit  # by id: the bytes come from the same commit
+    if info.file_type == pfs.DIR:
+        return await _listing(ask, resolved, path)
+    size = info.size_bytes
+    offset, length, status = 0, size, 200
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{info.hash.hex()}"',
+        "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream",
+    }
+    header = request.headers.get("Range")
+    if header is not None:
+        wanted = parse_range(header, size)
+        if wanted is None:
+            msg = f"Range {header!r} is past the end of {path} ({size} bytes)"
+            body = {"error": to_wire(InvalidArgument(msg, range=header, size=size))}
+            return web.json_response(body, status=416, headers={"Content-Range": f"bytes */{size}"})
+        offset, length, status = wanted[0], wanted[1], 206
+        headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
+    blocks = _blocks(request, resolved, path, offset, length)
+    # The first block before the headers: an error still gets its status.
+    first = await anext(blocks, b"")
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    if request.method != "HEAD":
+        if first:
+            await response.write(first)
+        async for block in blocks:
+            await response.write(block)
+    await response.write_eof()
+    return response
+
+
+async def _blocks(
+    request: web.Request, commit: pfs.Commit, path: str, offset: int, length: int
+) -> AsyncIterator[bytes]:
+    if length == 0:
+        return
+    req = pfs.GetFileRequest(
+        file=pfs.File(commit=commit, path=path), offset_bytes=offset, size_bytes=length
+    )
+    async for block in files.read_file(request.app[STORE], ask_for(request), req):
+        yield block
+
+
+async def _listing(ask: files.Ask, commit: pfs.Commit, path: str) -> web.Response:
+    listed = pfs.ListFileRequest(file=pfs.File(commit=commit, path=path))
+    infos = await ask("ListFile", listed, pfs.FileInfos, "qry")
+    return web.json_response(
+        {
+            "repo": commit.repo.name,
+            "commit": commit.id,
+            "path": path,
+            "files": [
+                {
+                    "path": i.file.path,
+                    "type": "dir" if i.file_type == pfs.DIR else "file",
+                    "size_bytes": i.size_bytes,
+                }
+                for i in infos.file_info
+            ],
+        }
+    )
+
+
+def _overwrite(request: web.Request) -> bool:
+    value = request.query.get("overwrite", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidArgument(
+            f"overwrite must be true or false, got {request.query['overwrite']!r}",
+            overwrite=request.query["overwrite"],
+        )
+    return value in ("true", "1")
+
+
+async def _refuse_finished(ask: files.Ask, commit: pfs.Commit) -> None:
+    """Fail before reading the body when ``commit`` names a finished commit
+    (a branch takes a new commit; an unknown name becomes a new branch)."""
+    branch = pfs.InspectBranchRequest(branch=pfs.Branch(repo=commit.repo, name=commit.id))
+    try:
+        await ask("InspectBranch", branch, pfs.BranchInfo, "qry")
+        return
+    except (NotFound, InvalidArgument):
+        pass  # not a branch (or not a branch name: a commit id, master^...)
+    try:
+        info = await ask(
+            "InspectCommit", pfs.InspectCommitRequest(commit=commit), pfs.CommitInfo, "qry"
+        )
+    except NotFound:
+        return
+    if info.HasField("finished"):
+        name = f"{commit.repo.name}/{info.commit.id}"
+        raise FailedPrecondition(
+            f"cannot write to commit {name}: it has already been finished",
+            repo=commit.repo.name,
+            commit=info.commit.id,
+        )
+
+
+async def upload(request: web.Request) -> web.Response:
+    commit, path = _target(request)
+    if path == "/":
+        raise InvalidArgument("a file path is required: PUT /pfs/<repo>/<branch>/<path>")
+    overwrite = _overwrite(request)
+    ask = ask_for(request)
+    await _refuse_finished(ask, commit)
+    received = 0
+
+    async def requests() -> AsyncIterator[pfs.PutFileRequest]:
+        nonlocal received
+        first = pfs.PutFileRequest(file=pfs.File(commit=commit, path=path))
+        if overwrite:
+            first.overwrite_index.CopyFrom(pfs.OverwriteIndex(index=0))
+        yield first
+        async for block in request.content.iter_chunked(UPLOAD_BLOCK):
+            received += len(block)
+            yield pfs.PutFileRequest(value=block)
+
+    await files.put_files(request.app[STORE], ask, requests())
+    body = {"repo": commit.repo.name, "ref": commit.id, "path": path, "bytes": received}
+    return web.json_response(body, status=201)
+
+
+def mount(app: web.Application, store: ObjectStore) -> None:
+    """Add the routes (after ``api.mount``, which puts the bus on the app);
+    the app closes ``store`` on cleanup."""
+    app[STORE] = store
+
+    async def close(_: web.Application) -> None:
+        await store.close()
+
+    app.on_cleanup.append(close)
+    app.router.add_get("/pfs/{repo}/{ref}", download)
+    app.router.add_get("/pfs/{repo}/{ref}/{path:.*}", download)
+    app.router.add_put("/pfs/{repo}/{ref}/{path:.*}", upload)
+    app.router.add_post("/pfs/{repo}/{ref}/{path:.*}", upload)
