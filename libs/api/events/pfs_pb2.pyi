@@ -386,3 +386,127 @@ class CommitWritesSealed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommitWritesSealed: _TypeAlias = CommitWritesSealed  # noqa: Y015
+
+@_typing.final
+class HeaderSet(_message.Message):
+    """On the commit aggregate: every file directly in directory `path` starts
+    with `refs` (empty: no header any more). Makes `path` a directory.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    REFS_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    @_builtins.property
+    def refs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataRef]: ...
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        refs: _abc.Iterable[Global___DataRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "refs", b"refs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeaderSet: _TypeAlias = HeaderSet  # noqa: Y015
+
+@_typing.final
+class FooterSet(_message.Message):
+    """On the commit aggregate: every file directly in directory `path` ends
+    with `refs` (empty: no footer any more).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    REFS_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    @_builtins.property
+    def refs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataRef]: ...
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        refs: _abc.Iterable[Global___DataRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "refs", b"refs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FooterSet: _TypeAlias = FooterSet  # noqa: Y015
+
+@_typing.final
+class SplitPiecePut(_message.Message):
+    """On the commit aggregate: the next piece of split directory `path`, the
+    file `path`/%016x of `index`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    REFS_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    index: _builtins.int
+    @_builtins.property
+    def refs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataRef]: ...
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        index: _builtins.int = ...,
+        refs: _abc.Iterable[Global___DataRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "path", b"path", "refs", b"refs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitPiecePut: _TypeAlias = SplitPiecePut  # noqa: Y015
+
+@_typing.final
+class FileCopied(_message.Message):
+    """On the commit aggregate: the node at `src_path` of the finished tree
+    `src_root` (of commit `src_repo`/`src_commit`) copied to `dst_path`, by
+    reference. With `overwrite` it replaces what was there; without, its
+    files are appended to the files already at their paths (Pachyderm 1.7).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SRC_REPO_FIELD_NUMBER: _builtins.int
+    SRC_COMMIT_FIELD_NUMBER: _builtins.int
+    SRC_ROOT_FIELD_NUMBER: _builtins.int
+    SRC_PATH_FIELD_NUMBER: _builtins.int
+    DST_PATH_FIELD_NUMBER: _builtins.int
+    OVERWRITE_FIELD_NUMBER: _builtins.int
+    src_repo: _builtins.str
+    src_commit: _builtins.str
+    src_root: _builtins.str
+    src_path: _builtins.str
+    dst_path: _builtins.str
+    overwrite: _builtins.bool
+    def __init__(
+        self,
+        *,
+        src_repo: _builtins.str = ...,
+        src_commit: _builtins.str = ...,
+        src_root: _builtins.str = ...,
+        src_path: _builtins.str = ...,
+        dst_path: _builtins.str = ...,
+        overwrite: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dst_path", b"dst_path", "overwrite", b"overwrite", "src_commit", b"src_commit", "src_path", b"src_path", "src_repo", b"src_repo", "src_root", b"src_root"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileCopied: _TypeAlias = FileCopied  # noqa: Y015

@@ -165,3 +165,149 @@ class FileRefsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FileRefsResponse: _TypeAlias = FileRefsResponse  # noqa: Y015
+
+@_typing.final
+class ListFilePageRequest(_message.Message):
+    """A page of FileInfos (ListFile, GlobFile): the entries after `after` (a
+    full path; empty: from the start), in path order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    after: _builtins.str
+    @_builtins.property
+    def request(self) -> _pfs_pb2.ListFileRequest: ...
+    def __init__(
+        self,
+        *,
+        request: _pfs_pb2.ListFileRequest | None = ...,
+        after: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFilePageRequest: _TypeAlias = ListFilePageRequest  # noqa: Y015
+
+@_typing.final
+class GlobFilePageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    after: _builtins.str
+    @_builtins.property
+    def request(self) -> _pfs_pb2.GlobFileRequest: ...
+    def __init__(
+        self,
+        *,
+        request: _pfs_pb2.GlobFileRequest | None = ...,
+        after: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GlobFilePageRequest: _TypeAlias = GlobFilePageRequest  # noqa: Y015
+
+@_typing.final
+class FileInfoPage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_INFO_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """More entries follow: ask again with `after` = the last entry's path and
+    the commit pinned to `commit` (the id the reference resolved to).
+    """
+    @_builtins.property
+    def file_info(self) -> _containers.RepeatedCompositeFieldContainer[_pfs_pb2.FileInfo]: ...
+    @_builtins.property
+    def commit(self) -> _pfs_pb2.Commit: ...
+    def __init__(
+        self,
+        *,
+        file_info: _abc.Iterable[_pfs_pb2.FileInfo] | None = ...,
+        more: _builtins.bool = ...,
+        commit: _pfs_pb2.Commit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "file_info", b"file_info", "more", b"more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileInfoPage: _TypeAlias = FileInfoPage  # noqa: Y015
+
+@_typing.final
+class DiffFilePageRequest(_message.Message):
+    """A page of DiffFile: the changes after path `after`, in path order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    after: _builtins.str
+    @_builtins.property
+    def request(self) -> _pfs_pb2.DiffFileRequest: ...
+    def __init__(
+        self,
+        *,
+        request: _pfs_pb2.DiffFileRequest | None = ...,
+        after: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiffFilePageRequest: _TypeAlias = DiffFilePageRequest  # noqa: Y015
+
+@_typing.final
+class DiffFilePage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEW_FILES_FIELD_NUMBER: _builtins.int
+    OLD_FILES_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    NEW_COMMIT_FIELD_NUMBER: _builtins.int
+    OLD_COMMIT_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    last: _builtins.str
+    """The path of the last change in this page (the next page's `after`)."""
+    @_builtins.property
+    def new_files(self) -> _containers.RepeatedCompositeFieldContainer[_pfs_pb2.FileInfo]: ...
+    @_builtins.property
+    def old_files(self) -> _containers.RepeatedCompositeFieldContainer[_pfs_pb2.FileInfo]: ...
+    @_builtins.property
+    def new_commit(self) -> _pfs_pb2.Commit:
+        """What the new and old files' commits resolved to (old: empty for none)."""
+
+    @_builtins.property
+    def old_commit(self) -> _pfs_pb2.Commit: ...
+    def __init__(
+        self,
+        *,
+        new_files: _abc.Iterable[_pfs_pb2.FileInfo] | None = ...,
+        old_files: _abc.Iterable[_pfs_pb2.FileInfo] | None = ...,
+        more: _builtins.bool = ...,
+        last: _builtins.str = ...,
+        new_commit: _pfs_pb2.Commit | None = ...,
+        old_commit: _pfs_pb2.Commit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["new_commit", b"new_commit", "old_commit", b"old_commit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last", b"last", "more", b"more", "new_commit", b"new_commit", "new_files", b"new_files", "old_commit", b"old_commit", "old_files", b"old_files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiffFilePage: _TypeAlias = DiffFilePage  # noqa: Y015

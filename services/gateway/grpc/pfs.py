@@ -14,7 +14,7 @@ the last one it sent, again and again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc.aio
@@ -27,7 +27,7 @@ from libs.api.pfs import pfs_pb2_grpc
 from libs.bus import Bus
 from libs.errors import NotFound
 from libs.objects import ObjectStore
-from services.gateway import files
+from services.gateway import file_pages, files
 from services.gateway.principal import ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -35,12 +35,16 @@ R = TypeVar("R", bound=Message)
 
 # Commits per ListCommit request behind ListCommitStream.
 LIST_PAGE = 256
+# Largest unary reply (Pachyderm 1.7's gRPC message limit; the server's
+# PACH_GRPC_MAX_MESSAGE_BYTES by default).
+MAX_REPLY = 20 << 20
 
 
 class PfsServicer(pfs_pb2_grpc.APIServicer):
-    def __init__(self, bus: Bus, store: ObjectStore) -> None:
+    def __init__(self, bus: Bus, store: ObjectStore, max_reply: int = MAX_REPLY) -> None:
         self.bus = bus
         self.store = store
+        self.max_reply = max_reply
 
     def _ask(self, context: Ctx) -> files.Ask:
         async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
@@ -67,12 +71,53 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     async def ListFile(  # type: ignore[override]
         self, request: pfs.ListFileRequest, context: Ctx
     ) -> pfs.FileInfos:
-        return await ask(self.bus, context, "pfs", "ListFile", request, pfs.FileInfos, kind="qry")
+        infos = file_pages.list_file(self._ask(context), request)
+        return await self._gathered(file_pages.gather(infos, "ListFile", self.max_reply), context)
+
+    async def ListFileStream(  # type: ignore[override]
+        self, request: pfs.ListFileRequest, context: Ctx
+    ) -> AsyncIterator[pfs.FileInfo]:
+        async for info in file_pages.list_file(self._ask(context), request):
+            yield info
 
     async def GlobFile(  # type: ignore[override]
         self, request: pfs.GlobFileRequest, context: Ctx
     ) -> pfs.FileInfos:
-        return await ask(self.bus, context, "pfs", "GlobFile", request, pfs.FileInfos, kind="qry")
+        infos = file_pages.glob_file(self._ask(context), request)
+        return await self._gathered(file_pages.gather(infos, "GlobFile", self.max_reply), context)
+
+    async def GlobFileStream(  # type: ignore[override]
+        self, request: pfs.GlobFileRequest, context: Ctx
+    ) -> AsyncIterator[pfs.FileInfo]:
+        async for info in file_pages.glob_file(self._ask(context), request):
+            yield info
+
+    async def DiffFile(  # type: ignore[override]
+        self, request: pfs.DiffFileRequest, context: Ctx
+    ) -> pfs.DiffFileResponse:
+        return await self._gathered(
+            file_pages.diff_file(self._ask(context), request, self.max_reply), context
+        )
+
+    async def _gathered(self, reply: Awaitable[R], context: Ctx) -> R:
+        try:
+            return await reply
+        except file_pages.TooLarge as err:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+            raise  # abort raises; this is for the type checker
+
+    async def CopyFile(  # type: ignore[override]
+        self, request: pfs.CopyFileRequest, context: Ctx
+    ) -> Empty:
+        return await ask(self.bus, context, "pfs", "CopyFile", request, Empty)
+
+    async def DeleteAll(self, request: Empty, context: Ctx) -> Empty:  # type: ignore[override]
+        return await ask(self.bus, context, "pfs", "DeleteAll", request, Empty)
+
+    async def BuildCommit(  # type: ignore[override]
+        self, request: pfs.BuildCommitRequest, context: Ctx
+    ) -> pfs.Commit:
+        return await ask(self.bus, context, "pfs", "BuildCommit", request, pfs.Commit)
 
     async def DeleteFile(  # type: ignore[override]
         self, request: pfs.DeleteFileRequest, context: Ctx
@@ -249,8 +294,10 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         return await ask(self.bus, context, "pfs", "DeleteBranch", request, Empty)
 
 
-def register(server: grpc.aio.Server, bus: Bus, store: ObjectStore) -> None:
+def register(
+    server: grpc.aio.Server, bus: Bus, store: ObjectStore, max_reply: int = MAX_REPLY
+) -> None:
     # The RPCs PfsServicer does not define yet keep the generated base's
     # UNIMPLEMENTED answer; the typed stubs declare them abstract.
-    servicer = PfsServicer(bus, store)  # type: ignore[abstract]
+    servicer = PfsServicer(bus, store, max_reply)  # type: ignore[abstract]
     pfs_pb2_grpc.add_APIServicer_to_server(servicer, server)

@@ -1,13 +1,12 @@
-"""File commands and queries: PutFileRefs (the gateway stored the bytes),
-DeleteFile, InspectFile, ListFile, FileRefs (for get-file), and the tree
-build finish-commit runs.
+"""File commands: PutFileRefs (the gateway stored the bytes: content, split
+pieces, headers and footers), DeleteFile, CopyFile, and the tree build
+finish-commit runs. Queries are in ``file_reads``.
 
-Writes go to the commit aggregate (``services.pfs.domain.files``). A
-finished commit is read from its tree; an open one from its parent's."""
+Writes go to the commit aggregate (``services.pfs.domain.files``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,20 +15,17 @@ from google.protobuf.empty_pb2 import Empty
 from libs import trees
 from libs.api.events import pfs_pb2 as ev
 from libs.api.internal import pfs_files_pb2 as internal
-from libs.api.internal import tree_pb2
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import Bus, Context
-from libs.errors import ConcurrencyError, FailedPrecondition, NotFound
+from libs.errors import ConcurrencyError, FailedPrecondition, InvalidArgument, NotFound
 from libs.events import AggregateCache, EventStore
 from libs.objects import ObjectStore
 from libs.readmodels import DocumentStore
-from services.pfs.adapters.commits_view import COMMITS, commit_key
+from services.pfs.app.commit_trees import commit_tree, parent_root
+from services.pfs.app.file_reads import FileReads
 from services.pfs.app.lookup import commit_doc, repo_name
 from services.pfs.domain import files
 from services.pfs.domain.files import CommitWrites
-
-# Data refs per FileRefs reply.
-REFS_PAGE = 4096
 
 
 @dataclass
@@ -47,17 +43,15 @@ class Files:
     async def register(self, bus: Bus) -> None:
         await bus.serve("PutFileRefs", internal.PutFileRefsRequest, self.put_file_refs)
         await bus.serve("DeleteFile", pfs.DeleteFileRequest, self.delete_file)
-        await bus.serve("InspectFile", pfs.InspectFileRequest, self.inspect_file, kind="qry")
-        await bus.serve("ListFile", pfs.ListFileRequest, self.list_file, kind="qry")
-        await bus.serve("GlobFile", pfs.GlobFileRequest, self.glob_file, kind="qry")
-        await bus.serve("FileRefs", internal.FileRefsRequest, self.file_refs, kind="qry")
+        await bus.serve("CopyFile", pfs.CopyFileRequest, self.copy_file)
+        await FileReads(self.docs, self.store).register(bus)
 
     # --- writes ----------------------------------------------------------------
 
     async def put_file_refs(self, req: internal.PutFileRefsRequest, ctx: Context) -> Empty:
         name = repo_name(req.commit.repo)
-        puts = [files.put(w.path, trees.model.refs_from_pb(w.refs), w.append) for w in req.writes]
-        await self._write(name, req.commit.id, puts, ctx)
+        writes = [_write_event(w) for w in req.writes]
+        await self._write(name, req.commit.id, writes, ctx)
         return Empty()
 
     async def delete_file(self, req: pfs.DeleteFileRequest, ctx: Context) -> Empty:
@@ -65,20 +59,75 @@ class Files:
         await self._write(name, req.file.commit.id, [files.delete(req.file.path)], ctx)
         return Empty()
 
-    async def _write(self, name: str, reference: str, events: list[Any], ctx: Context) -> None:
+    async def copy_file(self, req: pfs.CopyFileRequest, ctx: Context) -> Empty:
+        """Copy ``src`` (in a finished commit) to ``dst`` (in an open one) by
+        reference: with ``overwrite`` it replaces ``dst``; without, each
+        source file is appended to the file at its destination (Pachyderm 1.7)."""
+        src_path = trees.normalize(req.src.path or "/")
+        dst_path = trees.normalize(req.dst.path or "/")
+        dst_repo = repo_name(req.dst.commit.repo)
+        src = await commit_tree(self.docs, req.src.commit)
+        where = f"{src.commit.repo.name}/{src.commit.id}"
+        if not src.finished:
+            raise FailedPrecondition(
+                f"copy-file reads finished commits; {where} is still open", commit=where
+            )
+        node = await trees.get(self.store, src.root, src_path)
+        if node is None:
+            raise NotFound(f"file {src_path} not found in commit {where}", path=src_path)
+        if dst_path == "/" and not node.is_dir:
+            raise InvalidArgument(
+                f"cannot copy file {src_path} to /: it is the root directory", path=src_path
+            )
+        event = files.copy(
+            src.commit.repo.name, src.commit.id, src.root, src_path, dst_path, req.overwrite
+        )
+        await self._write(dst_repo, req.dst.commit.id, [event], ctx)
+        return Empty()
+
+    async def _write(
+        self, name: str, reference: str, writes: Sequence[files.Write], ctx: Context
+    ) -> None:
         doc = await commit_doc(self.docs, name, reference)
         if doc["finished_ns"]:
             raise FailedPrecondition(
                 f"commit {name}/{doc['id']} has already been finished", repo=name, commit=doc["id"]
             )
-        if not events:
+        if not writes:
             return
+        aggregate = files.ref(doc["id"])
+        bases = await self._split_bases(name, doc, writes)
         await self.cache.execute(
-            files.ref(doc["id"]),
-            files.write(name, doc["id"], events),
+            aggregate,
+            files.write(name, doc["id"], writes, bases),
             principal=ctx.principal,
             correlation_id=ctx.request_id,
         )
+
+    async def _split_bases(
+        self, name: str, doc: dict[str, Any], writes: Sequence[files.Write]
+    ) -> dict[str, int]:
+        """Where the split directories this commit has not split into yet
+        number from: after their pieces in the parent tree, unless deleted in
+        this commit."""
+        if not any(isinstance(w, files.Split) for w in writes):
+            return {}
+        state = (await self.cache.load(files.ref(doc["id"]))).state
+        todo = files.unnumbered(state, writes)
+        if not todo:
+            return {}
+        deleted: set[str] = set()
+        if state.deletes:
+            async for recorded in self.events.read(files.ref(doc["id"])):
+                e = recorded.event
+                if isinstance(e, ev.FileDeleted):
+                    deleted.update(d for d in todo if files.is_at_or_below(d, e.path))
+        root = await parent_root(self.docs, name, doc) or trees.EMPTY_ROOT
+        bases = {}
+        for directory in todo:
+            node = await trees.get(self.store, root, directory)
+            bases[directory] = files.base_count(directory, node, directory in deleted)
+        return bases
 
     # --- finish ----------------------------------------------------------------
 
@@ -93,7 +142,7 @@ class Files:
                 f"commit {name}/{doc['id']} has already been finished", repo=name, commit=doc["id"]
             )
         aggregate = files.ref(doc["id"])
-        base = await self._parent_root(name, doc)
+        base = await parent_root(self.docs, name, doc)
         while True:
             loaded = await self.cache.load(aggregate)
             if loaded.state.sealed:
@@ -116,8 +165,25 @@ class Files:
         async for recorded in self.events.read(files.ref(commit_id)):
             if recorded.stream_seq > upto_seq:
                 return
-            op = files.as_op(recorded.event)
-            if op is not None:
+            event = recorded.event
+            if isinstance(event, ev.FileCopied) and not event.overwrite:
+                async for op in self._copy_appends(event):
+                    yield op
+                continue
+            for op in files.as_ops(event):
+                yield op
+
+    async def _copy_appends(self, event: ev.FileCopied) -> AsyncIterator[trees.Op]:
+        """A non-overwriting copy, one source node at a time."""
+        async for path, node in trees.walk(self.store, event.src_root, event.src_path):
+            content: tuple[trees.DataRef, ...] = ()
+            header: tuple[trees.DataRef, ...] = ()
+            footer: tuple[trees.DataRef, ...] = ()
+            if node.is_dir:
+                header, footer = await trees.header_footer(self.store, node)
+            else:
+                content = await trees.file_refs(self.store, node)
+            for op in files.copy_append_ops(event, path, node, content, header, footer):
                 yield op
 
     async def _sealed_tree(self, commit_id: str) -> tuple[str, int]:
@@ -126,76 +192,16 @@ class Files:
                 return recorded.event.tree, recorded.event.size_bytes
         raise NotFound(f"commit {commit_id} has no tree", commit=commit_id)
 
-    async def _parent_root(self, name: str, doc: dict[str, Any]) -> str | None:
-        if not doc["parent"]:
-            return None
-        parent = await self.docs.get(COMMITS, commit_key(name, doc["parent"]))
-        return (parent or {}).get("tree") or None
 
-    # --- reads -------------------------------------------------------------------
-
-    async def _root(self, commit: pfs.Commit) -> tuple[str, pfs.Commit]:
-        """The tree to read for ``commit`` and the commit, by id."""
-        name = repo_name(commit.repo)
-        doc = await commit_doc(self.docs, name, commit.id)
-        root = doc["tree"] if doc["finished_ns"] else await self._parent_root(name, doc)
-        if not root:
-            root = trees.EMPTY_ROOT  # readable without a stored object
-        return root, pfs.Commit(repo=pfs.Repo(name=name), id=doc["id"])
-
-    async def _node(self, f: pfs.File) -> tuple[str, pfs.Commit, str, trees.Node]:
-        root, commit = await self._root(f.commit)
-        path = trees.normalize(f.path or "/")
-        node = await trees.get(self.store, root, path)
-        if node is None:
-            raise NotFound(
-                f"file {path} not found in commit {commit.repo.name}/{commit.id}", path=path
-            )
-        return root, commit, path, node
-
-    async def inspect_file(self, req: pfs.InspectFileRequest, ctx: Context) -> pfs.FileInfo:
-        _, commit, path, node = await self._node(req.file)
-        return file_info(commit, path, node)
-
-    async def list_file(self, req: pfs.ListFileRequest, ctx: Context) -> pfs.FileInfos:
-        root, commit, path, node = await self._node(req.file)
-        if not node.is_dir:
-            return pfs.FileInfos(file_info=[file_info(commit, path, node)])
-        infos = [
-            file_info(commit, trees.paths.join(path, child.name), child)
-            async for child in trees.list_dir(self.store, root, path)
-        ]
-        return pfs.FileInfos(file_info=infos)
-
-    async def glob_file(self, req: pfs.GlobFileRequest, ctx: Context) -> pfs.FileInfos:
-        """Files and directories matching ``pattern``, with the glob rules
-        pipelines use (``libs.trees.glob``)."""
-        root, commit = await self._root(req.commit)
-        infos = [
-            file_info(commit, path, node)
-            async for path, node in trees.glob(self.store, root, req.pattern)
-        ]
-        return pfs.FileInfos(file_info=infos)
-
-    async def file_refs(
-        self, req: internal.FileRefsRequest, ctx: Context
-    ) -> internal.FileRefsResponse:
-        root, _, path, node = await self._node(req.file)
-        if node.is_dir:
-            raise FailedPrecondition(f"cannot get {path}: it is a directory", path=path)
-        refs = await trees.effective_refs(self.store, root, path)
-        page = refs[req.first : req.first + REFS_PAGE]
-        return internal.FileRefsResponse(
-            refs=[tree_pb2.DataRef(chunk=r.chunk, offset=r.offset, length=r.length) for r in page],
-            more=req.first + REFS_PAGE < len(refs),
-            size_bytes=sum(r.length for r in refs),
-        )
-
-
-def file_info(commit: pfs.Commit, path: str, node: trees.Node) -> pfs.FileInfo:
-    return pfs.FileInfo(
-        file=pfs.File(commit=commit, path=path),
-        file_type=pfs.DIR if node.is_dir else pfs.FILE,
-        size_bytes=node.size,
-        hash=bytes.fromhex(node.hash),
-    )
+def _write_event(w: internal.FileWrite) -> files.Write:
+    """The commit event (or split write) one FileWrite stands for."""
+    refs = trees.model.refs_from_pb(w.refs)
+    if w.kind == internal.CONTENT:
+        return files.split(w.path, refs) if w.split else files.put(w.path, refs, w.append)
+    if w.split:
+        raise InvalidArgument(f"split applies to file content, not a header or footer ({w.path})")
+    if w.kind == internal.HEADER:
+        return files.set_header(w.path, refs)
+    if w.kind == internal.FOOTER:
+        return files.set_footer(w.path, refs)
+    raise InvalidArgument(f"unknown write kind {w.kind} for {w.path}", path=w.path)

@@ -1,0 +1,280 @@
+"""File queries: InspectFile, and ListFile, GlobFile, DiffFile and FileRefs
+a page at a time (a bus reply is at most 1 MiB; the gateway assembles the
+pages into its unary replies and streams).
+
+A page holds entries in path order after the request's cursor (``after``, a
+full path) and says whether ``more`` follow. A listing seeks to its cursor
+(pages before it are not read); a glob or a diff runs again from the start
+and skips what is at or before the cursor, so a page costs the entries
+before it too (the tree readers have no cursor; see 0007)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TypeVar
+
+from libs import trees
+from libs.api.internal import pfs_files_pb2 as internal
+from libs.api.internal import tree_pb2
+from libs.api.pfs import pfs_pb2 as pfs
+from libs.bus import Bus, Context
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.objects import ObjectStore
+from libs.readmodels import DocumentStore
+from libs.trees.paths import parent_of, sort_key
+from libs.trees.seek import list_dir_after
+from services.pfs.app.commit_trees import CommitTree, commit_tree, parent_tree
+from services.pfs.app.file_infos import InfoMaker, header_footer_size
+
+# Encoded FileInfo bytes per page: well under the bus's 1 MiB.
+PAGE_BYTES = 512 * 1024
+# Data refs per FileRefs reply.
+REFS_PAGE = 4096
+
+
+@dataclass
+class FileReads:
+    docs: DocumentStore
+    store: ObjectStore
+
+    async def register(self, bus: Bus) -> None:
+        await bus.serve("InspectFile", pfs.InspectFileRequest, self.inspect_file, kind="qry")
+        await bus.serve(
+            "ListFilePage", internal.ListFilePageRequest, self.list_file_page, kind="qry"
+        )
+        await bus.serve(
+            "GlobFilePage", internal.GlobFilePageRequest, self.glob_file_page, kind="qry"
+        )
+        await bus.serve(
+            "DiffFilePage", internal.DiffFilePageRequest, self.diff_file_page, kind="qry"
+        )
+        await bus.serve("FileRefs", internal.FileRefsRequest, self.file_refs, kind="qry")
+        # Whole listings in one reply (fails past the bus's message limit):
+        # callers should page with ListFilePage / GlobFilePage instead.
+        await bus.serve("ListFile", pfs.ListFileRequest, self.list_file, kind="qry")
+        await bus.serve("GlobFile", pfs.GlobFileRequest, self.glob_file, kind="qry")
+
+    async def _node(self, f: pfs.File) -> tuple[CommitTree, str, trees.Node]:
+        tree = await commit_tree(self.docs, f.commit)
+        path = trees.normalize(f.path or "/")
+        node = await trees.get(self.store, tree.root, path)
+        if node is None:
+            raise NotFound(
+                f"file {path} not found in commit {tree.commit.repo.name}/{tree.commit.id}",
+                path=path,
+            )
+        return tree, path, node
+
+    async def inspect_file(self, req: pfs.InspectFileRequest, ctx: Context) -> pfs.FileInfo:
+        tree, path, node = await self._node(req.file)
+        return await InfoMaker(self.store, tree.root, tree.commit).info(path, node, children=True)
+
+    async def list_file_page(
+        self, req: internal.ListFilePageRequest, ctx: Context
+    ) -> internal.FileInfoPage:
+        """The entries of a directory (a file: itself) after ``after``."""
+        tree, path, node = await self._node(req.request.file)
+        after = _cursor(req.after)
+        if after is not None and (parent_of(after) != path or after == "/"):
+            raise InvalidArgument(
+                f"list-file cursor {req.after!r} is not an entry of {path}", after=req.after
+            )
+        maker = InfoMaker(self.store, tree.root, tree.commit)
+        if node.is_dir:
+            maker.known_parent(path, await header_footer_size(self.store, node))
+        name = None if after is None else after.rsplit("/", 1)[1]
+        entries = _entries(path, list_dir_after(self.store, tree.root, path, name), node.is_dir)
+        return await _page(maker, entries, tree.commit)
+
+    async def list_file(self, req: pfs.ListFileRequest, ctx: Context) -> pfs.FileInfos:
+        page = internal.ListFilePageRequest(request=req)
+        out = pfs.FileInfos()
+        while True:
+            got = await self.list_file_page(page, ctx)
+            out.file_info.extend(got.file_info)
+            if not got.more:
+                return out
+            page.request.file.commit.CopyFrom(got.commit)
+            page.after = got.file_info[-1].file.path
+
+    async def glob_file(self, req: pfs.GlobFileRequest, ctx: Context) -> pfs.FileInfos:
+        tree = await commit_tree(self.docs, req.commit)
+        maker = InfoMaker(self.store, tree.root, tree.commit)
+        out = pfs.FileInfos()
+        async for path, node in trees.glob(self.store, tree.root, req.pattern):
+            out.file_info.append(await maker.info(path, node))
+        return out
+
+    async def glob_file_page(
+        self, req: internal.GlobFilePageRequest, ctx: Context
+    ) -> internal.FileInfoPage:
+        """Files and directories matching ``pattern`` after ``after``, with the
+        glob rules pipelines use (``libs.trees.glob``)."""
+        tree = await commit_tree(self.docs, req.request.commit)
+        after = _cursor(req.after)
+        matches = _after(trees.glob(self.store, tree.root, req.request.pattern), after)
+        return await _page(InfoMaker(self.store, tree.root, tree.commit), matches, tree.commit)
+
+    async def diff_file_page(
+        self, req: internal.DiffFilePageRequest, ctx: Context
+    ) -> internal.DiffFilePage:
+        """What changed at and below ``new_file.path`` from the old file (by
+        default the same path in the new commit's parent), in Pachyderm 1.7's
+        terms: files only, or with ``shallow`` the changed direct entries."""
+        r = req.request
+        if not r.HasField("new_file"):
+            raise InvalidArgument("diff-file needs new_file")
+        new = await commit_tree(self.docs, r.new_file.commit)
+        path = trees.normalize(r.new_file.path or "/")
+        old: CommitTree | None
+        if r.HasField("old_file") and r.old_file.commit.repo.name:
+            old = await commit_tree(self.docs, r.old_file.commit)
+            old_path = trees.normalize(r.old_file.path or "/")
+            if old_path != path:
+                raise InvalidArgument(
+                    f"diff-file compares one path in two commits; got {path} and {old_path}",
+                    new_path=path,
+                    old_path=old_path,
+                )
+        else:
+            old = await parent_tree(self.docs, new)
+        old_root = old.root if old is not None else trees.EMPTY_ROOT
+        old_commit = old.commit if old is not None else pfs.Commit()
+        page = internal.DiffFilePage(new_commit=new.commit, old_commit=old_commit)
+        new_maker = InfoMaker(self.store, new.root, new.commit)
+        old_maker = InfoMaker(self.store, old_root, old_commit)
+        changes = _diff(self.store, old_root, new.root, path, r.shallow)
+        used = 0
+        async with aclosing(_after(changes, _cursor(req.after))) as items:
+            async for change_path, (old_node, new_node) in items:
+                if used >= PAGE_BYTES:
+                    page.more = True
+                    break
+                if new_node is not None:
+                    info = await new_maker.info(change_path, new_node)
+                    page.new_files.append(info)
+                    used += info.ByteSize() + 4
+                if old_node is not None:
+                    info = await old_maker.info(change_path, old_node)
+                    page.old_files.append(info)
+                    used += info.ByteSize() + 4
+                page.last = change_path
+        return page
+
+    async def file_refs(
+        self, req: internal.FileRefsRequest, ctx: Context
+    ) -> internal.FileRefsResponse:
+        """A page of what reading a path returns: a file as its directory's
+        header + its content + the footer; a directory as its own header +
+        footer (nothing when it has neither)."""
+        tree, path, node = await self._node(req.file)
+        if node.is_dir:
+            header, footer = await trees.header_footer(self.store, node)
+            content: tuple[trees.DataRef, ...] = ()
+        else:
+            content = await trees.file_refs(self.store, node)
+            parent = await trees.get(self.store, tree.root, parent_of(path))
+            if parent is None:
+                raise FailedPrecondition(f"the directory of {path} is missing", path=path)
+            header, footer = await trees.header_footer(self.store, parent)
+        parts = (header, content, footer)
+        total = sum(len(p) for p in parts)
+        first = req.first
+        page: list[tree_pb2.DataRef] = []
+        offset = 0
+        for part in parts:
+            lo = max(first - offset, 0)
+            hi = min(first + REFS_PAGE - offset, len(part))
+            page.extend(trees.model.refs_to_pb(part[lo:hi]) if lo < hi else [])
+            offset += len(part)
+        return internal.FileRefsResponse(
+            refs=page,
+            more=first + REFS_PAGE < total,
+            size_bytes=sum(r.length for p in parts for r in p),
+        )
+
+
+def _cursor(after: str) -> str | None:
+    return trees.normalize(after) if after else None
+
+
+Entry = tuple[str, trees.Node]
+T = TypeVar("T")
+
+
+async def _entries(
+    path: str, nodes: AsyncIterator[trees.Node], is_dir: bool
+) -> AsyncGenerator[Entry, None]:
+    async for node in nodes:
+        yield (trees.paths.join(path, node.name) if is_dir else path), node
+
+
+async def _after(
+    items: AsyncIterator[tuple[str, T]], after: str | None
+) -> AsyncGenerator[tuple[str, T], None]:
+    """The items whose paths sort after ``after`` in walk order."""
+    key = sort_key(after) if after is not None else None
+    async for path, item in items:
+        if key is None or sort_key(path) > key:
+            yield path, item
+
+
+async def _page(
+    maker: InfoMaker, entries: AsyncGenerator[Entry, None], commit: pfs.Commit
+) -> internal.FileInfoPage:
+    page = internal.FileInfoPage(commit=commit)
+    used = 0
+    async with aclosing(entries) as it:
+        async for path, node in it:
+            if used >= PAGE_BYTES:
+                page.more = True
+                break
+            info = await maker.info(path, node)
+            page.file_info.append(info)
+            used += info.ByteSize() + 4
+    return page
+
+
+Sides = tuple[trees.Node | None, trees.Node | None]
+
+
+async def _diff(
+    store: ObjectStore, old_root: str, new_root: str, path: str, shallow: bool
+) -> AsyncGenerator[tuple[str, Sides], None]:
+    """``trees.diff`` in Pachyderm 1.7's terms: a deep diff reports files
+    only; a shallow one reports the changed entries of ``path`` (a directory
+    added or removed at ``path`` itself reports its entries)."""
+    async for change_path, old, new in trees.diff(store, old_root, new_root, path, shallow):
+        if not shallow:
+            sides = (_file(old), _file(new))
+            if sides != (None, None):
+                yield change_path, sides
+            continue
+        if change_path != path:
+            yield change_path, (old, new)
+            continue
+        # The top itself changed kind or appeared: list what a directory holds.
+        if (old is not None and not old.is_dir) or (new is not None and not new.is_dir):
+            yield path, (_file(old), _file(new))
+        expand = [(root, n, i) for i, (root, n) in enumerate(((old_root, old), (new_root, new)))]
+        async for item in _expand_top(store, path, expand):
+            yield item
+
+
+def _file(node: trees.Node | None) -> trees.Node | None:
+    return node if node is not None and not node.is_dir else None
+
+
+async def _expand_top(
+    store: ObjectStore, path: str, sides: list[tuple[str, trees.Node | None, int]]
+) -> AsyncGenerator[tuple[str, Sides], None]:
+    """The entries of a directory that exists at ``path`` on one side only."""
+    for root, node, side in sides:
+        if node is None or not node.is_dir:
+            continue
+        async with aclosing(list_dir_after(store, root, path)) as entries:
+            async for child in entries:
+                pair: Sides = (child, None) if side == 0 else (None, child)
+                yield trees.paths.join(path, child.name), pair
