@@ -295,7 +295,11 @@ def get_file(args: argparse.Namespace, out: TextIO) -> int:
         try:
             first = next(replies, None)
         except ServerError as exc:
-            raise _directory_hint(pachd, file, exc) from None
+            if _is_dir(pachd, file):
+                raise _dir_error(file, str(exc)) from None
+            raise
+        if first is None and _is_dir(pachd, file):  # empty: no header or footer
+            raise _dir_error(file, "it has no header or footer")
         if args.output:
             with open(args.output, "wb") as sink:
                 _drain(first, replies, sink.write)
@@ -314,16 +318,18 @@ def _drain(first: object, replies: Iterator[object], write: Callable[[bytes], ob
         write(reply.value)  # type: ignore[attr-defined]
 
 
-def _directory_hint(pachd: Pachd, file: pfs.File, exc: PachError) -> PachError:
-    """A directory that cannot be read as one file: say how to download it."""
+def _is_dir(pachd: Pachd, file: pfs.File) -> bool:
     try:
         info = pachd.call(_api(pachd).InspectFile, pfs.InspectFileRequest(file=file))
     except PachError:
-        return exc
-    if info.file_type != pfs.DIR:
-        return exc
+        return False
+    return info.file_type == pfs.DIR
+
+
+def _dir_error(file: pfs.File, reason: str) -> InvalidArgument:
+    """A directory that cannot be read as one file: say how to download it."""
     return InvalidArgument(
-        f"{file.path} is a directory: use get-file -r -o <local dir> to download it ({exc})"
+        f"{file.path} is a directory ({reason}): use get-file -r -o <local dir> to download it"
     )
 
 
