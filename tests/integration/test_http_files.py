@@ -167,3 +167,42 @@ def test_http_file_errors_change_nothing(cluster: Cluster, api: pfs_pb2_grpc.API
     assert names(api, "master") == ["/kept.txt"]
     assert len(api.ListCommit(pfs.ListCommitRequest(repo=pfs.Repo(name="web"))).commit_info) == 1
     assert [r.repo.name for r in api.ListRepo(pfs.ListRepoRequest()).repo_info] == ["web"]
+
+
+def test_dashboard_repo_page_and_file_browser(cluster: Cluster, api: pfs_pb2_grpc.APIStub) -> None:
+    assert http(cluster, "PUT", "/pfs/web/master/docs/read<me>.txt", b"hi").status == 201
+    assert http(cluster, "PUT", "/pfs/web/master/top.txt", b"top").status == 201
+    api.CreateBranch(
+        pfs.CreateBranchRequest(
+            branch=pfs.Branch(repo=pfs.Repo(name="web"), name="v1"),
+            head=pfs.Commit(repo=pfs.Repo(name="web"), id="master^"),
+        )
+    )
+    infos = api.ListCommit(pfs.ListCommitRequest(repo=pfs.Repo(name="web"))).commit_info
+    second, first = (i.commit.id for i in infos)
+
+    index = http(cluster, "GET", "/")
+    assert index.status == 200 and b'"/repos/" + encodeURIComponent' in index.body
+    page = http(cluster, "GET", "/repos/web")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    text = page.body.decode()
+    assert "<h1>Repo web</h1>" in text
+    assert f'<a href="/repos/web/commits/{second}/"><code>{second}</code></a>' in text
+    assert f"/repos/web/commits/{first}/" in text
+    assert "<td>master</td>" in text and "<td>v1</td>" in text and "5B" in text
+
+    root = http(cluster, "GET", f"/repos/web/commits/{second}/").body.decode()
+    assert f'href="/repos/web/commits/{second}/docs">docs/</a>' in root
+    assert f'href="/pfs/web/{second}/top.txt">top.txt</a>' in root
+    docs = http(cluster, "GET", f"/repos/web/commits/{second}/docs").body.decode()
+    # Escaped in text and in links; the link downloads the file.
+    assert "read&lt;me&gt;.txt</a>" in docs and "<me>" not in docs
+    assert f'href="/pfs/web/{first}/docs/read%3Cme%3E.txt"' not in docs
+    assert f'href="/pfs/web/{second}/docs/read%3Cme%3E.txt"' in docs
+    assert http(cluster, "GET", f"/pfs/web/{second}/docs/read%3Cme%3E.txt").body == b"hi"
+    by_branch = http(cluster, "GET", "/repos/web/commits/v1/").body.decode()
+    assert "docs/</a>" in by_branch and "top.txt" not in by_branch
+
+    missing = http(cluster, "GET", "/repos/nope")
+    assert missing.status == 404 and "nope" in missing.json()["error"]["message"]
+    assert http(cluster, "GET", "/repos/web/commits/master/absent").status == 404

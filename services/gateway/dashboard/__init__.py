@@ -1,12 +1,15 @@
 """The dashboard: a static page at ``/`` that shows version, health and the
 repos, and creates repos (through ``/version``, ``/health`` and the JSON API
-under ``/api/``)."""
+under ``/api/``); each repo links to its server-rendered page
+(``pages.py``: branches, commits, a file browser per commit)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from aiohttp import web
+
+from services.gateway.dashboard import pages
 
 INDEX = Path(__file__).with_name("index.html")
 
@@ -17,3 +20,4 @@ async def index(_: web.Request) -> web.FileResponse:
 
 def mount(app: web.Application) -> None:
     app.router.add_get("/", index)
+    pages.mount(app)
