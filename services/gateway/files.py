@@ -2,31 +2,44 @@
 stream and the object store here, and only data refs go to pfs over the bus
 (docs/decisions/0007-pfs-model.md, "Files: bytes never travel through NATS").
 
-``put_files`` reads a ``PutFile`` stream: a message with ``file`` set starts
-a file (``overwrite_index`` set: replace it, else append to it), ``value``
-carries its bytes across messages. Writes are stored with one ``FileWriter``
-per stream and sent to pfs in batches, each after ``flush()``. A branch whose
-head is missing or finished gets a commit for the stream, finished at its
-end (Pachyderm 1.7). ``read_file`` streams a byte range of a file."""
+``put_files`` reads a ``PutFile`` stream. A message with ``file`` set starts
+a file; its bytes are ``value`` across messages, or what its ``url`` names
+(``services.gateway.sources``). ``overwrite_index`` set replaces the file,
+else the bytes are appended. ``delimiter`` splits the bytes into pieces in
+the directory ``file.path`` (``services.gateway.splitting``), and
+``header`` / ``footer`` set that directory's header / footer (empty: clear).
+
+Writes are stored with one ``FileWriter`` per stream and sent to pfs in
+batches of ``BATCH``, each after ``flush()``, so a stream's state does not
+grow with its files. A branch whose head is missing or finished gets a
+commit for the stream, finished at its end (Pachyderm 1.7); if the stream
+fails, that commit is deleted, while a commit the caller opened keeps the
+writes already sent (whole files only). ``read_file`` streams a byte range
+of a file."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+from typing import Any, Protocol, TypeVar
 
+import structlog
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
 from libs import trees
 from libs.api.internal import pfs_files_pb2 as internal
-from libs.api.internal import tree_pb2
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument, NotFound
 from libs.filedata import FileWriter, read_refs
 from libs.objects import ObjectStore
+from services.gateway.sources import url_files
+from services.gateway.splitting import as_pb, delimiter_name, metadata_write, split_writes
 
 R = TypeVar("R", bound=Message)
+
+_log = structlog.get_logger("gateway.files")
 
 
 class Ask(Protocol):
@@ -74,72 +87,224 @@ class _Requests:
                 yield msg.value
 
 
-def _check_supported(req: pfs.PutFileRequest) -> None:
-    if req.url or req.recursive:
-        raise InvalidArgument("put-file from a URL is not supported; send the bytes")
-    if req.delimiter != pfs.NONE or req.HasField("header") or req.HasField("footer"):
-        raise InvalidArgument("put-file --split, headers and footers are not supported yet")
+def _check(req: pfs.PutFileRequest) -> None:
+    """Refuse a file message whose fields do not go together."""
+    where = req.file.path or "/"
+    if req.recursive and not req.url:
+        raise InvalidArgument(f"put-file {where}: --recursive needs a url", path=where)
+    if req.url and req.value:
+        raise InvalidArgument(
+            f"put-file {where}: a message with a url must not carry bytes", path=where
+        )
+    if req.target_file_datums < 0 or req.target_file_bytes < 0:
+        raise InvalidArgument(
+            f"put-file {where}: target_file_datums and target_file_bytes must be >= 0, got "
+            f"{req.target_file_datums} and {req.target_file_bytes}",
+            path=where,
+        )
+    if req.delimiter == pfs.NONE:
+        if req.target_file_datums or req.target_file_bytes:
+            raise InvalidArgument(
+                f"put-file {where}: target_file_datums and target_file_bytes need --split",
+                path=where,
+            )
+        if (req.HasField("header") or req.HasField("footer")) and req.url:
+            raise InvalidArgument(
+                f"put-file {where}: a header or footer is set on a directory, "
+                "not put from a url (unless with --split)",
+                path=where,
+            )
+    else:
+        delimiter_name(req.delimiter)
 
 
-@dataclass
-class _Target:
-    commit: pfs.Commit  # by id
-    started: bool  # opened for this stream: finish it at the end
-
-
-@dataclass
 class _Batch:
-    commit: pfs.Commit
-    writes: list[internal.FileWrite] = field(default_factory=list)
+    """File writes for one commit, sent to pfs every ``BATCH`` writes, when
+    the commit changes, and on ``send()`` — each time after the writer's
+    flush, so every ref they carry is durable."""
+
+    def __init__(self, writer: FileWriter, ask: Ask) -> None:
+        self._writer = writer
+        self._ask = ask
+        self._commit: pfs.Commit | None = None
+        self._writes: list[internal.FileWrite] = []
+
+    async def add(self, commit: pfs.Commit, write: internal.FileWrite) -> None:
+        if self._commit is not None and self._commit != commit:
+            await self.send()
+        self._commit = commit
+        self._writes.append(write)
+        if len(self._writes) >= BATCH:
+            await self.send()
+
+    async def send(self) -> None:
+        if not self._writes:
+            return
+        assert self._commit is not None
+        await self._writer.flush()
+        req = internal.PutFileRefsRequest(commit=self._commit, writes=self._writes)
+        await self._ask("PutFileRefs", req, Empty, "cmd")
+        self._writes = []
+
+
+class _PutStream:
+    """One PutFile stream's writes: ``run``, then ``finish``, or on failure
+    ``abandon``.
+
+    StartCommit and FinishCommit run as tasks the stream's cancellation does
+    not cancel, so ``abandon`` always knows which commits it opened and
+    whether they finished."""
+
+    def __init__(self, store: ObjectStore, ask: Ask) -> None:
+        self._ask = ask
+        self._writer = FileWriter(store)
+        self._batch = _Batch(self._writer, ask)
+        self._commits: dict[tuple[str, str], pfs.Commit] = {}  # (repo, ref) -> commit by id
+        self._started: list[asyncio.Task[pfs.Commit]] = []
+        self._finishing: dict[str, asyncio.Task[Empty]] = {}
+
+    async def run(self, requests: _Requests) -> None:
+        while (first := await requests.next()) is not None:
+            if not first.HasField("file"):
+                raise InvalidArgument("a put-file stream must start each file with its name")
+            _check(first)
+            commit = await self._commit(first.file.commit)
+            path = trees.normalize(first.file.path)
+            if not first.url:
+                await self._put(commit, first, path, requests.blocks(first))
+                continue
+            if (after := await requests.next()) is not None:
+                if not after.HasField("file"):
+                    raise InvalidArgument(
+                        f"put-file {path}: bytes follow a message with a url", path=path
+                    )
+                requests.push_back(after)
+            async with contextlib.aclosing(url_files(first.url, first.recursive)) as files:
+                async for name, blocks in files:
+                    async with contextlib.aclosing(blocks):
+                        where = trees.normalize(f"{path}/{name}")
+                        await self._put(commit, first, where, blocks)
+
+    async def _put(
+        self, commit: pfs.Commit, req: pfs.PutFileRequest, path: str, blocks: AsyncIterator[bytes]
+    ) -> None:
+        """Write one file's bytes (``blocks``) as ``req`` says, at ``path``."""
+        overwrite = req.HasField("overwrite_index")
+        if req.HasField("header"):
+            write = await metadata_write(self._writer, path, internal.HEADER, req.header.value)
+            await self._batch.add(commit, write)
+        if req.HasField("footer"):
+            write = await metadata_write(self._writer, path, internal.FOOTER, req.footer.value)
+            await self._batch.add(commit, write)
+        if req.delimiter != pfs.NONE:
+            if overwrite:  # the pieces replace the directory
+                await self._batch.send()
+                delete = pfs.DeleteFileRequest(file=pfs.File(commit=commit, path=path))
+                await self._ask("DeleteFile", delete, Empty, "cmd")
+            splitter = delimiter_name(req.delimiter)
+            writes = split_writes(
+                self._writer, path, blocks, splitter, req.target_file_datums, req.target_file_bytes
+            )
+            async for write in writes:
+                await self._batch.add(commit, write)
+        elif req.HasField("header") or req.HasField("footer"):
+            async for block in blocks:
+                if block:
+                    raise InvalidArgument(
+                        f"put-file {path}: a message that sets a header or footer carries no "
+                        "file bytes (send the files in their own messages, or use --split)",
+                        path=path,
+                    )
+        else:
+            if path == "/":
+                raise InvalidArgument("cannot put a file at /: it is the root directory", path=path)
+            refs = await self._writer.write_file(blocks)
+            write = internal.FileWrite(path=path, refs=as_pb(refs), append=not overwrite)
+            await self._batch.add(commit, write)
+
+    async def _commit(self, named: pfs.Commit) -> pfs.Commit:
+        key = (named.repo.name, named.id)
+        if (commit := self._commits.get(key)) is None:
+            commit = await _open_commit(self._ask, named) or await self._start(named)
+            self._commits[key] = commit
+        return commit
+
+    async def _start(self, named: pfs.Commit) -> pfs.Commit:
+        """A new commit on the branch ``named.id``, for this stream."""
+        req = pfs.StartCommitRequest(parent=pfs.Commit(repo=named.repo), branch=named.id)
+        task = asyncio.ensure_future(self._ask("StartCommit", req, pfs.Commit, "cmd"))
+        self._started.append(task)
+        started = await asyncio.shield(task)
+        return pfs.Commit(repo=named.repo, id=started.id)
+
+    async def finish(self) -> None:
+        """Send what is left and finish the commits opened for the stream."""
+        await self._batch.send()
+        for task in self._started:
+            commit = task.result()
+            req = pfs.FinishCommitRequest(commit=commit)
+            finishing = asyncio.ensure_future(self._ask("FinishCommit", req, Empty, "cmd"))
+            self._finishing[commit.id] = finishing
+            await asyncio.shield(finishing)
+
+    async def abandon(self, why: BaseException) -> None:
+        """Delete the commits opened for the stream that did not finish (best
+        effort: a failure is logged). Unsent writes are dropped."""
+        for task in self._started:
+            try:
+                commit = await task
+            except Exception:  # never started: nothing to delete
+                continue
+            finishing = self._finishing.get(commit.id)
+            if finishing is not None:
+                try:
+                    await finishing
+                except Exception:
+                    pass  # the finish failed: delete it like an unfinished one
+                else:
+                    continue  # finished: it stays
+            await self._delete(commit, why)
+
+    async def _delete(self, commit: pfs.Commit, why: BaseException) -> None:
+        fields = {"repo": commit.repo.name, "commit": commit.id, "cause": repr(why)}
+        try:
+            await self._ask("DeleteCommit", pfs.DeleteCommitRequest(commit=commit), Empty, "cmd")
+        except Exception as exc:  # best effort: the stream's own error wins
+            _log.warning("put_file_cleanup_failed", error=repr(exc), **fields)
+        else:
+            _log.info("put_file_commit_deleted", **fields)
 
 
 async def put_files(
     store: ObjectStore, ask: Ask, stream: AsyncIterable[pfs.PutFileRequest]
 ) -> Empty:
-    requests = _Requests(stream)
-    writer = FileWriter(store)
-    targets: dict[tuple[str, str], _Target] = {}
-    batch: _Batch | None = None
-
-    async def send(b: _Batch) -> None:
-        await writer.flush()
-        req = internal.PutFileRefsRequest(commit=b.commit, writes=b.writes)
-        await ask("PutFileRefs", req, Empty, "cmd")
-
-    while (first := await requests.next()) is not None:
-        if not first.HasField("file"):
-            raise InvalidArgument("a put-file stream must start each file with its name")
-        _check_supported(first)
-        path = trees.normalize(first.file.path)
-        if path == "/":
-            raise InvalidArgument("cannot put a file at /: it is the root directory", path=path)
-        key = (first.file.commit.repo.name, first.file.commit.id)
-        if key not in targets:
-            targets[key] = await _target(ask, first.file.commit)
-        commit = targets[key].commit
-        refs = await writer.write_file(requests.blocks(first))
-        write = internal.FileWrite(
-            path=path,
-            refs=[tree_pb2.DataRef(chunk=r.chunk, offset=r.offset, length=r.length) for r in refs],
-            append=not first.HasField("overwrite_index"),
-        )
-        if batch is not None and (batch.commit != commit or len(batch.writes) >= BATCH):
-            await send(batch)
-            batch = None
-        if batch is None:
-            batch = _Batch(commit)
-        batch.writes.append(write)
-    if batch is not None:
-        await send(batch)
-    for target in targets.values():
-        if target.started:
-            await ask("FinishCommit", pfs.FinishCommitRequest(commit=target.commit), Empty, "cmd")
+    put = _PutStream(store, ask)
+    try:
+        await put.run(_Requests(stream))
+        await put.finish()
+    except BaseException as exc:  # a failed or cancelled stream: clean up, then fail
+        await _even_if_cancelled(put.abandon(exc))
+        raise
     return Empty()
 
 
-async def _target(ask: Ask, commit: pfs.Commit) -> _Target:
-    """The commit to write to: the named one, or for a branch whose head is
-    missing or finished, a new commit on it."""
+# Cleanups still running after their stream was cancelled again.
+_cleanups: set[asyncio.Task[None]] = set()
+
+
+async def _even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+
+
+async def _open_commit(ask: Ask, commit: pfs.Commit) -> pfs.Commit | None:
+    """The commit to write to, by id: the named one, or the open head of the
+    named branch; None for a branch whose head is missing or finished (the
+    stream gets a new commit on it)."""
     branch = pfs.InspectBranchRequest(branch=pfs.Branch(repo=commit.repo, name=commit.id))
     try:
         info = await ask("InspectBranch", branch, pfs.BranchInfo, "qry")
@@ -149,16 +314,14 @@ async def _target(ask: Ask, commit: pfs.Commit) -> _Target:
         head = pfs.InspectCommitRequest(commit=pfs.Commit(repo=commit.repo, id=info.head.id))
         found = await ask("InspectCommit", head, pfs.CommitInfo, "qry")
         if not found.HasField("finished"):
-            return _Target(found.commit, False)
+            return found.commit
     if info is None:
         try:
             named = pfs.InspectCommitRequest(commit=commit)
-            return _Target((await ask("InspectCommit", named, pfs.CommitInfo, "qry")).commit, False)
+            return (await ask("InspectCommit", named, pfs.CommitInfo, "qry")).commit
         except NotFound:
             pass  # neither a branch nor a commit: a new branch
-    start = pfs.StartCommitRequest(parent=pfs.Commit(repo=commit.repo), branch=commit.id)
-    started = await ask("StartCommit", start, pfs.Commit, "cmd")
-    return _Target(pfs.Commit(repo=commit.repo, id=started.id), True)
+    return None
 
 
 async def read_file(store: ObjectStore, ask: Ask, req: pfs.GetFileRequest) -> AsyncIterator[bytes]:
