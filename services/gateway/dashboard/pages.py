@@ -23,6 +23,7 @@ from libs import trees
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import kind_for
 from services.gateway.http.api import BUS
+from services.gateway.http.files import ask_for, list_dir
 from services.gateway.principal import http_principal
 
 R = TypeVar("R", bound=Message)
@@ -132,9 +133,8 @@ async def browse_page(request: web.Request) -> web.Response:
     name, ref = request.match_info["repo"], request.match_info["commit"]
     path = trees.normalize("/" + request.match_info.get("path", ""))
     f = pfs.File(commit=pfs.Commit(repo=pfs.Repo(name=name), id=ref), path=path)
-    infos = await _ask(request, "ListFile", pfs.ListFileRequest(file=f), pfs.FileInfos)
     rows = []
-    for i in infos.file_info:
+    async for i in list_dir(ask_for(request), f):
         commit_id = i.file.commit.id or ref
         base = i.file.path.rsplit("/", 1)[-1] or i.file.path
         if i.file_type == pfs.DIR:

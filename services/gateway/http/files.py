@@ -24,6 +24,7 @@ a finished commit)...
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from libs import trees
+from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, to_wire
 from libs.objects import ObjectStore
@@ -99,7 +101,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     info = await ask("InspectFile", inspect, pfs.FileInfo, "qry")
     resolved = info.file.commit  # by id: the bytes come from the same commit
     if info.file_type == pfs.DIR:
-        return await _listing(ask, resolved, path)
+        return await _listing(request, ask, resolved, path)
     size = info.size_bytes
     offset, length, status = 0, size, 200
     headers = {
@@ -143,24 +145,42 @@ async def _blocks(
         yield block
 
 
-async def _listing(ask: files.Ask, commit: pfs.Commit, path: str) -> web.Response:
-    listed = pfs.ListFileRequest(file=pfs.File(commit=commit, path=path))
-    infos = await ask("ListFile", listed, pfs.FileInfos, "qry")
-    return web.json_response(
-        {
-            "repo": commit.repo.name,
-            "commit": commit.id,
-            "path": path,
-            "files": [
-                {
-                    "path": i.file.path,
-                    "type": "dir" if i.file_type == pfs.DIR else "file",
-                    "size_bytes": i.size_bytes,
-                }
-                for i in infos.file_info
-            ],
-        }
-    )
+async def list_dir(ask: files.Ask, file: pfs.File) -> AsyncIterator[pfs.FileInfo]:
+    """A directory's entries (a file: itself), a page per bus request."""
+    page = internal.ListFilePageRequest(request=pfs.ListFileRequest(file=file))
+    while True:
+        got = await ask("ListFilePage", page, internal.FileInfoPage, "qry")
+        for info in got.file_info:
+            yield info
+        if not got.more or not got.file_info:
+            return
+        page.request.file.commit.CopyFrom(got.commit)  # pinned to the resolved id
+        page.after = got.file_info[-1].file.path
+
+
+def _entry(info: pfs.FileInfo) -> bytes:
+    kind = "dir" if info.file_type == pfs.DIR else "file"
+    entry = {"path": info.file.path, "type": kind, "size_bytes": info.size_bytes}
+    return json.dumps(entry).encode()
+
+
+async def _listing(
+    request: web.Request, ask: files.Ask, commit: pfs.Commit, path: str
+) -> web.StreamResponse:
+    """The JSON listing, written entry by entry as the pages come."""
+    entries = list_dir(ask, pfs.File(commit=commit, path=path))
+    first = await anext(entries, None)  # errors before the status is sent
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    head = {"repo": commit.repo.name, "commit": commit.id, "path": path}
+    await response.write(json.dumps(head)[:-1].encode() + b', "files": [')
+    if first is not None:
+        await response.write(_entry(first))
+        async for info in entries:
+            await response.write(b", " + _entry(info))
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
 
 
 def _overwrite(request: web.Request) -> bool:
