@@ -239,11 +239,21 @@ def test_put_header_and_footer(cluster: Cluster, tmp_path: Path) -> None:
     ok(pachctl(cluster, "put-footer", "csv", "master", "/rows", stdin=b"-- end\n"))
     pieces = rows(ok(pachctl(cluster, "list-file", "csv", "master", "/rows")))
     assert len(pieces) == 2
-    # Reading the directory, or one child, wraps it in the header and footer (1.7).
-    whole = ok(pachctl(cluster, "get-file", "csv", "master", "/rows"))
-    assert whole == b"a,b\n1,2\n3,4\n-- end\n"
+    # A child reads wrapped in its directory's header and footer; the directory
+    # itself reads as just the two (1.7's getFile).
     child = ok(pachctl(cluster, "get-file", "csv", "master", pieces[1][0]))
     assert child == b"a,b\n3,4\n-- end\n"
+    assert ok(pachctl(cluster, "get-file", "csv", "master", "/rows")) == b"a,b\n-- end\n"
+    # get-file -r writes every child that way.
+    out = tmp_path / "rows"
+    ok(pachctl(cluster, "get-file", "csv", "master", "/rows", "-r", "-o", str(out)))
+    assert sorted(p.read_bytes() for p in out.iterdir()) == [
+        b"a,b\n1,2\n-- end\n",
+        b"a,b\n3,4\n-- end\n",
+    ]
+    # A directory with neither reads as nothing: get-file says to use -r -o.
+    ok(pachctl(cluster, "put-file", "csv", "master", "/plain/x", "-f", "-", stdin=b"x"))
+    fails(pachctl(cluster, "get-file", "csv", "master", "/plain"), "use get-file -r -o")
 
 
 def test_copy_file(cluster: Cluster) -> None:
