@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.empty_pb2 import Empty
 
 from libs.api.events import pfs_pb2 as ev
 from libs.api.pfs import pfs_pb2 as pfs
@@ -301,6 +302,15 @@ def test_build_commit_from_an_existing_tree(cluster: Cluster, api: pfs_pb2_grpc.
     assert status == 404 and "nope" in err["error"]["message"]
     assert ids(api, "built") == [chosen, first]
 
+    # The same over gRPC.
+    req = pfs.BuildCommitRequest(parent=commit("built", ""), branch="master")
+    req.tree.hash = tree
+    third = api.BuildCommit(req).id
+    assert inspect(api, "built", "master").parent_commit.id == chosen == ids(api, "built")[1]
+    assert ids(api, "built")[0] == third
+    req.tree.hash = missing
+    assert code_of(lambda: api.BuildCommit(req)) == grpc.StatusCode.NOT_FOUND
+
 
 def test_delete_all_removes_every_repo_branch_and_commit(
     cluster: Cluster, api: pfs_pb2_grpc.APIStub
@@ -316,3 +326,5 @@ def test_delete_all_removes_every_repo_branch_and_commit(
     assert ids(api, "one") == []
     assert list(api.ListBranch(pfs.ListBranchRequest(repo=pfs.Repo(name="one"))).branch_info) == []
     assert http(cluster, "DeleteAll") == (200, {})  # nothing left: still fine
+    api.DeleteAll(Empty())  # and over gRPC
+    assert list(api.ListRepo(pfs.ListRepoRequest()).repo_info) == []
