@@ -48,6 +48,23 @@ def _reason(details: str) -> str:
     return details or "unavailable"
 
 
+# What gRPC's own transport (not pachd) says when it cannot get an answer.
+_TRANSPORT = (
+    "failed to connect to all addresses",
+    "dns resolution failed",
+    "socket closed",
+    "connection reset",
+    "broken pipe",
+    "recvmsg",
+    "endpoint read failed",
+)
+
+
+def _transport(details: str) -> bool:
+    lowered = details.lower()
+    return not details or any(needle in lowered for needle in _TRANSPORT)
+
+
 class Pachd:
     """A connection to pachd; use as a context manager."""
 
@@ -86,6 +103,10 @@ class Pachd:
     def _translate(self, err: grpc.RpcError) -> PachError:
         code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
         details: str = err.details() or ""  # type: ignore[attr-defined]
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+            code == grpc.StatusCode.UNAVAILABLE and _transport(details)
+        ):
             return CannotReach(self.address, _reason(details or code.name))
+        # UNAVAILABLE from pachd itself: something it depends on (a URL it
+        # fetches, NATS, the object store) failed; its message says which.
         return ServerError(code, details)

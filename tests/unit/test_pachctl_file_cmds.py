@@ -17,8 +17,9 @@ import pytest
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument
 from libs.natsserver import free_port
+from libs.pachctl.address import parse_address
 from libs.pachctl.cli import build_parser, run
-from libs.pachctl.client import ServerError
+from libs.pachctl.client import CannotReach, Pachd, ServerError
 from libs.pachctl.commands import file as filecmd
 from libs.pachctl.commands import putfile
 from libs.pachctl.tabwriter import StreamingTable
@@ -313,3 +314,34 @@ def test_flags_may_come_anywhere_as_with_cobra() -> None:
     assert args.new == ["a", "b", "c", "d", "e", "f"] and args.shallow
     args = parse("start-commit", "r", "-p", "abc", "b")
     assert (args.repo, args.branch, args.parent) == ("r", "b", "abc")
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_unavailable_from_pachd_is_not_cannot_reach() -> None:
+    pachd = Pachd(parse_address("127.0.0.1:1"))
+    try:
+        down = pachd._translate(
+            _Failed(
+                grpc.StatusCode.UNAVAILABLE,
+                "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+                "Failed to connect to remote host: Connection refused",
+            )
+        )
+        assert isinstance(down, CannotReach) and str(down).endswith("connection refused")
+        url = pachd._translate(
+            _Failed(grpc.StatusCode.UNAVAILABLE, "put-file from http://h/x: cannot connect")
+        )
+        assert isinstance(url, ServerError)
+        assert str(url) == "put-file from http://h/x: cannot connect (UNAVAILABLE)"
+    finally:
+        pachd.channel.close()
