@@ -4,9 +4,10 @@ pages into its unary replies and streams).
 
 A page holds entries in path order after the request's cursor (``after``, a
 full path) and says whether ``more`` follow. A listing seeks to its cursor
-(pages before it are not read); a glob or a diff runs again from the start
-and skips what is at or before the cursor, so a page costs the entries
-before it too (the tree readers have no cursor; see 0007)."""
+and a glob enters the directories on the cursor's path at the cursor (pages
+before it are not read); a diff runs again from the start and skips what is
+at or before the cursor, so a diff page costs the changes before it too
+(``trees.diff`` has no cursor; see 0007)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from libs.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.objects import ObjectStore
 from libs.readmodels import DocumentStore
 from libs.trees.paths import parent_of, sort_key
-from libs.trees.seek import list_dir_after
+from libs.trees.seek import glob_after, list_dir_after
 from services.pfs.app.commit_trees import CommitTree, commit_tree, parent_tree
 from services.pfs.app.file_infos import InfoMaker, header_footer_size
 
@@ -114,7 +115,7 @@ class FileReads:
         glob rules pipelines use (``libs.trees.glob``)."""
         tree = await commit_tree(self.docs, req.request.commit)
         after = _cursor(req.after)
-        matches = _after(trees.glob(self.store, tree.root, req.request.pattern), after)
+        matches = glob_after(self.store, tree.root, req.request.pattern, after)
         return await _page(InfoMaker(self.store, tree.root, tree.commit), matches, tree.commit)
 
     async def diff_file_page(
