@@ -190,11 +190,18 @@ def test_put_file_from_urls(cluster: Cluster, tmp_path: Path) -> None:
         )  # fmt: skip
         missing = pachctl(cluster, "put-file", "urls", "master", "/m", "-f", http.url("nope"))
         assert missing.returncode == 1 and len(missing.stderr.splitlines()) == 1
+        assert b"cannot reach pachd" not in missing.stderr, missing.stderr
+        # -i: the sources listed in a file that is itself at a URL
+        http.files["list"] = f"{http.url('small.txt')}\n{http.url('data/blob.bin')}\n".encode()
+        ok(pachctl(cluster, "put-file", "urls", "master", "/listed", "-i", http.url("list")))
     assert ok(pachctl(cluster, "get-file", "urls", "master", "/named")) == b"small\n"
     got = ok(pachctl(cluster, "get-file", "urls", "master", "/data/blob.bin"))
     assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
     assert ok(pachctl(cluster, "get-file", "urls", "master", str(tmp_path / "local"))) == b"L"
-    assert commits(cluster, "urls") == 2
+    assert ok(pachctl(cluster, "get-file", "urls", "master", "/listed/small.txt")) == b"small\n"
+    got = ok(pachctl(cluster, "get-file", "urls", "master", "/listed/data/blob.bin"))
+    assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+    assert commits(cluster, "urls") == 3
 
 
 def test_split_lines_and_json(cluster: Cluster, tmp_path: Path) -> None:
