@@ -12,6 +12,7 @@ import pytest
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
+from services.pfs.domain.commits import propagated_id
 from tests.integration.test_pfs_repos import code_of, pachctl
 from tests.support.cluster import Cluster
 
@@ -188,7 +189,12 @@ def test_branches_and_provenance(api: pfs_pb2_grpc.APIStub) -> None:
         ("clean", "master"),
     ]
     assert [(b.repo.name, b.name) for b in info.direct_provenance] == [("clean", "master")]
-    assert not info.HasField("head")
+    # Created over existing data: clean/master got a commit over raw's head at
+    # once (1.7), and model/master one over that.
+    assert info.HasField("head")
+    assert heads(api, "clean") == {
+        "master": propagated_id("clean", "master", "", [("raw", second)])
+    }
     raw_info = api.InspectBranch(pfs.InspectBranchRequest(branch=branch("raw", "master")))
     assert {(b.repo.name, b.name) for b in raw_info.subvenance} == {
         ("clean", "master"),
@@ -297,7 +303,10 @@ def test_pachctl_commit_and_branch_commands(cluster: Cluster, api: pfs_pb2_grpc.
     branches = pachctl(cluster, "list-branch", "data").stdout.splitlines()
     assert branches[0].split() == ["BRANCH", "HEAD"]
     assert sorted(ln.split() for ln in branches[1:]) == [["master", second], ["v1", first]]
-    assert pachctl(cluster, "list-branch", "out").stdout.splitlines()[1].split() == ["master", "-"]
+    assert pachctl(cluster, "list-branch", "out").stdout.splitlines()[1].split() == [
+        "master",
+        propagated_id("out", "master", "", [("data", second)]),
+    ]
     assert pachctl(cluster, "set-branch", "data", second, "v1").returncode == 0
     assert heads(api, "data")["v1"] == second
     inspected = pachctl(cluster, "inspect-branch", "out", "master").stdout
@@ -487,14 +496,17 @@ def test_flush_commit_waits_for_downstream_commits(
     # An output commit's own downstream.
     down = pfs.FlushCommitRequest(commits=[commit("clean", clean_id)])
     assert [i.commit.id for i in api.FlushCommit(down, timeout=10)] == [model_id]
-    # A branch created downstream later does not make flush wait forever.
+    # A branch created downstream later ...
     api.CreateRepo(pfs.CreateRepoRequest(repo=repo("late")))
     create(
         pfs.CreateBranchRequest(
             branch=branch("late", "master"), provenance=[branch("raw", "master")]
         )
     )
-    assert flush("late") == []
+    # ... and gets a commit over raw's head at once, which flush waits for.
+    late_id = propagated_id("late", "master", "", [("raw", first)])
+    finish(api, "late", late_id)
+    assert flush("late") == [("late", late_id)]
     missing = pfs.FlushCommitRequest(commits=[commit("raw", "nope")])
     assert code_of(lambda: list(api.FlushCommit(missing, timeout=10))) == grpc.StatusCode.NOT_FOUND
 
