@@ -115,7 +115,7 @@ def test_file_errors_are_one_line(cluster: Cluster, tmp_path: Path) -> None:
         (("put-file", "errs", "master", "/x", "-f", str(tmp_path / "missing")), "no such file"),
         (("put-file", "errs", "master", "-f", "-"), "path in the repo is required"),
         (("put-file", "errs", "master", "/d", "-f", str(tmp_path)), "use -r"),
-        (("put-file", "errs", "master", "/u", "-f", "http://example.invalid/x"), "URL"),
+        (("put-file", "errs", "master", "/u", "-f", "http://example.invalid/x"), "example.invalid"),
         (("put-file", "errs", "master", "/../x", "-f", "-"), "INVALID_ARGUMENT"),
         (("get-file", "errs", "master", "/nothing"), "NOT_FOUND"),
         (("put-file", "nope", "master", "/x", "-f", "-"), "NOT_FOUND"),

@@ -48,11 +48,16 @@ class Branches:
                 f"the head of branch {name}/{branch} must be a commit of repo {name}"
             )
         provenance: list[Key] = [(repo_name(p.repo), p.name) for p in req.provenance]
-        decide = branches.create_branch(
-            name, branch, req.head.id, provenance, await self._upstream(name, provenance)
-        )
+        upstream = await self._upstream(name, provenance)
+        missing = [k for k in provenance if k[0] != name and k not in upstream]
+        for key in missing:
+            await require_repo(self.docs, key[0])
+            upstream[key] = []  # created below, headless (Pachyderm 1.7)
+        decide = branches.create_branch(name, branch, req.head.id, provenance, upstream)
         if (await self.writer.run(name, decide, ctx)).events:
             await self._refresh_downstream(name, branch, ctx)
+        for repo, missing_branch in missing:
+            await self.writer.run(repo, branches.ensure_branch(repo, missing_branch), ctx)
         # Always, so that a retry after a crash still opens what is missing
         # (the commit ids are deterministic and a repeat is a no-op).
         await self._propagate(name, branch, ctx)

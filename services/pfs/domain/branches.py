@@ -46,12 +46,15 @@ def create_branch(
     def decide(state: Repo) -> Sequence[Message]:
         require(state, repo)
         closure: list[Key] = []
+        made: list[Message] = []
         for key in direct:
             if key[0] == repo:
                 local = state.branches.get(key[1])
-                if local is None:
-                    raise NotFound(f"branch {_name(key)} not found", branch=_name(key))
-                above: Sequence[Key] = local.provenance
+                # A missing provenance branch of this repo is created headless
+                # with it (Pachyderm 1.7).
+                above: Sequence[Key] = local.provenance if local is not None else ()
+                if local is None and key[1] != name:
+                    made.append(ev.BranchSet(name=key[1]))
             elif key in others:
                 above = others[key]
             else:
@@ -76,8 +79,20 @@ def create_branch(
             tuple(closure),
             tuple(direct),
         ):
-            return []
-        return [event]
+            return made
+        return [*made, event]
+
+    return decide
+
+
+def ensure_branch(repo: str, name: str) -> Decide:
+    """Create branch ``name`` headless and without provenance unless it
+    exists (a provenance branch named before it had commits)."""
+    validate_branch_name(name)
+
+    def decide(state: Repo) -> Sequence[Message]:
+        require(state, repo)
+        return [] if name in state.branches else [ev.BranchSet(name=name)]
 
     return decide
 
