@@ -67,7 +67,18 @@ proto: install
 proto-check: install
 	$(BIN)/python -m libs.api.generate --check
 
-bench: test-deps
+# The peers the PFS benchmarks compare with (dvc) and the profiler for
+# finding where their time goes (py-spy), in their own virtualenv: the
+# project never imports them.
+BENCH_VENV := .venv-bench/.installed
+
+$(BENCH_VENV):
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q --upgrade pip
+	.venv-bench/bin/python -m pip install -q dvc py-spy
+	@touch $@
+
+bench: test-deps $(BENCH_VENV)
 	$(BIN)/python -m tests.bench
 
 clean:
