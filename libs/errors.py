@@ -68,6 +68,11 @@ class DeadlineExceeded(PachError):
     code = "deadline_exceeded"
 
 
+class ResourceExhausted(PachError):
+    """An answer or a request is larger than a limit allows (a unary reply
+    over the gRPC message limit: the streaming RPC is the way)."""
+
+
 class Internal(PachError):
     code = "internal"
 
@@ -146,6 +151,7 @@ _GRPC: dict[type[PachError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ConcurrencyError: grpc.StatusCode.ABORTED,
     Internal: grpc.StatusCode.INTERNAL,
     PachError: grpc.StatusCode.INTERNAL,
@@ -161,6 +167,7 @@ _HTTP: dict[type[PachError], int] = {
     Unavailable: 503,
     DeadlineExceeded: 504,
     Unimplemented: 501,
+    ResourceExhausted: 413,
     ConcurrencyError: 409,
     Internal: 500,
     PachError: 500,

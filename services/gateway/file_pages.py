@@ -12,15 +12,18 @@ from collections.abc import AsyncIterator
 
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
+from libs.errors import ResourceExhausted
 from services.gateway.files import Ask
 
 
-class TooLarge(Exception):
+class TooLarge(ResourceExhausted):
     """A unary reply would exceed the gRPC message limit."""
 
     def __init__(self, rpc: str, instead: str, limit: int) -> None:
         super().__init__(
-            f"the {rpc} reply is over the {limit}-byte gRPC message limit; use {instead}"
+            f"the {rpc} reply is over the {limit}-byte gRPC message limit; use {instead}",
+            rpc=rpc,
+            limit=limit,
         )
 
 

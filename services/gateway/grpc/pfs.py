@@ -14,7 +14,7 @@ the last one it sent, again and again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import grpc.aio
@@ -72,7 +72,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         self, request: pfs.ListFileRequest, context: Ctx
     ) -> pfs.FileInfos:
         infos = file_pages.list_file(self._ask(context), request)
-        return await self._gathered(file_pages.gather(infos, "ListFile", self.max_reply), context)
+        return await file_pages.gather(infos, "ListFile", self.max_reply)
 
     async def ListFileStream(  # type: ignore[override]
         self, request: pfs.ListFileRequest, context: Ctx
@@ -84,7 +84,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         self, request: pfs.GlobFileRequest, context: Ctx
     ) -> pfs.FileInfos:
         infos = file_pages.glob_file(self._ask(context), request)
-        return await self._gathered(file_pages.gather(infos, "GlobFile", self.max_reply), context)
+        return await file_pages.gather(infos, "GlobFile", self.max_reply)
 
     async def GlobFileStream(  # type: ignore[override]
         self, request: pfs.GlobFileRequest, context: Ctx
@@ -95,16 +95,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     async def DiffFile(  # type: ignore[override]
         self, request: pfs.DiffFileRequest, context: Ctx
     ) -> pfs.DiffFileResponse:
-        return await self._gathered(
-            file_pages.diff_file(self._ask(context), request, self.max_reply), context
-        )
-
-    async def _gathered(self, reply: Awaitable[R], context: Ctx) -> R:
-        try:
-            return await reply
-        except file_pages.TooLarge as err:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
-            raise  # abort raises; this is for the type checker
+        return await file_pages.diff_file(self._ask(context), request, self.max_reply)
 
     async def CopyFile(  # type: ignore[override]
         self, request: pfs.CopyFileRequest, context: Ctx

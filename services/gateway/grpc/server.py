@@ -31,7 +31,7 @@ async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[ai
         ],
     )
     version.register(server, bus)
-    pfs.register(server, bus, open_object_store(cfg.objects))
+    pfs.register(server, bus, open_object_store(cfg.objects), cfg.grpc_max_message_bytes)
 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
