@@ -69,3 +69,52 @@ def test_http_errors_are_precise(cluster: Cluster) -> None:
     assert call(cluster, "/api/nope/ListRepo")[0] == 404
     assert call(cluster, "/api/pfs/ListFileStream", {})[0] == 501
     assert call(cluster, "/api/pfs/ListRepo") == (200, {})  # nothing was created
+
+
+def test_files_over_the_json_api(cluster: Cluster) -> None:
+    """The listing RPCs the gateway pages from pfs (ListFile, GlobFile,
+    DiffFile) and CopyFile answer over JSON as over gRPC."""
+    assert call(cluster, "/api/pfs/CreateRepo", {"repo": {"name": "docs"}})[0] == 200
+    for name in ("a.txt", "b.txt", "c.md"):
+        put = urllib.request.Request(
+            f"http://127.0.0.1:{cluster.http_port}/pfs/docs/master/dir/{name}",
+            data=name.encode(),
+            method="PUT",
+        )
+        with urllib.request.urlopen(put, timeout=10) as resp:
+            assert resp.status in (200, 201)
+    master = {"repo": {"name": "docs"}, "id": "master"}
+    status, listing = call(
+        cluster, "/api/pfs/ListFile", {"file": {"commit": master, "path": "/dir"}}
+    )
+    assert status == 200
+    assert [i["file"]["path"] for i in listing["fileInfo"]] == [
+        "/dir/a.txt",
+        "/dir/b.txt",
+        "/dir/c.md",
+    ]
+    status, globbed = call(
+        cluster, "/api/pfs/GlobFile", {"commit": master, "pattern": "/dir/*.txt"}
+    )
+    assert status == 200 and len(globbed["fileInfo"]) == 2
+    status, started = call(
+        cluster, "/api/pfs/StartCommit", {"parent": {"repo": {"name": "docs"}}, "branch": "master"}
+    )
+    assert status == 200
+    open_commit = {"repo": {"name": "docs"}, "id": started["id"]}
+    status, _ = call(
+        cluster,
+        "/api/pfs/CopyFile",
+        {
+            "src": {"commit": {"repo": {"name": "docs"}, "id": "master^"}, "path": "/dir/c.md"},
+            "dst": {"commit": open_commit, "path": "/copy.md"},
+        },
+    )
+    assert status == 200
+    assert call(cluster, "/api/pfs/FinishCommit", {"commit": open_commit})[0] == 200
+    status, diff = call(cluster, "/api/pfs/DiffFile", {"newFile": {"commit": master, "path": "/"}})
+    assert status == 200
+    assert [i["file"]["path"] for i in diff["newFiles"]] == ["/copy.md"]
+    assert "oldFiles" not in diff
+    status, body = call(cluster, "/api/pfs/ListFile", {"file": {"commit": master, "path": "/nope"}})
+    assert status == 404 and "/nope" in body["error"]["message"]

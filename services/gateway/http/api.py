@@ -8,6 +8,9 @@ descriptors and go to the same bus commands and queries as gRPC."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from aiohttp import web
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -16,7 +19,13 @@ from google.protobuf.message import Message
 from libs.api.pfs import pfs_pb2
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented
+from services.gateway import file_pages
+from services.gateway.files import Ask
 from services.gateway.principal import http_principal
+
+R = TypeVar("R", bound=Message)
+# The largest JSON-bridged listing, as the gRPC message limit.
+REPLY_LIMIT = 20 << 20
 
 BUS = web.AppKey("bus", Bus)
 
@@ -48,15 +57,50 @@ async def call(request: web.Request) -> web.Response:
             json_format.Parse(body, req)
         except json_format.ParseError as exc:
             raise InvalidArgument(f"bad {method.input_type.name} body: {exc}") from None
-    reply = await request.app[BUS].request(
-        backend,
-        method.name,
-        req,
-        message_factory.GetMessageClass(method.output_type),
-        kind=kind_for(method.name),
-        principal=http_principal(request),
-    )
+    gathered = GATHERED.get((backend, method.name))
+    if gathered is not None:
+        reply = await gathered(_asker(request, backend), req)
+    else:
+        reply = await request.app[BUS].request(
+            backend,
+            method.name,
+            req,
+            message_factory.GetMessageClass(method.output_type),
+            kind=kind_for(method.name),
+            principal=http_principal(request),
+        )
     return web.json_response(json_format.MessageToDict(reply))
+
+
+def _asker(request: web.Request, backend: str) -> Ask:
+    bus, principal = request.app[BUS], http_principal(request)
+
+    async def ask(name: str, request: Message, response_type: type[R], kind: str) -> R:
+        return await bus.request(
+            backend, name, request, response_type, kind=kind, principal=principal
+        )
+
+    return ask
+
+
+async def _list_file(ask: Ask, req: Any) -> Message:
+    return await file_pages.gather(file_pages.list_file(ask, req), "ListFile", REPLY_LIMIT)
+
+
+async def _glob_file(ask: Ask, req: Any) -> Message:
+    return await file_pages.gather(file_pages.glob_file(ask, req), "GlobFile", REPLY_LIMIT)
+
+
+async def _diff_file(ask: Ask, req: Any) -> Message:
+    return await file_pages.diff_file(ask, req, REPLY_LIMIT)
+
+
+# RPCs the gateway answers from pfs's pages, as the gRPC servicer does.
+GATHERED: dict[tuple[str, str], Callable[[Ask, Any], Awaitable[Message]]] = {
+    ("pfs", "ListFile"): _list_file,
+    ("pfs", "GlobFile"): _glob_file,
+    ("pfs", "DiffFile"): _diff_file,
+}
 
 
 def mount(app: web.Application, bus: Bus) -> None:

@@ -34,11 +34,10 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from libs import trees
-from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, to_wire
 from libs.objects import ObjectStore
-from services.gateway import files
+from services.gateway import file_pages, files
 from services.gateway.http.api import BUS
 from services.gateway.principal import http_principal
 
@@ -145,17 +144,9 @@ async def _blocks(
         yield block
 
 
-async def list_dir(ask: files.Ask, file: pfs.File) -> AsyncIterator[pfs.FileInfo]:
+def list_dir(ask: files.Ask, file: pfs.File) -> AsyncIterator[pfs.FileInfo]:
     """A directory's entries (a file: itself), a page per bus request."""
-    page = internal.ListFilePageRequest(request=pfs.ListFileRequest(file=file))
-    while True:
-        got = await ask("ListFilePage", page, internal.FileInfoPage, "qry")
-        for info in got.file_info:
-            yield info
-        if not got.more or not got.file_info:
-            return
-        page.request.file.commit.CopyFrom(got.commit)  # pinned to the resolved id
-        page.after = got.file_info[-1].file.path
+    return file_pages.list_file(ask, pfs.ListFileRequest(file=file))
 
 
 def _entry(info: pfs.FileInfo) -> bytes:

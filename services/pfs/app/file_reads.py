@@ -52,10 +52,6 @@ class FileReads:
             "DiffFilePage", internal.DiffFilePageRequest, self.diff_file_page, kind="qry"
         )
         await bus.serve("FileRefs", internal.FileRefsRequest, self.file_refs, kind="qry")
-        # Whole listings in one reply (fails past the bus's message limit):
-        # callers should page with ListFilePage / GlobFilePage instead.
-        await bus.serve("ListFile", pfs.ListFileRequest, self.list_file, kind="qry")
-        await bus.serve("GlobFile", pfs.GlobFileRequest, self.glob_file, kind="qry")
 
     async def _node(self, f: pfs.File) -> tuple[CommitTree, str, trees.Node]:
         tree = await commit_tree(self.docs, f.commit)
@@ -88,25 +84,6 @@ class FileReads:
         name = None if after is None else after.rsplit("/", 1)[1]
         entries = _entries(path, list_dir_after(self.store, tree.root, path, name), node.is_dir)
         return await _page(maker, entries, tree.commit)
-
-    async def list_file(self, req: pfs.ListFileRequest, ctx: Context) -> pfs.FileInfos:
-        page = internal.ListFilePageRequest(request=req)
-        out = pfs.FileInfos()
-        while True:
-            got = await self.list_file_page(page, ctx)
-            out.file_info.extend(got.file_info)
-            if not got.more:
-                return out
-            page.request.file.commit.CopyFrom(got.commit)
-            page.after = got.file_info[-1].file.path
-
-    async def glob_file(self, req: pfs.GlobFileRequest, ctx: Context) -> pfs.FileInfos:
-        tree = await commit_tree(self.docs, req.commit)
-        maker = InfoMaker(self.store, tree.root, tree.commit)
-        out = pfs.FileInfos()
-        async for path, node in trees.glob(self.store, tree.root, req.pattern):
-            out.file_info.append(await maker.info(path, node))
-        return out
 
     async def glob_file_page(
         self, req: internal.GlobFilePageRequest, ctx: Context
