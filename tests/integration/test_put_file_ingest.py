@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aioboto3
@@ -92,6 +93,8 @@ async def http_server() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
     files: dict[str, bytes] = {}
 
     async def serve(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/lines-mib/"):  # generated: N MiB of 1 KiB lines
+            return await generated(request, int(request.path.rsplit("/", 1)[1]))
         data = files.get(request.path)
         if data is None:
             raise web.HTTPNotFound()
@@ -100,6 +103,15 @@ async def http_server() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
         await resp.prepare(request)
         for i in range(0, len(data), 65536):
             await resp.write(data[i : i + 65536])
+        return resp
+
+    async def generated(request: web.Request, mib: int) -> web.StreamResponse:
+        block = (b"l" * 1023 + b"\n") * 1024
+        resp = web.StreamResponse()
+        resp.content_length = mib * len(block)
+        await resp.prepare(request)
+        for _ in range(mib):
+            await resp.write(block)
         return resp
 
     app = web.Application()
@@ -212,6 +224,46 @@ async def test_put_from_http_url_streams_the_body(
     over.overwrite_index.CopyFrom(pfs.OverwriteIndex(index=0))
     await put(api, [over])
     assert await get(api, "master", "/dir/small") == b"hello\n"
+
+
+def memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+async def test_big_url_put_and_split_stream_through_the_gateway(
+    api: pfs_pb2_grpc.APIAsyncStub, cluster: Cluster, http_server: tuple[str, dict[str, bytes]]
+) -> None:
+    base, _ = http_server
+    gateway = next(p["pid"] for n, p in cluster.state()["processes"].items() if "gateway" in n)
+    before = memory_kib(gateway, "VmRSS")
+    mib = 384
+    await put(
+        api,
+        [
+            file_msg("master", "/whole", url=f"{base}/lines-mib/{mib}"),
+            file_msg(
+                "master",
+                "/split",
+                url=f"{base}/lines-mib/{mib}",
+                delimiter=pfs.LINE,
+                target_file_bytes=100 << 20,
+            ),
+        ],
+    )
+    grew = memory_kib(gateway, "VmHWM") - before
+    assert grew < 128 * 1024, f"the gateway grew by {grew // 1024} MiB for 2 x {mib} MiB"
+    infos = await api.ListFile(
+        pfs.ListFileRequest(file=pfs.File(commit=commit("master"), path="/split")), timeout=30
+    )
+    sizes = [i.size_bytes for i in infos.file_info]
+    assert sizes == [100 << 20] * 3 + [(mib - 300) << 20]  # 100 MiB is a whole number of lines
+    whole = await api.InspectFile(
+        pfs.InspectFileRequest(file=pfs.File(commit=commit("master"), path="/whole"))
+    )
+    assert whole.size_bytes == mib << 20
 
 
 async def test_http_404_is_not_found_and_writes_nothing(
