@@ -185,6 +185,15 @@ class _PutStream:
                         where = trees.normalize(f"{path}/{name}")
                         await self._put(commit, first, where, blocks)
 
+    async def copy(self, req: pfs.CopyFileRequest) -> None:
+        """CopyFile into the commit its destination names (a branch: the open
+        head, or a commit opened for the copy)."""
+        dst = pfs.File()
+        dst.CopyFrom(req.dst)
+        dst.commit.CopyFrom(await self._commit(req.dst.commit))
+        copy = pfs.CopyFileRequest(src=req.src, dst=dst, overwrite=req.overwrite)
+        await self._ask("CopyFile", copy, Empty, "cmd")
+
     async def _put(
         self, commit: pfs.Commit, req: pfs.PutFileRequest, path: str, blocks: AsyncIterator[bytes]
     ) -> None:
@@ -283,6 +292,20 @@ async def put_files(
         await put.run(_Requests(stream))
         await put.finish()
     except BaseException as exc:  # a failed or cancelled stream: clean up, then fail
+        await _even_if_cancelled(put.abandon(exc))
+        raise
+    return Empty()
+
+
+async def copy_file(store: ObjectStore, ask: Ask, req: pfs.CopyFileRequest) -> Empty:
+    """CopyFile as put-file writes: onto a branch whose head is finished (or
+    missing) it makes its own commit and finishes it (Pachyderm 1.7); a
+    failed copy deletes that commit."""
+    put = _PutStream(store, ask)
+    try:
+        await put.copy(req)
+        await put.finish()
+    except BaseException as exc:
         await _even_if_cancelled(put.abandon(exc))
         raise
     return Empty()

@@ -274,6 +274,25 @@ async def test_copy_file_errors_change_nothing(api: pfs_pb2_grpc.APIStub) -> Non
     assert names(listed.file_info) == ["/f"]
 
 
+def test_copy_file_onto_a_branch_makes_its_own_commit(api: pfs_pb2_grpc.APIStub) -> None:
+    """Onto a branch whose head is finished, CopyFile makes a commit and
+    finishes it, as put-file does (Pachyderm 1.7); a failed copy leaves no
+    commit behind."""
+    c1 = start(api)
+    put(api, c1, "/f", b"payload")
+    finish(api, c1)
+    copy(api, c1, "/f", "master", "/g", False)
+    head = api.InspectCommit(pfs.InspectCommitRequest(commit=commit("master")))
+    assert head.commit.id != c1 and head.HasField("finished")
+    assert head.parent_commit.id == c1
+    assert get(api, "master", "/g") == b"payload"
+    fails(lambda: copy(api, c1, "/nope", "master", "/h", False), grpc.StatusCode.NOT_FOUND, "/nope")
+    after = api.InspectCommit(pfs.InspectCommitRequest(commit=commit("master")))
+    assert after.commit.id == head.commit.id  # the commit opened for it is gone
+    commits = api.ListCommit(pfs.ListCommitRequest(repo=pfs.Repo(name="data")))
+    assert len(commits.commit_info) == 2
+
+
 # --- diff-file -----------------------------------------------------------------
 
 

@@ -22,8 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from libs import trees
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import kind_for
-from services.gateway.http.api import BUS
 from services.gateway.http.files import ask_for, list_dir
+from services.gateway.http.keys import BUS
 from services.gateway.principal import http_principal
 
 R = TypeVar("R", bound=Message)

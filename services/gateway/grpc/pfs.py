@@ -100,7 +100,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     async def CopyFile(  # type: ignore[override]
         self, request: pfs.CopyFileRequest, context: Ctx
     ) -> Empty:
-        return await ask(self.bus, context, "pfs", "CopyFile", request, Empty)
+        return await files.copy_file(self.store, self._ask(context), request)
 
     async def DeleteAll(self, request: Empty, context: Ctx) -> Empty:  # type: ignore[override]
         return await ask(self.bus, context, "pfs", "DeleteAll", request, Empty)

@@ -19,15 +19,15 @@ from google.protobuf.message import Message
 from libs.api.pfs import pfs_pb2
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented
-from services.gateway import file_pages
+from services.gateway import file_pages, files
 from services.gateway.files import Ask
+from services.gateway.http.keys import BUS, STORE
 from services.gateway.principal import http_principal
 
 R = TypeVar("R", bound=Message)
 # The largest JSON-bridged listing, as the gRPC message limit.
 REPLY_LIMIT = 20 << 20
 
-BUS = web.AppKey("bus", Bus)
 
 # URL segment -> (the gRPC service, the backend that serves it)
 SERVICES: dict[str, tuple[ServiceDescriptor, str]] = {
@@ -59,7 +59,7 @@ async def call(request: web.Request) -> web.Response:
             raise InvalidArgument(f"bad {method.input_type.name} body: {exc}") from None
     gathered = GATHERED.get((backend, method.name))
     if gathered is not None:
-        reply = await gathered(_asker(request, backend), req)
+        reply = await gathered(request.app, _asker(request, backend), req)
     else:
         reply = await request.app[BUS].request(
             backend,
@@ -83,23 +83,29 @@ def _asker(request: web.Request, backend: str) -> Ask:
     return ask
 
 
-async def _list_file(ask: Ask, req: Any) -> Message:
+async def _list_file(app: web.Application, ask: Ask, req: Any) -> Message:
     return await file_pages.gather(file_pages.list_file(ask, req), "ListFile", REPLY_LIMIT)
 
 
-async def _glob_file(ask: Ask, req: Any) -> Message:
+async def _glob_file(app: web.Application, ask: Ask, req: Any) -> Message:
     return await file_pages.gather(file_pages.glob_file(ask, req), "GlobFile", REPLY_LIMIT)
 
 
-async def _diff_file(ask: Ask, req: Any) -> Message:
+async def _diff_file(app: web.Application, ask: Ask, req: Any) -> Message:
     return await file_pages.diff_file(ask, req, REPLY_LIMIT)
 
 
-# RPCs the gateway answers from pfs's pages, as the gRPC servicer does.
-GATHERED: dict[tuple[str, str], Callable[[Ask, Any], Awaitable[Message]]] = {
+async def _copy_file(app: web.Application, ask: Ask, req: Any) -> Message:
+    return await files.copy_file(app[STORE], ask, req)
+
+
+# RPCs the gateway answers itself, from pfs's pages or with the object store,
+# as the gRPC servicer does.
+GATHERED: dict[tuple[str, str], Callable[[web.Application, Ask, Any], Awaitable[Message]]] = {
     ("pfs", "ListFile"): _list_file,
     ("pfs", "GlobFile"): _glob_file,
     ("pfs", "DiffFile"): _diff_file,
+    ("pfs", "CopyFile"): _copy_file,
 }
 
 

@@ -38,10 +38,9 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, to_wire
 from libs.objects import ObjectStore
 from services.gateway import file_pages, files
-from services.gateway.http.api import BUS
+from services.gateway.http.keys import BUS, STORE
 from services.gateway.principal import http_principal
 
-STORE = web.AppKey("objects", ObjectStore)
 R = TypeVar("R", bound=Message)
 
 # Bytes per PutFile message built from an upload's body.

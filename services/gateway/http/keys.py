@@ -1,0 +1,11 @@
+"""What the gateway's aiohttp app carries for its handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from libs.bus import Bus
+from libs.objects import ObjectStore
+
+BUS = web.AppKey("bus", Bus)
+STORE = web.AppKey("objects", ObjectStore)
