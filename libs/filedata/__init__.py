@@ -2,14 +2,14 @@
 
 ``FileWriter`` stores one file's stream as refs (big files as content-addressed
 chunks, small ones packed; packed refs are durable only after ``flush()``),
-``read_refs`` streams a byte range of a file from its refs, and ``Split`` /
-``put_split`` implement ``put-file --split line|json|sql``. See
+``read_refs`` streams a byte range of a file from its refs, and ``Split``
+cuts a stream for ``put-file --split line|json|sql`` (the gateway stores each
+piece as it is cut). See
 docs/decisions/0008-file-data.md.
 """
 
 from __future__ import annotations
 
-from libs.filedata.put import SplitFiles, piece_name, put_split
 from libs.filedata.reader import file_size, read_refs
 from libs.filedata.split import DELIMITERS, Delimiter, Split, SqlRows, lines
 from libs.filedata.writer import SMALL_FILE, FileWriter
@@ -20,11 +20,8 @@ __all__ = [
     "Delimiter",
     "FileWriter",
     "Split",
-    "SplitFiles",
     "SqlRows",
     "file_size",
     "lines",
-    "piece_name",
-    "put_split",
     "read_refs",
 ]

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from libs.errors import InvalidArgument
-from libs.filedata import FileWriter, Split, piece_name, put_split, read_refs
-from libs.objects import LocalObjectStore
+from libs.filedata import Split
 
 
 async def blocks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -151,26 +149,3 @@ async def test_bad_options() -> None:
         Split(blocks_of(b"", 1), "csv")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match=">= 0"):
         Split(blocks_of(b"", 1), "line", target_datums=-1)
-
-
-async def test_put_split_stores_pieces_header_and_footer(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path / "o", durable=False)
-    writer = FileWriter(store)
-    data = HEADER + b"".join(ROWS) + FOOTER
-    files = await put_split(writer, blocks_of(data, 10), "sql", target_datums=1)
-    await writer.flush()
-
-    async def read(refs) -> bytes:  # type: ignore[no-untyped-def]
-        return b"".join([b async for b in read_refs(store, refs)])
-
-    assert [await read(r) for r in files.pieces] == ROWS
-    assert files.header is not None and files.footer is not None
-    assert await read(files.header) == HEADER
-    assert await read(files.footer) == FOOTER
-    lines = await put_split(writer, blocks_of(b"x\ny\n", 1), "line")
-    assert len(lines.pieces) == 2 and lines.header is None
-    assert [piece_name(i) for i in (0, 1, 255)] == [
-        "0000000000000000",
-        "0000000000000001",
-        "00000000000000ff",
-    ]
