@@ -188,10 +188,14 @@ class _PutStream:
     async def copy(self, req: pfs.CopyFileRequest) -> None:
         """CopyFile into the commit its destination names (a branch: the open
         head, or a commit opened for the copy)."""
-        dst = pfs.File()
-        dst.CopyFrom(req.dst)
+        # The source is pinned first: on the same branch, its head is what
+        # the copy reads, not the commit opened for the copy.
+        found = pfs.InspectCommitRequest(commit=req.src.commit)
+        src = pfs.File(path=req.src.path)
+        src.commit.CopyFrom((await self._ask("InspectCommit", found, pfs.CommitInfo, "qry")).commit)
+        dst = pfs.File(path=req.dst.path)
         dst.commit.CopyFrom(await self._commit(req.dst.commit))
-        copy = pfs.CopyFileRequest(src=req.src, dst=dst, overwrite=req.overwrite)
+        copy = pfs.CopyFileRequest(src=src, dst=dst, overwrite=req.overwrite)
         await self._ask("CopyFile", copy, Empty, "cmd")
 
     async def _put(
