@@ -14,6 +14,8 @@ from libs.pachctl.address import Address
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 5.0
+# Calls that take as long as their work does: streams, finish-commit.
+LONG_TIMEOUT_S = 24 * 3600.0
 
 
 class CannotReach(PachError):

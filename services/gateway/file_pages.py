@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import ResourceExhausted
-from services.gateway.files import Ask
+from services.gateway.principal import Ask
 
 
 class TooLarge(ResourceExhausted):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from google.protobuf.empty_pb2 import Empty
@@ -34,20 +34,13 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument, NotFound
 from libs.filedata import FileWriter, read_refs
 from libs.objects import ObjectStore
+from services.gateway.principal import Ask
 from services.gateway.sources import url_files
 from services.gateway.splitting import as_pb, delimiter_name, metadata_write, split_writes
 
 R = TypeVar("R", bound=Message)
 
 _log = structlog.get_logger("gateway.files")
-
-
-class Ask(Protocol):
-    """A pfs bus call on behalf of the gRPC caller."""
-
-    async def __call__(
-        self, name: str, request: Message, response_type: type[R], kind: str
-    ) -> R: ...
 
 
 # File writes per PutFileRefs command.

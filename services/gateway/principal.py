@@ -15,10 +15,38 @@ from libs.bus import Bus
 TOKEN_KEY = "authn-token"
 
 Resp = TypeVar("Resp", bound=Message)
+R = TypeVar("R", bound=Message)
+
+
+class Ask(Protocol):
+    """A backend bus call on behalf of a caller (gRPC or HTTP)."""
+
+    async def __call__(
+        self, name: str, request: Message, response_type: type[R], kind: str
+    ) -> R: ...
 
 
 class HasMetadata(Protocol):
     def invocation_metadata(self) -> Any: ...
+
+    def time_remaining(self) -> float | None: ...
+
+
+# Commands whose work grows with the data (building a commit's tree) get
+# this long when the caller set no deadline; others the bus's default.
+LONG_COMMANDS = frozenset({"FinishCommit", "BuildCommit"})
+LONG_TIMEOUT_S = 3600.0
+
+
+def timeout_for(name: str, default: float, remaining: float | None = None) -> float:
+    """How long to wait for backend command ``name``: ``LONG_COMMANDS`` until
+    the caller's deadline (``remaining`` seconds), or ``LONG_TIMEOUT_S``
+    without one; the others ``default``, or less if the deadline is sooner."""
+    if name in LONG_COMMANDS:
+        wait = LONG_TIMEOUT_S if remaining is None else remaining
+    else:
+        wait = default if remaining is None else min(default, remaining)
+    return max(wait, 0.001)
 
 
 def grpc_principal(context: HasMetadata) -> str:
@@ -42,7 +70,32 @@ async def ask(
     *,
     kind: str = "cmd",
 ) -> Resp:
-    """Call ``<kind>.<service>.<name>`` on behalf of the gRPC caller."""
+    """Call ``<kind>.<service>.<name>`` on behalf of the gRPC caller, within
+    its deadline."""
     return await bus.request(
-        service, name, request, response_type, kind=kind, principal=grpc_principal(context)
+        service,
+        name,
+        request,
+        response_type,
+        kind=kind,
+        principal=grpc_principal(context),
+        timeout=timeout_for(name, bus.timeout, context.time_remaining()),
     )
+
+
+def http_ask(bus: Bus, http: web.Request, service: str) -> Ask:
+    """Backend calls on behalf of the HTTP caller (its ``authn-token``)."""
+    principal = http_principal(http)
+
+    async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
+        return await bus.request(
+            service,
+            name,
+            request,
+            response_type,
+            kind=kind,
+            principal=principal,
+            timeout=timeout_for(name, bus.timeout),
+        )
+
+    return call

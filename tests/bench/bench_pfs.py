@@ -172,15 +172,7 @@ async def run(ctx: BenchContext) -> list[Result]:
     if not has_dvc:
         print(f"  (dvc peer rows skipped: {DVC} missing; `make bench` installs it)")
 
-    # The bus's 10 s request timeout is shorter than finish-commit of 100k
-    # files takes here (the gateway answers DEADLINE_EXCEEDED while pfs goes
-    # on building): raised so the rows measure the work, not the timeout.
-    cluster = Cluster(
-        work / "data",
-        PACH_OBJECT_BACKEND="local",
-        PACH_LOG_LEVEL="warning",
-        PACH_REQUEST_TIMEOUT_MS=str(REQUEST_TIMEOUT_MS),
-    )
+    cluster = Cluster(work / "data", PACH_OBJECT_BACKEND="local", PACH_LOG_LEVEL="warning")
     cluster.start()
     try:
         await asyncio.to_thread(cluster.wait_ready, 60)

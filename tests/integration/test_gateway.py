@@ -201,6 +201,9 @@ class _Metadata:
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self.pairs
 
+    def time_remaining(self) -> float | None:
+        return None
+
 
 async def test_authn_token_becomes_the_bus_principal(nc: Any) -> None:
     from libs.api.internal.service_pb2 import HealthRequest, HealthResponse

@@ -11,7 +11,7 @@ from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument
 from libs.pachctl import pretty
 from libs.pachctl.address import from_env
-from libs.pachctl.client import Pachd
+from libs.pachctl.client import LONG_TIMEOUT_S, Pachd
 from libs.pachctl.tabwriter import format_table
 
 _RAW = "disable pretty printing, print raw json"
@@ -108,7 +108,8 @@ def finish_commit(args: argparse.Namespace, out: TextIO) -> int:
     req = pfs.FinishCommitRequest(
         commit=_commit(args.repo, args.commit), description=args.description
     )
-    with Pachd(from_env()) as pachd:
+    # Building the tree of a big commit takes as long as it takes.
+    with Pachd(from_env(), timeout=LONG_TIMEOUT_S) as pachd:
         pachd.call(_api(pachd).FinishCommit, req)
     return 0
 

@@ -30,14 +30,14 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument
 from libs.pachctl.address import from_env
-from libs.pachctl.client import Pachd
+from libs.pachctl.client import LONG_TIMEOUT_S, Pachd
 
 # The gateway takes messages up to 1 MiB on the bus side; blocks stay well under it.
 BLOCK = 512 * 1024
 # Blocks each read-ahead file may hold while it waits for its turn.
 READ_AHEAD_BLOCKS = 2
 # Streams of big files run as long as they need to.
-STREAM_TIMEOUT_S = 24 * 3600.0
+STREAM_TIMEOUT_S = LONG_TIMEOUT_S
 # Pachyderm 1.7's client.MaxHeaderFooterSize.
 MAX_HEADER_FOOTER = 1024 * 1024
 DEFAULT_PARALLELISM = 10

@@ -28,7 +28,7 @@ from libs.bus import Bus
 from libs.errors import NotFound
 from libs.objects import ObjectStore
 from services.gateway import file_pages, files
-from services.gateway.principal import ask
+from services.gateway.principal import Ask, ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
@@ -46,7 +46,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         self.store = store
         self.max_reply = max_reply
 
-    def _ask(self, context: Ctx) -> files.Ask:
+    def _ask(self, context: Ctx) -> Ask:
         async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
             return await ask(self.bus, context, "pfs", name, request, response_type, kind=kind)
 

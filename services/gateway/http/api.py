@@ -20,9 +20,8 @@ from libs.api.pfs import pfs_pb2
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented
 from services.gateway import file_pages, files
-from services.gateway.files import Ask
 from services.gateway.http.keys import BUS, STORE
-from services.gateway.principal import http_principal
+from services.gateway.principal import Ask, http_ask, http_principal, timeout_for
 
 R = TypeVar("R", bound=Message)
 # The largest JSON-bridged listing, as the gRPC message limit.
@@ -59,7 +58,7 @@ async def call(request: web.Request) -> web.Response:
             raise InvalidArgument(f"bad {method.input_type.name} body: {exc}") from None
     gathered = GATHERED.get((backend, method.name))
     if gathered is not None:
-        reply = await gathered(request.app, _asker(request, backend), req)
+        reply = await gathered(request.app, http_ask(request.app[BUS], request, backend), req)
     else:
         reply = await request.app[BUS].request(
             backend,
@@ -68,19 +67,9 @@ async def call(request: web.Request) -> web.Response:
             message_factory.GetMessageClass(method.output_type),
             kind=kind_for(method.name),
             principal=http_principal(request),
+            timeout=timeout_for(method.name, request.app[BUS].timeout),
         )
     return web.json_response(json_format.MessageToDict(reply))
-
-
-def _asker(request: web.Request, backend: str) -> Ask:
-    bus, principal = request.app[BUS], http_principal(request)
-
-    async def ask(name: str, request: Message, response_type: type[R], kind: str) -> R:
-        return await bus.request(
-            backend, name, request, response_type, kind=kind, principal=principal
-        )
-
-    return ask
 
 
 async def _list_file(app: web.Application, ask: Ask, req: Any) -> Message:

@@ -39,7 +39,7 @@ from libs.errors import FailedPrecondition, InvalidArgument, NotFound, to_wire
 from libs.objects import ObjectStore
 from services.gateway import file_pages, files
 from services.gateway.http.keys import BUS, STORE
-from services.gateway.principal import http_principal
+from services.gateway.principal import Ask, http_ask
 
 R = TypeVar("R", bound=Message)
 
@@ -49,17 +49,9 @@ UPLOAD_BLOCK = 512 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def ask_for(http: web.Request) -> files.Ask:
+def ask_for(http: web.Request) -> Ask:
     """pfs bus calls on behalf of the HTTP caller (its ``authn-token``)."""
-    bus = http.app[BUS]
-    principal = http_principal(http)
-
-    async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
-        return await bus.request(
-            "pfs", name, request, response_type, kind=kind, principal=principal
-        )
-
-    return call
+    return http_ask(http.app[BUS], http, "pfs")
 
 
 def _target(request: web.Request) -> tuple[pfs.Commit, str]:
@@ -143,7 +135,7 @@ async def _blocks(
         yield block
 
 
-def list_dir(ask: files.Ask, file: pfs.File) -> AsyncIterator[pfs.FileInfo]:
+def list_dir(ask: Ask, file: pfs.File) -> AsyncIterator[pfs.FileInfo]:
     """A directory's entries (a file: itself), a page per bus request."""
     return file_pages.list_file(ask, pfs.ListFileRequest(file=file))
 
@@ -155,7 +147,7 @@ def _entry(info: pfs.FileInfo) -> bytes:
 
 
 async def _listing(
-    request: web.Request, ask: files.Ask, commit: pfs.Commit, path: str
+    request: web.Request, ask: Ask, commit: pfs.Commit, path: str
 ) -> web.StreamResponse:
     """The JSON listing, written entry by entry as the pages come."""
     entries = list_dir(ask, pfs.File(commit=commit, path=path))
@@ -183,7 +175,7 @@ def _overwrite(request: web.Request) -> bool:
     return value in ("true", "1")
 
 
-async def _refuse_finished(ask: files.Ask, commit: pfs.Commit) -> None:
+async def _refuse_finished(ask: Ask, commit: pfs.Commit) -> None:
     """Fail before reading the body when ``commit`` names a finished commit
     (a branch takes a new commit; an unknown name becomes a new branch)."""
     branch = pfs.InspectBranchRequest(branch=pfs.Branch(repo=commit.repo, name=commit.id))
