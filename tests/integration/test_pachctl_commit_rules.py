@@ -14,17 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.test_pfs_repos import pachctl
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, running
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("pachctl-rules") / "data").start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(tmp_path_factory.mktemp("pachctl-rules") / "data")
 
 
 @pytest.fixture(autouse=True)

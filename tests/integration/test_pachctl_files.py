@@ -13,17 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, running
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(Path(tmp_path_factory.mktemp("files")) / "data").start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(Path(tmp_path_factory.mktemp("files")) / "data")
 
 
 def pachctl(

@@ -14,17 +14,12 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from services.pfs.domain.commits import propagated_id
 from tests.integration.test_pfs_repos import code_of, pachctl
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("pfs-commits") / "data").start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(tmp_path_factory.mktemp("pfs-commits") / "data")
 
 
 @pytest.fixture

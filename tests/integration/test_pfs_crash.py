@@ -22,7 +22,7 @@ import pytest
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
-from tests.support.cluster import Cluster, alive, wait_until
+from tests.support.cluster import Cluster, alive, running, wait_until
 
 KiB = 1 << 10
 MESSAGE = 256 * KiB
@@ -34,13 +34,7 @@ AFTER_KILL_S = 60.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(Path(tmp_path_factory.mktemp("crash")) / "data", PACH_LOG_LEVEL="warning")
-    c.start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(Path(tmp_path_factory.mktemp("crash")) / "data", PACH_LOG_LEVEL="warning")
 
 
 def _content(tag: str, i: int) -> bytes:

@@ -25,17 +25,12 @@ from libs.config import ObjectStoreConfig
 from libs.filedata import FileWriter
 from libs.objects import open_object_store
 from tests.integration.test_pfs_files import commit, finish, get, put, start, status
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("pfs-file-ops") / "data").start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(tmp_path_factory.mktemp("pfs-file-ops") / "data")
 
 
 @pytest.fixture

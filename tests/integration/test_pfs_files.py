@@ -12,19 +12,14 @@ import pytest
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running
 
 BLOCK = 512 * 1024
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("pfs-files") / "data").start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(tmp_path_factory.mktemp("pfs-files") / "data")
 
 
 @pytest.fixture

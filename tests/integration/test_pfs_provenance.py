@@ -22,17 +22,12 @@ from libs.api.pfs import pfs_pb2_grpc
 from services.pfs.domain import branches, commits, repo
 from services.pfs.domain.commits import downstream_id, propagated_id
 from tests.integration.test_pfs_repos import code_of
-from tests.support.cluster import Cluster, wait_until
+from tests.support.cluster import Cluster, running, wait_until
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("pfs-provenance") / "data").start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(tmp_path_factory.mktemp("pfs-provenance") / "data")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, running
 
 MiB = 1 << 20
 RSS_LIMIT = 300 * 1000 * 1000
@@ -37,13 +37,7 @@ PER_DIR = 1000
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # No raised bus timeout: finish-commit of 1M files runs past the bus's
     # 10 s default, and the gateway waits for it as long as the caller allows.
-    c = Cluster(Path(tmp_path_factory.mktemp("scale")) / "data", PACH_LOG_LEVEL="warning")
-    c.start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(Path(tmp_path_factory.mktemp("scale")) / "data", PACH_LOG_LEVEL="warning")
 
 
 class RssSampler:

@@ -24,7 +24,7 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from tests.servers.fixtures import s3_server  # noqa: F401
 from tests.servers.s3server import S3Server
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running
 
 REPO = "data"
 BLOCK = 512 * 1024
@@ -49,12 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, s3: S3Server | None) -> It
             "AWS_ENDPOINT_URL": s3.endpoint,
             "AWS_DEFAULT_REGION": s3.region,
         }
-    c = Cluster(tmp_path_factory.mktemp("put-ingest") / "data", **env).start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(tmp_path_factory.mktemp("put-ingest") / "data", **env)
 
 
 @pytest.fixture

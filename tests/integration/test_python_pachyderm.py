@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, running
 
 COMPAT_PYTHON = ROOT / ".venv-compat" / "bin" / "python"
 
@@ -46,12 +46,7 @@ def run_scenario(cluster: Cluster, script: str) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(Path(tmp_path_factory.mktemp("compat")) / "data").start()
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.kill()
+    yield from running(Path(tmp_path_factory.mktemp("compat")) / "data")
 
 
 def test_repos_with_python_pachyderm(cluster: Cluster) -> None:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,16 @@ class Cluster:
         for pid in self.pids() if self.state() else []:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def running(data_dir: Path, **env: str) -> Iterator[Cluster]:
+    """A started, ready cluster for a fixture to yield; killed afterwards."""
+    c = Cluster(data_dir, **env).start()
+    try:
+        c.wait_ready()
+        yield c
+    finally:
+        c.kill()
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
