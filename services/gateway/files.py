@@ -45,8 +45,10 @@ _log = structlog.get_logger("gateway.files")
 
 # File writes per PutFileRefs command.
 BATCH = 1000
-# Largest BytesValue a GetFile reply carries.
-REPLY_BYTES = 512 * 1024
+# Largest BytesValue a GetFile reply carries: under the 4 MiB a gRPC client
+# accepts by default; 2 MiB rather than 512 KiB took pachctl get-file of
+# 1 GiB from ~600-660 to ~720-780 MB/s (fewer messages, fewer thread hops).
+REPLY_BYTES = 2 * 1024 * 1024
 
 
 class _Requests:
