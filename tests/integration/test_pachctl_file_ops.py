@@ -253,7 +253,7 @@ def test_put_header_and_footer(cluster: Cluster, tmp_path: Path) -> None:
         b"a,b\n1,2\n-- end\n",
         b"a,b\n3,4\n-- end\n",
     ]
-    # A directory with neither reads as nothing: get-file says to use -r -o.
+    # A directory with neither cannot be read: get-file says to use -r -o.
     ok(pachctl(cluster, "put-file", "csv", "master", "/plain/x", "-f", "-", stdin=b"x"))
     fails(pachctl(cluster, "get-file", "csv", "master", "/plain"), "use get-file -r -o")
 

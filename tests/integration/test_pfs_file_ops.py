@@ -123,7 +123,8 @@ async def test_header_and_footer_wrap_each_file_of_their_directory(
     assert get(api, c1, "/d/b", offset=1, size=4) == b"\nbet"
     assert get(api, c1, "/d") == b"H\nF\n"  # a directory reads as its header+footer
     assert get(api, c1, "/top") == b"top\n"
-    assert get(api, c1, "/") == b""  # no header: empty
+    # A directory with neither header nor footer cannot be read (1.7).
+    fails(lambda: get(api, c1, "/"), grpc.StatusCode.FAILED_PRECONDITION, "no header or footer")
     assert inspect(api, c1, "/d/a").size_bytes == len(b"H\nalpha\nF\n")
     listed = api.ListFile(pfs.ListFileRequest(file=pfs.File(commit=commit(c1), path="/d")))
     assert [(i.file.path, i.size_bytes) for i in listed.file_info] == [

@@ -146,10 +146,14 @@ class FileReads:
     ) -> internal.FileRefsResponse:
         """A page of what reading a path returns: a file as its directory's
         header + its content + the footer; a directory as its own header +
-        footer (nothing when it has neither)."""
+        footer (Pachyderm 1.7: an error when it has neither)."""
         tree, path, node = await self._node(req.file)
         if node.is_dir:
             header, footer = await trees.header_footer(self.store, node)
+            if not header and not footer:
+                raise FailedPrecondition(
+                    f"cannot read directory {path}: it has no header or footer", path=path
+                )
             content: tuple[trees.DataRef, ...] = ()
         else:
             content = await trees.file_refs(self.store, node)
