@@ -25,7 +25,7 @@ from libs.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.objects import ObjectStore
 from libs.readmodels import DocumentStore
 from libs.trees.paths import parent_of, sort_key
-from libs.trees.seek import glob_after, list_dir_after
+from libs.trees.seek import list_dir_after
 from services.pfs.app.commit_trees import CommitTree, commit_tree, parent_tree
 from services.pfs.app.file_infos import InfoMaker, header_footer_size
 
@@ -92,7 +92,7 @@ class FileReads:
         glob rules pipelines use (``libs.trees.glob``)."""
         tree = await commit_tree(self.docs, req.request.commit)
         after = _cursor(req.after)
-        matches = glob_after(self.store, tree.root, req.request.pattern, after)
+        matches = trees.glob(self.store, tree.root, req.request.pattern, after)
         return await _page(InfoMaker(self.store, tree.root, tree.commit), matches, tree.commit)
 
     async def diff_file_page(
