@@ -24,11 +24,19 @@ Change = tuple[str, Node | None, Node | None]
 
 
 async def diff(
-    store: ObjectStore, old_root: str, new_root: str, prefix: str = ROOT, shallow: bool = False
+    store: ObjectStore,
+    old_root: str,
+    new_root: str,
+    prefix: str = ROOT,
+    shallow: bool = False,
+    old_prefix: str | None = None,
 ) -> AsyncIterator[Change]:
-    """What changed between two trees at and below ``prefix``, streamed."""
+    """What changed between two trees at and below ``prefix``, streamed.
+
+    With ``old_prefix``, the old tree is read at that path instead and
+    compared with the new tree at ``prefix``; paths are the new tree's."""
     prefix = normalize(prefix)
-    old = await get_child(store, old_root, prefix)
+    old = await get_child(store, old_root, normalize(old_prefix or prefix))
     new = await get_child(store, new_root, prefix)
     async for change in _entry(store, prefix, old, new, shallow, True):
         yield change

@@ -78,6 +78,7 @@ async def diff_file(ask: Ask, request: pfs.DiffFileRequest, limit: int) -> pfs.D
             return out
         page.request.new_file.commit.CopyFrom(got.new_commit)
         if got.old_commit.id:
+            if not request.old_file.commit.repo.name:  # the parent: same path
+                page.request.old_file.path = page.request.new_file.path
             page.request.old_file.commit.CopyFrom(got.old_commit)
-            page.request.old_file.path = page.request.new_file.path
         page.after = got.last

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import nats
@@ -323,16 +324,31 @@ def test_diff_file_against_the_parent_and_a_given_commit(api: pfs_pb2_grpc.APISt
     assert diff(api, c1, "/", old=c2) == (["/a/2", "/b"], ["/a/2", "/c/3"])
     got = api.DiffFile(pfs.DiffFileRequest(new_file=pfs.File(commit=commit(c2), path="/a/2")))
     assert got.new_files[0].size_bytes == 2 and got.old_files[0].size_bytes == 1
-    fails(
-        lambda: api.DiffFile(
+
+    # Two different paths (Pachyderm 1.7): each side named in its own tree.
+    # (A file's hash names its data refs, so /copy starts as a copy of /a.)
+    c3 = start(api)
+    copy(api, c2, "/a", c3, "/copy", True)
+    put(api, c3, "/copy/2", b"two", overwrite=True)
+    put(api, c3, "/copy/9", b"9")
+    finish(api, c3)
+
+    def diff2(new: str, new_path: str, old: str, old_path: str, shallow: bool = False) -> Any:
+        got = api.DiffFile(
             pfs.DiffFileRequest(
-                new_file=pfs.File(commit=commit(c2), path="/a"),
-                old_file=pfs.File(commit=commit(c1), path="/b"),
+                new_file=pfs.File(commit=commit(new), path=new_path),
+                old_file=pfs.File(commit=commit(old), path=old_path),
+                shallow=shallow,
             )
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "one path",
-    )
+        )
+        return names(got.new_files), names(got.old_files)
+
+    assert diff2(c3, "/copy", c2, "/a") == (["/copy/2", "/copy/9"], ["/a/2"])
+    assert diff2(c3, "/copy", c2, "/a", shallow=True) == (["/copy/2", "/copy/9"], ["/a/2"])
+    assert diff2(c3, "/copy/1", c2, "/a/1") == ([], [])
+    assert diff2(c3, "/copy/2", c2, "/a/2") == (["/copy/2"], ["/a/2"])
+    assert diff2(c3, "/copy", c2, "/nope") == (["/copy/1", "/copy/2", "/copy/9"], [])
+    assert diff2(c2, "/a", c3, "/copy") == (["/a/2"], ["/copy/2", "/copy/9"])
 
 
 # --- inspect, glob, paging -----------------------------------------------------

@@ -107,15 +107,10 @@ class FileReads:
         new = await commit_tree(self.docs, r.new_file.commit)
         path = trees.normalize(r.new_file.path or "/")
         old: CommitTree | None
+        old_path = path
         if r.HasField("old_file") and r.old_file.commit.repo.name:
             old = await commit_tree(self.docs, r.old_file.commit)
             old_path = trees.normalize(r.old_file.path or "/")
-            if old_path != path:
-                raise InvalidArgument(
-                    f"diff-file compares one path in two commits; got {path} and {old_path}",
-                    new_path=path,
-                    old_path=old_path,
-                )
         else:
             old = await parent_tree(self.docs, new)
         old_root = old.root if old is not None else trees.EMPTY_ROOT
@@ -123,7 +118,7 @@ class FileReads:
         page = internal.DiffFilePage(new_commit=new.commit, old_commit=old_commit)
         new_maker = InfoMaker(self.store, new.root, new.commit)
         old_maker = InfoMaker(self.store, old_root, old_commit)
-        changes = _diff(self.store, old_root, new.root, path, r.shallow)
+        changes = _diff(self.store, old_root, new.root, path, r.shallow, old_path)
         used = 0
         async with aclosing(_after(changes, _cursor(req.after))) as items:
             async for change_path, (old_node, new_node) in items:
@@ -135,7 +130,7 @@ class FileReads:
                     page.new_files.append(info)
                     used += info.ByteSize() + 4
                 if old_node is not None:
-                    info = await old_maker.info(change_path, old_node)
+                    info = await old_maker.info(rebase(change_path, path, old_path), old_node)
                     page.old_files.append(info)
                     used += info.ByteSize() + 4
                 page.last = change_path
@@ -222,13 +217,23 @@ async def _page(
 Sides = tuple[trees.Node | None, trees.Node | None]
 
 
+def rebase(path: str, top: str, new_top: str) -> str:
+    """``path`` (at or below ``top``) moved under ``new_top``."""
+    rest = path if top == "/" else path[len(top) :]
+    if new_top == "/":
+        return rest or "/"
+    return new_top + rest if rest != "/" else new_top
+
+
 async def _diff(
-    store: ObjectStore, old_root: str, new_root: str, path: str, shallow: bool
+    store: ObjectStore, old_root: str, new_root: str, path: str, shallow: bool, old_path: str
 ) -> AsyncGenerator[tuple[str, Sides], None]:
     """``trees.diff`` in Pachyderm 1.7's terms: a deep diff reports files
     only; a shallow one reports the changed entries of ``path`` (a directory
-    added or removed at ``path`` itself reports its entries)."""
-    async for change_path, old, new in trees.diff(store, old_root, new_root, path, shallow):
+    added or removed at ``path`` itself reports its entries). The old side is
+    read at ``old_path``; paths are the new side's."""
+    changes = trees.diff(store, old_root, new_root, path, shallow, old_path)
+    async for change_path, old, new in changes:
         if not shallow:
             sides = (_file(old), _file(new))
             if sides != (None, None):
@@ -240,7 +245,7 @@ async def _diff(
         # The top itself changed kind or appeared: list what a directory holds.
         if (old is not None and not old.is_dir) or (new is not None and not new.is_dir):
             yield path, (_file(old), _file(new))
-        expand = [(root, n, i) for i, (root, n) in enumerate(((old_root, old), (new_root, new)))]
+        expand = [(old_root, old_path, old, 0), (new_root, path, new, 1)]
         async for item in _expand_top(store, path, expand):
             yield item
 
@@ -250,13 +255,14 @@ def _file(node: trees.Node | None) -> trees.Node | None:
 
 
 async def _expand_top(
-    store: ObjectStore, path: str, sides: list[tuple[str, trees.Node | None, int]]
+    store: ObjectStore, path: str, sides: list[tuple[str, str, trees.Node | None, int]]
 ) -> AsyncGenerator[tuple[str, Sides], None]:
-    """The entries of a directory that exists at ``path`` on one side only."""
-    for root, node, side in sides:
+    """The entries of a directory that exists at ``path`` on one side only
+    (each side read at its own path; reported under ``path``)."""
+    for root, at, node, side in sides:
         if node is None or not node.is_dir:
             continue
-        async with aclosing(list_dir_after(store, root, path)) as entries:
+        async with aclosing(list_dir_after(store, root, at)) as entries:
             async for child in entries:
                 pair: Sides = (child, None) if side == 0 else (None, child)
                 yield trees.paths.join(path, child.name), pair
