@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,31 +18,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.support.cluster import ROOT, Cluster, running
+from tests.integration.test_pachctl_files import ok, pachctl
+from tests.support.cluster import Cluster, running
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     yield from running(Path(tmp_path_factory.mktemp("file-ops")) / "data")
-
-
-def pachctl(
-    cluster: Cluster, *args: str, stdin: bytes | None = None, cwd: Path = ROOT
-) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "libs.pachctl", *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        timeout=180,
-    )
-
-
-def ok(done: subprocess.CompletedProcess[bytes]) -> bytes:
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout
 
 
 def fails(done: subprocess.CompletedProcess[bytes], message: str) -> str:

@@ -31,7 +31,7 @@ def pachctl(
         env=env,
         input=stdin,
         capture_output=True,
-        timeout=120,
+        timeout=180,
     )
 
 
