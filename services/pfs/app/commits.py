@@ -63,14 +63,10 @@ class Commits:
         ``libs.trees`` root in the object store) on ``branch``, with
         ``parent`` (default: the branch's head) and ``provenance``."""
         name = repo_name(req.parent.repo)
-        tree = req.tree.hash
-        if not tree:
+        if not req.tree.hash:
             raise InvalidArgument("build-commit needs a tree: set tree.hash to a tree's root hash")
-        if not _TREE_HASH.match(tree):
-            raise InvalidArgument(
-                f"tree hash {tree!r} is invalid: 64 lowercase hex characters expected", tree=tree
-            )
-        size = await self._tree_size(tree)
+        root = await self._given_tree(req.tree.hash)
+        tree, size = root.hash, root.size
         provenance: list[Key] = []
         for p in req.provenance:
             up = repo_name(p.repo)
@@ -86,9 +82,13 @@ class Commits:
         await self.writer.run(name, decide, ctx)
         return pfs.Commit(repo=pfs.Repo(name=name), id=commit_id)
 
-    async def _tree_size(self, tree: str) -> int:
-        """The size of the tree rooted at ``tree`` (NotFound when the object
-        store does not hold it)."""
+    async def _given_tree(self, tree: str) -> trees.TreeRoot:
+        """A caller's tree root, checked: InvalidArgument for a malformed hash
+        or an object that is no root, NotFound when the store lacks it."""
+        if not _TREE_HASH.match(tree):
+            raise InvalidArgument(
+                f"tree hash {tree!r} is invalid: 64 lowercase hex characters expected", tree=tree
+            )
         store = self.files.store
         if tree != trees.EMPTY_ROOT and not await store.exists(trees.tree_key(tree)):
             raise NotFound(f"tree {tree} not found in the object store", tree=tree)
@@ -98,11 +98,18 @@ class Commits:
             raise InvalidArgument(
                 f"object {tree} is not the root directory of a tree", tree=tree
             ) from None
-        return node.size if node is not None else 0
+        if node is None:
+            return trees.TreeRoot(tree, 0, 0)
+        return trees.TreeRoot(tree, node.size, node.files)
 
     async def finish_commit(self, req: pfs.FinishCommitRequest, ctx: Context) -> Empty:
         name = repo_name(req.commit.repo)
-        tree, size = await self.files.seal(name, req.commit.id, ctx)
+        given: trees.TreeRoot | None = None
+        if req.empty:
+            given = await trees.build(self.files.store, None, _nothing())
+        elif req.tree.hash:
+            given = await self._given_tree(req.tree.hash)
+        tree, size = await self.files.seal(name, req.commit.id, ctx, given)
         decide = commits.finish_commit(name, req.commit.id, req.description or None, tree, size)
         await self.writer.run(name, decide, ctx)
         return Empty()
@@ -178,3 +185,9 @@ class Commits:
             if not current["parent"]:
                 return
             current = await self.docs.get(COMMITS, commit_key(repo, current["parent"]))
+
+
+async def _nothing() -> AsyncIterator[trees.Op]:
+    """No writes (an empty tree)."""
+    return
+    yield

@@ -131,9 +131,13 @@ class Files:
 
     # --- finish ----------------------------------------------------------------
 
-    async def seal(self, name: str, reference: str, ctx: Context) -> tuple[str, int]:
+    async def seal(
+        self, name: str, reference: str, ctx: Context, given: trees.TreeRoot | None = None
+    ) -> tuple[str, int]:
         """Build the tree of open commit ``reference`` from its writes on top
         of its parent's tree, close it to writes, and return (root, size).
+        With ``given`` (a pipeline's merged output), that tree is the commit's
+        and its writes are ignored, as in 1.7's FinishCommit with a tree.
 
         FailedPrecondition on a file/directory conflict: the commit stays open."""
         doc = await commit_doc(self.docs, name, reference)
@@ -147,7 +151,9 @@ class Files:
             loaded = await self.cache.load(aggregate)
             if loaded.state.sealed:
                 return await self._sealed_tree(doc["id"])
-            root = await trees.build(self.store, base, self._ops(doc["id"], loaded.position.seq))
+            root = given or await trees.build(
+                self.store, base, self._ops(doc["id"], loaded.position.seq)
+            )
             sealed = ev.CommitWritesSealed(tree=root.hash, size_bytes=root.size)
             try:
                 await self.events.append(
