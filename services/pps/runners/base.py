@@ -1,0 +1,46 @@
+"""The runner interface: run one command over one datum's ``/pfs``.
+
+A runner gets the datum's scratch ``pfs`` directory (inputs under
+``<pfs_dir>/<input>``, the output under ``<pfs_dir>/out``) and makes it the
+command's ``/pfs``; inputs are read-only, ``/pfs/out`` is writable. Output
+lines (stdout and stderr alike) go to ``on_line`` as they come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+LineSink = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended: the exit code (-N: killed by signal N), whether the
+    timeout killed it, and its wall time in seconds."""
+
+    returncode: int
+    timed_out: bool
+    seconds: float
+
+
+class Runner(Protocol):
+    async def run(
+        self,
+        cmd: Sequence[str],
+        *,
+        pfs_dir: Path,
+        stdin: bytes,
+        env: Mapping[str, str],
+        working_dir: str,
+        timeout: float | None,
+        on_line: LineSink,
+    ) -> RunResult:
+        """Run ``cmd`` with ``pfs_dir`` as ``/pfs``; ``env`` adds to (and
+        overrides) the runner's base environment; ``working_dir`` empty: the
+        runner's default; ``timeout``
+        None: no limit (on expiry the whole process tree is killed and
+        ``timed_out`` is set)."""
+        ...

@@ -1,0 +1,241 @@
+"""Run one datum: lay out its inputs, run the user code, upload ``/pfs/out``.
+
+As Pachyderm 1.7's worker: the environment has ``PACH_JOB_ID``,
+``PACH_OUTPUT_COMMIT_ID``, and for each input ``<name>`` (the datum's path
+as the code sees it, ``/pfs/<name>/<path>``) and ``<name>_COMMIT``, on top of
+``transform.env``; ``transform.stdin`` is written to stdin, one line each; a
+try fails on an exit code other than 0 and ``accept_return_code``, or when it
+runs longer than ``datum_timeout``; a datum gets ``datum_tries`` tries
+(default 3), each with a fresh ``/pfs/out`` (incremental pipelines: the
+previous output). Output lines become user LogMessages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from libs.api.events import pps_pb2 as pachevents
+from libs.api.internal import pps_work_pb2 as pachinternal
+from libs.api.pps import pps_pb2
+from libs.errors import PachError
+from libs.objects import ObjectStore
+from services.pps.runners.base import Runner
+from services.pps.worker.layout import PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
+from services.pps.worker.upload import upload
+
+DEFAULT_DATUM_TRIES = 3
+LogSink = Callable[[pps_pb2.LogMessage], Awaitable[None]]
+
+
+def datum_env(
+    task: pachinternal.DatumTask,
+    job_id: str,
+    output_commit: str,
+    spec: pps_pb2.CreatePipelineRequest,
+) -> dict[str, str]:
+    """The variables a datum's code gets (the runner adds its base environment)."""
+    env = dict(spec.transform.env)
+    for inp in task.inputs:
+        env[inp.name] = posixpath.join(PFS, inp.name, inp.path.lstrip("/")).rstrip("/")
+        env[f"{inp.name}_COMMIT"] = inp.commit
+    env["PACH_JOB_ID"] = job_id
+    env["PACH_OUTPUT_COMMIT_ID"] = output_commit
+    return env
+
+
+def stdin_bytes(spec: pps_pb2.CreatePipelineRequest) -> bytes:
+    lines = list(spec.transform.stdin)
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def timeout_s(spec: pps_pb2.CreatePipelineRequest) -> float | None:
+    if not spec.HasField("datum_timeout"):
+        return None
+    seconds = spec.datum_timeout.seconds + spec.datum_timeout.nanos / 1e9
+    return seconds if seconds > 0 else None
+
+
+def input_files(task: pachinternal.DatumTask) -> list[pps_pb2.InputFile]:
+    return [pps_pb2.InputFile(path=i.path, hash=_hash_bytes(i.hash)) for i in task.inputs]
+
+
+def describe(task: pachinternal.DatumTask) -> str:
+    paths = ", ".join(f"{i.name}:{i.path}" for i in task.inputs)
+    return f"datum {task.id} ({paths})"
+
+
+async def run_datum(
+    task: pachinternal.DatumTask,
+    *,
+    job_id: str,
+    output_commit: str,
+    spec: pps_pb2.CreatePipelineRequest,
+    store: ObjectStore,
+    runner: Runner,
+    scratch_root: Path,
+    log: LogSink,
+    previous_output: str = "",
+    worker_id: str = "",
+) -> pachevents.DatumResult:
+    """Process ``task`` with up to ``datum_tries`` tries; never raises for a
+    failure of the datum itself (the result says FAILED and why)."""
+    run = _DatumRun(task, job_id, spec, log, worker_id)
+    tries = spec.datum_tries if spec.datum_tries > 0 else DEFAULT_DATUM_TRIES
+    env = datum_env(task, job_id, output_commit, spec)
+    stdin = stdin_bytes(spec)
+    timeout = timeout_s(spec)
+    accept = {0, *spec.transform.accept_return_code}
+    scratch = scratch_root / f"{job_id[:12]}-{task.id[:12]}-{secrets.token_hex(4)}"
+    stats = pps_pb2.ProcessStats()
+    download_s = process_s = upload_s = 0.0
+    layout: Layout | None = None
+    reason = ""
+    output = ""
+    used = 0
+    try:
+        for attempt in range(1, tries + 1):
+            used = attempt
+            try:
+                if layout is None:
+                    # a failed earlier try may have left part of a layout
+                    await asyncio.to_thread(shutil.rmtree, scratch / "pfs", True)
+                    layout = await lay_out(task, store, scratch / "pfs")
+                    download_s += layout.seconds
+                    stats.download_bytes += layout.download_bytes
+                started = time.monotonic()
+                await _fresh_out(layout, spec, store, previous_output)
+                download_s += time.monotonic() - started
+                feeder = LazyFeeder(store, layout.lazy)
+                feeder.start()
+                await run.log_worker("beginning to run user code")
+                try:
+                    result = await runner.run(
+                        list(spec.transform.cmd),
+                        pfs_dir=layout.pfs_dir,
+                        stdin=stdin,
+                        env=env,
+                        working_dir=spec.transform.working_dir,
+                        timeout=timeout,
+                        on_line=run.log_user,
+                    )
+                finally:
+                    stats.download_bytes += await feeder.stop()
+                process_s += result.seconds
+                if result.timed_out:
+                    reason = f"{describe(task)} timed out after {timeout:g}s (datum_timeout)"
+                elif result.returncode not in accept:
+                    code = result.returncode
+                    reason = f"{describe(task)} failed: user code exited with code {code}"
+                else:
+                    await run.log_worker(f"finished running user code after {result.seconds:.3f}s")
+                    done = await upload(store, layout.pfs_dir, InputIndex(store, task.inputs))
+                    upload_s += done.seconds
+                    stats.upload_bytes += done.upload_bytes
+                    output = done.root.hash
+                    reason = ""
+                    break
+            except (PachError, OSError) as err:
+                reason = f"{describe(task)} failed: {err}"
+            await run.log_worker(f"{reason} (try {attempt} of {tries})")
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
+    stats.download_time.CopyFrom(_duration(download_s))
+    stats.process_time.CopyFrom(_duration(process_s))
+    stats.upload_time.CopyFrom(_duration(upload_s))
+    return pachevents.DatumResult(
+        id=task.id,
+        index=task.index,
+        state=pps_pb2.FAILED if reason else pps_pb2.SUCCESS,
+        output_tree="" if reason else output,
+        stats=stats,
+        reason=reason,
+        tries=used,
+        data=input_files(task),
+    )
+
+
+async def _fresh_out(
+    layout: Layout, spec: pps_pb2.CreatePipelineRequest, store: ObjectStore, previous: str
+) -> None:
+    out = layout.out_dir
+    if out.exists():
+        await asyncio.to_thread(shutil.rmtree, out)
+    out.mkdir()
+    if spec.incremental and previous:
+        await write_tree(store, previous, "/", out)
+
+
+class _DatumRun:
+    """Turns a datum's output lines and the worker's notes into LogMessages."""
+
+    def __init__(
+        self,
+        task: pachinternal.DatumTask,
+        job_id: str,
+        spec: pps_pb2.CreatePipelineRequest,
+        log: LogSink,
+        worker_id: str,
+    ) -> None:
+        self._base = pps_pb2.LogMessage(
+            pipeline_name=spec.pipeline.name,
+            job_id=job_id,
+            datum_id=task.id,
+            worker_id=worker_id,
+            data=input_files(task),
+        )
+        self._log = log
+
+    async def log_user(self, line: str) -> None:
+        await self._emit(line, user=True)
+
+    async def log_worker(self, line: str) -> None:
+        await self._emit(line, user=False)
+
+    async def _emit(self, line: str, *, user: bool) -> None:
+        msg = pps_pb2.LogMessage()
+        msg.CopyFrom(self._base)
+        msg.message = line
+        msg.user = user
+        msg.ts.CopyFrom(_now())
+        with contextlib.suppress(PachError):  # losing a log line never fails a datum
+            await self._log(msg)
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def _hash_bytes(hex_hash: str) -> bytes:
+    try:
+        return bytes.fromhex(hex_hash)
+    except ValueError:
+        return hex_hash.encode()
+
+
+__all__ = [
+    "DEFAULT_DATUM_TRIES",
+    "LogSink",
+    "datum_env",
+    "describe",
+    "input_files",
+    "run_datum",
+    "stdin_bytes",
+    "timeout_s",
+]

@@ -1,0 +1,170 @@
+"""Upload a datum's ``/pfs/out``: store its files and build the datum's tree.
+
+Every regular file is stored with ``libs.filedata.FileWriter``. A symlink is
+followed as the user code would see it (paths under ``/pfs`` are the datum's
+scratch directory); when it ends at an input file or directory of the datum,
+the output gets that input's refs, so no bytes are copied. A symlink to
+anything else is stored as what it points to; one that points nowhere the
+upload can read fails the datum, naming it. Empty directories are dropped
+(trees hold files). Returns the tree's root, the bytes stored and the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from libs.errors import FailedPrecondition
+from libs.filedata import FileWriter
+from libs.objects import ObjectStore
+from libs.trees import Op, Put, TreeRoot, build
+from libs.trees.paths import join
+from services.pps.worker.layout import OUT, PFS, InputIndex
+
+_READ = 8 << 20
+_SMALL = 1 << 20  # files up to this size are read without a thread hop
+_MAX_HOPS = 40  # symlinks followed in one path (as Linux)
+_MAX_DEPTH = 8  # symlinked directories followed inside one another
+# Sandbox directories the upload cannot see (the sandbox's own).
+_PRIVATE = ("/tmp", "/proc", "/dev")
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    root: TreeRoot
+    upload_bytes: int
+    seconds: float
+
+
+async def upload(
+    store: ObjectStore, pfs_dir: Path, index: InputIndex, *, spill_dir: Path | None = None
+) -> Uploaded:
+    """Store ``<pfs_dir>/out`` as a tree (see the module docstring)."""
+    started = time.monotonic()
+    walker = _Walker(store, pfs_dir, index)
+    root = await build(store, None, walker.ops(), spill_dir=spill_dir)
+    return Uploaded(root, walker.stored, time.monotonic() - started)
+
+
+class _Walker:
+    def __init__(self, store: ObjectStore, pfs_dir: Path, index: InputIndex) -> None:
+        self._pfs = pfs_dir
+        self._index = index
+        self._writer = FileWriter(store)
+        self.stored = 0
+
+    async def ops(self) -> AsyncIterator[Op]:
+        async for op in self._dir(self._pfs / OUT, "/", f"{PFS}/{OUT}", 0):
+            yield op
+        await self._writer.flush()  # packed refs are durable only now
+
+    async def _dir(self, host: Path, tree: str, sandbox: str, depth: int) -> AsyncIterator[Op]:
+        with os.scandir(host) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            dst = join(tree, entry.name)
+            where = f"{sandbox}/{entry.name}"
+            if entry.is_symlink():
+                async for op in self._link(where, dst, depth):
+                    yield op
+            elif entry.is_dir(follow_symlinks=False):
+                async for op in self._dir(Path(entry.path), dst, where, depth):
+                    yield op
+            elif entry.is_file(follow_symlinks=False):
+                yield await self._file(Path(entry.path), dst)
+            # fifos, sockets and devices are not files: skipped
+
+    async def _link(self, sandbox: str, dst: str, depth: int) -> AsyncIterator[Op]:
+        target = self._resolve(sandbox)
+        entries = await self._index.entries(target)
+        if entries is not None:  # an input file or directory: by reference
+            async for e in entries:
+                if e.refs is not None:
+                    yield Put(join(dst, e.rel) if e.rel else dst, e.refs)
+            return
+        host = self._host(target)
+        st = None if host is None else _stat(host)
+        if host is None or st is None:
+            raise FailedPrecondition(
+                f"output {PFS}/{OUT}{dst} is a symlink to {target}, which the worker cannot read",
+                path=dst,
+                target=target,
+            )
+        if stat.S_ISDIR(st.st_mode):
+            if depth >= _MAX_DEPTH:
+                raise FailedPrecondition(
+                    f"output {PFS}/{OUT}{dst}: symlinked directories nest deeper than {_MAX_DEPTH}",
+                    path=dst,
+                )
+            async for op in self._dir(host, dst, target, depth + 1):
+                yield op
+        elif stat.S_ISREG(st.st_mode):
+            yield await self._file(host, dst)
+
+    async def _file(self, host: Path, dst: str) -> Put:
+        refs = await self._writer.write_file(_blocks(host))
+        size = sum(r.length for r in refs)
+        self.stored += size
+        return Put(dst, refs)
+
+    def _host(self, sandbox: str) -> Path | None:
+        """Where a sandbox path is on this machine (None: private to the sandbox)."""
+        if sandbox == PFS or sandbox.startswith(PFS + "/"):
+            return self._pfs / sandbox[len(PFS) :].lstrip("/")
+        if any(sandbox == p or sandbox.startswith(p + "/") for p in _PRIVATE):
+            return None
+        return Path(sandbox)
+
+    def _resolve(self, sandbox: str) -> str:
+        """The sandbox path with every symlink in it followed."""
+        parts = deque(sandbox.split("/"))
+        done: list[str] = []
+        hops = 0
+        while parts:
+            name = parts.popleft()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            here = "/" + "/".join([*done, name])
+            host = self._host(here)
+            if host is not None and host.is_symlink():
+                hops += 1
+                if hops > _MAX_HOPS:
+                    raise FailedPrecondition(
+                        f"too many levels of symlinks in {sandbox}", path=sandbox
+                    )
+                target = os.readlink(host)
+                if target.startswith("/"):
+                    done = []
+                parts.extendleft(reversed(target.split("/")))
+                continue
+            done.append(name)
+        return "/" + "/".join(done)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+async def _blocks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= _SMALL:
+            data = f.read()  # to the end, even if the file grew meanwhile
+            if data:
+                yield data
+            return
+        while block := await asyncio.to_thread(f.read, _READ):
+            yield block
