@@ -15,7 +15,7 @@ from libs.objects import open_object_store
 from libs.observe import GrpcRequestLog
 from services.gateway.backends import BackendMonitor
 from services.gateway.errors import GrpcErrors
-from services.gateway.grpc import pfs, version
+from services.gateway.grpc import admin, pfs, pps, version
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -32,6 +32,8 @@ async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[ai
     )
     version.register(server, bus)
     pfs.register(server, bus, open_object_store(cfg.objects), cfg.grpc_max_message_bytes)
+    pps.register(server, bus, cfg.grpc_max_message_bytes)
+    admin.register(server, bus)
 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
