@@ -559,8 +559,8 @@ def _check_input(name: str, spec: CreatePipelineRequest) -> None:
         if node.HasField("git"):
             raise _invalid(name, f"{path}.git: git inputs are not supported by this cluster", path)
         if node.HasField("atom"):
-            _check_input_name(name, node.atom.name, f"{path}.atom", seen)
             _check_atom(name, node.atom, path)
+            _check_input_name(name, node.atom.name, f"{path}.atom", seen)
         elif node.HasField("cron"):
             _check_input_name(name, node.cron.name, f"{path}.cron", seen)
             _check_cron(name, node.cron, path)
