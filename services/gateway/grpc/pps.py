@@ -55,7 +55,8 @@ LAST_POLL = 0.5
 # Largest unary reply (as the pfs servicer's).
 MAX_REPLY = 20 << 20
 
-_REFUSED = {
+# RPCs the gateway does not serve, and why.
+REFUSED = {
     "CreateJob": (
         "CreateJob is deprecated in Pachyderm 1.7: a pipeline creates its jobs "
         "when its input commits finish; create or update a pipeline instead"
@@ -73,7 +74,7 @@ _REFUSED = {
 
 def refusal(rpc: str) -> Unimplemented:
     """The error an RPC the gateway does not serve answers with."""
-    return Unimplemented(_REFUSED[rpc], rpc=rpc)
+    return Unimplemented(REFUSED[rpc], rpc=rpc)
 
 
 def no_deadline() -> float | None:

@@ -1,6 +1,9 @@
 """The HTTP JSON API: every unary RPC of a Pachyderm API as
 ``POST /api/<service>/<Method>`` (``GET`` for a request without fields),
-e.g. ``POST /api/pfs/CreateRepo {"repo": {"name": "images"}}``.
+e.g. ``POST /api/pfs/CreateRepo {"repo": {"name": "images"}}``. pps's
+server-streaming RPCs (``ListJobStream``, ``FlushJob``, ``ListDatumStream``,
+``GetLogs`` without ``follow``) answer a JSON array of their messages,
+gathered up to the gRPC message limit.
 
 Bodies and answers are the protobuf JSON forms of the gRPC messages, so the
 two front doors cannot drift apart: the routes come from the services'
@@ -8,7 +11,7 @@ descriptors and go to the same bus commands and queries as gRPC."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -17,9 +20,11 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
 from libs.api.pfs import pfs_pb2
+from libs.api.pps import pps_pb2
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented
 from services.gateway import file_pages, files
+from services.gateway.grpc import pps as pps_api
 from services.gateway.http.keys import BUS, STORE
 from services.gateway.principal import Ask, http_ask, http_principal, timeout_for
 
@@ -31,6 +36,7 @@ REPLY_LIMIT = 20 << 20
 # URL segment -> (the gRPC service, the backend that serves it)
 SERVICES: dict[str, tuple[ServiceDescriptor, str]] = {
     "pfs": (pfs_pb2.DESCRIPTOR.services_by_name["API"], "pfs"),
+    "pps": (pps_pb2.DESCRIPTOR.services_by_name["API"], "pps"),
 }
 
 
@@ -42,7 +48,8 @@ def _method(service: str, name: str) -> tuple[MethodDescriptor, str]:
     method = descriptor.methods_by_name.get(name)
     if method is None:
         raise NotFound(f"{descriptor.full_name} has no method {name!r}", method=name)
-    if method.client_streaming or method.server_streaming:
+    streamed = method.server_streaming and (backend, name) in STREAMED
+    if method.client_streaming or (method.server_streaming and not streamed):
         raise Unimplemented(f"{descriptor.full_name}/{name} streams; use gRPC", method=name)
     return method, backend
 
@@ -56,6 +63,9 @@ async def call(request: web.Request) -> web.Response:
             json_format.Parse(body, req)
         except json_format.ParseError as exc:
             raise InvalidArgument(f"bad {method.input_type.name} body: {exc}") from None
+    if method.server_streaming:
+        items = STREAMED[(backend, method.name)](request, req)
+        return web.json_response(await _gather_json(items, method.name))
     gathered = GATHERED.get((backend, method.name))
     if gathered is not None:
         reply = await gathered(request.app, http_ask(request.app[BUS], request, backend), req)
@@ -88,14 +98,76 @@ async def _copy_file(app: web.Application, ask: Ask, req: Any) -> Message:
     return await files.copy_file(app[STORE], ask, req)
 
 
-# RPCs the gateway answers itself, from pfs's pages or with the object store,
-# as the gRPC servicer does.
+async def _inspect_job(app: web.Application, ask: Ask, req: Any) -> Message:
+    # No deadline over HTTP: a blocking wait lasts until the client leaves.
+    return await pps_api.wait_for_job(ask, req, pps_api.no_deadline)
+
+
+async def _list_datum(app: web.Application, ask: Ask, req: Any) -> Message:
+    return await pps_api.gather_datums(ask, req, REPLY_LIMIT)
+
+
+def _refuse(rpc: str) -> Callable[[web.Application, Ask, Any], Awaitable[Message]]:
+    async def refuse(app: web.Application, ask: Ask, req: Any) -> Message:
+        raise pps_api.refusal(rpc)
+
+    return refuse
+
+
+# RPCs the gateway answers itself, from pfs's and pps's pages or with the
+# object store, as the gRPC servicers do.
 GATHERED: dict[tuple[str, str], Callable[[web.Application, Ask, Any], Awaitable[Message]]] = {
     ("pfs", "ListFile"): _list_file,
     ("pfs", "GlobFile"): _glob_file,
     ("pfs", "DiffFile"): _diff_file,
     ("pfs", "CopyFile"): _copy_file,
+    ("pps", "InspectJob"): _inspect_job,
+    ("pps", "ListDatum"): _list_datum,
+    **{("pps", rpc): _refuse(rpc) for rpc in pps_api.REFUSED},
 }
+
+
+async def _list_job_stream(http: web.Request, req: Any) -> AsyncIterator[Message]:
+    infos = await http_ask(http.app[BUS], http, "pps")("ListJob", req, pps_pb2.JobInfos, "qry")
+    for info in infos.job_info:
+        yield info
+
+
+def _flush_job(http: web.Request, req: Any) -> AsyncIterator[Message]:
+    bus = http.app[BUS]
+    return pps_api.flush_jobs(
+        http_ask(bus, http, "pfs"), http_ask(bus, http, "pps"), req, pps_api.no_deadline
+    )
+
+
+def _list_datum_stream(http: web.Request, req: Any) -> AsyncIterator[Message]:
+    return pps_api.list_datums(http_ask(http.app[BUS], http, "pps"), req)
+
+
+def _get_logs(http: web.Request, req: Any) -> AsyncIterator[Message]:
+    if req.follow:
+        raise InvalidArgument("GetLogs with follow never ends; use gRPC to follow logs")
+    return pps_api.log_messages(http_ask(http.app[BUS], http, "pps"), req)
+
+
+# Server-streaming RPCs answered as a JSON array of their messages.
+STREAMED: dict[tuple[str, str], Callable[[web.Request, Any], AsyncIterator[Message]]] = {
+    ("pps", "ListJobStream"): _list_job_stream,
+    ("pps", "FlushJob"): _flush_job,
+    ("pps", "ListDatumStream"): _list_datum_stream,
+    ("pps", "GetLogs"): _get_logs,
+}
+
+
+async def _gather_json(items: AsyncIterator[Message], rpc: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    size = 0
+    async for item in items:
+        size += item.ByteSize() + 6
+        if size > REPLY_LIMIT:
+            raise file_pages.TooLarge(rpc, f"gRPC {rpc}", REPLY_LIMIT)
+        out.append(json_format.MessageToDict(item))
+    return out
 
 
 def mount(app: web.Application, bus: Bus) -> None:
