@@ -1,0 +1,388 @@
+"""Job commands and queries over the bus: InspectJob, ListJob, DeleteJob,
+StopJob, InspectDatum, ListDatum, RestartDatum, GetLogsPage, and the
+workers' ChunkDone reports. ``JobWriter`` runs job decisions on the cached
+aggregate and waits until the pps projections show them (read-your-writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import time
+from collections.abc import Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.empty_pb2 import Empty
+
+from libs.api.events.pps_pb2 import JobInputCommit
+from libs.api.internal import pps_work_pb2 as work
+from libs.api.pfs import pfs_pb2 as pfs_pb
+from libs.api.pps import pps_pb2 as pps
+from libs.bus import Bus, Context, kind_for
+from libs.errors import InvalidArgument, NotFound
+from libs.events import AggregateCache, EventStore, Executed, ProjectionRunner
+from libs.objects import ObjectStore
+from libs.readmodels import Document, DocumentStore
+from services.pps.adapters import jobs_view as view
+from services.pps.adapters.pfs import Pfs
+from services.pps.adapters.pipelines_view import get_pipeline
+from services.pps.app.datum_sets import enumerate_datums
+from services.pps.domain import jobs as domain
+
+_COMMIT_ID = re.compile(r"^[0-9a-f]{32}$")
+DEFAULT_PAGE_SIZE = 100
+
+
+class LogPages(Protocol):
+    async def page(self, request: pps.GetLogsRequest, after: int, limit: int) -> work.LogPage: ...
+
+
+# --- the writer -----------------------------------------------------------------
+
+
+@dataclass
+class JobWriter:
+    cache: AggregateCache[domain.Job]
+    views: Sequence[ProjectionRunner]
+
+    @classmethod
+    def create(cls, events: EventStore, views: Sequence[ProjectionRunner]) -> JobWriter:
+        return cls(AggregateCache(events, initial=domain.Job, evolve=domain.evolve), views)
+
+    async def load(self, job: str) -> domain.Job:
+        return (await self.cache.load(domain.ref(job))).state
+
+    async def run(
+        self,
+        job: str,
+        decide: domain.Decide,
+        *,
+        principal: str = "",
+        correlation_id: str = "",
+        causation_id: str = "",
+        wait: bool = True,
+    ) -> Executed[domain.Job]:
+        """Decide and append; with ``wait``, return once the views show it."""
+        done = await self.cache.execute(
+            domain.ref(job),
+            decide,
+            principal=principal,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        if wait and done.appended is not None:
+            seq = done.appended.position.seq
+            await asyncio.gather(*(v.wait_for(seq) for v in self.views))
+        return done
+
+
+# --- JobInfo / DatumInfo from the read models -----------------------------------------
+
+
+def _commit(repo: str, commit: str) -> pfs_pb.Commit:
+    return pfs_pb.Commit(repo=pfs_pb.Repo(name=repo), id=commit)
+
+
+def _ts(ns: int, into: object) -> None:
+    into.FromNanoseconds(ns)  # type: ignore[attr-defined]
+
+
+def _fill_input(node: pps.Input, commits: dict[str, str]) -> None:
+    """The spec's input with each atom/cron input's job commit filled in."""
+    if node.HasField("atom"):
+        node.atom.commit = commits.get(node.atom.name, node.atom.commit)
+    if node.HasField("cron"):
+        node.cron.commit = commits.get(node.cron.name, node.cron.commit)
+    for child in [*node.cross, *node.union]:
+        _fill_input(child, commits)
+
+
+def job_info(doc: Document, spec: pps.CreatePipelineRequest | None) -> pps.JobInfo:
+    info = pps.JobInfo(
+        job=pps.Job(id=doc["id"]),
+        pipeline=pps.Pipeline(name=doc["pipeline"]),
+        pipeline_version=int(doc["pipeline_version"]),
+        output_commit=pfs_pb.Commit(
+            repo=pfs_pb.Repo(name=doc["output_repo"]), id=doc["output_commit"]
+        ),
+        output_repo=pfs_pb.Repo(name=doc["output_repo"]),
+        output_branch=doc["output_branch"],
+        state=doc["state"],
+        reason=doc["reason"],
+        restart=int(doc["restart"]),
+        data_processed=int(doc["data_processed"]),
+        data_skipped=int(doc["data_skipped"]),
+        data_total=int(doc["data_total"]),
+        data_failed=int(doc["data_failed"]),
+        stats=view.stats_pb(doc["stats"]),
+        salt=doc["salt"],
+    )
+    if doc["parent_job"]:
+        info.parent_job.id = doc["parent_job"]
+    if doc["stats_commit"]:
+        info.stats_commit.CopyFrom(
+            pfs_pb.Commit(repo=pfs_pb.Repo(name=doc["output_repo"]), id=doc["stats_commit"])
+        )
+    _ts(int(doc["started_ns"] or doc["created_ns"]), info.started)
+    if doc["finished_ns"]:
+        _ts(int(doc["finished_ns"]), info.finished)
+    if spec is not None:
+        info.transform.CopyFrom(spec.transform)
+        info.parallelism_spec.CopyFrom(spec.parallelism_spec)
+        info.egress.CopyFrom(spec.egress)
+        info.service.CopyFrom(spec.service)
+        info.resource_requests.CopyFrom(spec.resource_requests)
+        info.resource_limits.CopyFrom(spec.resource_limits)
+        info.input.CopyFrom(spec.input)
+        _fill_input(info.input, {i[0]: i[3] for i in doc["inputs"]})
+        info.incremental = spec.incremental
+        info.enable_stats = spec.enable_stats
+        info.batch = spec.batch
+        info.chunk_spec.CopyFrom(spec.chunk_spec)
+        info.datum_timeout.CopyFrom(spec.datum_timeout)
+        info.job_timeout.CopyFrom(spec.job_timeout)
+        info.datum_tries = spec.datum_tries
+        info.scheduling_spec.CopyFrom(spec.scheduling_spec)
+        info.pod_spec = spec.pod_spec
+    return info
+
+
+def datum_info(doc: Document, job: str) -> pps.DatumInfo:
+    info = pps.DatumInfo(
+        datum=pps.Datum(id=doc["id"], job=pps.Job(id=job)),
+        state=doc["state"],
+        stats=view.stats_pb(doc.get("stats")),
+    )
+    for path, hash_hex in doc.get("data", []):
+        info.data.append(pfs_pb.FileInfo(file=pfs_pb.File(path=path), hash=_hash_bytes(hash_hex)))
+    return info
+
+
+def input_commit(row: Sequence[str]) -> JobInputCommit:
+    """A job document's input row as a ``JobInputCommit``."""
+    name, repo, branch, commit, tree = row
+    return JobInputCommit(name=name, repo=repo, branch=branch, commit=commit, tree=tree)
+
+
+def _hash_bytes(value: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return value.encode()
+
+
+def skipped_info(task: work.DatumTask, job: str) -> pps.DatumInfo:
+    info = pps.DatumInfo(datum=pps.Datum(id=task.id, job=pps.Job(id=job)), state=pps.SKIPPED)
+    for d in task.inputs:
+        info.data.append(
+            pfs_pb.FileInfo(
+                file=pfs_pb.File(
+                    commit=pfs_pb.Commit(repo=pfs_pb.Repo(name=d.repo), id=d.commit), path=d.path
+                ),
+                hash=_hash_bytes(d.hash),
+            )
+        )
+    return info
+
+
+def _job_name(job: pps.Job) -> str:
+    if not job.id:
+        raise InvalidArgument("a job id is required")
+    return job.id
+
+
+# --- the handlers ---------------------------------------------------------------------
+
+
+@dataclass
+class Jobs:
+    writer: JobWriter
+    docs: DocumentStore
+    pfs: Pfs
+    logs: LogPages
+    store: ObjectStore
+    block_for: float = 8.0  # InspectJob(block_state) waits this long at most per request
+
+    async def register(self, bus: Bus) -> None:
+        handlers = (
+            ("InspectJob", pps.InspectJobRequest, self.inspect_job),
+            ("ListJob", pps.ListJobRequest, self.list_job),
+            ("DeleteJob", pps.DeleteJobRequest, self.delete_job),
+            ("StopJob", pps.StopJobRequest, self.stop_job),
+            ("InspectDatum", pps.InspectDatumRequest, self.inspect_datum),
+            ("ListDatum", pps.ListDatumRequest, self.list_datum),
+            ("RestartDatum", pps.RestartDatumRequest, self.restart_datum),
+            ("GetLogsPage", work.GetLogsPageRequest, self.get_logs_page),
+            ("ChunkDone", work.ChunkDoneRequest, self.chunk_done),
+        )
+        for name, request_type, handler in handlers:
+            await bus.serve(name, request_type, handler, kind=kind_for(name))  # type: ignore[arg-type]
+
+    async def _doc(self, job: str) -> Document:
+        doc = await view.get_job(self.docs, job)
+        if doc is None:
+            raise NotFound(f"job {job} not found", job=job)
+        return doc
+
+    async def _info(self, doc: Document) -> pps.JobInfo:
+        record = await get_pipeline(self.docs, doc["pipeline"])
+        return job_info(doc, record.spec if record is not None else None)
+
+    async def _by_output(self, commit: pfs_pb.Commit, ctx: Context) -> Document:
+        repo, ref = commit.repo.name, commit.id
+        if not repo or not ref:
+            raise InvalidArgument("an output commit needs a repo and a commit id")
+        doc = await view.job_by_output(self.docs, repo, ref)
+        if doc is None and not _COMMIT_ID.match(ref):
+            info = await self.pfs.as_principal(ctx.principal).inspect_commit(repo, ref)
+            doc = await view.job_by_output(self.docs, repo, info.commit.id)
+        if doc is None:
+            raise NotFound(f"no job for output commit {repo}/{ref}", repo=repo, commit=ref)
+        return doc
+
+    async def inspect_job(self, req: pps.InspectJobRequest, ctx: Context) -> pps.JobInfo:
+        if req.job.id:
+            doc = await self._doc(req.job.id)
+        elif req.HasField("output_commit"):
+            doc = await self._by_output(req.output_commit, ctx)
+        else:
+            raise InvalidArgument("InspectJob needs a job id or an output commit")
+        if req.block_state:
+            deadline = time.monotonic() + self.block_for
+            delay = 0.02
+            while not doc["done"] and time.monotonic() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(0.25, delay * 2)
+                doc = await self._doc(doc["id"])
+        return await self._info(doc)
+
+    async def list_job(self, req: pps.ListJobRequest, ctx: Context) -> pps.JobInfos:
+        inputs = [(c.repo.name, c.id) for c in req.input_commit]
+        output = None
+        if req.HasField("output_commit"):
+            output = (req.output_commit.repo.name, req.output_commit.id)
+        out = pps.JobInfos()
+        specs: dict[str, pps.CreatePipelineRequest | None] = {}
+        async for doc in view.list_jobs(self.docs, req.pipeline.name, inputs, output):
+            name = doc["pipeline"]
+            if name not in specs:
+                record = await get_pipeline(self.docs, name)
+                specs[name] = record.spec if record is not None else None
+            out.job_info.append(job_info(doc, specs[name]))
+        return out
+
+    async def delete_job(self, req: pps.DeleteJobRequest, ctx: Context) -> Empty:
+        job = _job_name(req.job)
+        doc = await self._doc(job)
+        if not doc["done"]:
+            await self._kill(doc, "job deleted", ctx)
+        await self.writer.run(
+            job, domain.delete_job(job), principal=ctx.principal, correlation_id=ctx.request_id
+        )
+        return Empty()
+
+    async def stop_job(self, req: pps.StopJobRequest, ctx: Context) -> Empty:
+        job = _job_name(req.job)
+        doc = await self._doc(job)
+        await self._kill(doc, "job stopped", ctx)
+        return Empty()
+
+    async def _kill(self, doc: Document, reason: str, ctx: Context) -> None:
+        """KILLED, then its output commit finished empty (so that nothing
+        downstream waits on it)."""
+        job = doc["id"]
+        await self.writer.run(
+            job,
+            domain.finish_job(job, pps.JOB_KILLED, reason),
+            principal=ctx.principal,
+            correlation_id=ctx.request_id,
+        )
+        with contextlib.suppress(NotFound):  # the output commit went already
+            await self.pfs.finish_commit(doc["output_repo"], doc["output_commit"], empty=True)
+
+    async def inspect_datum(self, req: pps.InspectDatumRequest, ctx: Context) -> pps.DatumInfo:
+        job = _job_name(req.datum.job)
+        if not req.datum.id:
+            raise InvalidArgument("a datum id is required")
+        await self._doc(job)
+        doc = await view.get_datum(self.docs, job, req.datum.id)
+        if doc is None:
+            raise NotFound(f"datum {req.datum.id} of job {job} not found", job=job)
+        return datum_info(doc, job)
+
+    async def list_datum(self, req: pps.ListDatumRequest, ctx: Context) -> pps.ListDatumResponse:
+        """The job's datums in datum order, paged (``page_size`` 0: all).
+        Once the job has started its datums are enumerated again from its
+        input trees (as 1.7 does): those it processed show their result,
+        the rest are SKIPPED (processed by an earlier job)."""
+        job = _job_name(req.job)
+        doc = await self._doc(job)
+        if req.page_size < 0 or req.page < 0:
+            raise InvalidArgument("page and page_size must not be negative")
+        record = await get_pipeline(self.docs, doc["pipeline"])
+        enumerate_all = doc["started_ns"] and record is not None
+        if enumerate_all:
+            total = int(doc["data_total"])
+        else:
+            total = await self.docs.count(view.DATUMS, where={"job": job})
+        size = int(req.page_size)
+        resp = pps.ListDatumResponse(page=req.page)
+        if size:
+            resp.total_pages = max(1, math.ceil(total / size))
+        first = req.page * size
+        last = first + size if size else None
+        if enumerate_all and record is not None:
+            commits = {i[0]: input_commit(i) for i in doc["inputs"]}
+            tasks = enumerate_datums(self.store, record.spec.input, commits, doc["salt"])
+            async with aclosing(tasks):  # type: ignore[type-var]
+                async for task in tasks:
+                    if last is not None and task.index >= last:
+                        break
+                    if task.index < first:
+                        continue
+                    found = await view.get_datum(self.docs, job, task.id)
+                    resp.datum_infos.append(
+                        datum_info(found, job) if found is not None else skipped_info(task, job)
+                    )
+            return resp
+        i = 0
+        async for datum in view.job_datums(self.docs, job):
+            if last is not None and i >= last:
+                break
+            if i >= first:
+                resp.datum_infos.append(datum_info(datum, job))
+            i += 1
+        return resp
+
+    async def restart_datum(self, req: pps.RestartDatumRequest, ctx: Context) -> Empty:
+        job = _job_name(req.job)
+        await self.writer.run(
+            job,
+            domain.restart_datums(job, list(req.data_filters)),
+            principal=ctx.principal,
+            correlation_id=ctx.request_id,
+        )
+        return Empty()
+
+    async def get_logs_page(self, req: work.GetLogsPageRequest, ctx: Context) -> work.LogPage:
+        if req.limit < 0:
+            raise InvalidArgument(f"limit must not be negative, got {req.limit}")
+        return await self.logs.page(req.request, req.after, req.limit or 1000)
+
+    async def chunk_done(self, req: work.ChunkDoneRequest, ctx: Context) -> Empty:
+        if not req.job_id:
+            raise InvalidArgument("ChunkDone needs a job id")
+        if req.chunk < 0:
+            raise InvalidArgument(f"chunk must not be negative, got {req.chunk}")
+        await self.writer.run(
+            req.job_id,
+            domain.record_chunk(req.job_id, req.chunk, list(req.results), req.worker_id),
+            principal=ctx.principal,
+            correlation_id=ctx.request_id,
+            wait=False,
+        )
+        return Empty()
