@@ -1,0 +1,121 @@
+"""The job trigger: pfs opening an output commit of a pipeline creates its
+job; pfs deleting an output commit deletes it.
+
+A durable ``Reactor`` (``pps-jobs``) on ``ev.pfs.repo.>``:
+
+- ``pfs.CommitStarted`` with provenance on a pipeline's output branch
+  (repo = pipeline name, branch = its ``output_branch``) -> ``JobCreated``
+  with the job's input commits: for every atom/cron input of the spec, the
+  commit of its repo in the output commit's provenance (none: the input has
+  no commit yet, its datums are none);
+- ``pfs.CommitDeleted`` of an output commit -> ``JobDeleted``.
+
+Idempotent: the job id derives from the pipeline and the output commit and
+creating an existing (or deleted) job is a no-op.
+
+create-pipeline creates the output branch (and pfs may open its first
+output commit at once) before it records the pipeline, so a commit on a
+branch with provenance whose pipeline is not known yet is retried for a
+while (the reactor's attempts) before it is given up as not a pipeline's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from libs.api.events import pfs_pb2 as pfs_ev
+from libs.api.events import pps_pb2 as ev
+from libs.errors import FailedPrecondition
+from libs.events import RecordedEvent
+from libs.pps.spec import input_branches
+from libs.readmodels import DocumentStore
+from services.pps.adapters.pfs import Pfs
+from services.pps.adapters.pipelines_view import PipelineRecord, get_pipeline
+from services.pps.app.jobs import JobWriter
+from services.pps.domain import jobs as domain
+
+_log = structlog.get_logger("pps.job_trigger")
+
+NAME = "pps-jobs"
+SUBJECTS = ("ev.pfs.repo.>",)
+EVENT_TYPES = frozenset({"pfs.CommitStarted", "pfs.CommitDeleted"})
+# Attempts (a second apart) before a commit on a branch with provenance that
+# belongs to no known pipeline is given up.
+MAX_ATTEMPTS = 20
+
+
+@dataclass
+class JobTrigger:
+    writer: JobWriter
+    docs: DocumentStore
+    pfs: Pfs
+
+    async def handle(self, event: RecordedEvent) -> None:
+        msg = event.event
+        repo = event.aggregate.id
+        if isinstance(msg, pfs_ev.CommitStarted):
+            await self._started(repo, msg, event)
+        elif isinstance(msg, pfs_ev.CommitDeleted):
+            job = domain.job_id(repo, msg.id)
+            await self.writer.run(
+                job,
+                domain.delete_job(job),
+                principal=event.envelope.principal,
+                causation_id=event.envelope.event_id,
+                wait=False,
+            )
+
+    async def _started(self, repo: str, msg: pfs_ev.CommitStarted, event: RecordedEvent) -> None:
+        if not msg.provenance or not msg.branch:
+            return  # an input commit, or a commit on no branch
+        record = await get_pipeline(self.docs, repo)
+        if record is None:
+            raise FailedPrecondition(
+                f"commit {repo}/{msg.id} has provenance but no pipeline {repo} is known (yet)",
+                repo=repo,
+                commit=msg.id,
+            )
+        if msg.branch != (record.spec.output_branch or "master"):
+            return
+        inputs = await self.inputs(record, [(p.repo, p.id) for p in msg.provenance])
+        job = domain.job_id(repo, msg.id)
+        created = ev.JobCreated(
+            pipeline=repo,
+            pipeline_version=record.version,
+            salt=record.salt,
+            output_repo=repo,
+            output_branch=msg.branch,
+            output_commit=msg.id,
+            inputs=inputs,
+            parent_job=domain.job_id(repo, msg.parent) if msg.parent else "",
+        )
+        done = await self.writer.run(
+            job,
+            domain.create_job(created),
+            principal=event.envelope.principal,
+            correlation_id=event.envelope.correlation_id,
+            causation_id=event.envelope.event_id,
+            wait=False,
+        )
+        if done.events:
+            _log.info("job created", job=job, pipeline=repo, output_commit=msg.id)
+
+    async def inputs(
+        self, record: PipelineRecord, provenance: Sequence[tuple[str, str]]
+    ) -> list[ev.JobInputCommit]:
+        """The job's commit of every atom/cron input, from the output
+        commit's provenance. Two branches of one repo: the commit that is
+        that branch's head, else the first."""
+        out = []
+        for name, repo, branch in input_branches(record.spec):
+            candidates = [c for r, c in provenance if r == repo]
+            commit = candidates[0] if candidates else ""
+            if len(candidates) > 1:
+                info = await self.pfs.inspect_branch(repo, branch)
+                if info is not None and info.head.id in candidates:
+                    commit = info.head.id
+            out.append(ev.JobInputCommit(name=name, repo=repo, branch=branch, commit=commit))
+        return out
