@@ -677,7 +677,7 @@ def check_spec(req: CreatePipelineRequest) -> CreatePipelineRequest:
 
 def _value(field: FieldDescriptor, value: Any) -> object:
     if field.message_type is not None:
-        return _message_dict(value)
+        return message_to_dict(value)
     if field.type == _F.TYPE_ENUM:
         enum: Any = field.enum_type
         enum_value = enum.values_by_number.get(value)
@@ -687,7 +687,8 @@ def _value(field: FieldDescriptor, value: Any) -> object:
     return value
 
 
-def _message_dict(msg: Message) -> object:
+def message_to_dict(msg: Message) -> object:
+    """Any message as JSON-ready data, the way ``spec_to_dict`` writes a spec."""
     if isinstance(msg, Duration):
         return msg.ToJsonString()
     if isinstance(msg, Timestamp):
@@ -707,7 +708,7 @@ def _message_dict(msg: Message) -> object:
 def spec_to_dict(req: CreatePipelineRequest) -> dict[str, object]:
     """The spec as JSON-ready data: proto field names, unset fields left
     out, durations as ``"60s"``, times as RFC 3339, numbers as numbers."""
-    data = _message_dict(req)
+    data = message_to_dict(req)
     assert isinstance(data, dict)
     return data
 
@@ -729,6 +730,7 @@ __all__ = [
     "input_branches",
     "input_names",
     "load_specs",
+    "message_to_dict",
     "spec_to_dict",
     "spec_to_json",
 ]
