@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from google.protobuf import duration_pb2
+from google.protobuf.empty_pb2 import Empty
+from nats.aio.client import Client
 
 from libs.api.events import pps_pb2 as pachevents
 from libs.api.internal import pps_work_pb2 as pachinternal
 from libs.api.pps import pps_pb2
+from libs.bus import Bus, Context
+from libs.errors import InvalidArgument, Unavailable
 from libs.filedata import FileWriter, read_refs
+from libs.natsserver import NatsServer
 from libs.objects import LocalObjectStore
 from libs.trees import DataRef, Op, Put, SetFooter, SetHeader, build, effective_refs, get, walk
+from services.pps.adapters import work_queue as wq
+from services.pps.adapters.logs import LogStore
 from services.pps.runners.local import LocalRunner
 from services.pps.worker.datum import run_datum
+from services.pps.worker.loop import Worker, WorkerSettings
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="needs bubblewrap")
 
@@ -318,3 +330,202 @@ async def test_inputs_are_read_only_and_incremental_out(
     result = await _run(store, runner, tmp_path, task, spec, logs, previous=previous)
     assert logs.user() == ["/pfs/in"]
     assert await _files(store, result.output_tree) == {"/count": b"2\n"}
+
+
+# --- the worker process: chunks in, ChunkDone out ----------------------------
+
+
+class FakePps:
+    """Serves what a worker asks of pps: the spec and ChunkDone (the first
+    report is answered Unavailable, as a pps restarting would)."""
+
+    def __init__(self, spec: pps_pb2.CreatePipelineRequest) -> None:
+        self.spec = spec
+        self.reports: list[pachinternal.ChunkDoneRequest] = []
+        self.refused = 0
+        self.spec_asks = 0
+
+    async def serve(self, bus: Bus) -> None:
+        async def get_spec(
+            req: pachinternal.PipelineSpecRequest, _: Context
+        ) -> pachinternal.PipelineSpec:
+            self.spec_asks += 1
+            assert req.pipeline.name == self.spec.pipeline.name
+            return pachinternal.PipelineSpec(spec=self.spec, version=1, salt="s")
+
+        async def chunk_done(req: pachinternal.ChunkDoneRequest, _: Context) -> Empty:
+            if not self.refused:
+                self.refused += 1
+                raise Unavailable("pps is restarting")
+            self.reports.append(req)
+            return Empty()
+
+        await bus.serve("GetPipelineSpec", pachinternal.PipelineSpecRequest, get_spec, kind="qry")
+        await bus.serve("ChunkDone", pachinternal.ChunkDoneRequest, chunk_done, kind="cmd")
+
+
+async def _until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():  # noqa: ASYNC110 - polls test state
+            await asyncio.sleep(0.05)
+
+
+async def _chunk(store: LocalObjectStore, n: int, datums: int = 2) -> pachinternal.WorkChunk:
+    tree = await _tree(store, {f"/f{i}": f"datum {i}\n".encode() for i in range(datums)})
+    tasks = []
+    for i in range(datums):
+        task = await _task(store, tree, f"/f{i}")
+        task.id, task.index = f"{n}-{i}".ljust(64, "0"), i
+        tasks.append(task)
+    return pachinternal.WorkChunk(
+        job_id="job1", pipeline="p", pipeline_version=1, chunk=n, datums=tasks, output_commit="o"
+    )
+
+
+async def test_worker_runs_chunks_reports_and_acks(
+    nc: Client, store: LocalObjectStore, tmp_path: Path
+) -> None:
+    js = nc.jetstream()
+    await wq.ensure_stream(js)
+    logs = LogStore(js)
+    await logs.ensure()
+    fake = FakePps(_spec("sh", "-c", "cat $in > /pfs/out/$(basename $in); echo did $in"))
+    pps_bus = Bus(nc, service="pps")
+    await fake.serve(pps_bus)
+    settings = WorkerSettings("p", "w1", 5.0, tmp_path / "scratch")
+    worker = Worker(
+        bus=Bus(nc, service="pps-worker", timeout=2.0),
+        js=js,
+        store=store,
+        runner=LocalRunner(hide=[settings.scratch_root]),
+        logs=logs,
+        settings=settings,
+    )
+    running = asyncio.create_task(worker.run())
+    try:
+        for n in range(2):
+            await wq.publish_chunk(js, await _chunk(store, n))
+        await _until(lambda: worker.chunks_done == 2)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await pps_bus.close()
+    assert [r.chunk for r in fake.reports] == [0, 1] and fake.refused == 1
+    assert fake.spec_asks == 1  # cached by version
+    for report in fake.reports:
+        assert report.worker_id == "w1" and report.job_id == "job1"
+        assert [r.state for r in report.results] == [pps_pb2.SUCCESS] * 2
+        assert await _files(store, report.results[1].output_tree) == {"/f1": b"datum 1\n"}
+    assert (await js.stream_info(wq.STREAM)).state.messages == 0  # acked
+    page = await logs.page(pps_pb2.GetLogsRequest(pipeline=pps_pb2.Pipeline(name="p")))
+    user = [m.message for m in page.messages if m.user]
+    assert user == ["did /pfs/in/f0", "did /pfs/in/f1"] * 2
+    assert list((tmp_path / "scratch" / "w1").iterdir()) == []
+
+
+def _worker_env(nats_url: str, data: Path, worker_id: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PACH_NATS_URL": nats_url,
+        "PACH_DATA_DIR": str(data),
+        "PACH_PPS_PIPELINE": "p",
+        "PACH_PPS_WORKER_ID": worker_id,
+        "PACH_PPS_ACK_WAIT_S": "2",
+        "PACH_LOG_LEVEL": "warning",
+    }
+
+
+async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.pps.worker", env=env
+    )
+
+
+def _sandboxed(marker: str) -> list[psutil.Process]:
+    """Processes running user code whose command line holds ``marker``."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(marker in part for part in p.info["cmdline"] or []):
+                found.append(p)
+    return found
+
+
+async def test_killed_worker_chunk_goes_to_another_and_its_code_dies(
+    nats_server: NatsServer, nc: Client, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    (data / "objects").mkdir(parents=True)
+    store = LocalObjectStore(data / "objects", durable=False)
+    js = nc.jetstream()
+    await wq.ensure_stream(js)
+    fake = FakePps(
+        _spec("sh", "-c", "echo started $PACH_JOB_ID; sleep 2.7181; echo ok > /pfs/out/x")
+    )
+    fake.refused = 1  # answer at once
+    pps_bus = Bus(nc, service="pps")
+    await fake.serve(pps_bus)
+    logs = LogStore(js)
+    await logs.ensure()
+    await wq.publish_chunk(js, await _chunk(store, 0, datums=1))
+    first = await _start_worker(_worker_env(nats_server.url, data, "wa"))
+    second = None
+    try:
+        req = pps_pb2.GetLogsRequest(pipeline=pps_pb2.Pipeline(name="p"))
+
+        async def started() -> bool:
+            return any(m.user for m in (await logs.page(req)).messages)
+
+        async with asyncio.timeout(20):
+            while not await started():  # noqa: ASYNC110 - polls the log stream
+                await asyncio.sleep(0.1)
+        assert _sandboxed("2.7181")
+        first.kill()
+        await first.wait()
+        await _until(lambda: not _sandboxed("2.7181"), 5)  # the user code died with it
+        second = await _start_worker(_worker_env(nats_server.url, data, "wb"))
+        await _until(lambda: len(fake.reports) == 1, 30)
+        report = fake.reports[0]
+        assert report.worker_id == "wb"
+        assert report.results[0].state == pps_pb2.SUCCESS
+        assert await _files(store, report.results[0].output_tree) == {"/x": b"ok\n"}
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await pps_bus.close()
+
+
+async def test_worker_exits_when_its_parent_dies(nats_server: NatsServer, tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    env = _worker_env(nats_server.url, tmp_path / "data", "wp")
+    script = f'"{sys.executable}" -m services.pps.worker & echo $! > {pid_file}; wait'
+    parent = await asyncio.create_subprocess_exec("sh", "-c", script, env=env)
+    try:
+        await _until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 10)
+        worker = psutil.Process(int(pid_file.read_text()))
+        await asyncio.sleep(1.0)
+        assert worker.is_running()
+        parent.kill()
+        await parent.wait()
+        await _until(lambda: not worker.is_running() or worker.status() == "zombie", 10)
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        with contextlib.suppress(psutil.Error, ValueError, OSError):
+            psutil.Process(int(pid_file.read_text())).kill()
+
+
+def test_worker_settings_from_env(tmp_path: Path) -> None:
+    s = WorkerSettings.from_env(tmp_path, {"PACH_PPS_PIPELINE": "edges", "PACH_PPS_WORKER_ID": "w"})
+    assert (s.pipeline, s.worker_id, s.ack_wait) == ("edges", "w", 30.0)
+    assert s.own_scratch == tmp_path / "pps-scratch" / "w"
+    assert s.progress_every == 5.0
+    with pytest.raises(InvalidArgument, match="PACH_PPS_PIPELINE"):
+        WorkerSettings.from_env(tmp_path, {})
+
+
+async def test_spawn_floor_is_milliseconds(runner: LocalRunner) -> None:
+    assert 0 < await runner.spawn_floor(3) < 1.0
