@@ -56,6 +56,13 @@ class JobWriter:
     async def load(self, job: str) -> domain.Job:
         return (await self.cache.load(domain.ref(job))).state
 
+    async def settled(self, job: str) -> domain.Job:
+        """The job's state, once every view shows all of its events."""
+        loaded = await self.cache.load(domain.ref(job))
+        if loaded.position.seq:
+            await asyncio.gather(*(v.wait_for(loaded.position.seq) for v in self.views))
+        return loaded.state
+
     async def run(
         self,
         job: str,

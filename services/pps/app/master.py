@@ -1,0 +1,575 @@
+"""The pipeline masters: one task per pipeline runs its jobs, one at a time.
+
+``Master`` supervises: it keeps a ``PipelineMaster`` task for every pipeline
+of the ``pipelines`` read model (started for new ones, stopped for deleted
+ones). Tasks wake on hints — a plain NATS subscription on ``ev.pps.>`` and
+``ev.pfs.>`` — and re-check every few seconds anyway; the hints only make
+them quicker, every decision is taken on the read models and aggregates.
+
+A ``PipelineMaster``, while its pipeline exists:
+
+- stopped: its workers are stopped, it waits (a running job resumes later);
+- no unfinished job: workers kept (``standby``: stopped, state STANDBY);
+- else it takes the oldest unfinished job whose parent job (the job of the
+  output commit's parent) is not unfinished, and runs it (``JobRun``).
+
+Running a job (crash-safe: every step can be repeated after a restart):
+wait for its input commits to finish; enumerate its datums; skip those
+processed under the pipeline's salt by other jobs (the ``processed``
+index); ``JobStarted`` (total, skipped, chunk count); publish the to-do
+datums in chunks; wait until every chunk is reported (or ``job_timeout``);
+then finish the output commit — empty when a datum failed, else with the
+datums' outputs merged in datum order — run egress, and ``JobFinished``.
+Chunks are cut deterministically (to-do datums ``[c*t//C, (c+1)*t//C)`` for
+chunk ``c`` of ``C``), so a master taking a running job up again
+(``JobRestarted``) computes the same chunks and publishes only the
+unreported ones."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from libs.api.events.pps_pb2 import JobInputCommit
+from libs.api.internal import pps_work_pb2 as work
+from libs.api.pps import pps_pb2 as pps
+from libs.config import ObjectStoreConfig
+from libs.errors import NotFound, PachError
+from libs.objects import ObjectStore
+from libs.readmodels import Document, DocumentStore
+from libs.trees import Put, TreeRoot, build, file_refs, walk
+from services.pps.adapters import jobs_view as view
+from services.pps.adapters import work_queue
+from services.pps.adapters.pfs import Pfs
+from services.pps.adapters.pipelines_view import PipelineRecord, get_pipeline, list_pipelines
+from services.pps.app.datum_sets import enumerate_datums, enumerate_new_datums
+from services.pps.app.egress import egress
+from services.pps.app.jobs import JobWriter, input_commit
+from services.pps.app.merge import merge_outputs
+from services.pps.app.pipelines import PipelineWriter
+from services.pps.app.workers import PoolFactory, WorkerPool, worker_count
+from services.pps.domain import jobs as domain
+from services.pps.domain import pipelines as pipeline_domain
+
+_log = structlog.get_logger("pps.master")
+
+# Chunk sizing: about CHUNKS_PER_WORKER chunks per worker, at most
+# MAX_CHUNK_DATUMS datums in one, at most MAX_CHUNKS chunks in one job.
+CHUNKS_PER_WORKER = 10
+MAX_CHUNK_DATUMS = 1000
+MAX_CHUNKS = 2000
+
+
+class LogSink(Protocol):
+    async def append(self, msg: pps.LogMessage) -> None: ...
+
+
+@dataclass
+class MasterDeps:
+    docs: DocumentStore
+    jobs: JobWriter
+    pipelines: PipelineWriter
+    pfs: Pfs
+    store: ObjectStore
+    js: JetStreamContext
+    logs: LogSink
+    pools: PoolFactory
+    s3: ObjectStoreConfig | None = None  # egress credentials
+    poll: float = 1.0  # re-check while waiting, without hints
+
+
+class _Gone(Exception):
+    """The job (or its pipeline) went while it was being run."""
+
+
+# --- chunking (pure) ------------------------------------------------------------------
+
+
+def chunk_count(todo: int, workers: int, per_chunk: int = 0) -> int:
+    """How many chunks ``todo`` datums travel in: ``per_chunk`` datums each
+    (``chunk_spec.number``), else spread over ~10 chunks per worker; at most
+    ``MAX_CHUNK_DATUMS`` datums per chunk and ``MAX_CHUNKS`` chunks."""
+    if todo <= 0:
+        return 0
+    size = per_chunk if per_chunk > 0 else math.ceil(todo / (max(1, workers) * CHUNKS_PER_WORKER))
+    size = max(1, min(size, MAX_CHUNK_DATUMS))
+    return min(math.ceil(todo / size), MAX_CHUNKS)
+
+
+def chunk_bounds(todo: int, chunks: int) -> list[int]:
+    """Where each chunk starts among the to-do datums (plus the end)."""
+    return [c * todo // chunks for c in range(chunks)] + [todo] if chunks else [0]
+
+
+def chunk_of(bounds: Sequence[int], ordinal: int) -> int:
+    return bisect.bisect_right(bounds, ordinal) - 1
+
+
+# --- one job -------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """A job's datums as the master cut them."""
+
+    total: int
+    skipped: dict[str, tuple[int, str]]  # datum id -> (index, output tree)
+    incremental_previous: dict[str, JobInputCommit] | None = None
+
+    @property
+    def todo(self) -> int:
+        return self.total - len(self.skipped)
+
+
+@dataclass
+class JobRun:
+    deps: MasterDeps
+    record: PipelineRecord
+    job: str
+    wake: asyncio.Event
+    pool: WorkerPool
+    taken_up: bool  # this process ran the job before (else a restart is recorded)
+    published: set[int] = field(default_factory=set)
+
+    @property
+    def spec(self) -> pps.CreatePipelineRequest:
+        return self.record.spec
+
+    async def log(self, message: str) -> None:
+        ts = Timestamp()
+        ts.GetCurrentTime()
+        line = pps.LogMessage(
+            pipeline_name=self.record.name, job_id=self.job, message=message, master=True, ts=ts
+        )
+        try:
+            await self.deps.logs.append(line)
+        except PachError as err:
+            _log.warning("master log line lost", job=self.job, error=str(err))
+        _log.info(message, pipeline=self.record.name, job=self.job)
+
+    async def state(self) -> domain.Job:
+        state = await self.deps.jobs.load(self.job)
+        if not state.exists:
+            raise _Gone(f"job {self.job} was deleted")
+        return state
+
+    async def pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), self.deps.poll)
+        self.wake.clear()
+
+    async def drop(self, why: str) -> None:
+        await self.log(f"dropping job: {why}")
+        await self.deps.jobs.run(self.job, domain.delete_job(self.job))
+        raise _Gone(why)
+
+    # --- the steps ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        state = await self.state()
+        if state.finished:
+            return
+        try:
+            await self.deps.pfs.inspect_commit(state.output_repo, state.output_commit)
+        except NotFound:
+            await self.drop(f"its output commit {state.output_repo}/{state.output_commit} is gone")
+        if not state.started:
+            inputs = await self.wait_inputs(state)
+            plan = await self.plan(state, inputs)
+            chunks = chunk_count(
+                plan.todo, worker_count(self.spec.parallelism_spec), self.spec.chunk_spec.number
+            )
+            await self.deps.jobs.run(
+                self.job,
+                domain.start_job(self.job, plan.total, len(plan.skipped), chunks, inputs),
+            )
+            await self.log(
+                f"started: {plan.total} datums, {len(plan.skipped)} skipped, "
+                f"{plan.todo} to process in {chunks} chunks"
+            )
+        else:
+            if not self.taken_up:
+                await self.deps.jobs.run(self.job, domain.restart_job(self.job))
+                await self.log("taken up again after a restart")
+            plan = await self.plan(state, list(state.inputs))
+            if plan.total != state.total or len(plan.skipped) != state.skipped:
+                await self.log(
+                    f"datums changed since the job started ({state.total}/{state.skipped} "
+                    f"-> {plan.total}/{len(plan.skipped)} total/skipped)"
+                )
+        started = time.monotonic()
+        state = await self.wait_chunks(plan, started)
+        if state.finished:
+            return
+        await self.finish(state, plan)
+
+    async def wait_inputs(self, state: domain.Job) -> list[JobInputCommit]:
+        """The job's input commits with their trees, once all are finished."""
+        out = []
+        for i in state.inputs:
+            done = JobInputCommit()
+            done.CopyFrom(i)
+            while i.commit:
+                try:
+                    info = await self.deps.pfs.inspect_commit(i.repo, i.commit)
+                except NotFound:
+                    await self.drop(f"its input commit {i.repo}/{i.commit} is gone")
+                if info.HasField("finished"):
+                    done.tree = info.tree.hash
+                    break
+                await self.pause()
+                if (await self.state()).finished:
+                    raise _Gone("finished while waiting for its inputs")
+            out.append(done)
+        return out
+
+    async def plan(self, state: domain.Job, inputs: Sequence[JobInputCommit]) -> Plan:
+        """Every datum of the job; those processed under the salt by another
+        job are skipped (their outputs are reused)."""
+        commits = {i.name: i for i in inputs}
+        if self.spec.incremental:
+            previous = await self.previous_inputs(state)
+            total = 0
+            async for _ in self.tasks(commits, previous):
+                total += 1
+            return Plan(total, {}, previous)
+        ids: list[tuple[str, int]] = []
+        async for task in self.tasks(commits, None):
+            ids.append((task.id, task.index))
+        ids.sort()
+        skipped: dict[str, tuple[int, str]] = {}
+        i = 0
+        async for doc in view.processed(self.deps.docs, self.record.name, state.salt):
+            if i >= len(ids):
+                break
+            while i < len(ids) and ids[i][0] < doc["id"]:
+                i += 1
+            if i < len(ids) and ids[i][0] == doc["id"]:
+                if doc["job"] != self.job:
+                    skipped[doc["id"]] = (ids[i][1], doc["output_tree"])
+                i += 1
+        return Plan(len(ids), skipped)
+
+    def tasks(
+        self, commits: dict[str, JobInputCommit], previous: dict[str, JobInputCommit] | None
+    ) -> AsyncIterator[work.DatumTask]:
+        if previous is not None:
+            return enumerate_new_datums(
+                self.deps.store, self.spec.input, commits, previous, self.record.salt
+            )
+        return enumerate_datums(self.deps.store, self.spec.input, commits, self.record.salt)
+
+    async def previous_inputs(self, state: domain.Job) -> dict[str, JobInputCommit]:
+        parent = await self.previous_success(state)
+        if parent is None:
+            return {}
+        return {row[0]: input_commit(row) for row in parent["inputs"]}
+
+    async def previous_success(self, state: domain.Job) -> Document | None:
+        doc = await view.get_job(self.deps.docs, self.job)
+        if doc is None:
+            raise _Gone(f"job {self.job} is not in the read model")
+        return await view.last_success(self.deps.docs, self.record.name, int(doc["created"]))
+
+    async def publish(self, state: domain.Job, plan: Plan) -> None:
+        """Publish every pending chunk slot not published by this run yet."""
+        wanted: dict[int, list[int]] = {}  # original chunk -> slots carrying it
+        for slot in state.pending():
+            if slot not in self.published:
+                wanted.setdefault(state.source_chunk(slot), []).append(slot)
+        if not wanted:
+            return
+        previous_output = ""
+        if self.spec.incremental:
+            parent = await self.previous_success(state)
+            previous_output = parent["output_tree"] if parent is not None else ""
+        commits = {i.name: i for i in state.inputs}
+        bounds = chunk_bounds(plan.todo, state.chunks)
+        current: list[work.DatumTask] = []
+        current_chunk = -1
+        ordinal = 0
+        async for task in self.tasks(commits, plan.incremental_previous):
+            if task.id in plan.skipped:
+                continue
+            c = chunk_of(bounds, ordinal)
+            ordinal += 1
+            if c != current_chunk:
+                await self._send(state, wanted.get(current_chunk, []), current, previous_output)
+                current, current_chunk = [], c
+            if c in wanted:
+                current.append(task)
+        await self._send(state, wanted.get(current_chunk, []), current, previous_output)
+
+    async def _send(
+        self,
+        state: domain.Job,
+        slots: Sequence[int],
+        datums: Sequence[work.DatumTask],
+        previous_output: str,
+    ) -> None:
+        for slot in slots:
+            chunk = work.WorkChunk(
+                job_id=self.job,
+                pipeline=self.record.name,
+                pipeline_version=state.pipeline_version,
+                chunk=slot,
+                datums=datums,
+                output_commit=state.output_commit,
+                previous_output=previous_output,
+            )
+            await work_queue.publish_chunk(self.deps.js, chunk)
+            self.published.add(slot)
+
+    async def wait_chunks(self, plan: Plan, started: float) -> domain.Job:
+        """The job's state once every chunk slot is reported (or it finished
+        meanwhile, or timed out: then it is finished here)."""
+        timeout = self.spec.job_timeout.ToTimedelta().total_seconds()
+        while True:
+            state = await self.state()
+            if state.finished or not state.pending():
+                return state
+            record = await get_pipeline(self.deps.docs, self.record.name)
+            if record is None:
+                raise _Gone(f"pipeline {self.record.name} was deleted")
+            if record.stopped:
+                await self.pool.stop()
+            else:
+                await self.pool.scale(worker_count(self.spec.parallelism_spec))
+                await self.publish(state, plan)
+            if timeout and time.monotonic() - started > timeout:
+                await work_queue.purge(self.deps.js, self.record.name)
+                await self.fail(state, f"job timed out after {timeout:g}s")
+                return await self.state()
+            await self.pause()
+
+    async def fail(self, state: domain.Job, reason: str) -> None:
+        await self.deps.pfs.finish_commit(state.output_repo, state.output_commit, empty=True)
+        await self.deps.jobs.run(self.job, domain.finish_job(self.job, pps.JOB_FAILURE, reason))
+        await self.log(f"failed: {reason}")
+
+    async def finish(self, state: domain.Job, plan: Plan) -> None:
+        state = await self.deps.jobs.settled(self.job)
+        doc = await view.get_job(self.deps.docs, self.job)
+        stats = view.stats_pb(doc["stats"] if doc is not None else None)
+        if state.failed:
+            await self.fail(state, await self.failure_reason())
+            return
+        root = await self.merge(plan)
+        if (await self.state()).finished:
+            return
+        await self.deps.pfs.finish_commit(state.output_repo, state.output_commit, tree=root.hash)
+        url = self.spec.egress.URL
+        if url:
+            try:
+                copied = await egress(self.deps.store, root.hash, url, self.deps.s3)
+            except Exception as exc:  # any egress failure fails the job, named
+                reason = f"egress to {url} failed: {exc}"
+                await self.deps.jobs.run(
+                    self.job, domain.finish_job(self.job, pps.JOB_FAILURE, reason, root.hash, stats)
+                )
+                await self.log(f"failed: {reason}")
+                return
+            await self.log(f"egress: {copied} files copied to {url}")
+        await self.deps.jobs.run(
+            self.job, domain.finish_job(self.job, pps.JOB_SUCCESS, "", root.hash, stats)
+        )
+        await self.log(f"succeeded: {root.files} files, {root.size} bytes")
+
+    async def failure_reason(self) -> str:
+        async for d in view.job_datums(self.deps.docs, self.job, state=pps.FAILED):
+            paths = ", ".join(p for p, _ in d["data"]) or "/"
+            why = f": {d['reason']}" if d["reason"] else ""
+            return f"failed to process datum {d['id']} (inputs {paths}){why}"
+        return "a datum failed"
+
+    async def merge(self, plan: Plan) -> TreeRoot:
+        if self.spec.incremental:
+            return await build(self.deps.store, None, self._overlay())
+        return await merge_outputs(self.deps.store, self.outputs(plan))
+
+    async def outputs(self, plan: Plan) -> AsyncIterator[str]:
+        """Output trees of all the job's datums in datum order: those it
+        processed and those it skipped."""
+        skipped = sorted(plan.skipped.values())
+        k = 0
+        async for d in view.job_datums(self.deps.docs, self.job):
+            while k < len(skipped) and skipped[k][0] < int(d["index"]):
+                yield skipped[k][1]
+                k += 1
+            yield d["output_tree"]
+        for _, tree in skipped[k:]:
+            yield tree
+
+    async def _overlay(self) -> AsyncIterator[Put]:
+        """Incremental: each datum's /pfs/out started as the previous output,
+        so the output is their files, a later datum's version of a path
+        replacing an earlier one's."""
+        async for d in view.job_datums(self.deps.docs, self.job):
+            if not d["output_tree"]:
+                continue
+            async for path, node in walk(self.deps.store, d["output_tree"]):
+                if not node.is_dir:
+                    yield Put(path, await file_refs(self.deps.store, node))
+
+
+# --- one pipeline ---------------------------------------------------------------------
+
+
+@dataclass
+class PipelineMaster:
+    deps: MasterDeps
+    name: str
+    pool: WorkerPool
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    taken_up: set[str] = field(default_factory=set)
+
+    async def run(self) -> None:
+        backoff = 0.5
+        try:
+            while True:
+                try:
+                    if not await self.step():
+                        return
+                    backoff = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except _Gone as gone:
+                    _log.info("job dropped", pipeline=self.name, why=str(gone))
+                except Exception as exc:
+                    _log.warning("pipeline master failed", pipeline=self.name, error=repr(exc))
+                    await asyncio.sleep(backoff)
+                    backoff = min(30.0, backoff * 2)
+        finally:
+            await self.pool.stop()
+
+    async def pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), self.deps.poll * 5)
+        self.wake.clear()
+
+    async def set_state(self, state: int, reason: str = "") -> None:
+        await self.deps.pipelines.run_as(self.name, pipeline_domain.set_state(state, reason))
+
+    async def step(self) -> bool:
+        """One look at the pipeline; False once it is gone."""
+        record = await get_pipeline(self.deps.docs, self.name)
+        if record is None:
+            return False
+        if record.stopped:
+            await self.pool.stop()
+            await self.pause()
+            return True
+        workers = worker_count(record.spec.parallelism_spec)
+        job = await self.next_job()
+        if job is None:
+            if record.spec.standby:
+                await self.pool.stop()
+                await self.set_state(pps.PIPELINE_STANDBY)
+            else:
+                await self.pool.scale(workers)
+                await self.set_state(pps.PIPELINE_RUNNING)
+            await self.pause()
+            return True
+        await self.pool.scale(workers)
+        if self.pool.failure:
+            await self.set_state(pps.PIPELINE_FAILURE, self.pool.failure)
+        else:
+            await self.set_state(pps.PIPELINE_RUNNING)
+        run = JobRun(self.deps, record, job["id"], self.wake, self.pool, job["id"] in self.taken_up)
+        self.taken_up.add(job["id"])
+        await run.run()
+        return True
+
+    async def next_job(self) -> Document | None:
+        """The oldest unfinished job whose parent job is not unfinished."""
+        async for doc in view.unfinished_jobs(self.deps.docs, self.name):
+            parent = doc["parent_job"]
+            if parent:
+                pdoc = await view.get_job(self.deps.docs, parent)
+                if pdoc is not None and not pdoc["done"]:
+                    continue
+            return doc
+        return None
+
+
+# --- the supervisor -------------------------------------------------------------------
+
+
+@dataclass
+class Master:
+    deps: MasterDeps
+    nc: Client
+    recheck: float = 5.0
+    _runners: dict[str, tuple[PipelineMaster, asyncio.Task[None]]] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _subs: list[Subscription] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        for subject in ("ev.pps.>", "ev.pfs.>"):
+            self._subs.append(await self.nc.subscribe(subject, cb=self._hint))
+        self._task = asyncio.create_task(self._supervise(), name="pps master")
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._stop_runners(list(self._runners))
+
+    async def poke(self, pipeline: str = "") -> None:
+        """Look again now (e.g. told by a pipeline command)."""
+        self._wake.set()
+        for master, _ in self._runners.values():
+            master.wake.set()
+
+    async def _hint(self, msg: Msg) -> None:
+        if msg.subject.startswith("ev.pps.pipeline."):
+            self._wake.set()
+        for master, _ in self._runners.values():
+            master.wake.set()
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                names = {r.name async for r in list_pipelines(self.deps.docs)}
+                await self._stop_runners([n for n in self._runners if n not in names])
+                for name in names:
+                    running = self._runners.get(name)
+                    if running is None or running[1].done():
+                        master = PipelineMaster(self.deps, name, self.deps.pools(name))
+                        task = asyncio.create_task(master.run(), name=f"pps master {name}")
+                        self._runners[name] = (master, task)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("master supervisor failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.recheck)
+            self._wake.clear()
+
+    async def _stop_runners(self, names: Sequence[str]) -> None:
+        tasks = []
+        for name in names:
+            _, task = self._runners.pop(name)
+            task.cancel()
+            tasks.append(task)
+        await asyncio.gather(*tasks, return_exceptions=True)
