@@ -67,6 +67,8 @@ def read_manifest(path: str, stdin: BinaryIO | None = None) -> tuple[bytes, str]
     """The bytes of ``-f``: ``-`` is stdin, ``http(s)://`` is fetched,
     anything else is a local file. Also returns the name errors use."""
     if path == "-":
+        if stdin is None and sys.stdin.isatty():
+            sys.stderr.write("Reading from stdin.\n")  # as 1.7 says (it would seem to hang)
         return (stdin or sys.stdin.buffer).read(), "stdin"
     scheme = urlparse(path).scheme.lower()
     if scheme in ("http", "https"):
