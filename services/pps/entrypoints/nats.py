@@ -8,15 +8,22 @@ masters, the workers and the job/datum/log queries join here."""
 
 from __future__ import annotations
 
-from libs.events import EventStore, ProjectionRunner
-from libs.objects import open_object_store
-from libs.readmodels import open_document_store
+from libs.api.events import pfs_pb2 as pfs_events
+from libs.events import EventStore, ProjectionRunner, Reactor
+from libs.objects import ObjectStore, open_object_store
+from libs.readmodels import DocumentStore, open_document_store
 from libs.service import ServiceContext
 from services.pps.adapters.jobs_view import JobsProjection, job_counts
+from services.pps.adapters.logs import LogStore
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import PipelinesProjection
+from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
+from services.pps.app import job_trigger
 from services.pps.app.cron import CronTicks
+from services.pps.app.jobs import Jobs, JobWriter
+from services.pps.app.master import Master, MasterDeps
 from services.pps.app.pipelines import Pipelines, PipelineWriter
+from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
 
 
@@ -38,9 +45,53 @@ async def setup(ctx: ServiceContext) -> None:
     pfs = Pfs(ctx.bus)
 
     cron = CronTicks(docs, pfs, store)
-    pipelines = Pipelines(PipelineWriter.create(events, views), docs, pfs, job_counts)
+    pipeline_writer = PipelineWriter.create(events, views)
+    pipelines = Pipelines(pipeline_writer, docs, pfs, job_counts)
     pipelines.listeners.append(cron.sync)
     await pipelines.register(ctx.bus)
     await cron.start()
     ctx.stack.push_async_callback(cron.stop)
+    await start_jobs(ctx, events, views, docs, pfs, store, pipelines, pipeline_writer)
     ctx.log.info("pps ready", projection_positions=[v.position for v in views])
+
+
+async def start_jobs(
+    ctx: ServiceContext,
+    events: EventStore,
+    views: list[ProjectionRunner],
+    docs: DocumentStore,
+    pfs: Pfs,
+    store: ObjectStore,
+    pipelines: Pipelines,
+    pipeline_writer: PipelineWriter,
+) -> None:
+    """Jobs (helper D): the work and log streams, the job/datum/log
+    handlers, the job trigger reaction and the pipeline masters."""
+    cfg = ctx.config
+    await ensure_work_stream(ctx.js, replicas=cfg.events_replicas)
+    logs = LogStore(ctx.js, replicas=cfg.events_replicas)
+    await logs.ensure()
+    writer = JobWriter.create(events, views)
+    block_for = max(1.0, cfg.request_timeout_s - 2.0)
+    await Jobs(writer, docs, pfs, logs, store, block_for=block_for).register(ctx.bus)
+    trigger_registry = registry()
+    trigger_registry.register_module(pfs_events)
+    trigger = Reactor(
+        ctx.js,
+        trigger_registry,
+        name=job_trigger.NAME,
+        subjects=list(job_trigger.SUBJECTS),
+        handler=job_trigger.JobTrigger(writer, docs, pfs).handle,
+        event_types=job_trigger.EVENT_TYPES,
+        stream=cfg.events_stream,
+        max_attempts=job_trigger.MAX_ATTEMPTS,
+    )
+    await trigger.start()
+    ctx.stack.push_async_callback(trigger.stop)
+    deps = MasterDeps(
+        docs, writer, pipeline_writer, pfs, store, ctx.js, logs, local_pools(), cfg.objects
+    )
+    master = Master(deps, ctx.nc)
+    pipelines.listeners.append(master.poke)
+    await master.start()
+    ctx.stack.push_async_callback(master.stop)
