@@ -30,6 +30,8 @@ JOB_HEADER = "ID\tOUTPUT COMMIT\tSTARTED\tDURATION\tRESTART\tPROGRESS\tDL\tUL\tS
 DATUM_HEADER = "ID\tSTATUS\tTIME\t\n"
 WORKER_HEADER = "WORKER\tJOB\tDATUM\tSTARTED\tQUEUE\t\n"
 FILE_HEADER = "  REPO\tCOMMIT\tPATH\t\n"
+# delete-job also deletes the job's output commit (pps asks pfs).
+DELETE_TIMEOUT_S = 60.0
 
 # ---- text helpers (1.7's src/server/pps/pretty) -----------------------------------
 
@@ -500,7 +502,7 @@ def flush_job(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def delete_job(args: argparse.Namespace, out: TextIO) -> int:
-    with Pachd(from_env()) as pachd:
+    with Pachd(from_env(), timeout=DELETE_TIMEOUT_S) as pachd:
         pachd.call(_api(pachd).DeleteJob, pps.DeleteJobRequest(job=_job(args.job)))
     return 0
 

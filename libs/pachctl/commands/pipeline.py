@@ -43,6 +43,9 @@ _REPROCESS = (
 )
 PIPELINE_HEADER = "NAME\tINPUT\tOUTPUT\tCREATED\tSTATE\t\n"
 URL_TIMEOUT_S = 30.0
+# Creating, updating or deleting a pipeline touches repos, branches and jobs
+# (pps asks pfs several times): more than pachctl's usual 5 s may be needed.
+CHANGE_TIMEOUT_S = 120.0
 CROSS = " \u2a2f "  # as 1.7's ShorthandInput joins a cross
 UNION = " \u222a "  # and a union
 
@@ -282,7 +285,7 @@ def _refuse_push(args: argparse.Namespace) -> None:
 
 
 def _send(specs: list[pps.CreatePipelineRequest]) -> None:
-    with Pachd(from_env()) as pachd:
+    with Pachd(from_env(), timeout=CHANGE_TIMEOUT_S) as pachd:
         api = _api(pachd)
         for spec in specs:
             pachd.call(api.CreatePipeline, spec)
@@ -367,7 +370,7 @@ def edited_request(
 
 def edit_pipeline(args: argparse.Namespace, out: TextIO) -> int:
     editor = args.editor or os.environ.get("EDITOR", "") or "vim"
-    with Pachd(from_env()) as pachd:
+    with Pachd(from_env(), timeout=CHANGE_TIMEOUT_S) as pachd:
         original = _extract(pachd, args.pipeline)
         with tempfile.NamedTemporaryFile(
             "w", prefix=f"{args.pipeline}-", suffix=".json", delete=False, encoding="utf-8"
@@ -412,7 +415,7 @@ def delete_request(args: argparse.Namespace) -> pps.DeletePipelineRequest:
 
 def delete_pipeline(args: argparse.Namespace, out: TextIO) -> int:
     req = delete_request(args)
-    with Pachd(from_env()) as pachd:
+    with Pachd(from_env(), timeout=CHANGE_TIMEOUT_S) as pachd:
         pachd.call(_api(pachd).DeletePipeline, req)
     return 0
 
