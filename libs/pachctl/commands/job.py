@@ -30,7 +30,7 @@ JOB_HEADER = "ID\tOUTPUT COMMIT\tSTARTED\tDURATION\tRESTART\tPROGRESS\tDL\tUL\tS
 DATUM_HEADER = "ID\tSTATUS\tTIME\t\n"
 WORKER_HEADER = "WORKER\tJOB\tDATUM\tSTARTED\tQUEUE\t\n"
 FILE_HEADER = "  REPO\tCOMMIT\tPATH\t\n"
-# delete-job also deletes the job's output commit (pps asks pfs).
+# delete-job waits until pps has recorded the deletion: allow more than 5 s.
 DELETE_TIMEOUT_S = 60.0
 
 # ---- text helpers (1.7's src/server/pps/pretty) -----------------------------------
