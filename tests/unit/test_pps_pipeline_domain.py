@@ -3,8 +3,12 @@ documents, without any I/O beyond an in-memory SQLite store."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,16 +17,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.api.events import pps_pb2 as ev
 from libs.api.events.envelope_pb2 import Envelope
+from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.errors import AlreadyExists, InvalidArgument, NotFound
 from libs.events import AggregateRef, RecordedEvent, View
+from libs.objects import LocalObjectStore
 from libs.readmodels import SqliteDocumentStore
+from libs.trees import DataRef
+from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import (
     PipelinesProjection,
     get_pipeline,
     list_pipelines,
 )
-from services.pps.app.cron import rfc3339, tick_path
+from services.pps.app.cron import CronInputTicks, rfc3339, tick_path
 from services.pps.app.pipelines import pipeline_info
 from services.pps.domain import pipelines as p
 from services.pps.domain.events import registry
@@ -299,3 +307,112 @@ def test_cron_tick_names() -> None:
     assert rfc3339(t) == "2018-03-04T05:06:07Z"
     assert tick_path(t, incremental=False) == "/time"
     assert tick_path(t, incremental=True) == "/2018-03-04T05:06:07Z"
+
+
+# --- cron ticks against a pfs stand-in ----------------------------------------
+
+
+class TickPfs(Pfs):
+    """Just enough of pfs for one cron repo: commits with their start time
+    and the paths written to them."""
+
+    def __init__(self) -> None:
+        super().__init__(bus=None)  # type: ignore[arg-type]
+        self.commits: list[tuple[str, datetime, list[str], bool]] = []
+
+    def finished(self) -> int:
+        return sum(1 for c in self.commits if c[3])
+
+    async def inspect_branch(self, repo: str, name: str) -> pfs.BranchInfo | None:
+        if not self.commits:
+            return None
+        return pfs.BranchInfo(name=name, head=pfs.Commit(id=self.commits[-1][0]))
+
+    async def inspect_commit(self, repo: str, commit_id: str) -> pfs.CommitInfo:
+        for cid, started, _, finished in self.commits:
+            if cid == commit_id:
+                info = pfs.CommitInfo(commit=pfs.Commit(id=cid))
+                info.started.FromDatetime(started)
+                if finished:
+                    info.finished.FromDatetime(started)
+                return info
+        raise NotFound(commit_id)
+
+    async def start_commit(self, repo: str, branch: str) -> str:
+        cid = f"c{len(self.commits)}"
+        self.commits.append((cid, datetime.now(UTC), [], False))
+        return cid
+
+    async def put_refs(
+        self,
+        repo: str,
+        commit_or_branch: str,
+        path: str,
+        refs: Sequence[DataRef],
+        *,
+        append: bool = False,
+    ) -> None:
+        self.commits[-1][2].append(path)
+
+    async def finish_commit(
+        self, repo: str, commit_id: str, *, tree: str = "", empty: bool = False
+    ) -> None:
+        cid, started, paths, _ = self.commits[-1]
+        self.commits[-1] = (cid, started, paths, True)
+
+    async def delete_commit(self, repo: str, commit_id: str) -> None:
+        self.commits = [c for c in self.commits if c[0] != commit_id]
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_missed_ticks_collapse_into_one_then_ticks_follow_the_schedule(
+    tmp_path: Path,
+) -> None:
+    fake = TickPfs()
+    began = datetime.now(UTC)
+    start = began.replace(microsecond=0) - timedelta(seconds=30)
+    cron = pps.CronInput(name="tick", repo="p_tick", spec="@every 1s")
+    cron.start.FromDatetime(start)
+    ticks = CronInputTicks("p", cron, False, fake, LocalObjectStore(tmp_path))
+    task = asyncio.create_task(ticks.run())
+    try:
+        await until(lambda: fake.finished() >= 3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(fake.commits) >= 3
+    assert all(paths == ["/time"] and done for _, _, paths, done in fake.commits[:3])
+    # One catch-up tick at once, then one on each whole second after it (not
+    # the 30 missed ticks one after the other).
+    started = [c[1] for c in fake.commits]
+    assert (started[0] - began).total_seconds() < 5
+    for before, after in itertools.pairwise(started[:3]):
+        assert after >= before.replace(microsecond=0) + timedelta(seconds=1)
+
+
+async def test_ticks_go_on_after_the_cron_repos_last_commit(tmp_path: Path) -> None:
+    fake = TickPfs()
+    recent = datetime.now(UTC)
+    fake.commits.append(("old", recent, ["/time"], True))
+    cron = pps.CronInput(name="tick", repo="p_tick", spec="@every 1s")
+    cron.start.FromDatetime(recent - timedelta(hours=1))
+    ticks = CronInputTicks("p", cron, True, fake, LocalObjectStore(tmp_path))
+    task = asyncio.create_task(ticks.run())
+    try:
+        await until(lambda: fake.finished() >= 2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    _, _, paths, done = fake.commits[1]
+    assert done
+    # Incremental: the file is named by the tick's time (the second after the last commit).
+    tick = recent.replace(microsecond=0) + timedelta(seconds=1)
+    assert paths == [f"/{rfc3339(tick)}"]

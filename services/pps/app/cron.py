@@ -11,9 +11,11 @@ commit and so starts a job.
 Ticks follow ``CronSchedule.next_after``: the first one after the input's
 ``start`` (create-pipeline sets it to the creation time when the spec has
 none), or after the cron repo's last commit when that is later (a restart
-goes on from where the ticks stopped; missed ticks are made at once, as
-1.7 does). A stopped or deleted pipeline has no task; an updated one gets a
-new task for its new spec.
+goes on from where the ticks stopped). Ticks missed while pps was down (or
+stopped) are made as one tick, at once, with the time of the first of them
+(1.7 made every missed tick, one commit each: hours of ``@every 1s`` would
+queue thousands of jobs). A stopped or deleted pipeline has no task; an
+updated one gets a new task for its new spec.
 
 ``sync(name)`` is the ``Pipelines`` listener (a command of this process
 changed the pipeline); a resync every ``resync_s`` picks up what other
@@ -89,6 +91,9 @@ class CronInputTicks:
             if head is None or head < tick:  # not already made (by another replica)
                 await self.write_tick(tick)
             last = tick
+            now = self.clock()
+            if schedule.next_after(last) <= now:
+                last = now  # behind schedule: the missed ticks were made as this one
 
     async def _head_time(self) -> datetime | None:
         """When the cron repo's last finished commit was started; an open
