@@ -71,7 +71,11 @@ async def start_jobs(
     await ensure_work_stream(ctx.js, replicas=cfg.events_replicas)
     logs = LogStore(ctx.js, replicas=cfg.events_replicas)
     await logs.ensure()
-    writer = JobWriter.create(events, views)
+    # A projection filtered to some subjects never passes a sequence that is
+    # not on them: job writes wait for the jobs view only (it follows every
+    # pps subject); pipeline writes wait for both views.
+    jobs_views = [v for v in views if isinstance(v.projection, JobsProjection)]
+    writer = JobWriter.create(events, jobs_views)
     block_for = max(1.0, cfg.request_timeout_s - 2.0)
     await Jobs(writer, docs, pfs, logs, store, block_for=block_for).register(ctx.bus)
     trigger_registry = registry()
