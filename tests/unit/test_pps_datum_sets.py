@@ -4,6 +4,7 @@ over a real local object store."""
 from __future__ import annotations
 
 import random
+import tempfile
 
 import pytest
 
@@ -11,6 +12,7 @@ from libs.api.events.pps_pb2 import JobInputCommit
 from libs.api.pps import pps_pb2
 from libs.errors import InvalidArgument
 from libs.trees import Delete, Op, Put, get, glob
+from services.pps.app import datum_sets
 from services.pps.app.datum_sets import count_datums, enumerate_datums, enumerate_new_datums
 from services.pps.domain.datums import datum_id
 from tests.unit.trees_support import CountingStore, apply, ref
@@ -151,6 +153,28 @@ async def test_cross_is_the_product_in_order_first_input_outermost(store):
         assert [i.name for i in t.inputs] == ["left", "right"]
         assert t.id == datum_id([(i.name, i.path, i.hash) for i in t.inputs], "s")
     assert await count_datums(store, spec, commits) == 6
+
+
+async def test_cross_inputs_past_the_memory_limit_spill_and_keep_the_order(
+    store, tmp_path, monkeypatch
+):
+    a = await tree(store, ["/a1", "/a2"])
+    b = await tree(store, [f"/b{i}" for i in range(5)], seed=100)
+    c = await tree(store, [f"/c{i}" for i in range(4)], seed=200)
+    spec = pps_pb2.Input(cross=[atom("a", "/*"), atom("b", "/*"), atom("c", "/*")])
+    commits = {"a": commit("a", a), "b": commit("b", b), "c": commit("c", c)}
+    in_memory = await datums(store, spec, commits)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(datum_sets, "HOLD_IN_MEMORY", 2)
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    spilled = await datums(store, spec, commits)
+    assert spilled == in_memory
+    assert len(spilled) == 2 * 5 * 4
+    assert paths_of(spilled)[:5] == [("/a1", "/b0", f"/c{i}") for i in range(4)] + [
+        ("/a1", "/b1", "/c0")
+    ]
+    assert list(spill.iterdir()) == []  # the spill files are gone
 
 
 async def test_union_is_each_input_in_turn(store):

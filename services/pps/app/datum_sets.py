@@ -8,8 +8,9 @@ inputs (order: ``services.pps.domain.datums``). An input whose branch has no
 commit yet (``JobInputCommit.tree`` empty) has no datums.
 
 Memory: an atom input and a union stream; a cross streams its first input
-and holds the datums of its other inputs in memory (they are re-read for
-every datum of the first), so put the biggest input first.
+and holds the datums of its other inputs (they are read again for every
+datum of the first): up to ``HOLD_IN_MEMORY`` per input in memory, the rest
+spilled to a temporary file. Put the biggest input first.
 
 ``enumerate_new_datums`` is the datum set of an incremental pipeline: the
 datums of a single atom input whose matched node is new or changed since the
@@ -18,9 +19,13 @@ previous job's commit.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import struct
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from libs.api.events.pps_pb2 import JobInputCommit
 from libs.api.internal import pps_work_pb2 as pachinternal
@@ -33,6 +38,9 @@ from libs.trees.paths import ROOT, segments, sort_key
 from services.pps.domain.datums import cross, cross_count, datum_id, union_count
 
 Datum = tuple[pachinternal.DatumInput, ...]
+
+HOLD_IN_MEMORY = 50_000  # datums of a non-first cross input kept in memory; the rest spill
+_LEN = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,55 @@ async def enumerate_new_datums(
         index += 1
 
 
+class HeldDatums:
+    """The datums of a non-first cross input, iterated again for every datum
+    of the inputs before it: the first ``HOLD_IN_MEMORY`` in memory, the rest
+    in a temporary file (length-prefixed ``DatumTask``s) read back each time."""
+
+    def __init__(self, spill_dir: Path | None = None) -> None:
+        self._memory: list[Datum] = []
+        self._count = 0
+        self._spill_dir = spill_dir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._file: BinaryIO | None = None
+
+    def add(self, datum: Datum) -> None:
+        self._count += 1
+        if self._file is None and len(self._memory) < HOLD_IN_MEMORY:
+            self._memory.append(datum)
+            return
+        if self._file is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="pps-cross-", dir=self._spill_dir)
+            self._file = self._path().open("wb", buffering=1 << 16)
+        data = pachinternal.DatumTask(inputs=datum).SerializeToString()
+        self._file.write(_LEN.pack(len(data)) + data)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Datum]:
+        yield from self._memory
+        if self._file is None:
+            return
+        self._file.flush()
+        with self._path().open("rb", buffering=1 << 16) as f:
+            while head := f.read(_LEN.size):
+                (size,) = _LEN.unpack(head)
+                yield tuple(pachinternal.DatumTask.FromString(f.read(size)).inputs)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _path(self) -> Path:
+        assert self._tmp is not None
+        return Path(self._tmp.name) / "datums"
+
+
 def _task(datum: Datum, index: int, salt: str) -> pachinternal.DatumTask:
     ident = datum_id([(d.name, d.path, d.hash) for d in datum], salt)
     return pachinternal.DatumTask(id=ident, index=index, inputs=datum)
@@ -148,12 +205,21 @@ async def _datums(
             async for datum in _datums(store, sub, commits):
                 yield datum
     elif input.cross:
-        rest = [[d async for d in _datums(store, sub, commits)] for sub in input.cross[1:]]
-        if any(not r for r in rest):
-            return
-        async for head in _datums(store, input.cross[0], commits):
-            for datum in cross([head], rest):
-                yield datum
+        rest: list[HeldDatums] = []
+        try:
+            for sub in input.cross[1:]:
+                held = HeldDatums()
+                rest.append(held)
+                async for d in _datums(store, sub, commits):
+                    held.add(d)
+                if not held:
+                    return
+            async for head in _datums(store, input.cross[0], commits):
+                for datum in cross([head], rest):
+                    yield datum
+        finally:
+            for held in rest:
+                held.close()
     else:
         raise _bad_input(input)
 

@@ -14,12 +14,20 @@ input's datums one input after the other.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 Part = tuple[str, str, str]  # (input name, matched path, matched node hash)
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Reiterable(Protocol[T_co]):
+    """Datums that can be counted and iterated again (a list, or a spilled file)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[T_co]: ...
 
 
 def datum_id(parts: Sequence[Part], salt: str) -> str:
@@ -36,18 +44,28 @@ def datum_id(parts: Sequence[Part], salt: str) -> str:
 
 
 def cross(
-    first: Iterable[tuple[T, ...]], rest: Sequence[Sequence[tuple[T, ...]]]
+    first: Iterable[tuple[T, ...]], rest: Sequence[Reiterable[tuple[T, ...]]]
 ) -> Iterator[tuple[T, ...]]:
     """The product of the inputs' datums, the first input outermost.
 
-    ``first`` is only iterated once (it may be a stream); ``rest`` is
-    re-iterated for every datum of ``first``. Any input without datums makes
-    the product empty (and ``first`` is then not read)."""
-    if any(not r for r in rest):
+    ``first`` is only iterated once (it may be a stream); each of ``rest`` is
+    re-iterated (never copied) for every datum of the inputs before it. Any
+    input without datums makes the product empty (and ``first`` is then not
+    read)."""
+    if any(len(r) == 0 for r in rest):
         return
     for head in first:
-        for tail in itertools.product(*rest):
-            yield head + tuple(itertools.chain.from_iterable(tail))
+        for tail in _tails(rest, 0):
+            yield head + tail
+
+
+def _tails(rest: Sequence[Reiterable[tuple[T, ...]]], i: int) -> Iterator[tuple[T, ...]]:
+    if i == len(rest):
+        yield ()
+        return
+    for datum in rest[i]:
+        for tail in _tails(rest, i + 1):
+            yield datum + tail
 
 
 def union(inputs: Iterable[Iterable[tuple[T, ...]]]) -> Iterator[tuple[T, ...]]:
