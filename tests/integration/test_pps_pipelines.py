@@ -196,6 +196,25 @@ async def test_a_missing_input_repo_creates_nothing(bus: Bus) -> None:
     assert await repos(bus) == ["images"]
 
 
+async def test_a_branch_pfs_refuses_leaves_nothing_behind(bus: Bus) -> None:
+    """The output and cron repos made before pfs refused the output branch's
+    provenance are deleted again."""
+    cross = pps.Input(
+        cross=[
+            pps.Input(
+                atom=pps.AtomInput(
+                    repo="images", glob="/*", branch="0123456789abcdef0123456789abcdef"
+                )
+            ),
+            pps.Input(cron=pps.CronInput(name="tick", spec="@every 1h")),
+        ]
+    )
+    with pytest.raises(InvalidArgument, match="0123456789abcdef0123456789abcdef"):
+        await create(bus, spec(input=cross))
+    assert await pipelines(bus) == []
+    assert await repos(bus) == ["images"]
+
+
 async def test_a_taken_name_is_refused(bus: Bus) -> None:
     await create(bus, spec())
     with pytest.raises(AlreadyExists, match="pipeline edges already exists"):
