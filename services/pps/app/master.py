@@ -71,6 +71,9 @@ _log = structlog.get_logger("pps.master")
 CHUNKS_PER_WORKER = 10
 MAX_CHUNK_DATUMS = 1000
 MAX_CHUNKS = 2000
+# After a hint, the masters look again this much later (the read models
+# apply an event shortly after it is published).
+HINT_AGAIN_S = 0.1
 
 
 class LogSink(Protocol):
@@ -517,6 +520,7 @@ class Master:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _subs: list[Subscription] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
+    _again: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         for subject in ("ev.pps.>", "ev.pfs.>"):
@@ -528,6 +532,9 @@ class Master:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
+        if self._again is not None:
+            self._again.cancel()
+            self._again = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -544,6 +551,18 @@ class Master:
     async def _hint(self, msg: Msg) -> None:
         if msg.subject.startswith("ev.pps.pipeline."):
             self._wake.set()
+        self._wake_runners()
+        # The read models apply the event a moment after it is published:
+        # look once more shortly after (one pending look at a time).
+        if self._again is None:
+            self._again = asyncio.get_running_loop().call_later(HINT_AGAIN_S, self._wake_again)
+
+    def _wake_again(self) -> None:
+        self._again = None
+        self._wake.set()
+        self._wake_runners()
+
+    def _wake_runners(self) -> None:
         for master, _ in self._runners.values():
             master.wake.set()
 

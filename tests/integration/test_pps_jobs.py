@@ -1,0 +1,247 @@
+"""Jobs end to end through the real cluster, over the bus: a pipeline's
+first commit runs a job whose output commit holds the datums' outputs; the
+next input commit processes only the new datum (the others are skipped and
+their outputs reused); a failing datum fails its job with a reason naming
+it; StopJob kills a running job; ListJob/InspectJob/ListDatum/InspectDatum
+and the master's log lines; a deleted input commit takes its job along."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import nats
+import pytest
+from google.protobuf.empty_pb2 import Empty
+
+from libs.api.internal import pps_work_pb2 as work
+from libs.api.pfs import pfs_pb2 as pfs
+from libs.api.pfs import pfs_pb2_grpc
+from libs.api.pps import pps_pb2 as pps
+from libs.bus import Bus
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from tests.support.cluster import Cluster, running
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from running(tmp_path_factory.mktemp("pps-jobs") / "data")
+
+
+@pytest.fixture
+def files(cluster: Cluster) -> Iterator[pfs_pb2_grpc.APIStub]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}")
+    try:
+        yield pfs_pb2_grpc.APIStub(channel)
+    finally:
+        channel.close()
+
+
+@pytest.fixture
+async def bus(cluster: Cluster) -> AsyncIterator[Bus]:
+    nc = await nats.connect(cluster.state()["nats"]["url"])
+    b = Bus(nc, service="test", timeout=30.0)
+    await b.request("pps", "DeleteAll", Empty(), Empty)
+    await b.request("pfs", "DeleteRepo", pfs.DeleteRepoRequest(all=True, force=True), Empty)
+    await b.request("pfs", "CreateRepo", pfs.CreateRepoRequest(repo=pfs.Repo(name="images")), Empty)
+    try:
+        yield b
+    finally:
+        await nc.close()
+
+
+def commit_of(repo: str, ref: str) -> pfs.Commit:
+    return pfs.Commit(repo=pfs.Repo(name=repo), id=ref)
+
+
+async def put(bus: Bus, files: pfs_pb2_grpc.APIStub, contents: dict[str, bytes]) -> str:
+    """One finished commit on images@master with ``contents``; its id."""
+    start = pfs.StartCommitRequest(parent=commit_of("images", ""), branch="master")
+    commit = await bus.request("pfs", "StartCommit", start, pfs.Commit)
+    for path, data in contents.items():
+        req = pfs.PutFileRequest(file=pfs.File(commit=commit, path=path), value=data)
+        await asyncio.to_thread(files.PutFile, iter([req]), timeout=20)
+    await bus.request("pfs", "FinishCommit", pfs.FinishCommitRequest(commit=commit), Empty)
+    return commit.id
+
+
+async def create(bus: Bus, name: str, script: str, **extra: object) -> None:
+    req = pps.CreatePipelineRequest(
+        pipeline=pps.Pipeline(name=name),
+        transform=pps.Transform(cmd=["sh"], stdin=[script]),
+        input=pps.Input(atom=pps.AtomInput(repo="images", glob="/*")),
+    )
+    for key, value in extra.items():
+        if isinstance(value, pps.ParallelismSpec):
+            req.parallelism_spec.CopyFrom(value)
+        else:
+            setattr(req, key, value)
+    await bus.request("pps", "CreatePipeline", req, Empty)
+
+
+async def list_jobs(bus: Bus, pipeline: str, **filters: object) -> list[pps.JobInfo]:
+    req = pps.ListJobRequest(pipeline=pps.Pipeline(name=pipeline), **filters)  # type: ignore[arg-type]
+    infos = await bus.request("pps", "ListJob", req, pps.JobInfos, kind="qry")
+    return list(infos.job_info)
+
+
+async def wait_jobs(bus: Bus, pipeline: str, n: int, timeout: float = 60.0) -> list[pps.JobInfo]:
+    """The pipeline's jobs once ``n`` of them exist and all are finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = await list_jobs(bus, pipeline)
+        done = [j for j in jobs if j.HasField("finished")]
+        if len(jobs) >= n and len(done) == len(jobs):
+            return jobs
+        assert time.monotonic() < deadline, [(j.job.id, j.state, j.reason) for j in jobs]
+        await asyncio.sleep(0.2)
+
+
+async def inspect(bus: Bus, job: str, block: bool = False) -> pps.JobInfo:
+    req = pps.InspectJobRequest(job=pps.Job(id=job), block_state=block)
+    return await bus.request("pps", "InspectJob", req, pps.JobInfo, kind="qry")
+
+
+async def list_datums(
+    bus: Bus, job: str, page_size: int = 0, page: int = 0
+) -> pps.ListDatumResponse:
+    req = pps.ListDatumRequest(job=pps.Job(id=job), page_size=page_size, page=page)
+    return await bus.request("pps", "ListDatum", req, pps.ListDatumResponse, kind="qry")
+
+
+def read(files: pfs_pb2_grpc.APIStub, repo: str, commit: str, path: str) -> bytes:
+    f = pfs.File(commit=commit_of(repo, commit), path=path)
+    return b"".join(m.value for m in files.GetFile(pfs.GetFileRequest(file=f), timeout=10))
+
+
+def paths(files: pfs_pb2_grpc.APIStub, repo: str, commit: str) -> list[str]:
+    f = pfs.File(commit=commit_of(repo, commit), path="/")
+    infos = files.ListFile(pfs.ListFileRequest(file=f), timeout=10).file_info
+    return sorted(i.file.path for i in infos)
+
+
+async def test_jobs_process_new_datums_and_skip_the_rest(
+    bus: Bus, files: pfs_pb2_grpc.APIStub
+) -> None:
+    await put(bus, files, {"/a": b"alpha\n", "/b": b"beta\n"})
+    started = time.monotonic()
+    await create(
+        bus, "upper", "for f in /pfs/images/*; do tr a-z A-Z < $f > /pfs/out/$(basename $f); done"
+    )
+    [first] = await wait_jobs(bus, "upper", 1)
+    first_s = time.monotonic() - started
+    assert first.state == pps.JOB_SUCCESS, first.reason
+    assert (first.data_total, first.data_processed, first.data_skipped) == (2, 2, 0)
+    out = first.output_commit.id
+    assert paths(files, "upper", out) == ["/a", "/b"]
+    assert read(files, "upper", out, "/a") == b"ALPHA\n"
+    assert first.transform.cmd == ["sh"] and first.pipeline_version == 1
+    assert first.input.atom.commit  # the job's input commit is filled in
+
+    # A second commit adds one file: one datum processed, two skipped.
+    started = time.monotonic()
+    c2 = await put(bus, files, {"/c": b"gamma\n"})
+    jobs = await wait_jobs(bus, "upper", 2)
+    second_s = time.monotonic() - started
+    second = jobs[0]  # newest first
+    assert second.state == pps.JOB_SUCCESS, second.reason
+    assert (second.data_total, second.data_processed, second.data_skipped) == (3, 1, 2)
+    assert second.parent_job.id == first.job.id
+    assert paths(files, "upper", second.output_commit.id) == ["/a", "/b", "/c"]
+    assert read(files, "upper", second.output_commit.id, "/c") == b"GAMMA\n"
+    print(f"first job {first_s:.2f}s, second job {second_s:.2f}s")
+
+    # Filters: by input commit and by output commit.
+    by_input = await list_jobs(bus, "upper", input_commit=[commit_of("images", c2)])
+    assert [j.job.id for j in by_input] == [second.job.id]
+    by_output = await list_jobs(bus, "upper", output_commit=first.output_commit)
+    assert [j.job.id for j in by_output] == [first.job.id]
+    req = pps.InspectJobRequest(output_commit=second.output_commit)
+    assert (await bus.request("pps", "InspectJob", req, pps.JobInfo, kind="qry")).job == second.job
+
+    # Datums: the job's three, two SKIPPED, in datum order; paged.
+    listed = await list_datums(bus, second.job.id)
+    states = [(d.data[0].file.path, d.state) for d in listed.datum_infos]
+    assert states == [("/a", pps.SKIPPED), ("/b", pps.SKIPPED), ("/c", pps.SUCCESS)]
+    page = await list_datums(bus, second.job.id, page_size=2, page=1)
+    assert page.total_pages == 2 and [d.state for d in page.datum_infos] == [pps.SUCCESS]
+    one = listed.datum_infos[2].datum
+    got = await bus.request(
+        "pps", "InspectDatum", pps.InspectDatumRequest(datum=one), pps.DatumInfo, kind="qry"
+    )
+    assert got.state == pps.SUCCESS and got.data[0].file.path == "/c"
+
+    # The master logged the job.
+    logs = await bus.request(
+        "pps",
+        "GetLogsPage",
+        work.GetLogsPageRequest(
+            request=pps.GetLogsRequest(pipeline=pps.Pipeline(name="upper"), master=True)
+        ),
+        work.LogPage,
+        kind="qry",
+    )
+    assert any("2 skipped" in m.message for m in logs.messages), logs
+
+    # InspectPipeline counts the jobs.
+    info = await bus.request(
+        "pps",
+        "InspectPipeline",
+        pps.InspectPipelineRequest(pipeline=pps.Pipeline(name="upper")),
+        pps.PipelineInfo,
+        kind="qry",
+    )
+    assert info.state == pps.PIPELINE_RUNNING
+
+    # Deleting the input commit deletes the output commit and its job.
+    await bus.request(
+        "pfs", "DeleteCommit", pfs.DeleteCommitRequest(commit=commit_of("images", c2)), Empty
+    )
+    deadline = time.monotonic() + 20
+    while len(await list_jobs(bus, "upper")) != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+
+
+async def test_a_failing_datum_fails_the_job(bus: Bus, files: pfs_pb2_grpc.APIStub) -> None:
+    await put(bus, files, {"/good": b"1\n", "/bad": b"2\n"})
+    await create(
+        bus, "picky", 'case "$images" in *bad) exit 3;; esac; cp $images /pfs/out/', datum_tries=1
+    )
+    [job] = await wait_jobs(bus, "picky", 1)
+    assert job.state == pps.JOB_FAILURE
+    assert "/bad" in job.reason and job.data_failed == 1
+    commit = await bus.request(
+        "pfs",
+        "InspectCommit",
+        pfs.InspectCommitRequest(commit=job.output_commit),
+        pfs.CommitInfo,
+        kind="qry",
+    )
+    assert commit.HasField("finished") and commit.size_bytes == 0
+    with pytest.raises(FailedPrecondition, match="JOB_FAILURE"):
+        await bus.request("pps", "StopJob", pps.StopJobRequest(job=job.job), Empty)
+
+
+async def test_stop_job_kills_it_and_bad_requests(bus: Bus, files: pfs_pb2_grpc.APIStub) -> None:
+    await put(bus, files, {"/slow": b"x\n"})
+    await create(bus, "sleepy", "sleep 60")
+    deadline = time.monotonic() + 30
+    while not (jobs := await list_jobs(bus, "sleepy")) or jobs[0].state != pps.JOB_RUNNING:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    job = jobs[0].job
+    await bus.request("pps", "StopJob", pps.StopJobRequest(job=job), Empty)
+    info = await inspect(bus, job.id, block=True)
+    assert info.state == pps.JOB_KILLED and info.HasField("finished")
+    await bus.request("pps", "DeleteJob", pps.DeleteJobRequest(job=job), Empty)
+    with pytest.raises(NotFound, match=job.id):
+        await inspect(bus, job.id)
+    with pytest.raises(InvalidArgument):
+        await bus.request("pps", "InspectJob", pps.InspectJobRequest(), pps.JobInfo, kind="qry")
+    with pytest.raises(NotFound):
+        await list_datums(bus, "0" * 32)
+    with pytest.raises(InvalidArgument):
+        await bus.request("pps", "ChunkDone", work.ChunkDoneRequest(), Empty)
