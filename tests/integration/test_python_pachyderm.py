@@ -80,3 +80,27 @@ def test_commits_and_files_with_python_pachyderm(cluster: Cluster) -> None:
     assert seen["flushed"] == 0  # nothing downstream of pp_data
     assert seen["subscribed_first_is_root"] is True
     assert seen["deleted_read"] == "NOT_FOUND"
+
+
+def test_pipelines_jobs_and_datums_with_python_pachyderm(cluster: Cluster) -> None:
+    seen = run_scenario(cluster, "pp_pipelines.py")
+    assert seen["pipelines"] == ["pp_upper"]
+    assert seen["inspected_pipeline"] == {
+        "description": "from python-pachyderm",
+        "cmd": ["sh"],
+        "glob": "/*",
+        "output_branch": "master",
+    }
+    assert seen["job"] == {
+        "state": "JOB_SUCCESS",
+        "processed": 2,
+        "total": 2,
+        "output_repo": "pp_upper",
+        "pipeline": "pp_upper",
+    }
+    assert seen["datums"] == [["SUCCESS", ["/a.txt"]], ["SUCCESS", ["/b.txt"]]]
+    assert seen["inspected_datum_matches"] is True
+    assert seen["output"] == {"/a.txt": "ALPHA\n", "/b.txt": "BETA\n"}
+    assert seen["logs"] == ["upper-cased /pfs/pp_words/a.txt", "upper-cased /pfs/pp_words/b.txt"]
+    assert seen["missing"] == "NOT_FOUND"
+    assert seen["after_delete"] == []
