@@ -714,3 +714,11 @@ def test_get_logs(pachd: FakePps) -> None:
     assert (code, out) == (0, "from user\n")
     req = pachd.calls[-1][1]
     assert req.pipeline.name == "edges" and list(req.data_filters) == ["/a.png"]
+
+
+def test_empty_messages_from_a_server_read_as_unset() -> None:
+    info = a_job(service=pps.Service(), egress=pps.Egress(), resource_limits=pps.ResourceSpec())
+    text = jobcmd.detailed_job(info, now=NOW)
+    assert "Service:" not in text and "Egress:" not in text and "ResourceLimits:" not in text
+    with_port = jobcmd.detailed_job(a_job(service=pps.Service(internal_port=80)), now=NOW)
+    assert "Service:\n\tInternalPort: 80 \n\t Input:" in with_port

@@ -133,6 +133,12 @@ def compact(msg: Message) -> str:
     return "".join(parts)
 
 
+def present(msg: Message, field: str) -> bool:
+    """Whether a message field is set to something: 1.7's templates test
+    pointers, and an empty message sent by a server reads as unset here."""
+    return msg.HasField(field) and getattr(msg, field).ByteSize() > 0
+
+
 def message_or_nil(msg: Message, field: str) -> str:
     return compact(getattr(msg, field)) if msg.HasField(field) else "<nil>"
 
@@ -146,11 +152,11 @@ def json_block(msg: Message) -> str:
 def resources(info: pps.JobInfo | pps.PipelineInfo) -> str:
     """The ResourceRequests/ResourceLimits lines of 1.7's templates."""
     text = ""
-    if info.HasField("resource_requests"):
+    if present(info, "resource_requests"):
         req = info.resource_requests
         text += f"ResourceRequests:\n\tCPU: {_go_float(req.cpu)}\n\tMemory: {req.memory} "
     text += "\n"
-    if info.HasField("resource_limits"):
+    if present(info, "resource_limits"):
         lim = info.resource_limits
         text += (
             f"ResourceLimits:\n\tCPU: {_go_float(lim.cpu)}\n\tMemory: {lim.memory}\n"
@@ -217,7 +223,7 @@ def detailed_job(info: pps.JobInfo, now: float | None = None) -> str:
     if info.HasField("pipeline"):
         s += f"\nPipeline: {info.pipeline.name} "
     s += " "
-    if info.HasField("parent_job"):
+    if present(info, "parent_job"):
         s += f"\nParent: {info.parent_job.id} "
     s += f"\nStarted: {pretty.ago(info.started, now)} "
     if info.HasField("finished"):
@@ -239,7 +245,7 @@ def detailed_job(info: pps.JobInfo, now: float | None = None) -> str:
         f"ParallelismSpec: {message_or_nil(info, 'parallelism_spec')}\n"
     )
     s += resources(info)
-    if info.HasField("service"):
+    if present(info, "service"):
         svc = info.service
         s += "Service:\n\t"
         if svc.internal_port:
@@ -255,10 +261,10 @@ def detailed_job(info: pps.JobInfo, now: float | None = None) -> str:
     if info.HasField("output_commit"):
         s += f"\nOutput Commit: {info.output_commit.id} "
     s += " "
-    if info.HasField("stats_commit"):
+    if present(info, "stats_commit"):
         s += f"\nStats Commit: {info.stats_commit.id} "
     s += " "
-    if info.HasField("egress"):
+    if present(info, "egress"):
         s += f"\nEgress: {info.egress.URL} "
     return s + "\n"
 

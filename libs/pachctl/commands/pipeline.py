@@ -30,6 +30,7 @@ from libs.pachctl.commands.job import (
     job_state,
     json_block,
     message_or_nil,
+    present,
     resources,
     timeout_text,
 )
@@ -172,7 +173,7 @@ def detailed_pipeline(info: pps.PipelineInfo, now: float | None = None) -> str:
     if info.githook_url:
         s += f"Githook URL: {info.githook_url} "
     s += f"\nOutput Branch: {info.output_branch}\nTransform:\n{json_block(info.transform)}\n"
-    if info.HasField("egress"):
+    if present(info, "egress"):
         s += f"Egress: {info.egress.URL} "
     s += "\n"
     if info.recent_error:
