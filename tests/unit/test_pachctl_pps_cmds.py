@@ -651,11 +651,12 @@ def test_inspect_job_block(pachd: FakePps) -> None:
     assert pachd.calls[-1][1].job.id == "j1" and pachd.calls[-1][1].block_state
 
 
-def test_flush_job_prints_rows_as_they_come(pachd: FakePps) -> None:
+def test_flush_job_prints_the_finished_jobs(pachd: FakePps) -> None:
     code, out, _ = cli("flush-job", "images/master", "-p", "edges")
     lines = out.rstrip("\n").split("\n")
     assert code == 0 and lines[0].startswith("ID") and len(lines) == 3
     assert lines[1].rstrip().endswith("success") and lines[2].rstrip().endswith("failure")
+    assert lines[0].index("OUTPUT COMMIT") == lines[1].index("edges/")  # one aligned table
     req = pachd.calls[-1][1]
     assert req.commits[0].repo.name == "images" and req.to_pipelines[0].name == "edges"
 

@@ -494,16 +494,17 @@ def flush_job_request(args: argparse.Namespace) -> pps.FlushJobRequest:
 
 
 def flush_job(args: argparse.Namespace, out: TextIO) -> int:
-    """Jobs as they finish: each row is written (and aligned on its own, as
-    subscribe-commit does) when its job is done."""
+    """The jobs the commits lead to, once all of them are finished, in one
+    aligned table as 1.7 prints them (``--raw``: each as it finishes)."""
     req = flush_job_request(args)
     with Pachd(from_env(), timeout=LONG_TIMEOUT_S) as pachd:
-        if not args.raw:
-            out.write(format_table(JOB_HEADER))
-            out.flush()
-        for info in pachd.stream(_api(pachd).FlushJob, req):
-            out.write(pretty.raw(info) if args.raw else format_table(job_row(info)))
-            out.flush()
+        infos = pachd.stream(_api(pachd).FlushJob, req)
+        if args.raw:
+            for info in infos:
+                out.write(pretty.raw(info))
+                out.flush()
+        else:
+            write_jobs(list(infos), out.write)
     return 0
 
 
