@@ -283,12 +283,17 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
+def _skip_blank(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
 def _json_documents(text: str, source: str) -> Iterator[object]:
     """Several JSON values one after another, as 1.7's manifest reader
     (a streaming json.Decoder) takes them."""
     decoder = json.JSONDecoder()
-    blank = re.compile(r"\s*")
-    pos = blank.match(text, 0).end()  # type: ignore[union-attr]
+    pos = _skip_blank(text, 0)
     while pos < len(text):
         try:
             value, end = decoder.raw_decode(text, pos)
@@ -297,7 +302,7 @@ def _json_documents(text: str, source: str) -> Iterator[object]:
                 f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
         yield value
-        pos = blank.match(text, end).end()  # type: ignore[union-attr]
+        pos = _skip_blank(text, end)
         if pos < len(text) and text[pos] not in "{[":
             line, col = _line_col(text, pos)
             raise InvalidArgument(
