@@ -723,3 +723,15 @@ def test_empty_messages_from_a_server_read_as_unset() -> None:
     assert "Service:" not in text and "Egress:" not in text and "ResourceLimits:" not in text
     with_port = jobcmd.detailed_job(a_job(service=pps.Service(internal_port=80)), now=NOW)
     assert "Service:\n\tInternalPort: 80 \n\t Input:" in with_port
+
+
+def test_edit_pipeline_keeps_a_refused_edit(pachd: FakePps, tmp_path: Path) -> None:
+    breaker = tmp_path / "break.py"
+    breaker.write_text("import sys; open(sys.argv[-1], 'w').write('{\"pipeline\": 1}')")
+    code, _, err = cli("edit-pipeline", "edges", "--editor", f"{sys.executable} {breaker}")
+    assert code == 1 and err.count("\n") == 1
+    assert "field 'pipeline' must be an object" in err
+    kept = err.rsplit("kept in ", 1)[1].rstrip(")\n")
+    assert Path(kept).read_text() == '{"pipeline": 1}'
+    Path(kept).unlink()
+    assert pachd.created == []

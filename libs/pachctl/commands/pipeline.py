@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from libs.api.admin import admin_pb2, admin_pb2_grpc
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
-from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound, PachError, Unavailable
 from libs.pachctl import pretty
 from libs.pachctl.address import from_env
 from libs.pachctl.client import Pachd
@@ -370,6 +370,9 @@ def edited_request(
 
 
 def edit_pipeline(args: argparse.Namespace, out: TextIO) -> int:
+    """Extract the spec, edit it, send it as an update. When the edit
+    cannot be read or is refused, the edited file stays and the error names
+    it, so the edit is not lost."""
     editor = args.editor or os.environ.get("EDITOR", "") or "vim"
     with Pachd(from_env(), timeout=CHANGE_TIMEOUT_S) as pachd:
         original = _extract(pachd, args.pipeline)
@@ -380,14 +383,20 @@ def edit_pipeline(args: argparse.Namespace, out: TextIO) -> int:
             path = f.name
         try:
             run_editor(editor, path)
+        except BaseException:
+            os.unlink(path)
+            raise
+        try:
             with open(path, "rb") as edited:
                 request = edited_request(original, edited.read(), path, args.reprocess)
-        finally:
-            os.unlink(path)
-        if request is None:
-            out.write("Pipeline unchanged, no update will be performed.\n")
-            return 0
-        pachd.call(_api(pachd).CreatePipeline, request)
+            if request is None:
+                out.write("Pipeline unchanged, no update will be performed.\n")
+            else:
+                pachd.call(_api(pachd).CreatePipeline, request)
+        except PachError as exc:
+            exc.message = f"{exc.message} (the edited spec is kept in {path})"
+            raise
+        os.unlink(path)
     return 0
 
 
