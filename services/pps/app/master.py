@@ -74,6 +74,9 @@ MAX_CHUNKS = 2000
 # After a hint, the masters look again this much later (the read models
 # apply an event shortly after it is published).
 HINT_AGAIN_S = 0.1
+# A job with at most this many datums keeps them from planning to publishing
+# (a bigger one enumerates them again rather than hold them all).
+CACHED_DATUMS = 10_000
 
 
 class LogSink(Protocol):
@@ -121,6 +124,11 @@ def chunk_of(bounds: Sequence[int], ordinal: int) -> int:
     return bisect.bisect_right(bounds, ordinal) - 1
 
 
+async def _replay(tasks: Sequence[work.DatumTask]) -> AsyncIterator[work.DatumTask]:
+    for task in tasks:
+        yield task
+
+
 # --- one job -------------------------------------------------------------------------
 
 
@@ -146,6 +154,8 @@ class JobRun:
     pool: WorkerPool
     taken_up: bool  # this process ran the job before (else a restart is recorded)
     published: set[int] = field(default_factory=set)
+    salt: str = ""  # the job's (set from its state): datum ids and the skip index use it
+    cached: list[work.DatumTask] | None = None  # the datums of a small job, kept by plan
 
     @property
     def spec(self) -> pps.CreatePipelineRequest:
@@ -185,6 +195,7 @@ class JobRun:
         state = await self.state()
         if state.finished:
             return
+        self.salt = state.salt
         try:
             await self.deps.pfs.inspect_commit(state.output_repo, state.output_commit)
         except NotFound:
@@ -250,8 +261,15 @@ class JobRun:
                 total += 1
             return Plan(total, {}, previous)
         ids: list[tuple[str, int]] = []
+        self.cached = None
+        cached: list[work.DatumTask] | None = []
         async for task in self.tasks(commits, None):
             ids.append((task.id, task.index))
+            if cached is not None:
+                cached.append(task)
+                if len(cached) > CACHED_DATUMS:
+                    cached = None  # a big job: publish enumerates again
+        self.cached = cached
         ids.sort()
         skipped: dict[str, tuple[int, str]] = {}
         i = 0
@@ -271,9 +289,11 @@ class JobRun:
     ) -> AsyncIterator[work.DatumTask]:
         if previous is not None:
             return enumerate_new_datums(
-                self.deps.store, self.spec.input, commits, previous, self.record.salt
+                self.deps.store, self.spec.input, commits, previous, self.salt
             )
-        return enumerate_datums(self.deps.store, self.spec.input, commits, self.record.salt)
+        if self.cached is not None:
+            return _replay(self.cached)
+        return enumerate_datums(self.deps.store, self.spec.input, commits, self.salt)
 
     async def previous_inputs(self, state: domain.Job) -> dict[str, JobInputCommit]:
         parent = await self.previous_success(state)
@@ -570,7 +590,11 @@ class Master:
         while True:
             try:
                 names = {r.name async for r in list_pipelines(self.deps.docs)}
-                await self._stop_runners([n for n in self._runners if n not in names])
+                gone = [n for n in self._runners if n not in names]
+                await self._stop_runners(gone)
+                for name in gone:  # chunks still queued for it go too
+                    await work_queue.purge(self.deps.js, name)
+                    await work_queue.delete_consumer(self.deps.js, name)
                 for name in names:
                     running = self._runners.get(name)
                     if running is None or running[1].done():
