@@ -17,9 +17,10 @@ from nats.aio.client import Client
 
 from libs.api.events import pps_pb2 as pachevents
 from libs.api.internal import pps_work_pb2 as pachinternal
+from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.api.pps import pps_pb2
 from libs.bus import Bus, Context
-from libs.errors import InvalidArgument, Unavailable
+from libs.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from libs.filedata import FileWriter, read_refs
 from libs.natsserver import NatsServer
 from libs.objects import LocalObjectStore
@@ -212,7 +213,9 @@ async def test_retries_then_accept_return_code(
     tree = await _tree(store, {"/a": b"a"})
     task = await _task(store, tree, "/a")
     # Every try fails alike (each starts with an empty /pfs/out).
-    spec = _spec("sh", "-c", "ls /pfs/out | wc -l > /pfs/out/n; exit 3", datum_tries=2)
+    spec = _spec(
+        "sh", "-c", "n=$(ls /pfs/out | wc -l); echo $n > /pfs/out/n; exit 3", datum_tries=2
+    )
     logs = Logs()
     failed = await _run(store, runner, tmp_path, task, spec, logs)
     assert failed.state == pps_pb2.FAILED
@@ -220,7 +223,9 @@ async def test_retries_then_accept_return_code(
     assert "exited with code 3" in failed.reason and "in:/a" in failed.reason
     assert sum("try 2 of 2" in m.message for m in logs.messages if not m.user) == 1
 
-    spec = _spec("sh", "-c", "ls /pfs/out | wc -l > /pfs/out/n; exit 3", accept_return_code=[3])
+    spec = _spec(
+        "sh", "-c", "n=$(ls /pfs/out | wc -l); echo $n > /pfs/out/n; exit 3", accept_return_code=[3]
+    )
     ok = await _run(store, runner, tmp_path, task, spec)
     assert ok.state == pps_pb2.SUCCESS and ok.tries == 1
     assert await _files(store, ok.output_tree) == {"/n": b"0\n"}
@@ -497,15 +502,45 @@ async def test_killed_worker_chunk_goes_to_another_and_its_code_dies(
         await pps_bus.close()
 
 
-async def test_worker_exits_when_its_parent_dies(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_worker_exits_when_its_parent_dies(
+    nats_server: NatsServer, nc: Client, tmp_path: Path
+) -> None:
     pid_file = tmp_path / "worker.pid"
     env = _worker_env(nats_server.url, tmp_path / "data", "wp")
+    script = f'"{sys.executable}" -m services.pps.worker & echo $! > {pid_file}; wait'
+    parent = await asyncio.create_subprocess_exec("sh", "-c", script, env=env)
+    bus = Bus(nc, service="test")
+    try:
+        async with asyncio.timeout(20):  # the worker is up and serving
+            while True:
+                with contextlib.suppress(Unavailable, DeadlineExceeded):
+                    health = await bus.request(
+                        "pps-worker", "Health", HealthRequest(), HealthResponse, kind="qry"
+                    )
+                    if health.ready:
+                        break
+                await asyncio.sleep(0.1)
+        worker = psutil.Process(int(pid_file.read_text()))
+        parent.kill()
+        await parent.wait()
+        await _until(lambda: not worker.is_running() or worker.status() == "zombie", 10)
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        with contextlib.suppress(psutil.Error, ValueError, OSError):
+            psutil.Process(int(pid_file.read_text())).kill()
+
+
+async def test_worker_waiting_for_nats_exits_when_its_parent_dies(tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    env = _worker_env("nats://127.0.0.1:1", tmp_path / "data", "wn")  # nothing listens
     script = f'"{sys.executable}" -m services.pps.worker & echo $! > {pid_file}; wait'
     parent = await asyncio.create_subprocess_exec("sh", "-c", script, env=env)
     try:
         await _until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 10)
         worker = psutil.Process(int(pid_file.read_text()))
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)  # started, retrying its NATS connection
         assert worker.is_running()
         parent.kill()
         await parent.wait()

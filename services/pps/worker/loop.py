@@ -2,8 +2,10 @@
 
 Settings come from the environment: ``PACH_PPS_PIPELINE`` (required),
 ``PACH_PPS_WORKER_ID`` (default ``<pipeline>-<pid>``),
-``PACH_PPS_ACK_WAIT_S`` (default 30) and ``PACH_PPS_SCRATCH_DIR`` (default
-``<data dir>/pps-scratch``; each worker uses its own directory below it).
+``PACH_PPS_ACK_WAIT_S`` (default 30), ``PACH_PPS_SCRATCH_DIR`` (default
+``<data dir>/pps-scratch``; each worker uses its own directory below it)
+and ``PACH_PPS_PARENT_PID`` (optional: the process whose death ends the
+worker; default: the parent at start).
 
 For each chunk: the pipeline's spec at the chunk's version (asked of pps,
 ``qry.pps.GetPipelineSpec``, cached by version), every datum through
@@ -18,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +45,7 @@ from libs.errors import (
     Unavailable,
 )
 from libs.objects import ObjectStore, open_object_store
-from libs.service import ServiceContext
+from libs.service import ServiceContext, Setup
 from services.pps.adapters import work_queue
 from services.pps.adapters.logs import LogStore
 from services.pps.runners.base import Runner
@@ -53,6 +58,7 @@ _RETRY_MAX_S = 5.0
 _NAK_DELAY_S = 2.0
 _PARENT_POLL_S = 1.0
 _SPECS_KEPT = 4
+_PR_SET_PDEATHSIG = 1
 _FINAL = (InvalidArgument, NotFound, FailedPrecondition)  # a report pps will never take
 
 _log = structlog.get_logger(SERVICE)
@@ -223,6 +229,23 @@ async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
         delay = min(delay * 2, _RETRY_MAX_S)
 
 
+def die_with_parent(parent: int, env: Mapping[str, str] | None = None) -> None:
+    """Have the kernel kill this process when its parent dies
+    (PR_SET_PDEATHSIG, SIGKILL: it works even while the worker still waits
+    for NATS; an unacked chunk is redelivered and the scratch directory is
+    cleared at the next start), and exit now if the parent is already gone:
+    the parent read at start (``parent``) or the one pps names in
+    ``PACH_PPS_PARENT_PID``."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    named = (os.environ if env is None else env).get("PACH_PPS_PARENT_PID", "")
+    expected = int(named) if named.isdigit() else parent
+    if os.getppid() != expected:
+        _log.warning("parent process gone before the worker started", parent=expected)
+        sys.exit(0)
+
+
 async def watch_parent(stop: asyncio.Event, parent: int) -> None:
     """Set ``stop`` once the process that started this one is gone."""
     while os.getppid() == parent:  # noqa: ASYNC110 - no event tells us the parent died
@@ -231,10 +254,20 @@ async def watch_parent(stop: asyncio.Event, parent: int) -> None:
     stop.set()
 
 
-async def setup(ctx: ServiceContext) -> None:
-    """``run_service`` setup of the worker process."""
+def make_setup(parent: int | None = None) -> Setup:
+    """The ``run_service`` setup of a worker whose parent is ``parent``
+    (default: the parent when setup runs)."""
+
+    async def setup(ctx: ServiceContext) -> None:
+        await start_worker(ctx, os.getppid() if parent is None else parent)
+
+    return setup
+
+
+async def start_worker(ctx: ServiceContext, parent: int) -> None:
+    """Open the worker's resources on ``ctx.stack`` and start its loop and
+    the parent watch in the background."""
     settings = WorkerSettings.from_env(ctx.config.data_dir)
-    parent = os.getppid()
     await asyncio.to_thread(shutil.rmtree, settings.own_scratch, True)
     settings.own_scratch.mkdir(parents=True, exist_ok=True)
     store = open_object_store(ctx.config.objects)
@@ -266,4 +299,12 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.log.info("pps worker started", pipeline=settings.pipeline, worker=settings.worker_id)
 
 
-__all__ = ["SERVICE", "Worker", "WorkerSettings", "setup", "watch_parent"]
+__all__ = [
+    "SERVICE",
+    "Worker",
+    "WorkerSettings",
+    "die_with_parent",
+    "make_setup",
+    "start_worker",
+    "watch_parent",
+]
