@@ -3,11 +3,14 @@ first commit runs a job whose output commit holds the datums' outputs; the
 next input commit processes only the new datum (the others are skipped and
 their outputs reused); a failing datum fails its job with a reason naming
 it; StopJob kills a running job; ListJob/InspectJob/ListDatum/InspectDatum
-and the master's log lines; a deleted input commit takes its job along."""
+and the master's log lines; a deleted input commit takes its job along;
+egress to S3 (and a failed egress failing its job)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -22,6 +25,9 @@ from libs.api.pfs import pfs_pb2_grpc
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.objects import S3ObjectStore
+from tests.servers.fixtures import s3_server  # noqa: F401
+from tests.servers.s3server import S3Server
 from tests.support.cluster import Cluster, running
 
 
@@ -76,6 +82,8 @@ async def create(bus: Bus, name: str, script: str, **extra: object) -> None:
     for key, value in extra.items():
         if isinstance(value, pps.ParallelismSpec):
             req.parallelism_spec.CopyFrom(value)
+        elif key == "egress":
+            req.egress.URL = str(value)
         else:
             setattr(req, key, value)
     await bus.request("pps", "CreatePipeline", req, Empty)
@@ -245,3 +253,47 @@ async def test_stop_job_kills_it_and_bad_requests(bus: Bus, files: pfs_pb2_grpc.
         await list_datums(bus, "0" * 32)
     with pytest.raises(InvalidArgument):
         await bus.request("pps", "ChunkDone", work.ChunkDoneRequest(), Empty)
+
+
+@pytest.mark.s3
+async def test_egress_copies_the_output_to_s3(
+    s3_server: S3Server,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    env = {k: v for k, v in s3_server.env().items() if k != "PACH_S3_BUCKET"}
+    env.pop("PACH_OBJECT_BACKEND", None)
+    bucket = f"egress-{secrets.token_hex(4)}"
+    dest = S3ObjectStore(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint,
+        region=s3_server.region,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    await dest.ensure_bucket()
+    gen = running(tmp_path_factory.mktemp("pps-egress") / "data", **env)
+    cluster = next(gen)
+    try:
+        nc = await nats.connect(cluster.state()["nats"]["url"])
+        bus = Bus(nc, service="test", timeout=30.0)
+        channel = grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}")
+        files = pfs_pb2_grpc.APIStub(channel)
+        repo = pfs.CreateRepoRequest(repo=pfs.Repo(name="images"))
+        await bus.request("pfs", "CreateRepo", repo, Empty)
+        await put(bus, files, {"/a": b"alpha\n", "/d/b": b"beta\n"})
+        await create(bus, "out", "cp -r /pfs/images/* /pfs/out/", egress=f"s3://{bucket}/run1")
+        [job] = await wait_jobs(bus, "out", 1)
+        assert job.state == pps.JOB_SUCCESS, job.reason
+        assert f"s3://{bucket}/run1" == job.egress.URL
+        assert await dest.get("run1/a") == b"alpha\n"
+        assert await dest.get("run1/d/b") == b"beta\n"
+        # An egress that cannot be done fails the job, naming the URL.
+        await create(bus, "lost", "cp -r /pfs/images/* /pfs/out/", egress="s3://no-such-bucket-x/p")
+        [lost] = await wait_jobs(bus, "lost", 1)
+        assert lost.state == pps.JOB_FAILURE and "s3://no-such-bucket-x/p" in lost.reason
+        channel.close()
+        await nc.close()
+    finally:
+        await dest.close()
+        with contextlib.suppress(StopIteration):
+            next(gen)

@@ -362,7 +362,10 @@ class JobRun:
         timeout = self.spec.job_timeout.ToTimedelta().total_seconds()
         while True:
             state = await self.state()
-            if state.finished or not state.pending():
+            if state.finished:  # stopped: its chunks still queued go
+                await work_queue.purge(self.deps.js, self.record.name)
+                return state
+            if not state.pending():
                 return state
             record = await get_pipeline(self.deps.docs, self.record.name)
             if record is None:
@@ -471,6 +474,7 @@ class PipelineMaster:
                     raise
                 except _Gone as gone:
                     _log.info("job dropped", pipeline=self.name, why=str(gone))
+                    await work_queue.purge(self.deps.js, self.name)
                 except Exception as exc:
                     _log.warning("pipeline master failed", pipeline=self.name, error=repr(exc))
                     await asyncio.sleep(backoff)
