@@ -1,0 +1,181 @@
+"""LocalRunner: real bubblewrap sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from libs.errors import InvalidArgument
+from services.pps.runners.local import MAX_LINE, LocalRunner, base_env, root_args
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="needs bubblewrap")
+
+
+@pytest.fixture
+def pfs(tmp_path: Path) -> Path:
+    root = tmp_path / "pfs"
+    (root / "out").mkdir(parents=True)
+    (root / "in").mkdir()
+    (root / "in" / "a").write_text("input\n")
+    return root
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    async def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+
+async def _sh(
+    runner: LocalRunner,
+    pfs: Path,
+    script: str,
+    *,
+    stdin: bytes = b"",
+    env: dict[str, str] | None = None,
+    working_dir: str = "",
+    timeout: float | None = 20.0,
+) -> tuple[int, bool, list[str]]:
+    out = Lines()
+    result = await runner.run(
+        ["sh", "-c", script],
+        pfs_dir=pfs,
+        stdin=stdin,
+        env=env or {},
+        working_dir=working_dir,
+        timeout=timeout,
+        on_line=out,
+    )
+    return result.returncode, result.timed_out, out.lines
+
+
+async def test_sees_pfs_host_read_only_and_private_tmp(pfs: Path, tmp_path: Path) -> None:
+    runner = LocalRunner(hide=[tmp_path])  # under /tmp: private anyway
+    code, _, lines = await _sh(
+        runner,
+        pfs,
+        "cat /pfs/in/a; echo o > /pfs/out/o && echo out-ok; "
+        "(echo x > /pfs/in/b) 2>/dev/null || echo in-ro; "
+        "(touch /usr/x) 2>/dev/null || echo usr-ro; "
+        "ls /tmp | wc -l; echo t > /tmp/t && echo tmp-ok; test -d /etc && echo etc",
+    )
+    assert code == 0
+    assert lines == ["input", "out-ok", "in-ro", "usr-ro", "0", "tmp-ok", "etc"]
+    assert (pfs / "out" / "o").read_text() == "o\n"
+    assert not (pfs / "in" / "b").exists()
+
+
+async def test_hidden_directories_look_empty(pfs: Path) -> None:
+    hidden = Path(__file__).parent  # a host directory outside /tmp
+    runner = LocalRunner(hide=[hidden])
+    _, _, lines = await _sh(runner, pfs, f"ls {hidden} | wc -l; ls {hidden.parent} | wc -l")
+    assert lines[0] == "0" and int(lines[1]) > 0
+
+
+async def test_stdin_env_path_and_working_dir(pfs: Path) -> None:
+    runner = LocalRunner()
+    code, _, lines = await _sh(
+        runner,
+        pfs,
+        'cat; echo "$FOO"; command -v python3; pwd',
+        stdin=b"one\ntwo\n",
+        env={"FOO": "bar"},
+        working_dir="/pfs/in",
+    )
+    assert code == 0
+    assert lines == ["one", "two", "bar", str(Path(sys.executable).parent / "python3"), "/pfs/in"]
+
+
+async def test_exit_codes_stderr_and_long_lines(pfs: Path) -> None:
+    runner = LocalRunner()
+    long = f"head -c {MAX_LINE + 10} /dev/zero | tr '\\0' x"
+    script = f"echo err >&2; {long}; echo; printf tail; exit 7"
+    code, timed_out, lines = await _sh(runner, pfs, script)
+    assert (code, timed_out) == (7, False)
+    assert "err" in lines and lines[-1] == "tail"
+    assert [len(x) for x in lines if x.startswith("x")] == [MAX_LINE, 10]
+
+
+async def test_code_not_reading_stdin_is_fine(pfs: Path) -> None:
+    code, _, _ = await _sh(LocalRunner(), pfs, "exit 0", stdin=b"x" * (1 << 20))
+    assert code == 0
+
+
+async def test_timeout_kills_the_whole_tree(pfs: Path) -> None:
+    started = time.monotonic()
+    code, timed_out, lines = await _sh(
+        LocalRunner(), pfs, "sleep 31.4159 & echo started; sleep 31.4159", timeout=1.0
+    )
+    assert timed_out and code != 0 and lines == ["started"]
+    assert time.monotonic() - started < 5
+    await asyncio.sleep(0.2)
+    assert not _running("31.4159")
+
+
+async def test_cancel_kills_the_sandbox(pfs: Path) -> None:
+    task = asyncio.create_task(_sh(LocalRunner(), pfs, "sleep 27.1828"))
+    async with asyncio.timeout(10):
+        while not _running("27.1828"):  # noqa: ASYNC110 - polls the process table
+            await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)
+    assert not _running("27.1828")
+
+
+async def test_bad_calls(pfs: Path) -> None:
+    runner = LocalRunner()
+    with pytest.raises(InvalidArgument, match="empty"):
+        await runner.run(
+            [], pfs_dir=pfs, stdin=b"", env={}, working_dir="", timeout=None, on_line=Lines()
+        )
+    with pytest.raises(InvalidArgument, match="timeout"):
+        await _sh(runner, pfs, "true", timeout=0)
+    code, _, lines = await _sh(runner, pfs, "exec no-such-program-xyz")
+    assert code != 0 and any("no-such-program-xyz" in x for x in lines)
+
+
+def test_base_env_drops_secrets_and_puts_this_python_first() -> None:
+    env = base_env(
+        {
+            "PATH": "/usr/bin:/bin",
+            "PACH_S3_SECRET_KEY": "s",
+            "AWS_ACCESS_KEY_ID": "a",
+            "HOME": "/root",
+        }
+    )
+    assert env["PATH"].split(":") == [str(Path(sys.executable).parent), "/usr/bin", "/bin"]
+    assert "PACH_S3_SECRET_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env
+    assert env["HOME"] == "/root"
+
+
+def test_root_args_bind_the_host_read_only() -> None:
+    args = root_args()
+    assert args[:2] == ["--tmpfs", "/"]
+    pairs = list(itertools.pairwise(args))
+    assert ("--ro-bind", "/usr") in pairs and ("--tmpfs", "/tmp") in pairs
+    assert ("--ro-bind", "/tmp") not in pairs and ("--ro-bind", "/proc") not in pairs
+
+
+async def test_spawn_floor() -> None:
+    assert 0 < await LocalRunner().spawn_floor(3) < 1
+
+
+def _running(marker: str) -> bool:
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in part for part in p.info["cmdline"] or []):
+                return True
+        except psutil.Error:
+            continue
+    return False
