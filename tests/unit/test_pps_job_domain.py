@@ -1,17 +1,23 @@
-"""The job aggregate's decisions and evolution (pure), and the master's
-chunk cutting."""
+"""The job aggregate's decisions and evolution (pure), the master's chunk
+cutting, and the jobs read models (projection + readers over SQLite)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import reduce
+from pathlib import Path
 
 import pytest
 from google.protobuf.message import Message
 
 from libs.api.events import pps_pb2 as ev
+from libs.api.events.envelope_pb2 import Envelope
 from libs.api.pps import pps_pb2 as pps
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.events import RecordedEvent, View
+from libs.readmodels import SqliteDocumentStore
+from services.pps.adapters import jobs_view
+from services.pps.adapters.jobs_view import JobsProjection
 from services.pps.app.master import chunk_bounds, chunk_count, chunk_of
 from services.pps.domain import jobs
 from services.pps.domain.jobs import Job
@@ -190,3 +196,96 @@ def test_chunk_cutting_is_deterministic_and_bounded() -> None:
         b = chunk_bounds(todo, chunks)
         sizes = [b[c + 1] - b[c] for c in range(chunks)]
         assert sum(sizes) == todo and min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+# --- the jobs read models ---------------------------------------------------------
+
+
+class Views:
+    """The jobs projection over a SQLite store, fed events by hand."""
+
+    def __init__(self, store: SqliteDocumentStore) -> None:
+        self.store = store
+        self.projection = JobsProjection(store)
+        self.seq = 0
+
+    async def feed(self, aggregate: str, agg_id: str, *events: Message) -> None:
+        async with self.store.batch() as batch:
+            v = View(self.store, batch)
+            for event in events:
+                self.seq += 1
+                env = Envelope(
+                    event_id=f"e{self.seq}",
+                    aggregate_service="pps",
+                    aggregate_type=aggregate,
+                    aggregate_id=agg_id,
+                )
+                env.time.FromNanoseconds(self.seq * 1000)
+                await self.projection.apply(RecordedEvent(env, event, self.seq), v)
+
+
+@pytest.fixture
+async def views(tmp_path: Path) -> AsyncIterator[Views]:
+    store = SqliteDocumentStore(tmp_path / "pps.sqlite")
+    await store.open(JobsProjection.collections)
+    try:
+        yield Views(store)
+    finally:
+        await store.close()
+
+
+async def test_views_count_chunks_once_and_keep_the_skip_index(views: Views) -> None:
+    docs = views.store
+    await views.feed("job", JOB, created())
+    await views.feed("job", JOB, ev.JobStarted(total=3, skipped=0, chunks=2))
+    done = ev.DatumsProcessed(chunk=0, results=[result(0), result(1, pps.FAILED, "/x")])
+    await views.feed("job", JOB, done, done)  # a replayed event changes nothing
+    doc = await jobs_view.get_job(docs, JOB)
+    assert doc is not None and doc["state"] == pps.JOB_RUNNING
+    assert (doc["data_processed"], doc["data_failed"], doc["data_total"]) == (1, 1, 3)
+    assert [d["id"] async for d in jobs_view.job_datums(docs, JOB)] == ["d0", "d1"]
+    index = [d["id"] async for d in jobs_view.processed(docs, "edges", "s")]
+    assert index == ["d0"]  # only successful datums are reused
+    assert [d async for d in jobs_view.processed(docs, "edges", "other salt")] == []
+    # restart-datum takes the failed datum's chunk back.
+    await views.feed("job", JOB, ev.DatumsRestarted(data_filters=["/x"]))
+    doc = await jobs_view.get_job(docs, JOB)
+    assert doc is not None and (doc["data_processed"], doc["data_failed"]) == (0, 0)
+    d1 = await jobs_view.get_datum(docs, JOB, "d1")
+    assert d1 is not None and d1["state"] == pps.STARTING
+    await views.feed("job", JOB, ev.DatumsProcessed(chunk=2, results=[result(0), result(1)]))
+    await views.feed("job", JOB, ev.DatumsProcessed(chunk=1, results=[result(2)]))
+    await views.feed("job", JOB, ev.JobFinished(state=pps.JOB_SUCCESS, output_tree="r" * 64))
+    doc = await jobs_view.get_job(docs, JOB)
+    assert doc is not None and doc["done"] and doc["data_processed"] == 3
+    assert await jobs_view.job_counts(docs, "edges") == {pps.JOB_SUCCESS: 1}
+    assert (await jobs_view.last_success(docs, "edges", 10**9) or {}).get("id") == JOB
+    found = await jobs_view.job_by_output(docs, "edges", "c" * 32)
+    assert found is not None and found["id"] == JOB
+
+
+async def test_views_list_and_drop(views: Views) -> None:
+    docs = views.store
+    other = ev.JobCreated()
+    other.CopyFrom(created())
+    other.output_commit = "e" * 32
+    other.parent_job = JOB
+    other_id = jobs.job_id("edges", "e" * 32)
+    await views.feed("job", JOB, created())
+    await views.feed("job", other_id, other)
+    listed = [d["id"] async for d in jobs_view.list_jobs(docs, "edges")]
+    assert listed == [other_id, JOB]  # newest first
+    by_input = jobs_view.list_jobs(docs, input_commits=[("images", "i1")])
+    assert len([d async for d in by_input]) == 2
+    assert [d async for d in jobs_view.list_jobs(docs, input_commits=[("images", "zz")])] == []
+    assert [d["id"] async for d in jobs_view.unfinished_jobs(docs, "edges")] == [JOB, other_id]
+    await views.feed("job", other_id, ev.JobStarted(total=1, chunks=1))
+    await views.feed("job", other_id, ev.DatumsProcessed(chunk=0, results=[result(0)]))
+    await views.feed("job", other_id, ev.JobDeleted())
+    assert await jobs_view.get_job(docs, other_id) is None
+    assert [d async for d in jobs_view.job_datums(docs, other_id)] == []
+    assert len([d async for d in jobs_view.processed(docs, "edges", "s")]) == 1
+    # The pipeline's deletion drops its jobs, datums and skip index.
+    await views.feed("pipeline", "edges", ev.PipelineDeleted())
+    assert [d async for d in jobs_view.list_jobs(docs)] == []
+    assert [d async for d in jobs_view.processed(docs, "edges", "s")] == []
