@@ -164,6 +164,8 @@ async def test_jobs_process_new_datums_and_skip_the_rest(
     # Filters: by input commit and by output commit.
     by_input = await list_jobs(bus, "upper", input_commit=[commit_of("images", c2)])
     assert [j.job.id for j in by_input] == [second.job.id]
+    by_branch = await list_jobs(bus, "upper", input_commit=[commit_of("images", "master^")])
+    assert [j.job.id for j in by_branch] == [first.job.id]  # master^ is the first commit
     by_output = await list_jobs(bus, "upper", output_commit=first.output_commit)
     assert [j.job.id for j in by_output] == [first.job.id]
     req = pps.InspectJobRequest(output_commit=second.output_commit)

@@ -268,7 +268,13 @@ class Jobs:
         return await self._info(doc)
 
     async def list_job(self, req: pps.ListJobRequest, ctx: Context) -> pps.JobInfos:
-        inputs = [(c.repo.name, c.id) for c in req.input_commit]
+        inputs = []
+        for c in req.input_commit:
+            ref = c.id
+            if not _COMMIT_ID.match(ref):  # a branch or ancestry reference
+                info = await self.pfs.as_principal(ctx.principal).inspect_commit(c.repo.name, ref)
+                ref = info.commit.id
+            inputs.append((c.repo.name, ref))
         output = None
         if req.HasField("output_commit"):
             output = (req.output_commit.repo.name, req.output_commit.id)
