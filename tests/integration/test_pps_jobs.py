@@ -2,7 +2,8 @@
 first commit runs a job whose output commit holds the datums' outputs; the
 next input commit processes only the new datum (the others are skipped and
 their outputs reused); a failing datum fails its job with a reason naming
-it; StopJob kills a running job; ListJob/InspectJob/ListDatum/InspectDatum
+it, and so do datum outputs that cannot be merged; StopJob kills a
+running job; ListJob/InspectJob/ListDatum/InspectDatum
 and the master's log lines; a deleted input commit takes its job along;
 egress to S3 (and a failed egress failing its job)."""
 
@@ -233,6 +234,15 @@ async def test_a_failing_datum_fails_the_job(bus: Bus, files: pfs_pb2_grpc.APISt
     assert commit.HasField("finished") and commit.size_bytes == 0
     with pytest.raises(FailedPrecondition, match="JOB_FAILURE"):
         await bus.request("pps", "StopJob", pps.StopJobRequest(job=job.job), Empty)
+    # Datums whose outputs clash (a file here, a directory there): the merge
+    # fails, and so does the job, saying why.
+    clash = (
+        'if [ "$(basename $images)" = good ]; then echo 1 > /pfs/out/x; '
+        "else mkdir /pfs/out/x && echo 2 > /pfs/out/x/y; fi"
+    )
+    await create(bus, "clash", clash)
+    [job] = await wait_jobs(bus, "clash", 1)
+    assert job.state == pps.JOB_FAILURE and "/x" in job.reason, job.reason
 
 
 async def test_stop_job_kills_it_and_bad_requests(bus: Bus, files: pfs_pb2_grpc.APIStub) -> None:

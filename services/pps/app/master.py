@@ -47,7 +47,7 @@ from libs.api.events.pps_pb2 import JobInputCommit
 from libs.api.internal import pps_work_pb2 as work
 from libs.api.pps import pps_pb2 as pps
 from libs.config import ObjectStoreConfig
-from libs.errors import NotFound, PachError
+from libs.errors import ConcurrencyError, DeadlineExceeded, NotFound, PachError, Unavailable
 from libs.objects import ObjectStore
 from libs.readmodels import Document, DocumentStore
 from libs.trees import Put, TreeRoot, build, file_refs, walk
@@ -95,6 +95,9 @@ class MasterDeps:
     pools: PoolFactory
     s3: ObjectStoreConfig | None = None  # egress credentials
     poll: float = 1.0  # re-check while waiting, without hints
+
+
+_TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
 
 
 class _Gone(Exception):
@@ -517,7 +520,16 @@ class PipelineMaster:
             await self.set_state(pps.PIPELINE_RUNNING)
         run = JobRun(self.deps, record, job["id"], self.wake, self.pool, job["id"] in self.taken_up)
         self.taken_up.add(job["id"])
-        await run.run()
+        try:
+            await run.run()
+        except PachError as err:
+            if isinstance(err, _TRANSIENT):
+                raise  # retried by run(), with backoff
+            # Nothing a retry would change (a bad input, a file/directory
+            # conflict between datum outputs, ...): the job fails with it.
+            state = await run.state()
+            if not state.finished:
+                await run.fail(state, str(err))
         return True
 
     async def next_job(self) -> Document | None:
