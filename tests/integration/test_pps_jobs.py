@@ -5,7 +5,8 @@ their outputs reused); a failing datum fails its job with a reason naming
 it, and so do datum outputs that cannot be merged; StopJob kills a
 running job; ListJob/InspectJob/ListDatum/InspectDatum
 and the master's log lines; a deleted input commit takes its job along;
-egress to S3 (and a failed egress failing its job)."""
+egress to S3 (and a failed egress failing its job); worker processes
+following standby, stop and parallelism."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import grpc
 import nats
+import psutil
 import pytest
 from google.protobuf.empty_pb2 import Empty
 
@@ -309,3 +311,70 @@ async def test_egress_copies_the_output_to_s3(
         await dest.close()
         with contextlib.suppress(StopIteration):
             next(gen)
+
+
+def worker_pids(pipeline: str) -> list[int]:
+    """Live worker processes of ``pipeline`` on this machine."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if "services.pps.worker" not in " ".join(proc.info["cmdline"] or []):
+                continue
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("PACH_PPS_PIPELINE") == pipeline:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+async def pipeline_state(bus: Bus, name: str) -> int:
+    req = pps.InspectPipelineRequest(pipeline=pps.Pipeline(name=name))
+    info = await bus.request("pps", "InspectPipeline", req, pps.PipelineInfo, kind="qry")
+    return int(info.state)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.2)
+
+
+async def test_workers_follow_standby_stop_and_parallelism(
+    bus: Bus, files: pfs_pb2_grpc.APIStub
+) -> None:
+    await put(bus, files, {"/a": b"1\n"})
+    await create(bus, "idle", "cp $images /pfs/out/", standby=True)
+    [job] = await wait_jobs(bus, "idle", 1)
+    assert job.state == pps.JOB_SUCCESS, job.reason
+
+    async def standing_by() -> bool:
+        return await pipeline_state(bus, "idle") == pps.PIPELINE_STANDBY and not worker_pids("idle")
+
+    await eventually(standing_by)  # idle with standby: no worker process
+
+    await create(
+        bus, "busy", "cp $images /pfs/out/", parallelism_spec=pps.ParallelismSpec(constant=2)
+    )
+    await wait_jobs(bus, "busy", 1)
+
+    async def two_workers() -> bool:
+        return len(worker_pids("busy")) == 2
+
+    await eventually(two_workers)  # no standby: the workers stay
+    stop = pps.StopPipelineRequest(pipeline=pps.Pipeline(name="busy"))
+    await bus.request("pps", "StopPipeline", stop, Empty)
+
+    async def no_workers() -> bool:
+        return not worker_pids("busy")
+
+    await eventually(no_workers)
+    await bus.request(
+        "pps",
+        "DeletePipeline",
+        pps.DeletePipelineRequest(pipeline=pps.Pipeline(name="idle")),
+        Empty,
+    )
+    assert await list_jobs(bus, "idle") == []
