@@ -337,6 +337,36 @@ async def test_inputs_are_read_only_and_incremental_out(
     assert await _files(store, result.output_tree) == {"/count": b"2\n"}
 
 
+async def test_enable_stats_builds_the_datum_stats_tree(
+    store: LocalObjectStore, runner: LocalRunner, tmp_path: Path
+) -> None:
+    tree = await _tree(store, {"/d/a": b"alpha"})
+    task = await _task(store, tree, "/d")
+    ok = await _run(
+        store,
+        runner,
+        tmp_path,
+        task,
+        _spec("sh", "-c", "echo hi; cp $in/a /pfs/out/", enable_stats=True),
+    )
+    files = await _files(store, ok.stats_tree)
+    base = "/" + "d" * 64
+    assert files[f"{base}/job:job1"] == b""
+    assert files[f"{base}/pfs/in/d/a"] == b"alpha" and files[f"{base}/pfs/out/a"] == b"alpha"
+    assert b'"message": "hi"' in files[f"{base}/logs"] and b'"user": true' in files[f"{base}/logs"]
+    assert b"downloadBytes" in files[f"{base}/stats"]
+    assert f"{base}/failure" not in files
+
+    bad = await _run(
+        store, runner, tmp_path, task, _spec("false", enable_stats=True, datum_tries=1)
+    )
+    files = await _files(store, bad.stats_tree)
+    assert b"exited with code 1" in files[f"{base}/failure"]
+    assert not any(p.startswith(f"{base}/pfs/out") for p in files)
+    plain = await _run(store, runner, tmp_path, task, _spec("true"))
+    assert plain.stats_tree == ""
+
+
 # --- the worker process: chunks in, ChunkDone out ----------------------------
 
 

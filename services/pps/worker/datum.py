@@ -30,9 +30,10 @@ from libs.errors import PachError
 from libs.objects import ObjectStore
 from services.pps.runners.base import Runner
 from services.pps.worker.layout import PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
-from services.pps.worker.upload import upload
+from services.pps.worker.upload import stats_tree, upload
 
 DEFAULT_DATUM_TRIES = 3
+KEPT_LOG_BYTES = 8 << 20  # log text a datum's stats keep (enable_stats)
 LogSink = Callable[[pps_pb2.LogMessage], Awaitable[None]]
 
 
@@ -88,7 +89,7 @@ async def run_datum(
 ) -> pachevents.DatumResult:
     """Process ``task`` with up to ``datum_tries`` tries; never raises for a
     failure of the datum itself (the result says FAILED and why)."""
-    run = _DatumRun(task, job_id, spec, log, worker_id)
+    run = _DatumRun(task, job_id, spec, log, worker_id, keep=spec.enable_stats)
     tries = spec.datum_tries if spec.datum_tries > 0 else DEFAULT_DATUM_TRIES
     env = datum_env(task, job_id, output_commit, spec)
     stdin = stdin_bytes(spec)
@@ -151,6 +152,21 @@ async def run_datum(
     stats.download_time.CopyFrom(_duration(download_s))
     stats.process_time.CopyFrom(_duration(process_s))
     stats.upload_time.CopyFrom(_duration(upload_s))
+    stats_root = ""
+    if spec.enable_stats:
+        try:
+            built = await stats_tree(
+                store,
+                task,
+                job_id=job_id,
+                stats=stats,
+                logs=run.kept,
+                output_tree="" if reason else output,
+                failure=reason,
+            )
+            stats_root = built.hash
+        except (PachError, OSError) as err:  # stats are extra: the datum stands
+            await run.log_worker(f"stats of {describe(task)} not stored: {err}")
     return pachevents.DatumResult(
         id=task.id,
         index=task.index,
@@ -160,6 +176,7 @@ async def run_datum(
         reason=reason,
         tries=used,
         data=input_files(task),
+        stats_tree=stats_root,
     )
 
 
@@ -184,7 +201,12 @@ class _DatumRun:
         spec: pps_pb2.CreatePipelineRequest,
         log: LogSink,
         worker_id: str,
+        *,
+        keep: bool = False,
     ) -> None:
+        self._keep = keep
+        self._kept_bytes = 0
+        self.kept: list[pps_pb2.LogMessage] = []  # for the stats tree
         self._base = pps_pb2.LogMessage(
             pipeline_name=spec.pipeline.name,
             job_id=job_id,
@@ -206,6 +228,9 @@ class _DatumRun:
         msg.message = line
         msg.user = user
         msg.ts.CopyFrom(_now())
+        if self._keep and self._kept_bytes < KEPT_LOG_BYTES:
+            self.kept.append(msg)
+            self._kept_bytes += len(line)
         with contextlib.suppress(PachError):  # losing a log line never fails a datum
             await self._log(msg)
 

@@ -1,4 +1,5 @@
 """Upload a datum's ``/pfs/out``: store its files and build the datum's tree.
+``stats_tree`` builds the datum's stats tree (``enable_stats``).
 
 Every regular file is stored with ``libs.filedata.FileWriter``. A symlink is
 followed as the user code would see it (paths under ``/pfs`` are the datum's
@@ -16,15 +17,19 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import json_format
+
+from libs.api.internal import pps_work_pb2 as pachinternal
+from libs.api.pps import pps_pb2
 from libs.errors import FailedPrecondition
 from libs.filedata import FileWriter
 from libs.objects import ObjectStore
-from libs.trees import Op, Put, TreeRoot, build
-from libs.trees.paths import join
+from libs.trees import Copy, DataRef, Op, Put, TreeRoot, build
+from libs.trees.paths import join, normalize
 from services.pps.worker.layout import OUT, PFS, InputIndex
 
 _READ = 8 << 20
@@ -168,3 +173,49 @@ async def _blocks(path: Path) -> AsyncIterator[bytes]:
             return
         while block := await asyncio.to_thread(f.read, _READ):
             yield block
+
+
+async def stats_tree(
+    store: ObjectStore,
+    task: pachinternal.DatumTask,
+    *,
+    job_id: str,
+    stats: pps_pb2.ProcessStats,
+    logs: Iterable[pps_pb2.LogMessage],
+    output_tree: str = "",
+    failure: str = "",
+) -> TreeRoot:
+    """The datum's stats as Pachyderm 1.7 lays them out under ``/<datum id>``:
+    ``job:<job id>`` (empty), ``logs`` (one JSON LogMessage a line),
+    ``stats`` (JSON ProcessStats), ``pfs/<input>/<path>`` and ``pfs/out``
+    (by reference), and ``failure`` (the reason) when it failed."""
+    base = f"/{task.id}"
+    writer = FileWriter(store)
+
+    async def text(data: bytes) -> list[DataRef]:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        return await writer.write_file(one())
+
+    lines = "".join(json_format.MessageToJson(m, indent=None) + "\n" for m in logs)
+    ops: list[Op] = [
+        Put(f"{base}/job:{job_id}"),
+        Put(f"{base}/logs", await text(lines.encode())),
+        Put(f"{base}/stats", await text(json_format.MessageToJson(stats).encode())),
+    ]
+    for inp in task.inputs:
+        path = normalize(inp.path)
+        dst = f"{base}/pfs/{inp.name}" + ("" if path == "/" else path)
+        ops.append(Copy(inp.tree, path, dst))
+    if output_tree:
+        ops.append(Copy(output_tree, "/", f"{base}/pfs/out"))
+    if failure:
+        ops.append(Put(f"{base}/failure", await text(failure.encode())))
+    await writer.flush()
+
+    async def stream() -> AsyncIterator[Op]:
+        for op in ops:
+            yield op
+
+    return await build(store, None, stream())
