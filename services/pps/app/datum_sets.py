@@ -72,11 +72,12 @@ async def enumerate_datums(
         if not commit.tree:
             return
         template = _template(atom, commit)
-        async for path, node in glob(store, commit.tree, atom.glob or ROOT):
-            ident = datum_id(((atom.name, path, node.hash),), salt)
-            datum_input = _input(template, path, node)
-            yield pachinternal.DatumTask(id=ident, index=index, inputs=(datum_input,))
-            index += 1
+        async with aclosing(glob(store, commit.tree, atom.glob or ROOT)) as matches:
+            async for path, node in matches:
+                ident = datum_id(((atom.name, path, node.hash),), salt)
+                datum_input = _input(template, path, node)
+                yield pachinternal.DatumTask(id=ident, index=index, inputs=(datum_input,))
+                index += 1
         return
     async for datum in _datums(store, input, commits):
         yield _task(datum, index, salt)
@@ -93,7 +94,10 @@ async def count_datums(
             return 0
         if atom.glob in ("/", ""):
             return 1
-        return sum([1 async for _ in glob(store, commit.tree, atom.glob)])
+        count = 0
+        async for _ in glob(store, commit.tree, atom.glob):
+            count += 1
+        return count
     if input.union:
         return union_count([await count_datums(store, i, commits) for i in input.union])
     if input.cross:
