@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from libs.errors import FailedPrecondition
+from libs.errors import FailedPrecondition, Internal
 from libs.filedata import FileWriter, read_refs
 from libs.trees import EMPTY_ROOT, Op, Put, SetHeader, file_refs, get, walk
 from services.pps.app import merge
@@ -259,3 +259,19 @@ async def test_incremental_added_datums_append_in_their_order(store):
     assert inc is not None
     assert await content(store, inc.hash, "/new") == b"12"
     assert inc == await merge_outputs(store, stream([kept, a1, a2]))
+
+
+async def test_a_failing_output_stream_or_a_missing_tree_fails_the_merge(store, monkeypatch):
+    monkeypatch.setattr(merge, "AHEAD", 4)
+    roots = [await output(store, {f"/f{i}": b"x"}) for i in range(6)]
+
+    async def broken():
+        for r in roots:
+            yield r
+        raise RuntimeError("read model went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        await merge_outputs(store, broken())
+    missing = "0" * 64
+    with pytest.raises(Internal, match=missing):
+        await merge_outputs(store, stream([*roots, missing, *roots]))
