@@ -185,6 +185,10 @@ async def test_jobs_process_new_datums_and_skip_the_rest(
         "pps", "InspectDatum", pps.InspectDatumRequest(datum=one), pps.DatumInfo, kind="qry"
     )
     assert got.state == pps.SUCCESS and got.data[0].file.path == "/c"
+    skipped = pps.InspectDatumRequest(datum=listed.datum_infos[0].datum)
+    got = await bus.request("pps", "InspectDatum", skipped, pps.DatumInfo, kind="qry")
+    assert got.state == pps.SKIPPED and got.data[0].file.path == "/a"
+    assert got.datum.job.id == second.job.id
 
     # The master logged the job.
     logs = await bus.request(

@@ -321,11 +321,19 @@ class Jobs:
         job = _job_name(req.datum.job)
         if not req.datum.id:
             raise InvalidArgument("a datum id is required")
-        await self._doc(job)
+        job_doc = await self._doc(job)
         doc = await view.get_datum(self.docs, job, req.datum.id)
-        if doc is None:
+        if doc is not None:
+            return datum_info(doc, job)
+        # Skipped: processed (under the same salt) by an earlier job.
+        key = view.processed_key(job_doc["pipeline"], job_doc["salt"], req.datum.id)
+        done = await self.docs.get(view.PROCESSED, key)
+        earlier = await view.get_datum(self.docs, done["job"], req.datum.id) if done else None
+        if earlier is None:
             raise NotFound(f"datum {req.datum.id} of job {job} not found", job=job)
-        return datum_info(doc, job)
+        info = datum_info(earlier, job)
+        info.state = pps.SKIPPED
+        return info
 
     async def list_datum(self, req: pps.ListDatumRequest, ctx: Context) -> pps.ListDatumResponse:
         """The job's datums in datum order, paged (``page_size`` 0: all).
