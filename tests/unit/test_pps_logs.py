@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import time
 
+import nats
 import pytest
 from nats.aio.client import Client
 
 from libs.api.pps import pps_pb2
-from libs.errors import InvalidArgument
-from services.pps.adapters.logs import STREAM, LogStore, filter_subject, match_datum, subject
+from libs.errors import InvalidArgument, Unavailable
+from libs.natsserver import NatsServer
+from services.pps.adapters.logs import (
+    MAX_PENDING,
+    STREAM,
+    LogStore,
+    filter_subject,
+    match_datum,
+    subject,
+)
 
 
 def _line(
@@ -120,3 +131,20 @@ def test_subjects_and_matching() -> None:
         filter_subject(_req(pipeline="a>b"))
     assert match_datum([], [])
     assert not match_datum(["/a"], [])
+
+
+async def test_nats_away_drops_lines_instead_of_waiting(nats_server: NatsServer) -> None:
+    client = await nats.connect(nats_server.url, max_reconnect_attempts=-1)
+    try:
+        store = LogStore(client.jetstream())
+        await store.ensure()
+        nats_server.stop()
+        started = time.monotonic()
+        for i in range(MAX_PENDING + 50):
+            with contextlib.suppress(Unavailable):
+                await store.append(_line(f"l{i}"))
+        assert time.monotonic() - started < 10
+        assert store.dropped >= 50
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()

@@ -37,6 +37,10 @@ DEFAULT_LIMIT = 1000
 _BATCH = 256
 _FETCH_WAIT_S = 2.0
 _FLUSH_WAIT_S = 10.0
+# Unacknowledged lines before new ones are dropped rather than waited for
+# (NATS away): logging never holds a datum up.
+MAX_PENDING = 2048
+_STALE_S = 30.0  # an unacknowledged line older than this is given up
 
 _log = structlog.get_logger("pps.logs")
 
@@ -94,7 +98,7 @@ class LogStore:
     def __init__(self, js: JetStreamContext, *, replicas: int = 1) -> None:
         self._js = js
         self._replicas = replicas
-        self._pending: set[asyncio.Future[Any]] = set()
+        self._pending: dict[asyncio.Future[Any], float] = {}
         self.dropped = 0
 
     async def ensure(self) -> None:
@@ -115,21 +119,37 @@ class LogStore:
                 raise
 
     async def append(self, msg: pps_pb2.LogMessage) -> None:
-        """Publish one line; waits only when too many are unacknowledged."""
+        """Publish one line without waiting for it to be stored; while too
+        many lines are unacknowledged (NATS away) new lines are dropped and
+        counted in ``dropped``."""
+        loop = asyncio.get_running_loop()
+        if len(self._pending) >= MAX_PENDING:
+            self._give_up_stale(loop.time())
+            if len(self._pending) >= MAX_PENDING:
+                self.dropped += 1
+                if self.dropped % 1000 == 1:
+                    _log.warning("log lines dropped: NATS does not keep up", dropped=self.dropped)
+                return
         try:
             future = await self._js.publish_async(
                 subject(msg.pipeline_name, msg.job_id),
                 msg.SerializeToString(),
-                wait_stall=_FLUSH_WAIT_S,
+                wait_stall=0.1,
                 stream=STREAM,
             )
         except (nats.errors.Error, nats.js.errors.Error) as exc:
+            self.dropped += 1
             raise Unavailable(f"log line not published: {exc!r}") from None
-        self._pending.add(future)
+        self._pending[future] = loop.time()
         future.add_done_callback(self._settled)
 
+    def _give_up_stale(self, now: float) -> None:
+        for future, since in list(self._pending.items()):
+            if now - since > _STALE_S:
+                future.cancel()
+
     def _settled(self, future: asyncio.Future[Any]) -> None:
-        self._pending.discard(future)
+        self._pending.pop(future, None)
         if future.cancelled() or future.exception() is not None:
             self.dropped += 1
 

@@ -36,6 +36,7 @@ _PARALLEL_FILES = 8  # input files downloaded at once
 _SYNC_WRITE = 64 << 10  # smaller blocks are written without a thread hop
 _POLL_MIN_S = 0.001  # lazy pipes: first wait between looks for a reader
 _POLL_MAX_S = 0.05
+_POLL_PER_PIPE_S = 10e-6
 
 Refs = tuple[DataRef, ...]
 
@@ -230,7 +231,8 @@ class LazyFeeder:
             pending = waiting
             if pending:
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX_S)
+                # many pipes: look less often, so the looking costs little
+                delay = min(delay * 2, max(_POLL_MAX_S, len(pending) * _POLL_PER_PIPE_S))
 
     async def _feed(self, fd: int, refs: Refs) -> None:
         try:
