@@ -382,3 +382,44 @@ async def test_workers_follow_standby_stop_and_parallelism(
         Empty,
     )
     assert await list_jobs(bus, "idle") == []
+
+
+async def master_lines(bus: Bus, pipeline: str, job: str) -> list[str]:
+    req = work.GetLogsPageRequest(
+        request=pps.GetLogsRequest(
+            pipeline=pps.Pipeline(name=pipeline), job=pps.Job(id=job), master=True
+        )
+    )
+    page = await bus.request("pps", "GetLogsPage", req, work.LogPage, kind="qry")
+    return [m.message for m in page.messages]
+
+
+async def test_output_follows_removed_changed_and_new_datums(
+    bus: Bus, files: pfs_pb2_grpc.APIStub
+) -> None:
+    await put(bus, files, {"/a": b"a\n", "/b": b"b\n", "/c": b"c\n"})
+    await create(bus, "twice", "cat $images $images > /pfs/out/$(basename $images)")
+    [first] = await wait_jobs(bus, "twice", 1)
+    assert first.state == pps.JOB_SUCCESS, first.reason
+    # Next commit: /a deleted, /b changed, /d new, /c unchanged.
+    start = pfs.StartCommitRequest(parent=commit_of("images", ""), branch="master")
+    commit = await bus.request("pfs", "StartCommit", start, pfs.Commit)
+    for path in ("/a", "/b"):
+        gone = pfs.DeleteFileRequest(file=pfs.File(commit=commit, path=path))
+        await asyncio.to_thread(files.DeleteFile, gone, timeout=20)
+    for path, data in (("/b", b"B\n"), ("/d", b"d\n")):
+        req = pfs.PutFileRequest(file=pfs.File(commit=commit, path=path), value=data)
+        await asyncio.to_thread(files.PutFile, iter([req]), timeout=20)
+    await bus.request("pfs", "FinishCommit", pfs.FinishCommitRequest(commit=commit), Empty)
+    second = (await wait_jobs(bus, "twice", 2))[0]
+    assert second.state == pps.JOB_SUCCESS, second.reason
+    assert (second.data_total, second.data_skipped, second.data_processed) == (3, 1, 2)
+    out = second.output_commit.id
+    assert paths(files, "twice", out) == ["/b", "/c", "/d"]
+    assert [read(files, "twice", out, p) for p in ("/b", "/c", "/d")] == [
+        b"B\nB\n",
+        b"c\nc\n",
+        b"d\nd\n",
+    ]
+    lines = await master_lines(bus, "twice", second.job.id)
+    assert any("merged from the previous job's output" in m for m in lines), lines
