@@ -134,7 +134,7 @@ def job_info(doc: Document, spec: pps.CreatePipelineRequest | None) -> pps.JobIn
         info.stats_commit.CopyFrom(
             pfs_pb.Commit(repo=pfs_pb.Repo(name=doc["output_repo"]), id=doc["stats_commit"])
         )
-    _ts(int(doc["started_ns"] or doc["created_ns"]), info.started)
+    _ts(int(doc["created_ns"]), info.started)  # 1.7: when the job was created
     if doc["finished_ns"]:
         _ts(int(doc["finished_ns"]), info.finished)
     if spec is not None:
