@@ -423,3 +423,38 @@ async def test_output_follows_removed_changed_and_new_datums(
     ]
     lines = await master_lines(bus, "twice", second.job.id)
     assert any("merged from the previous job's output" in m for m in lines), lines
+
+
+async def test_two_pps_replicas_run_each_job_once(tmp_path_factory: pytest.TempPathFactory) -> None:
+    gen = running(tmp_path_factory.mktemp("pps-replicas") / "data", PACH_REPLICAS="pps=2")
+    cluster = next(gen)
+    try:
+        nc = await nats.connect(cluster.state()["nats"]["url"])
+        bus = Bus(nc, service="test", timeout=30.0)
+        channel = grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}")
+        files = pfs_pb2_grpc.APIStub(channel)
+        repo = pfs.CreateRepoRequest(repo=pfs.Repo(name="images"))
+        await bus.request("pfs", "CreateRepo", repo, Empty)
+        await put(bus, files, {f"/f{i}": f"{i}\n".encode() for i in range(6)})
+        two = pps.ParallelismSpec(constant=2)
+        await create(bus, "shared", "cp $images /pfs/out/", parallelism_spec=two)
+        [job] = await wait_jobs(bus, "shared", 1)
+        assert job.state == pps.JOB_SUCCESS, job.reason
+        assert (job.data_processed, job.restart) == (6, 0)
+        assert len(paths(files, "shared", job.output_commit.id)) == 6
+
+        async def two_workers() -> bool:
+            return len(worker_pids("shared")) == 2
+
+        await eventually(two_workers)  # one replica's pool, not one per replica
+        await asyncio.sleep(1.5)
+        assert len(worker_pids("shared")) == 2
+        await put(bus, files, {"/g": b"g\n"})
+        jobs = await wait_jobs(bus, "shared", 2)
+        assert [j.state for j in jobs] == [pps.JOB_SUCCESS] * 2
+        assert jobs[0].data_skipped == 6
+        channel.close()
+        await nc.close()
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(gen)

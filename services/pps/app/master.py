@@ -37,12 +37,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import nats.js.errors
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
 
 from libs.api.events.pps_pb2 import JobInputCommit
 from libs.api.internal import pps_work_pb2 as work
@@ -75,6 +77,7 @@ MAX_CHUNKS = 2000
 # After a hint, the masters look again this much later (the read models
 # apply an event shortly after it is published).
 HINT_AGAIN_S = 0.1
+LEASES_BUCKET = "PPS_MASTERS"
 # A job with at most this many datums keeps them from planning to publishing
 # (a bigger one enumerates them again rather than hold them all).
 CACHED_DATUMS = 10_000
@@ -82,6 +85,63 @@ CACHED_DATUMS = 10_000
 
 class LogSink(Protocol):
     async def append(self, msg: pps.LogMessage) -> None: ...
+
+
+@dataclass
+class Leases:
+    """One master per pipeline across pps replicas: a lease per pipeline in
+    the KV bucket ``PPS_MASTERS`` (entries expire ``ttl`` seconds after their
+    last refresh). The holder refreshes it; a replica that finds it taken
+    waits; a replica restarted under the same ``owner`` takes its own lease
+    back at once."""
+
+    js: JetStreamContext
+    owner: str
+    ttl: float = 10.0
+    replicas: int = 1
+    _kv: KeyValue | None = None
+    _held: dict[str, int] = field(default_factory=dict)
+
+    async def open(self) -> KeyValue:
+        if self._kv is None:
+            config = api.KeyValueConfig(
+                bucket=LEASES_BUCKET, history=1, ttl=self.ttl, replicas=self.replicas
+            )
+            try:
+                self._kv = await self.js.create_key_value(config)
+            except nats.js.errors.BadRequestError:
+                self._kv = await self.js.key_value(LEASES_BUCKET)
+        return self._kv
+
+    async def hold(self, name: str) -> bool:
+        """Take or refresh the lease of pipeline ``name``; False when another
+        replica holds it."""
+        kv = await self.open()
+        owner = self.owner.encode()
+        try:
+            rev = self._held.get(name)
+            if rev is not None:
+                self._held[name] = await kv.update(name, owner, last=rev)
+                return True
+            try:
+                self._held[name] = await kv.create(name, owner)
+                return True
+            except nats.js.errors.KeyWrongLastSequenceError:
+                entry = await kv.get(name)
+                if entry.value != owner:
+                    return False
+                self._held[name] = await kv.update(name, owner, last=entry.revision)
+                return True
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            self._held.pop(name, None)
+            return False
+
+    async def release(self, name: str) -> None:
+        rev = self._held.pop(name, None)
+        if rev is None or self._kv is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._kv.delete(name, last=rev)
 
 
 @dataclass
@@ -96,6 +156,7 @@ class MasterDeps:
     pools: PoolFactory
     s3: ObjectStoreConfig | None = None  # egress credentials
     poll: float = 1.0  # re-check while waiting, without hints
+    leases: Leases | None = None  # None: this is the only pps replica
 
 
 _TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
@@ -532,24 +593,59 @@ class PipelineMaster:
     taken_up: set[str] = field(default_factory=set)
 
     async def run(self) -> None:
-        backoff = 0.5
+        """Run the pipeline while this replica holds its lease (always,
+        without leases); give the workers up while another one does."""
+        leases = self.deps.leases
         try:
             while True:
-                try:
-                    if not await self.step():
+                if leases is not None and not await leases.hold(self.name):
+                    await self.pool.stop()
+                    await self.pause()
+                    if await get_pipeline(self.deps.docs, self.name) is None:
                         return
-                    backoff = 0.5
-                except asyncio.CancelledError:
-                    raise
-                except _Gone as gone:
-                    _log.info("job dropped", pipeline=self.name, why=str(gone))
-                    await work_queue.purge(self.deps.js, self.name)
-                except Exception as exc:
-                    _log.warning("pipeline master failed", pipeline=self.name, error=repr(exc))
-                    await asyncio.sleep(backoff)
-                    backoff = min(30.0, backoff * 2)
+                    continue
+                work = asyncio.create_task(self.work(), name=f"pps master {self.name} work")
+                waits: set[asyncio.Task[None]] = {work}
+                if leases is not None:
+                    waits.add(asyncio.create_task(self.heartbeat(leases)))
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in waits:
+                        task.cancel()
+                    await asyncio.gather(*waits, return_exceptions=True)
+                if work.done() and not work.cancelled() and work.exception() is None:
+                    return  # the pipeline is gone
+                _log.info("pipeline lease lost", pipeline=self.name)
+                await self.pool.stop()
         finally:
             await self.pool.stop()
+            if leases is not None:
+                await leases.release(self.name)
+
+    async def heartbeat(self, leases: Leases) -> None:
+        """Keep the lease; return when it is lost."""
+        while True:
+            await asyncio.sleep(leases.ttl / 4)
+            if not await leases.hold(self.name):
+                return
+
+    async def work(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                if not await self.step():
+                    return
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except _Gone as gone:
+                _log.info("job dropped", pipeline=self.name, why=str(gone))
+                await work_queue.purge(self.deps.js, self.name)
+            except Exception as exc:
+                _log.warning("pipeline master failed", pipeline=self.name, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
 
     async def pause(self) -> None:
         with contextlib.suppress(TimeoutError):

@@ -21,7 +21,7 @@ from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
 from services.pps.app import job_trigger
 from services.pps.app.cron import CronTicks
 from services.pps.app.jobs import Jobs, JobWriter
-from services.pps.app.master import Master, MasterDeps
+from services.pps.app.master import Leases, Master, MasterDeps
 from services.pps.app.pipelines import Pipelines, PipelineWriter
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
@@ -92,8 +92,20 @@ async def start_jobs(
     )
     await trigger.start()
     ctx.stack.push_async_callback(trigger.stop)
+    # One master per pipeline across replicas; a restarted replica (same
+    # PACH_REPLICA) takes its leases back at once.
+    leases = Leases(ctx.js, owner=f"pps-{cfg.replica}", replicas=cfg.events_replicas)
     deps = MasterDeps(
-        docs, writer, pipeline_writer, pfs, store, ctx.js, logs, local_pools(), cfg.objects
+        docs,
+        writer,
+        pipeline_writer,
+        pfs,
+        store,
+        ctx.js,
+        logs,
+        local_pools(),
+        cfg.objects,
+        leases=leases,
     )
     master = Master(deps, ctx.nc)
     pipelines.listeners.append(master.poke)
