@@ -6,15 +6,21 @@ it, and so do datum outputs that cannot be merged; StopJob kills a
 running job; ListJob/InspectJob/ListDatum/InspectDatum
 and the master's log lines; a deleted input commit takes its job along;
 egress to S3 (and a failed egress failing its job); worker processes
-following standby, stop and parallelism."""
+following standby, stop and parallelism, and the local worker pool itself
+(restart of a dead worker, SIGTERM then SIGKILL, crash loops); two pps
+replicas running each job once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import grpc
 import nats
@@ -29,6 +35,7 @@ from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.objects import S3ObjectStore
+from services.pps.app.workers import LocalWorkerPool, worker_count
 from tests.servers.fixtures import s3_server  # noqa: F401
 from tests.servers.s3server import S3Server
 from tests.support.cluster import Cluster, running
@@ -458,3 +465,61 @@ async def test_two_pps_replicas_run_each_job_once(tmp_path_factory: pytest.TempP
     finally:
         with contextlib.suppress(StopIteration):
             next(gen)
+
+
+# --- the local worker pool, with stand-in worker processes -------------------------------
+
+STAND_IN = """
+import os, signal, time
+if os.environ["PACH_PPS_WORKER_ID"].endswith("-1"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL stops this one
+with open(os.path.join(os.environ["OUT"], os.environ["PACH_PPS_WORKER_ID"]), "a") as f:
+    f.write("started\\n")
+time.sleep(120)
+"""
+
+
+async def test_local_pool_restarts_a_dead_worker_and_stops_them_all(tmp_path: Path) -> None:
+    env = {**os.environ, "OUT": str(tmp_path)}
+    pool = LocalWorkerPool("p", command=[sys.executable, "-c", STAND_IN], env=env, grace=0.5)
+    try:
+        await pool.scale(2)
+
+        async def both_started() -> bool:
+            return all((tmp_path / f"p-{n}").exists() for n in range(2))
+
+        await eventually(both_started)
+        first = pool.pids()
+        assert pool.size == 2 and len(first) == 2 and pool.failure == ""
+        os.kill(first[0], signal.SIGKILL)  # a worker dies: it is started again
+
+        async def restarted() -> bool:
+            return (tmp_path / "p-0").read_text().count("started") == 2
+
+        await eventually(restarted)
+        assert first[0] not in pool.pids()
+        await pool.scale(1)  # p-1 ignores SIGTERM: killed after the grace period
+        assert not psutil.pid_exists(first[1]) or psutil.Process(first[1]).status() == "zombie"
+        assert pool.size == 1
+    finally:
+        await pool.stop()
+    assert pool.size == 0 and pool.pids() == []
+
+
+async def test_local_pool_reports_a_crash_loop() -> None:
+    pool = LocalWorkerPool("c", command=[sys.executable, "-c", "raise SystemExit(3)"])
+    try:
+        await pool.scale(1)
+
+        async def failing() -> bool:
+            return "keep exiting" in pool.failure
+
+        await eventually(failing)
+        assert "exit code 3" in pool.failure
+    finally:
+        await pool.stop()
+    assert pool.failure == ""
+    assert worker_count(pps.ParallelismSpec()) == 1
+    assert worker_count(pps.ParallelismSpec(constant=3)) == 3
+    assert worker_count(pps.ParallelismSpec(coefficient=0.5), cpus=8) == 4
+    assert worker_count(pps.ParallelismSpec(coefficient=0.01), cpus=8) == 1

@@ -457,6 +457,9 @@ class JobRun:
             else:
                 await self.pool.scale(worker_count(self.spec.parallelism_spec))
                 await self.publish(state, plan)
+                if self.pool.failure:  # workers crash-looping: the pipeline cannot run
+                    decide = pipeline_domain.set_state(pps.PIPELINE_FAILURE, self.pool.failure)
+                    await self.deps.pipelines.run_as(self.record.name, decide)
             if timeout and time.monotonic() - started > timeout:
                 await work_queue.purge(self.deps.js, self.record.name)
                 await self.fail(state, f"job timed out after {timeout:g}s")
