@@ -8,7 +8,8 @@ and the master's log lines; a deleted input commit takes its job along;
 egress to S3 (and a failed egress failing its job); worker processes
 following standby, stop and parallelism, and the local worker pool itself
 (restart of a dead worker, SIGTERM then SIGKILL, crash loops); two pps
-replicas running each job once."""
+replicas running each job once; restart-datum re-running a failed datum of
+a running job."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -523,3 +526,45 @@ async def test_local_pool_reports_a_crash_loop() -> None:
     assert worker_count(pps.ParallelismSpec(constant=3)) == 3
     assert worker_count(pps.ParallelismSpec(coefficient=0.5), cpus=8) == 4
     assert worker_count(pps.ParallelismSpec(coefficient=0.01), cpus=8) == 1
+
+
+async def test_restart_datum_runs_a_failed_datum_of_a_running_job_again(
+    bus: Bus, files: pfs_pb2_grpc.APIStub
+) -> None:
+    # The user code reads a marker the sandbox sees (/var is bound, /tmp is not).
+    marker_dir = Path(tempfile.mkdtemp(prefix="pps-restart-", dir="/var/tmp"))
+    marker = marker_dir / "fixed"
+    try:
+        await put(bus, files, {"/bad": b"b\n", "/slow": b"s\n"})
+        script = (
+            'case "$images" in *slow) sleep 6;; *bad) [ -e "$MARKER" ] || exit 1;; esac; '
+            "cp $images /pfs/out/"
+        )
+        req = pps.CreatePipelineRequest(
+            pipeline=pps.Pipeline(name="retry"),
+            transform=pps.Transform(cmd=["sh"], stdin=[script], env={"MARKER": str(marker)}),
+            input=pps.Input(atom=pps.AtomInput(repo="images", glob="/*")),
+            parallelism_spec=pps.ParallelismSpec(constant=2),
+            datum_tries=1,
+        )
+        await bus.request("pps", "CreatePipeline", req, Empty)
+
+        async def bad_failed() -> bool:
+            jobs = await list_jobs(bus, "retry")
+            return bool(jobs) and jobs[0].data_failed == 1
+
+        await eventually(bad_failed)
+        [job] = await list_jobs(bus, "retry")
+        assert job.state == pps.JOB_RUNNING
+        with pytest.raises(FailedPrecondition, match="no failed datum"):
+            req_none = pps.RestartDatumRequest(job=job.job, data_filters=["/slow"])
+            await bus.request("pps", "RestartDatum", req_none, Empty)
+        marker.write_text("")
+        restart = pps.RestartDatumRequest(job=job.job, data_filters=["/bad"])
+        await bus.request("pps", "RestartDatum", restart, Empty)
+        [job] = await wait_jobs(bus, "retry", 1)
+        assert job.state == pps.JOB_SUCCESS, job.reason
+        assert (job.data_processed, job.data_failed) == (2, 0)
+        assert paths(files, "retry", job.output_commit.id) == ["/bad", "/slow"]
+    finally:
+        shutil.rmtree(marker_dir, ignore_errors=True)
