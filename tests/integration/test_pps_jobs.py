@@ -556,6 +556,9 @@ async def test_restart_datum_runs_a_failed_datum_of_a_running_job_again(
         await eventually(bad_failed)
         [job] = await list_jobs(bus, "retry")
         assert job.state == pps.JOB_RUNNING
+        running_datums = (await list_datums(bus, job.job.id)).datum_infos
+        states = {d.data[0].file.path: d.state for d in running_datums}
+        assert states == {"/bad": pps.FAILED, "/slow": pps.STARTING}
         with pytest.raises(FailedPrecondition, match="no failed datum"):
             req_none = pps.RestartDatumRequest(job=job.job, data_filters=["/slow"])
             await bus.request("pps", "RestartDatum", req_none, Empty)

@@ -182,8 +182,11 @@ def _hash_bytes(value: str) -> bytes:
         return value.encode()
 
 
-def skipped_info(task: work.DatumTask, job: str) -> pps.DatumInfo:
-    info = pps.DatumInfo(datum=pps.Datum(id=task.id, job=pps.Job(id=job)), state=pps.SKIPPED)
+def unprocessed_info(
+    task: work.DatumTask, job: str, state: pps.DatumState.ValueType
+) -> pps.DatumInfo:
+    """A datum the job has no result of: SKIPPED, or STARTING (to do)."""
+    info = pps.DatumInfo(datum=pps.Datum(id=task.id, job=pps.Job(id=job)), state=state)
     for d in task.inputs:
         info.data.append(
             pfs_pb.FileInfo(
@@ -339,7 +342,7 @@ class Jobs:
         """The job's datums in datum order, paged (``page_size`` 0: all).
         Once the job has started its datums are enumerated again from its
         input trees (as 1.7 does): those it processed show their result,
-        the rest are SKIPPED (processed by an earlier job)."""
+        those an earlier job processed are SKIPPED, the rest STARTING."""
         job = _job_name(req.job)
         doc = await self._doc(job)
         if req.page_size < 0 or req.page < 0:
@@ -366,9 +369,14 @@ class Jobs:
                     if task.index < first:
                         continue
                     found = await view.get_datum(self.docs, job, task.id)
-                    resp.datum_infos.append(
-                        datum_info(found, job) if found is not None else skipped_info(task, job)
-                    )
+                    if found is not None:
+                        resp.datum_infos.append(datum_info(found, job))
+                        continue
+                    key = view.processed_key(doc["pipeline"], doc["salt"], task.id)
+                    earlier = await self.docs.get(view.PROCESSED, key)
+                    skipped = earlier is not None and earlier["job"] != job
+                    state = pps.SKIPPED if skipped else pps.STARTING  # not processed yet
+                    resp.datum_infos.append(unprocessed_info(task, job, state))
             return resp
         i = 0
         async for datum in view.job_datums(self.docs, job):
