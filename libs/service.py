@@ -77,11 +77,16 @@ async def connect_nats(
 
     delay = 0.1
     while True:
+        # The first connect gives up after one retry, so this loop (which
+        # honours ``stop``) does the waiting: with unlimited reconnects
+        # nats-py would retry the first connect forever by itself. Once
+        # connected, reconnects are unlimited (nats-py reads the option
+        # when it reconnects).
         try:
-            return await nats.connect(
+            nc = await nats.connect(
                 cfg.nats_url,
                 name=f"{cfg.service}-{cfg.replica}",
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
                 connect_timeout=2,
                 allow_reconnect=True,
@@ -89,6 +94,8 @@ async def connect_nats(
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
             )
+            nc.options["max_reconnect_attempts"] = -1
+            return nc
         except (OSError, nats.errors.Error) as exc:
             log.warning("nats not reachable yet", url=cfg.nats_url, error=str(exc) or repr(exc))
         with contextlib.suppress(TimeoutError):

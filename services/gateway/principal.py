@@ -34,7 +34,11 @@ class HasMetadata(Protocol):
 
 # Commands whose work grows with the data (building a commit's tree) get
 # this long when the caller set no deadline; others the bus's default.
-LONG_COMMANDS = frozenset({"FinishCommit", "BuildCommit"})
+# Commands whose work grows with the data: they wait as long as the caller
+# allows, not the bus's default.
+LONG_COMMANDS = frozenset(
+    {"FinishCommit", "BuildCommit", "CreatePipeline", "DeletePipeline", "DeleteAll"}
+)
 LONG_TIMEOUT_S = 3600.0
 
 

@@ -12,6 +12,9 @@ def test_without_a_deadline_calls_use_the_default_and_finish_waits_long() -> Non
     assert timeout_for("PutFileRefs", 10.0) == 10.0
     assert timeout_for("FinishCommit", 10.0) == LONG_TIMEOUT_S
     assert timeout_for("BuildCommit", 10.0) == LONG_TIMEOUT_S
+    # Creating or deleting pipelines makes and removes repos: as long, too.
+    assert timeout_for("CreatePipeline", 10.0) == LONG_TIMEOUT_S
+    assert timeout_for("DeletePipeline", 10.0, 120.0) == 120.0
 
 
 def test_the_callers_deadline_bounds_every_call() -> None:
