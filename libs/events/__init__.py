@@ -9,11 +9,13 @@ from libs.events.projection import Projection, ProjectionRunner, View
 from libs.events.reactor import Reactor
 from libs.events.registry import EventRegistry, EventSchema
 from libs.events.store import Append, Appended, EventStore, ensure_stream
+from libs.events.writer import AggregateWriter
 
 __all__ = [
     "NEW",
     "AggregateCache",
     "AggregateRef",
+    "AggregateWriter",
     "Append",
     "Appended",
     "EventRegistry",

@@ -10,7 +10,6 @@ repo, its cron repos) is deleted again."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from libs.api.internal import pps_work_pb2 as work
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus, Context, kind_for
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PachError
-from libs.events import AggregateCache, EventStore, Executed, ProjectionRunner
+from libs.events import AggregateWriter, EventStore, ProjectionRunner
 from libs.pps.spec import check_spec, cron_inputs, input_branches
 from libs.readmodels import DocumentStore
 from services.pps.adapters.pfs import Pfs
@@ -50,48 +49,13 @@ _REQUEST_ONLY = ("update", "reprocess", "salt")
 # --- the writer ---------------------------------------------------------------
 
 
-@dataclass
-class PipelineWriter:
-    """Runs a pipeline decision on the cached aggregate and waits until the
-    pps projections have applied what it appended."""
-
-    cache: AggregateCache[domain.Pipeline]
-    views: Sequence[ProjectionRunner]
+class PipelineWriter(AggregateWriter[domain.Pipeline]):
+    """Pipeline decisions on the cached aggregate, returning once the pps
+    views show them."""
 
     @classmethod
     def create(cls, events: EventStore, views: Sequence[ProjectionRunner]) -> PipelineWriter:
-        return cls(AggregateCache(events, initial=domain.Pipeline, evolve=domain.evolve), views)
-
-    async def load(self, name: str) -> domain.Pipeline:
-        return (await self.cache.load(domain.ref(name))).state
-
-    async def run(
-        self, name: str, decide: domain.Decide, ctx: Context
-    ) -> Executed[domain.Pipeline]:
-        return await self.run_as(
-            name, decide, principal=ctx.principal, correlation_id=ctx.request_id
-        )
-
-    async def run_as(
-        self,
-        name: str,
-        decide: domain.Decide,
-        *,
-        principal: str = "",
-        correlation_id: str = "",
-        causation_id: str = "",
-    ) -> Executed[domain.Pipeline]:
-        done = await self.cache.execute(
-            domain.ref(name),
-            decide,
-            principal=principal,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
-        if done.appended is not None:
-            seq = done.appended.position.seq
-            await asyncio.gather(*(view.wait_for(seq) for view in self.views))
-        return done
+        return cls(events, views, ref=domain.ref, initial=domain.Pipeline, evolve=domain.evolve)
 
 
 # --- spec helpers -------------------------------------------------------------
