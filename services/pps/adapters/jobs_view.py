@@ -3,7 +3,9 @@ and the pipelines' deletion:
 
 - ``jobs``: one document per job (the JobInfo fields pps keeps, counts and
   summed stats), indexed by pipeline, output commit, state, creation order;
-- ``datums``: ``<job>/<datum id>`` -> the datum's last result in that job;
+- ``datums``: ``<job>/<datum index, 12 digits>`` -> the datum's last result
+  in that job (keys in datum order, so a job's datums stream in order from
+  the primary key; ``id`` is indexed for lookups);
 - ``processed``: ``<pipeline>/<salt>/<datum id>`` -> the job that processed
   it successfully and its output tree: the skip index, read in datum-id
   order per pipeline and salt.
@@ -42,8 +44,8 @@ EVENT_TYPES = frozenset(
 _STATS = ("download_ns", "process_ns", "upload_ns", "download_bytes", "upload_bytes")
 
 
-def datum_key(job: str, datum: str) -> str:
-    return f"{job}/{datum}"
+def datum_key(job: str, index: int) -> str:
+    return f"{job}/{index:012d}"
 
 
 def processed_key(pipeline: str, salt: str, datum: str) -> str:
@@ -111,7 +113,7 @@ class JobsProjection(Projection):
     subjects = ("ev.pps.>",)
     collections = (
         Collection(JOBS, indexes=("pipeline", "output_key", "state", "created", "done")),
-        Collection(DATUMS, indexes=("job", "index", "pipeline", "state")),
+        Collection(DATUMS, indexes=("job", "id", "pipeline", "state")),
         Collection(PROCESSED, indexes=("pipeline", "job")),
     )
 
@@ -162,7 +164,7 @@ class JobsProjection(Projection):
             reported = dict(doc["reported"])
             for slot in targets:
                 for d in failed.pop(str(slot), []):
-                    key = datum_key(doc["id"], d[0])
+                    key = datum_key(doc["id"], int(d[3]))
                     datum = await view.get(DATUMS, key)
                     if datum is not None:
                         view.put(DATUMS, key, {**datum, "state": pps.STARTING, "reason": ""})
@@ -191,7 +193,7 @@ class JobsProjection(Projection):
         ok = 0
         for r in msg.results:
             data = [[f.path, bytes(f.hash).hex()] for f in r.data]
-            key = datum_key(job, r.id)
+            key = datum_key(job, r.index)
             view.put(
                 DATUMS,
                 key,
@@ -216,7 +218,7 @@ class JobsProjection(Projection):
             for name, value in stats_doc(r.stats).items():
                 stats[name] = int(stats.get(name, 0)) + value
             if r.state == pps.FAILED:
-                failed.append([r.id, [d[0] for d in data], [d[1] for d in data]])
+                failed.append([r.id, [d[0] for d in data], [d[1] for d in data], r.index])
                 continue
             ok += 1
             pkey = processed_key(pipeline, salt, r.id)
@@ -241,7 +243,8 @@ class JobsProjection(Projection):
 
     async def _drop_job(self, doc: Document, view: View) -> None:
         job = doc["id"]
-        keys = {d["key"] async for d in self.store.query(DATUMS, where={"job": job})}
+        mine = self.store.query(DATUMS, start=f"{job}/", end=f"{job}0")
+        keys = {d["key"] async for d in mine}
         keys |= {k for k in self._keys.written(view, DATUMS, doc["pipeline"]) if k.startswith(job)}
         for key in keys:
             view.delete(DATUMS, key)
@@ -361,15 +364,17 @@ async def job_counts(docs: DocumentStore, pipeline: str) -> dict[int, int]:
 
 
 async def get_datum(docs: DocumentStore, job: str, datum: str) -> Document | None:
-    return await docs.get(DATUMS, datum_key(job, datum))
+    """``job``'s result of datum ``datum`` (by id)."""
+    async for doc in docs.query(DATUMS, where={"id": datum}):
+        if doc["job"] == job:
+            return doc
+    return None
 
 
 def job_datums(docs: DocumentStore, job: str, state: int | None = None) -> AsyncIterator[Document]:
     """The datums ``job`` processed (as last reported), in datum order."""
-    where: dict[str, Any] = {"job": job}
-    if state is not None:
-        where["state"] = state
-    return docs.query(DATUMS, where=where, order_by="index")
+    where = {"state": state} if state is not None else None
+    return docs.query(DATUMS, where=where, start=f"{job}/", end=f"{job}0")
 
 
 def processed(docs: DocumentStore, pipeline: str, salt: str) -> AsyncIterator[Document]:
