@@ -208,3 +208,22 @@ def test_reaction_commits_are_idempotent_and_may_stack_on_open_ones() -> None:
     nxt = commits.downstream_id(B, "data", "out")
     s, events = run(s, commits.start_commit("data", nxt, "out", provenance=[("raw", B)]))
     assert s.commits[nxt].parent == cid and not s.commits[cid].finished
+
+
+def test_a_commit_repeating_the_heads_provenance_opens_only_again() -> None:
+    up: dict[tuple[str, str], list[tuple[str, str]]] = {("raw", "master"): []}
+    decide = branches.create_branch("data", "out", provenance=[("raw", "master")], upstream=up)
+    s, _ = run(created(), decide)
+    prov = [("raw", "c" * 32)]
+    s, events = run(s, commits.start_commit("data", "1" * 32, "out", provenance=prov))
+    assert len(events) == 2
+    # The same provenance again is a duplicate (the reaction and
+    # create-branch racing over one input commit)...
+    s, events = run(s, commits.start_commit("data", "2" * 32, "out", provenance=prov))
+    assert events == [] and "2" * 32 not in s.commits
+    # ...unless asked for again (update-pipeline's new job), once per id.
+    decide = commits.start_commit("data", "2" * 32, "out", provenance=prov, again=True)
+    s, events = run(s, decide)
+    assert s.branches["out"].head == "2" * 32
+    assert s.commits["2" * 32].parent == "1" * 32
+    assert run(s, decide)[1] == []

@@ -1,5 +1,5 @@
 """Branch commands and queries: CreateBranch (also set-branch), DeleteBranch,
-InspectBranch, ListBranch.
+InspectBranch, ListBranch, and the internal PropagateBranch.
 
 Creating a branch, or changing its provenance or head, propagates at once
 (Pachyderm 1.7's createBranch -> propagateCommit): the branch and every
@@ -10,14 +10,16 @@ when it finishes."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 
+from libs.api.internal import pfs_branches_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import Bus, Context
-from libs.errors import InvalidArgument, NotFound
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.readmodels import DocumentStore
 from services.pfs.adapters.branches_view import BRANCHES, EDGES, branch_info, branch_key
 from services.pfs.adapters.commits_view import COMMITS, commit_key
@@ -25,6 +27,8 @@ from services.pfs.app.lookup import repo_name, require_repo
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain import branches, commits
 from services.pfs.domain.repo import Key
+
+_COMMIT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Branches:
 
     async def register(self, bus: Bus) -> None:
         await bus.serve("CreateBranch", pfs.CreateBranchRequest, self.create_branch)
+        await bus.serve("PropagateBranch", internal.PropagateBranchRequest, self.propagate_branch)
         await bus.serve("DeleteBranch", pfs.DeleteBranchRequest, self.delete_branch)
         await bus.serve("InspectBranch", pfs.InspectBranchRequest, self.inspect_branch, kind="qry")
         await bus.serve("ListBranch", pfs.ListBranchRequest, self.list_branch, kind="qry")
@@ -61,6 +66,30 @@ class Branches:
         # Always, so that a retry after a crash still opens what is missing
         # (the commit ids are deterministic and a repeat is a no-op).
         await self._propagate(name, branch, ctx)
+        return Empty()
+
+    async def propagate_branch(self, req: internal.PropagateBranchRequest, ctx: Context) -> Empty:
+        name, branch = repo_name(req.branch.repo), req.branch.name
+        if not _COMMIT_ID.match(req.commit_id):
+            raise InvalidArgument(
+                f"commit id {req.commit_id!r} is invalid: 32 lowercase hex characters expected",
+                commit=req.commit_id,
+            )
+        doc = await self.docs.get(BRANCHES, branch_key(name, branch))
+        if doc is None:
+            raise NotFound(f"branch {name}/{branch} not found", repo=name, branch=branch)
+        if not doc["provenance"]:
+            raise FailedPrecondition(
+                f"branch {name}/{branch} has no provenance: nothing to propagate",
+                repo=name,
+                branch=branch,
+            )
+        provenance = await self._heads(doc, {})
+        if provenance:
+            decide = commits.start_commit(
+                name, req.commit_id, branch, provenance=provenance, again=True
+            )
+            await self.writer.run(name, decide, ctx)
         return Empty()
 
     async def _propagate(self, repo: str, branch: str, ctx: Context) -> None:

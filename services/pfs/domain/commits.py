@@ -52,6 +52,7 @@ def start_commit(
     parent: str = "",
     description: str = "",
     provenance: Sequence[Key] = (),
+    again: bool = False,
 ) -> Decide:
     """Open commit ``commit_id`` (chosen by the caller so that a retried
     decision keeps it) on ``branch`` (may be empty: on no branch), with
@@ -63,7 +64,8 @@ def start_commit(
     this a no-op: the reaction delivered twice opens its commit once. So does
     a ``provenance`` equal to that of the branch's head (Pachyderm 1.7: such
     a commit would be a duplicate), which is how the reaction and
-    create-branch, racing over the same input commits, open one commit."""
+    create-branch, racing over the same input commits, open one commit;
+    ``again`` opens it all the same (update-pipeline's new job)."""
     if branch:
         validate_branch_name(branch)
 
@@ -72,7 +74,7 @@ def start_commit(
         if commit_id in state.commits:
             return []
         old = state.branches.get(branch) if branch else None
-        if provenance and old is not None and old.head:
+        if provenance and not again and old is not None and old.head:
             head = state.commits.get(old.head)
             if head is not None and set(head.provenance) == set(provenance):
                 return []

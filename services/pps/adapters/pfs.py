@@ -15,6 +15,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
 from libs import trees
+from libs.api.internal import pfs_branches_pb2 as branches_internal
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import Bus
@@ -90,6 +91,14 @@ class Pfs:
         if head:
             req.head.CopyFrom(_commit(repo, head))
         await self._cmd("CreateBranch", req, Empty)
+
+    async def propagate_branch(self, repo: str, name: str, commit_id: str) -> None:
+        """Open ``commit_id`` on output branch ``repo``@``name`` over the
+        current heads of its provenance, even if its head has them already."""
+        req = branches_internal.PropagateBranchRequest(
+            branch=_branch(repo, name), commit_id=commit_id
+        )
+        await self._cmd("PropagateBranch", req, Empty)
 
     async def inspect_branch(self, repo: str, name: str) -> pfs.BranchInfo | None:
         try:

@@ -10,6 +10,7 @@ repo, its cron repos) is deleted again."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.api.internal import pps_work_pb2 as work
+from libs.api.pfs import pfs_pb2 as pfs_pb
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus, Context, kind_for
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PachError
@@ -188,16 +190,36 @@ class Pipelines:
                 await pfs.create_repo(name)
                 created.append(name)
             provenance = [(repo, branch) for _, repo, branch in input_branches(spec)]
+            before = await pfs.inspect_branch(name, spec.output_branch)
             await pfs.create_branch(name, spec.output_branch, provenance)
             salt = req.salt or self.new_salt()
-            await self.writer.run(
+            done = await self.writer.run(
                 name, domain.create_pipeline(spec, salt, req.update, req.reprocess), ctx
             )
         except Exception:
             await self._undo(pfs, name, created)
             raise
+        if req.update:
+            await self._rerun(pfs, spec.output_branch, before, done.state)
         await self._changed(name)
         return Empty()
+
+    async def _rerun(
+        self,
+        pfs: Pfs,
+        branch: str,
+        before: pfs_pb.BranchInfo | None,
+        state: domain.Pipeline,
+    ) -> None:
+        """An updated pipeline runs a job over the current inputs (1.7 did
+        it with a new commit in its spec repo): a new output commit, unless
+        the new provenance opened one already."""
+        after = await pfs.inspect_branch(state.name, branch)
+        head = after.head.id if after is not None else ""
+        if before is not None and head != before.head.id:
+            return
+        commit_id = hashlib.sha256(f"{state.name}\0{state.version}".encode()).hexdigest()[:32]
+        await pfs.propagate_branch(state.name, branch, commit_id)
 
     async def _check_shared_provenance(
         self, pfs: Pfs, name: str, spec: pps.CreatePipelineRequest
