@@ -40,6 +40,7 @@ class DatumInput(_message.Message):
     LAZY_FIELD_NUMBER: _builtins.int
     EMPTY_FILES_FIELD_NUMBER: _builtins.int
     IS_DIR_FIELD_NUMBER: _builtins.int
+    PREVIOUS_TREE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     repo: _builtins.str
     branch: _builtins.str
@@ -53,6 +54,11 @@ class DatumInput(_message.Message):
     lazy: _builtins.bool
     empty_files: _builtins.bool
     is_dir: _builtins.bool
+    previous_tree: _builtins.str
+    """Incremental pipelines: the previous job's tree of this input. Only the
+    files new or changed since then are laid out (1.7: an incremental
+    pipeline sees only what is new).
+    """
     def __init__(
         self,
         *,
@@ -66,10 +72,11 @@ class DatumInput(_message.Message):
         lazy: _builtins.bool = ...,
         empty_files: _builtins.bool = ...,
         is_dir: _builtins.bool = ...,
+        previous_tree: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "commit", b"commit", "empty_files", b"empty_files", "hash", b"hash", "is_dir", b"is_dir", "lazy", b"lazy", "name", b"name", "path", b"path", "repo", b"repo", "tree", b"tree"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "commit", b"commit", "empty_files", b"empty_files", "hash", b"hash", "is_dir", b"is_dir", "lazy", b"lazy", "name", b"name", "path", b"path", "previous_tree", b"previous_tree", "repo", b"repo", "tree", b"tree"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

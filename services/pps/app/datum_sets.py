@@ -137,6 +137,7 @@ async def enumerate_new_datums(
     else:
         changed = _changed_by_diff(store, atom.glob or ROOT, len(segs), before.tree, commit.tree)
     template = _template(atom, commit)
+    template.previous_tree = before.tree
     index = 0
     async for path, node in changed:
         yield _task((_input(template, path, node),), index, salt)

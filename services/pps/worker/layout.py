@@ -50,15 +50,19 @@ class TreeEntry:
     refs: Refs | None
 
 
-async def tree_entries(store: ObjectStore, tree: str, path: str) -> AsyncIterator[TreeEntry]:
+async def tree_entries(
+    store: ObjectStore, tree: str, path: str, previous: str = ""
+) -> AsyncIterator[TreeEntry]:
     """The node at ``path`` and everything below it, files with their
-    effective refs (header + content + footer); NotFound if absent."""
+    effective refs (header + content + footer); NotFound if absent. With
+    ``previous`` (a tree), only the files that are new or changed since it."""
     path = normalize(path)
     node = await get(store, tree, path)
     if node is None:
         raise NotFound(f"path {path} not found in tree {tree}", path=path, tree=tree)
     if not node.is_dir:
-        yield TreeEntry("", await effective_refs(store, tree, path))
+        if not await _unchanged(store, previous, path, node.hash):
+            yield TreeEntry("", await effective_refs(store, tree, path))
         return
     frames: dict[str, tuple[Refs, Refs]] = {}
     cut = 0 if path == ROOT else len(path)
@@ -67,9 +71,16 @@ async def tree_entries(store: ObjectStore, tree: str, path: str) -> AsyncIterato
         if n.is_dir:
             frames[sub] = await header_footer(store, n)
             yield TreeEntry(rel, None)
-        else:
+        elif not await _unchanged(store, previous, sub, n.hash):
             header, footer = frames[parent_of(sub)]
             yield TreeEntry(rel, header + await file_refs(store, n) + footer)
+
+
+async def _unchanged(store: ObjectStore, previous: str, path: str, node_hash: str) -> bool:
+    if not previous:
+        return False
+    before = await get(store, previous, path)
+    return before is not None and before.hash == node_hash
 
 
 @dataclass
@@ -104,7 +115,7 @@ async def lay_out(task: pachinternal.DatumTask, store: ObjectStore, pfs_dir: Pat
         else:
             mode = "copy"
         layout.download_bytes += await write_tree(
-            store, inp.tree, inp.path, dest, mode=mode, lazy=layout.lazy
+            store, inp.tree, inp.path, dest, mode=mode, lazy=layout.lazy, previous=inp.previous_tree
         )
     layout.seconds = time.monotonic() - started
     return layout
@@ -126,10 +137,12 @@ async def write_tree(
     *,
     mode: str = "copy",
     lazy: list[tuple[Path, Refs]] | None = None,
+    previous: str = "",
 ) -> int:
     """Write the node at ``path`` of ``tree`` to ``dest``; returns the bytes
     written. ``mode``: ``copy`` (bytes), ``empty`` (empty files) or ``lazy``
-    (named pipes, appended with their refs to ``lazy``)."""
+    (named pipes, appended with their refs to ``lazy``). With ``previous``
+    (incremental pipelines), only files new or changed since that tree."""
     written = 0
     inflight: set[asyncio.Task[int]] = set()
 
@@ -142,7 +155,7 @@ async def write_tree(
 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        async for entry in tree_entries(store, tree, path):
+        async for entry in tree_entries(store, tree, path, previous):
             target = dest / entry.rel if entry.rel else dest
             if entry.refs is None:
                 target.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,215 @@
+"""Pipeline semantics of Pachyderm 1.7 through pachctl, as a user sees them:
+jobs run one at a time in output-commit order and a stopped pipeline holds
+them until it is started; delete-commit on an input takes its job and output
+commit along; union inputs; update-pipeline with and without --reprocess;
+incremental pipelines; job_timeout; YAML specs."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from libs.api.pps import pps_pb2 as pps
+from libs.api.pps import pps_pb2_grpc
+from tests.integration.test_pachctl_files import ok, pachctl
+from tests.support.cluster import Cluster, running, wait_until
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from running(Path(tmp_path_factory.mktemp("pps-semantics")) / "data")
+
+
+def put(cluster: Cluster, repo: str, path: str, data: bytes, *flags: str) -> None:
+    ok(pachctl(cluster, "put-file", repo, "master", path, "-f", "-", *flags, stdin=data))
+
+
+def get(cluster: Cluster, repo: str, ref: str, path: str) -> bytes:
+    return ok(pachctl(cluster, "get-file", repo, ref, path))
+
+
+def create(cluster: Cluster, tmp: Path, spec: dict[str, object], *flags: str) -> None:
+    f = tmp / f"{spec['pipeline']['name']}.json"  # type: ignore[index]
+    f.write_text(json.dumps(spec))
+    ok(pachctl(cluster, "create-pipeline", "-f", str(f), *flags))
+
+
+def jobs(cluster: Cluster, pipeline: str) -> list[pps.JobInfo]:
+    """Newest first."""
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+        req = pps.ListJobRequest(pipeline=pps.Pipeline(name=pipeline))
+        infos = pps_pb2_grpc.APIStub(channel).ListJob(req, timeout=30)
+    return list(infos.job_info)
+
+
+def all_done(cluster: Cluster, pipeline: str, n: int, timeout: float = 60) -> list[pps.JobInfo]:
+    def done() -> bool:
+        found = jobs(cluster, pipeline)
+        return len(found) == n and all(j.HasField("finished") for j in found)
+
+    wait_until(done, timeout)
+    return jobs(cluster, pipeline)
+
+
+def test_jobs_run_in_order_and_a_stopped_pipeline_holds_them(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ok(pachctl(cluster, "create-repo", "seq"))
+    put(cluster, "seq", "/n", b"1\n")
+    spec = {
+        "pipeline": {"name": "order"},
+        "transform": {"cmd": ["sh"], "stdin": ["sleep 0.3", "cp /pfs/seq/n /pfs/out/n"]},
+        "input": {"atom": {"repo": "seq", "glob": "/"}},
+    }
+    create(cluster, tmp_path, spec)
+    all_done(cluster, "order", 1)
+
+    ok(pachctl(cluster, "stop-pipeline", "order"))
+    assert re.search(r"^order\s.*paused", ok(pachctl(cluster, "list-pipeline")).decode(), re.M)
+    for n in (2, 3, 4):
+        put(cluster, "seq", "/n", b"%d\n" % n, "-o")
+    wait_until(lambda: len(jobs(cluster, "order")) == 4)
+    time.sleep(1.0)
+    held = jobs(cluster, "order")[:3]
+    assert all(j.state == pps.JOB_STARTING for j in held), [j.state for j in held]
+
+    ok(pachctl(cluster, "start-pipeline", "order"))
+    ok(pachctl(cluster, "flush-commit", "seq/master"))
+    done = all_done(cluster, "order", 4)
+    assert [j.state for j in done] == [pps.JOB_SUCCESS] * 4
+    # Oldest first: each job saw its own input commit, and each finished
+    # before the next one started running.
+    done.reverse()
+    outputs = [get(cluster, "order", j.output_commit.id, "/n") for j in done]
+    assert outputs == [b"1\n", b"2\n", b"3\n", b"4\n"]
+    finished = [j.finished.ToNanoseconds() for j in done]
+    assert finished == sorted(finished)
+    assert get(cluster, "order", "master", "/n") == b"4\n"
+
+
+def test_delete_commit_of_an_input_deletes_its_job_and_output(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ok(pachctl(cluster, "create-repo", "casc"))
+    put(cluster, "casc", "/a", b"a\n")
+    spec = {
+        "pipeline": {"name": "cascade"},
+        "transform": {"cmd": ["sh"], "stdin": ["cp -r /pfs/casc/. /pfs/out/"]},
+        "input": {"atom": {"repo": "casc", "glob": "/"}},
+    }
+    create(cluster, tmp_path, spec)
+    put(cluster, "casc", "/b", b"b\n")
+    ok(pachctl(cluster, "flush-commit", "casc/master"))
+    before = all_done(cluster, "cascade", 2)
+    head = ok(pachctl(cluster, "inspect-commit", "casc", "master")).decode()
+    commit_id = re.search(r"Commit:\s+casc/(\w+)", head)
+    assert commit_id, head
+    ok(pachctl(cluster, "delete-commit", "casc", commit_id.group(1)))
+
+    wait_until(lambda: len(jobs(cluster, "cascade")) == 1)
+    [left] = jobs(cluster, "cascade")
+    assert left.job.id == before[1].job.id  # the older job stays
+    listed = ok(pachctl(cluster, "list-commit", "cascade")).decode()
+    assert before[0].output_commit.id not in listed
+    assert before[1].output_commit.id in listed
+    assert get(cluster, "cascade", "master", "/a") == b"a\n"
+
+
+def test_union_is_the_sum_of_its_inputs(cluster: Cluster, tmp_path: Path) -> None:
+    for repo, names in (("u1", ["a", "b"]), ("u2", ["c"])):
+        ok(pachctl(cluster, "create-repo", repo))
+        ok(pachctl(cluster, "start-commit", repo, "master"))
+        for name in names:
+            put(cluster, repo, f"/{name}", name.encode())
+        ok(pachctl(cluster, "finish-commit", repo, "master"))
+    spec = {
+        "pipeline": {"name": "unioned"},
+        "transform": {
+            "cmd": ["sh"],
+            "stdin": ["cp /pfs/u1/* /pfs/u2/* /pfs/out/ 2>/dev/null; true"],
+        },
+        "input": {
+            "union": [
+                {"atom": {"repo": "u1", "glob": "/*"}},
+                {"atom": {"repo": "u2", "glob": "/*"}},
+            ]
+        },
+    }
+    create(cluster, tmp_path, spec)
+    [job] = all_done(cluster, "unioned", 1)
+    assert job.state == pps.JOB_SUCCESS and job.data_total == 3, job
+    listing = ok(pachctl(cluster, "list-file", "unioned", "master")).decode()
+    assert sorted(re.findall(r"^/?([abc])\s", listing, re.M)) == ["a", "b", "c"]
+
+
+def test_update_keeps_datums_and_reprocess_runs_them_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ok(pachctl(cluster, "create-repo", "upd"))
+    ok(pachctl(cluster, "start-commit", "upd", "master"))
+    put(cluster, "upd", "/x", b"x")
+    put(cluster, "upd", "/y", b"y")
+    ok(pachctl(cluster, "finish-commit", "upd", "master"))
+    spec = {
+        "pipeline": {"name": "upd_p"},
+        "transform": {"cmd": ["sh"], "stdin": ["cp /pfs/upd/* /pfs/out/"]},
+        "input": {"atom": {"repo": "upd", "glob": "/*"}},
+    }
+    create(cluster, tmp_path, spec)
+    all_done(cluster, "upd_p", 1)
+    spec["description"] = "same code, new description"
+    f = tmp_path / "upd.json"
+    f.write_text(json.dumps(spec))
+    ok(pachctl(cluster, "update-pipeline", "-f", str(f)))
+    newest = all_done(cluster, "upd_p", 2)[0]
+    assert (newest.data_processed, newest.data_skipped) == (0, 2), newest
+    ok(pachctl(cluster, "update-pipeline", "-f", str(f), "--reprocess"))
+    newest = all_done(cluster, "upd_p", 3)[0]
+    assert (newest.data_processed, newest.data_skipped) == (2, 0), newest
+    assert newest.pipeline_version == 3
+    assert get(cluster, "upd_p", "master", "/x") == b"x"
+
+
+def test_incremental_sees_only_new_input_and_its_previous_output(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ok(pachctl(cluster, "create-repo", "inc_in"))
+    put(cluster, "inc_in", "/a", b"a")
+    spec = {
+        "pipeline": {"name": "inc"},
+        "transform": {
+            "cmd": ["sh"],
+            "stdin": ["ls /pfs/inc_in > /pfs/out/last", "ls /pfs/inc_in >> /pfs/out/seen"],
+        },
+        "input": {"atom": {"repo": "inc_in", "glob": "/"}},
+        "incremental": True,
+    }
+    create(cluster, tmp_path, spec)
+    all_done(cluster, "inc", 1)
+    put(cluster, "inc_in", "/b", b"b")
+    ok(pachctl(cluster, "flush-commit", "inc_in/master"))
+    all_done(cluster, "inc", 2)
+    assert get(cluster, "inc", "master", "/last") == b"b\n"
+    assert get(cluster, "inc", "master", "/seen") == b"a\nb\n"
+
+
+def test_job_timeout_fails_the_job(cluster: Cluster, tmp_path: Path) -> None:
+    ok(pachctl(cluster, "create-repo", "slow_in"))
+    put(cluster, "slow_in", "/a", b"a")
+    yaml_spec = tmp_path / "slow.yaml"
+    yaml_spec.write_text(
+        "pipeline:\n  name: slow\n"
+        "transform:\n  cmd: [sleep, '30']\n"
+        "input:\n  atom:\n    repo: slow_in\n    glob: /\n"
+        "job_timeout: 2s\n"
+    )
+    ok(pachctl(cluster, "create-pipeline", "-f", str(yaml_spec)))
+    [job] = all_done(cluster, "slow", 1, timeout=30)
+    assert job.state == pps.JOB_FAILURE
+    assert "timeout" in job.reason or "timed out" in job.reason, job.reason
