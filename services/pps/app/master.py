@@ -78,8 +78,8 @@ MAX_CHUNKS = 2000
 # apply an event shortly after it is published).
 HINT_AGAIN_S = 0.1
 LEASES_BUCKET = "PPS_MASTERS"
-# A job with at most this many datums keeps them from planning to publishing
-# (a bigger one enumerates them again rather than hold them all).
+# A job with at most this many datums to do keeps them from planning to
+# publishing (with more, publishing enumerates them again rather than hold them).
 CACHED_DATUMS = 10_000
 
 
@@ -237,7 +237,7 @@ class JobRun:
     taken_up: bool  # this process ran the job before (else a restart is recorded)
     published: set[int] = field(default_factory=set)
     salt: str = ""  # the job's (set from its state): datum ids and the skip index use it
-    cached: list[work.DatumTask] | None = None  # the datums of a small job, kept by plan
+    cached: list[work.DatumTask] | None = None  # the to-do datums, kept by plan when few
 
     @property
     def spec(self) -> pps.CreatePipelineRequest:
@@ -342,29 +342,28 @@ class JobRun:
             async for _ in self.tasks(commits, previous):
                 total += 1
             return Plan(total, {}, previous)
-        ids: list[tuple[str, int]] = []
-        self.cached = None
-        cached: list[work.DatumTask] | None = []
-        async for task in self.tasks(commits, None):
-            ids.append((task.id, task.index))
-            if cached is not None:
-                cached.append(task)
-                if len(cached) > CACHED_DATUMS:
-                    cached = None  # a big job: publish enumerates again
-        self.cached = cached
-        ids.sort()
-        skipped: dict[str, tuple[int, str]] = {}
-        i = 0
+        # The skip index of the salt (datums other jobs processed), then one
+        # pass over the datums; the to-do ones of a small job are kept for
+        # publishing (a big one enumerates them again there).
+        done: dict[str, str] = {}
         async for doc in view.processed(self.deps.docs, self.record.name, state.salt):
-            if i >= len(ids):
-                break
-            while i < len(ids) and ids[i][0] < doc["id"]:
-                i += 1
-            if i < len(ids) and ids[i][0] == doc["id"]:
-                if doc["job"] != self.job:
-                    skipped[doc["id"]] = (ids[i][1], doc["output_tree"])
-                i += 1
-        return Plan(len(ids), skipped)
+            if doc["job"] != self.job:
+                done[doc["id"]] = doc["output_tree"]
+        self.cached = None
+        todo: list[work.DatumTask] | None = []
+        skipped: dict[str, tuple[int, str]] = {}
+        total = 0
+        async for task in self.tasks(commits, None):
+            total += 1
+            tree = done.get(task.id)
+            if tree is not None:
+                skipped[task.id] = (task.index, tree)
+            elif todo is not None:
+                todo.append(task)
+                if len(todo) > CACHED_DATUMS:
+                    todo = None
+        self.cached = todo
+        return Plan(total, skipped)
 
     def tasks(
         self, commits: dict[str, JobInputCommit], previous: dict[str, JobInputCommit] | None
