@@ -213,3 +213,40 @@ def test_job_timeout_fails_the_job(cluster: Cluster, tmp_path: Path) -> None:
     [job] = all_done(cluster, "slow", 1, timeout=30)
     assert job.state == pps.JOB_FAILURE
     assert "timeout" in job.reason or "timed out" in job.reason, job.reason
+
+
+def test_enable_stats_keeps_each_datums_logs_and_timings(cluster: Cluster, tmp_path: Path) -> None:
+    ok(pachctl(cluster, "create-repo", "st_in"))
+    ok(pachctl(cluster, "start-commit", "st_in", "master"))
+    put(cluster, "st_in", "/a", b"a")
+    put(cluster, "st_in", "/b", b"b")
+    ok(pachctl(cluster, "finish-commit", "st_in", "master"))
+    spec = {
+        "pipeline": {"name": "st"},
+        "transform": {
+            "cmd": ["sh"],
+            "stdin": ["echo working on /pfs/st_in/*", "cp /pfs/st_in/* /pfs/out/"],
+        },
+        "input": {"atom": {"repo": "st_in", "glob": "/*"}},
+        "enable_stats": True,
+    }
+    create(cluster, tmp_path, spec)
+    [job] = all_done(cluster, "st", 1)
+    assert job.state == pps.JOB_SUCCESS and job.stats_commit.id, job
+    # 1.7's layout: /<datum id>/{job:<id>, logs, stats, pfs/<input>, pfs/out}
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+        req = pps.ListDatumRequest(job=pps.Job(id=job.job.id))
+        datums = pps_pb2_grpc.APIStub(channel).ListDatum(req, timeout=30).datum_infos
+    assert len(datums) == 2
+    for d in datums:
+        listing = ok(pachctl(cluster, "list-file", "st", "stats", f"/{d.datum.id}")).decode()
+        for name in (f"job:{job.job.id}", "logs", "stats", "pfs"):
+            assert name in listing, listing
+        logs = get(cluster, "st", "stats", f"/{d.datum.id}/logs").decode()
+        assert "working on /pfs/st_in/" in logs
+        timings = json.loads(get(cluster, "st", "stats", f"/{d.datum.id}/stats"))
+        assert "processTime" in timings or "process_time" in timings
+        name = d.data[0].file.path
+        assert get(cluster, "st", "stats", f"/{d.datum.id}/pfs/out{name}") == name[1:].encode()
+    # The output branch itself holds only the outputs.
+    assert get(cluster, "st", "master", "/a") == b"a"

@@ -141,6 +141,25 @@ class Pfs:
         commit = await self._cmd("StartCommit", req, pfs.Commit)
         return commit.id
 
+    async def build_commit(
+        self,
+        repo: str,
+        branch: str,
+        tree: str,
+        commit_id: str,
+        provenance: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """A finished commit ``commit_id`` on ``branch`` holding ``tree``
+        (a ``libs.trees`` root), on top of the branch's head."""
+        req = pfs.BuildCommitRequest(
+            parent=_commit(repo, ""),
+            branch=branch,
+            ID=commit_id,
+            provenance=[_commit(r, c) for r, c in provenance],
+        )
+        req.tree.CopyFrom(pfs.Object(hash=tree))
+        await self._cmd("BuildCommit", req, pfs.Commit, timeout=3600.0)
+
     async def finish_commit(
         self, repo: str, commit_id: str, *, tree: str = "", empty: bool = False
     ) -> None:

@@ -35,6 +35,7 @@ from libs.readmodels import DocumentStore
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import PipelineRecord, get_pipeline
 from services.pps.app.jobs import JobWriter
+from services.pps.app.stats import stats_commit_id
 from services.pps.domain import jobs as domain
 
 _log = structlog.get_logger("pps.job_trigger")
@@ -91,6 +92,7 @@ class JobTrigger:
             output_commit=msg.id,
             inputs=inputs,
             parent_job=domain.job_id(repo, msg.parent) if msg.parent else "",
+            stats_commit=stats_commit_id(job) if record.spec.enable_stats else "",
         )
         done = await self.writer.run(
             job,

@@ -63,6 +63,7 @@ from services.pps.app.egress import egress
 from services.pps.app.jobs import JobWriter, input_commit
 from services.pps.app.merge import merge_incremental, merge_outputs
 from services.pps.app.pipelines import PipelineWriter
+from services.pps.app.stats import record_stats
 from services.pps.app.workers import PoolFactory, WorkerPool, worker_count
 from services.pps.domain import jobs as domain
 from services.pps.domain import pipelines as pipeline_domain
@@ -467,6 +468,7 @@ class JobRun:
 
     async def fail(self, state: domain.Job, reason: str) -> None:
         await self.deps.pfs.finish_commit(state.output_repo, state.output_commit, empty=True)
+        await self.record_stats(state)
         await self.deps.jobs.run(self.job, domain.finish_job(self.job, pps.JOB_FAILURE, reason))
         await self.log(f"failed: {reason}")
 
@@ -481,6 +483,7 @@ class JobRun:
         if (await self.state()).finished:
             return
         await self.deps.pfs.finish_commit(state.output_repo, state.output_commit, tree=root.hash)
+        await self.record_stats(state)
         url = self.spec.egress.URL
         if url:
             try:
@@ -497,6 +500,24 @@ class JobRun:
             self.job, domain.finish_job(self.job, pps.JOB_SUCCESS, "", root.hash, stats)
         )
         await self.log(f"succeeded: {root.files} files, {root.size} bytes")
+
+    async def record_stats(self, state: domain.Job) -> None:
+        """enable_stats: the job's stats commit on the output repo's stats branch."""
+        if not self.spec.enable_stats:
+            return
+
+        async def datums() -> AsyncIterator[tuple[str, str]]:
+            async for d in view.job_datums(self.deps.docs, self.job):
+                yield d["id"], d["stats_tree"]
+
+        await record_stats(
+            self.deps.store,
+            self.deps.pfs,
+            repo=state.output_repo,
+            job_id=self.job,
+            output_commit=state.output_commit,
+            datums=datums(),
+        )
 
     async def failure_reason(self) -> str:
         async for d in view.job_datums(self.deps.docs, self.job, state=pps.FAILED):

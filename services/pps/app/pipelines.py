@@ -181,6 +181,7 @@ class Pipelines:
             await self._check_shared_provenance(pfs, name, spec)
 
         created: list[str] = []
+        recorded = False
         try:
             for repo in crons:
                 if await pfs.inspect_repo(repo) is None:
@@ -189,14 +190,20 @@ class Pipelines:
             if not output_exists:
                 await pfs.create_repo(name)
                 created.append(name)
-            provenance = [(repo, branch) for _, repo, branch in input_branches(spec)]
             before = await pfs.inspect_branch(name, spec.output_branch)
-            await pfs.create_branch(name, spec.output_branch, provenance)
+            # The pipeline is recorded before its output branch exists, so the
+            # job trigger knows it when the branch's first commit opens (jobs
+            # are created in output-commit order).
             salt = req.salt or self.new_salt()
             done = await self.writer.run(
                 name, domain.create_pipeline(spec, salt, req.update, req.reprocess), ctx
             )
+            recorded = not req.update
+            provenance = [(repo, branch) for _, repo, branch in input_branches(spec)]
+            await pfs.create_branch(name, spec.output_branch, provenance)
         except Exception:
+            if recorded:
+                await self.writer.run(name, domain.delete_pipeline(name), ctx)
             await self._undo(pfs, name, created)
             raise
         if req.update:
