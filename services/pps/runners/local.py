@@ -86,11 +86,29 @@ def root_args(hide: Sequence[Path] = ()) -> list[str]:
             else:
                 args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    # The cluster's Python environment stays visible even when it lives
+    # under /tmp (a checkout there): `python3` in a spec is that Python.
+    bound = python_dirs_in_tmp()
+    for d in bound:
+        args += ["--ro-bind", str(d), str(d)]
     for h in hide:
         p = Path(h).absolute()
-        if p.parts[1:2] and p.parts[1] not in _OWN and p.is_dir():
+        visible = p.parts[1:2] and (
+            p.parts[1] not in _OWN or any(p.is_relative_to(d) for d in bound)
+        )
+        if visible and p.is_dir():
             args += ["--tmpfs", str(p)]
     return args
+
+
+def python_dirs_in_tmp() -> list[Path]:
+    """The directories of this Python (the virtualenv, and the installation
+    it was made from) that lie under /tmp, outermost first."""
+    found: list[Path] = []
+    for d in sorted({Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}):
+        if d.is_relative_to("/tmp") and not any(d.is_relative_to(f) for f in found):
+            found.append(d)
+    return found
 
 
 class LocalRunner:
