@@ -34,6 +34,7 @@ import structlog
 from google.protobuf.empty_pb2 import Empty
 from nats.js import JetStreamContext
 
+from libs.api.events import pps_pb2 as pachevents
 from libs.api.internal import pps_work_pb2 as pachinternal
 from libs.api.pps import pps_pb2
 from libs.bus import Bus
@@ -71,6 +72,9 @@ class WorkerSettings:
     worker_id: str
     ack_wait: float
     scratch_root: Path
+    # Datums of a chunk run at once: a datum mostly waits for its sandbox
+    # to start and end, so two overlap that wait with the next one's setup.
+    datums_at_once: int = 2
 
     @property
     def progress_every(self) -> float:
@@ -86,7 +90,12 @@ class WorkerSettings:
         work_queue.check_token(pipeline, "pipeline name")
         worker_id = e.get("PACH_PPS_WORKER_ID") or f"{pipeline}-{os.getpid()}"
         root = Path(e.get("PACH_PPS_SCRATCH_DIR") or data_dir / "pps-scratch").absolute()
-        return cls(pipeline, worker_id, work_queue.ack_wait_from_env(e), root)
+        at_once = e.get("PACH_PPS_DATUMS_AT_ONCE", "2")
+        if not at_once.isdigit() or int(at_once) < 1:
+            raise InvalidArgument(
+                f"PACH_PPS_DATUMS_AT_ONCE must be a whole number >= 1, got {at_once!r}"
+            )
+        return cls(pipeline, worker_id, work_queue.ack_wait_from_env(e), root, int(at_once))
 
     @property
     def own_scratch(self) -> Path:
@@ -160,20 +169,26 @@ class Worker:
         report = pachinternal.ChunkDoneRequest(
             job_id=chunk.job_id, chunk=chunk.chunk, worker_id=self.settings.worker_id
         )
-        for task in chunk.datums:
-            result = await run_datum(
-                task,
-                job_id=chunk.job_id,
-                output_commit=chunk.output_commit,
-                spec=spec,
-                store=self._store,
-                runner=self._runner,
-                scratch_root=self.settings.own_scratch,
-                log=self._logs.append,
-                previous_output=chunk.previous_output,
-                worker_id=self.settings.worker_id,
-            )
-            report.results.append(result)
+        slots = asyncio.Semaphore(self.settings.datums_at_once)
+
+        async def one(task: pachinternal.DatumTask) -> pachevents.DatumResult:
+            async with slots:
+                return await run_datum(
+                    task,
+                    job_id=chunk.job_id,
+                    output_commit=chunk.output_commit,
+                    spec=spec,
+                    store=self._store,
+                    runner=self._runner,
+                    scratch_root=self.settings.own_scratch,
+                    log=self._logs.append,
+                    previous_output=chunk.previous_output,
+                    worker_id=self.settings.worker_id,
+                )
+
+        async with asyncio.TaskGroup() as group:
+            runs = [group.create_task(one(task)) for task in chunk.datums]
+        report.results.extend(run.result() for run in runs)  # in datum order
         return report
 
     async def spec(self, pipeline: str, version: int) -> pps_pb2.CreatePipelineRequest:
