@@ -1,0 +1,292 @@
+"""PPS end to end against a running cluster (``python -m libs.cluster``),
+each row next to the floor it is measured against in the same run.
+
+* the bubblewrap spawn floor: a sandbox running ``true`` (the least a datum
+  costs), median of many;
+* 10,000 trivial datums (``true`` per datum, one file each) in one job, with
+  one worker per core: datums/s, and ms/datum next to twice the spawn floor;
+* commit finished -> job running: the time from the input commit's
+  ``CommitFinished`` to the job's ``JobStarted``, both seen on NATS by the
+  benchmark (one clock), p50 over several commits;
+* end-to-end latency of a 1-datum pipeline: from the FinishCommit call on
+  the input to the output commit's ``CommitFinished`` seen on NATS, p50;
+* a job where 1 of 100,000 datums changed (the 100,000-datum job runs first
+  to fill the skip index; ``PACH_BENCH_PPS_BIG=0`` leaves this row out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import nats
+
+from libs.api.events import pfs_pb2 as pfs_events
+from libs.api.events import pps_pb2 as pps_events
+from libs.api.pfs import pfs_pb2 as pfs
+from libs.api.pfs import pfs_pb2_grpc
+from libs.api.pps import pps_pb2 as pps
+from libs.api.pps import pps_pb2_grpc
+from libs.events.envelope import decode_batch
+from services.pps.domain.events import registry as pps_registry
+from services.pps.runners.local import LocalRunner
+from tests.bench import BenchContext, Result
+from tests.support.cluster import Cluster
+
+TRIVIAL_DATUMS = 10_000
+BIG_DATUMS = 100_000
+LATENCY_SAMPLES = 15
+
+
+def _registry() -> Any:
+    reg = pps_registry()
+    reg.register_module(pfs_events)
+    return reg
+
+
+class Events:
+    """Every pfs/pps event as it is published, with the time it arrived."""
+
+    def __init__(self) -> None:
+        self.reg = _registry()
+        self.seen: list[tuple[float, str, Any]] = []
+        self._changed = asyncio.Event()
+        self.nc: Any = None
+
+    async def start(self, url: str) -> None:
+        self.nc = await nats.connect(url)
+        await self.nc.subscribe("ev.pfs.repo.>", cb=self._on)
+        await self.nc.subscribe("ev.pps.job.>", cb=self._on)
+
+    async def _on(self, msg: Any) -> None:
+        now = time.perf_counter()
+        try:
+            events = decode_batch(msg.data, 0, self.reg)
+        except Exception:
+            return
+        for e in events:
+            self.seen.append((now, e.envelope.aggregate_id, e.event))
+        self._changed.set()
+
+    async def wait(self, match: Callable[[str, Any], bool], timeout: float = 600) -> float:
+        """The arrival time of the first event (from now on) matching."""
+        start = len(self.seen)
+        deadline = time.monotonic() + timeout
+        while True:
+            for t, agg, event in self.seen[start:]:
+                if match(agg, event):
+                    return t
+            self._changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("event not seen")
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                continue
+
+    def mark(self) -> int:
+        return len(self.seen)
+
+    def first_after(self, mark: int, match: Callable[[str, Any], bool]) -> float | None:
+        for t, agg, event in self.seen[mark:]:
+            if match(agg, event):
+                return t
+        return None
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+
+def _stubs(cluster: Cluster) -> tuple[pfs_pb2_grpc.APIStub, pps_pb2_grpc.APIStub]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}")
+    return pfs_pb2_grpc.APIStub(channel), pps_pb2_grpc.APIStub(channel)
+
+
+def _fill(api: pfs_pb2_grpc.APIStub, repo: str, n: int, tag: bytes = b"") -> pfs.Commit:
+    """One commit of ``n`` one-line files (100 directories)."""
+    req = pfs.StartCommitRequest(parent=pfs.Commit(repo=pfs.Repo(name=repo)), branch="master")
+    commit: pfs.Commit = api.StartCommit(req, timeout=60)
+    api.PutFile(
+        (
+            pfs.PutFileRequest(
+                file=pfs.File(commit=commit, path=f"/f{i:06}"), value=b"%d%s\n" % (i, tag)
+            )
+            for i in range(n)
+        ),
+        timeout=1200,
+    )
+    api.FinishCommit(pfs.FinishCommitRequest(commit=commit), timeout=1200)
+    return commit
+
+
+def _pipeline(ppsapi: pps_pb2_grpc.APIStub, name: str, repo: str, glob: str) -> None:
+    ppsapi.CreatePipeline(
+        pps.CreatePipelineRequest(
+            pipeline=pps.Pipeline(name=name),
+            transform=pps.Transform(cmd=["true"]),
+            input=pps.Input(atom=pps.AtomInput(repo=repo, glob=glob)),
+            parallelism_spec=pps.ParallelismSpec(coefficient=1.0),
+        ),
+        timeout=120,
+    )
+
+
+def _job_finished(pipeline_jobs: set[str]) -> Callable[[str, Any], bool]:
+    def match(agg: str, event: Any) -> bool:
+        return isinstance(event, pps_events.JobFinished) and agg in pipeline_jobs
+
+    return match
+
+
+async def _wait_job_done(
+    ppsapi: pps_pb2_grpc.APIStub, pipeline: str, count: int, timeout: float = 3600
+) -> pps.JobInfo:
+    """The newest job once the pipeline has ``count`` jobs, all finished."""
+    deadline = time.monotonic() + timeout
+    req = pps.ListJobRequest(pipeline=pps.Pipeline(name=pipeline))
+    while time.monotonic() < deadline:
+        infos = await asyncio.to_thread(ppsapi.ListJob, req, timeout=60)
+        jobs = list(infos.job_info)
+        if len(jobs) >= count and all(
+            j.state in (pps.JOB_SUCCESS, pps.JOB_FAILURE, pps.JOB_KILLED) for j in jobs
+        ):
+            job: pps.JobInfo = jobs[0]
+            assert job.state == pps.JOB_SUCCESS, job.reason
+            return job
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{pipeline}: jobs did not finish")
+
+
+def _seconds(job: pps.JobInfo) -> float:
+    return (job.finished.ToNanoseconds() - job.started.ToNanoseconds()) / 1e9
+
+
+async def run(ctx: BenchContext) -> list[Result]:
+    work = ctx.work_dir / "pps"
+    work.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    floor = await LocalRunner().spawn_floor(runs=50)
+    results.append(Result("bwrap spawn floor (sandbox running `true`)", floor * 1000, "ms"))
+
+    cluster = Cluster(work / "data", PACH_OBJECT_BACKEND="local", PACH_LOG_LEVEL="warning")
+    cluster.start()
+    events = Events()
+    try:
+        await asyncio.to_thread(cluster.wait_ready, 60)
+        await events.start(cluster.state()["nats"]["url"])
+        api, ppsapi = _stubs(cluster)
+
+        # --- 10,000 trivial datums ---------------------------------------------
+        api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="trivial_in")))
+        await asyncio.to_thread(_fill, api, "trivial_in", TRIVIAL_DATUMS)
+        _pipeline(ppsapi, "trivial", "trivial_in", "/*")
+        job = await _wait_job_done(ppsapi, "trivial", 1)
+        secs = _seconds(job)
+        results.append(
+            Result(
+                f"pipeline: {TRIVIAL_DATUMS:,} trivial datums, {os.cpu_count()} workers",
+                TRIVIAL_DATUMS / secs,
+                "datums/s",
+                100.0,
+            )
+        )
+        results.append(
+            Result(
+                "pipeline: ms per trivial datum (floor: 2x spawn floor)",
+                secs * 1000 / TRIVIAL_DATUMS,
+                "ms",
+                round(2 * floor * 1000, 2),
+                higher_is_better=False,
+            )
+        )
+
+        # --- latencies on a 1-datum pipeline -----------------------------------
+        api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="one_in")))
+        await asyncio.to_thread(_fill, api, "one_in", 1)
+        _pipeline(ppsapi, "one", "one_in", "/")
+        await _wait_job_done(ppsapi, "one", 1)
+        to_running, end_to_end = [], []
+        for i in range(LATENCY_SAMPLES):
+            mark = events.mark()
+            req = pfs.StartCommitRequest(
+                parent=pfs.Commit(repo=pfs.Repo(name="one_in")), branch="master"
+            )
+            commit = api.StartCommit(req, timeout=60)
+            put = pfs.PutFileRequest(file=pfs.File(commit=commit, path="/x"), value=b"%d" % i)
+            api.PutFile(iter([put]), timeout=60)
+            sent = time.perf_counter()
+            api.FinishCommit(pfs.FinishCommitRequest(commit=commit), timeout=60)
+
+            def finished(agg: str, e: Any, cid: str = commit.id) -> bool:
+                return agg == "one_in" and isinstance(e, pfs_events.CommitFinished) and e.id == cid
+
+            done_at = await events.wait(
+                lambda agg, e: agg == "one" and isinstance(e, pfs_events.CommitFinished)
+            )
+            input_done = events.first_after(mark, finished)
+            started = events.first_after(mark, lambda _a, e: isinstance(e, pps_events.JobStarted))
+            assert input_done is not None and started is not None
+            to_running.append(started - input_done)
+            end_to_end.append(done_at - sent)
+            await _wait_job_done(ppsapi, "one", i + 2)
+        results.append(
+            Result(
+                "commit finished -> job running (p50)",
+                statistics.median(to_running) * 1000,
+                "ms",
+                50.0,
+                higher_is_better=False,
+            )
+        )
+        results.append(
+            Result(
+                "1-datum pipeline end to end: finish input -> output finished (p50)",
+                statistics.median(end_to_end) * 1000,
+                "ms",
+            )
+        )
+
+        # --- 1 of 100,000 datums changed --------------------------------------
+        if os.environ.get("PACH_BENCH_PPS_BIG", "1") != "0":
+            api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="big_in")))
+            await asyncio.to_thread(_fill, api, "big_in", BIG_DATUMS)
+            _pipeline(ppsapi, "big", "big_in", "/*")
+            first = await _wait_job_done(ppsapi, "big", 1, timeout=7200)
+            results.append(
+                Result(
+                    f"pipeline: first job of {BIG_DATUMS:,} trivial datums",
+                    BIG_DATUMS / _seconds(first),
+                    "datums/s",
+                )
+            )
+            req = pfs.StartCommitRequest(
+                parent=pfs.Commit(repo=pfs.Repo(name="big_in")), branch="master"
+            )
+            commit = api.StartCommit(req, timeout=60)
+            put = pfs.PutFileRequest(
+                file=pfs.File(commit=commit, path="/f000123"), value=b"changed\n"
+            )
+            api.PutFile(iter([put]), timeout=60)
+            api.FinishCommit(pfs.FinishCommitRequest(commit=commit), timeout=60)
+            second = await _wait_job_done(ppsapi, "big", 2)
+            assert second.data_processed == 1 and second.data_skipped == BIG_DATUMS - 1, second
+            results.append(
+                Result(
+                    f"job where 1 of {BIG_DATUMS:,} datums changed",
+                    _seconds(second),
+                    "s",
+                    5.0,
+                    higher_is_better=False,
+                )
+            )
+    finally:
+        await events.close()
+        cluster.kill()
+    return results
