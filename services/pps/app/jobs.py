@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from google.protobuf.empty_pb2 import Empty
 
@@ -108,6 +108,32 @@ def _fill_input(node: pps.Input, commits: dict[str, str]) -> None:
         _fill_input(child, commits)
 
 
+_SPEC_MESSAGES: tuple[
+    Literal[
+        "parallelism_spec",
+        "egress",
+        "service",
+        "resource_requests",
+        "resource_limits",
+        "chunk_spec",
+        "datum_timeout",
+        "job_timeout",
+        "scheduling_spec",
+    ],
+    ...,
+] = (
+    "parallelism_spec",
+    "egress",
+    "service",
+    "resource_requests",
+    "resource_limits",
+    "chunk_spec",
+    "datum_timeout",
+    "job_timeout",
+    "scheduling_spec",
+)
+
+
 def job_info(doc: Document, spec: pps.CreatePipelineRequest | None) -> pps.JobInfo:
     info = pps.JobInfo(
         job=pps.Job(id=doc["id"]),
@@ -139,21 +165,16 @@ def job_info(doc: Document, spec: pps.CreatePipelineRequest | None) -> pps.JobIn
         _ts(int(doc["finished_ns"]), info.finished)
     if spec is not None:
         info.transform.CopyFrom(spec.transform)
-        info.parallelism_spec.CopyFrom(spec.parallelism_spec)
-        info.egress.CopyFrom(spec.egress)
-        info.service.CopyFrom(spec.service)
-        info.resource_requests.CopyFrom(spec.resource_requests)
-        info.resource_limits.CopyFrom(spec.resource_limits)
+        # Only what the spec sets: an unset field stays unset (1.7's nil).
+        for field in _SPEC_MESSAGES:
+            if spec.HasField(field):
+                getattr(info, field).CopyFrom(getattr(spec, field))
         info.input.CopyFrom(spec.input)
         _fill_input(info.input, {i[0]: i[3] for i in doc["inputs"]})
         info.incremental = spec.incremental
         info.enable_stats = spec.enable_stats
         info.batch = spec.batch
-        info.chunk_spec.CopyFrom(spec.chunk_spec)
-        info.datum_timeout.CopyFrom(spec.datum_timeout)
-        info.job_timeout.CopyFrom(spec.job_timeout)
         info.datum_tries = spec.datum_tries
-        info.scheduling_spec.CopyFrom(spec.scheduling_spec)
         info.pod_spec = spec.pod_spec
     return info
 
