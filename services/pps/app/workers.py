@@ -119,6 +119,9 @@ class LocalWorkerPool:
         env = dict(os.environ if self.env is None else self.env)
         env["PACH_PPS_PIPELINE"] = self.pipeline
         env["PACH_PPS_WORKER_ID"] = worker.worker_id
+        # The worker exits at once if this process is gone before it reads
+        # its parent (it also gets SIGKILL from the kernel once it has).
+        env["PACH_PPS_PARENT_PID"] = str(os.getpid())
         proc = await asyncio.create_subprocess_exec(*self.command, env=env)
         worker.proc, worker.started = proc, time.monotonic()
         _log.info("worker started", pipeline=self.pipeline, worker=worker.worker_id, pid=proc.pid)
