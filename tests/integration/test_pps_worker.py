@@ -86,8 +86,9 @@ async def _task(
         path=path,
         hash=node.hash,
         is_dir=node.is_dir,
-        **flags,
     )
+    for flag, value in flags.items():  # lazy, empty_files
+        setattr(inp, flag, value)
     return pachinternal.DatumTask(id="d" * 64, index=7, inputs=[inp])
 
 
