@@ -18,8 +18,8 @@ from libs.events import RecordedEvent, View
 from libs.readmodels import SqliteDocumentStore
 from services.pps.adapters import jobs_view
 from services.pps.adapters.jobs_view import JobsProjection
-from services.pps.app.master import chunk_bounds, chunk_count, chunk_of
 from services.pps.domain import jobs
+from services.pps.domain.chunks import chunk_bounds, chunk_count, chunk_of
 from services.pps.domain.jobs import Job
 
 JOB = jobs.job_id("edges", "c" * 32)

@@ -14,14 +14,16 @@ from libs.objects import ObjectStore, open_object_store
 from libs.readmodels import DocumentStore, open_document_store
 from libs.service import ServiceContext
 from services.pps.adapters.jobs_view import JobsProjection, job_counts
+from services.pps.adapters.leases import Leases
 from services.pps.adapters.logs import LogStore
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import PipelinesProjection
 from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
 from services.pps.app import job_trigger
 from services.pps.app.cron import CronTicks
+from services.pps.app.job_run import MasterDeps
 from services.pps.app.jobs import Jobs, JobWriter
-from services.pps.app.master import Leases, Master, MasterDeps
+from services.pps.app.master import Master
 from services.pps.app.pipelines import Pipelines, PipelineWriter
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry

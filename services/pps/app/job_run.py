@@ -1,0 +1,492 @@
+"""Running one job (crash-safe: every step can be repeated after a restart):
+wait for its input commits to finish; enumerate its datums; skip those
+processed under the pipeline's salt by other jobs (the ``processed``
+index); ``JobStarted`` (total, skipped, chunk count); publish the to-do
+datums in chunks (``services.pps.domain.chunks``); wait until every chunk
+is reported (or ``job_timeout``); then finish the output commit — empty
+when a datum failed, else with the datums' outputs merged in datum order —
+record stats, run egress, and ``JobFinished``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js import JetStreamContext
+
+from libs.api.events.pps_pb2 import JobInputCommit
+from libs.api.internal import pps_work_pb2 as work
+from libs.api.pps import pps_pb2 as pps
+from libs.config import ObjectStoreConfig
+from libs.errors import ConcurrencyError, DeadlineExceeded, NotFound, PachError, Unavailable
+from libs.objects import ObjectStore
+from libs.readmodels import Document, DocumentStore
+from libs.trees import Put, TreeRoot, build, file_refs, walk
+from services.pps.adapters import jobs_view as view
+from services.pps.adapters import work_queue
+from services.pps.adapters.leases import Leases
+from services.pps.adapters.pfs import Pfs
+from services.pps.adapters.pipelines_view import PipelineRecord, get_pipeline
+from services.pps.app.datum_sets import enumerate_datums, enumerate_new_datums
+from services.pps.app.egress import egress
+from services.pps.app.jobs import JobWriter, input_commit
+from services.pps.app.merge import merge_incremental, merge_outputs
+from services.pps.app.pipelines import PipelineWriter
+from services.pps.app.stats import record_stats
+from services.pps.app.workers import PoolFactory, WorkerPool, worker_count
+from services.pps.domain import jobs as domain
+from services.pps.domain import pipelines as pipeline_domain
+from services.pps.domain.chunks import chunk_bounds, chunk_count, chunk_of
+
+_log = structlog.get_logger("pps.master")
+
+# A job with at most this many datums to do keeps them from planning to
+# publishing (with more, publishing enumerates them again rather than hold them).
+CACHED_DATUMS = 10_000
+
+
+class LogSink(Protocol):
+    async def append(self, msg: pps.LogMessage) -> None: ...
+
+
+@dataclass
+class MasterDeps:
+    docs: DocumentStore
+    jobs: JobWriter
+    pipelines: PipelineWriter
+    pfs: Pfs
+    store: ObjectStore
+    js: JetStreamContext
+    logs: LogSink
+    pools: PoolFactory
+    s3: ObjectStoreConfig | None = None  # egress credentials
+    poll: float = 1.0  # re-check while waiting, without hints
+    leases: Leases | None = None  # None: this is the only pps replica
+
+
+TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
+
+
+class JobGone(Exception):
+    """The job (or its pipeline) went while it was being run."""
+
+
+async def _replay(tasks: Sequence[work.DatumTask]) -> AsyncIterator[work.DatumTask]:
+    for task in tasks:
+        yield task
+
+
+async def _replay_str(items: Sequence[str]) -> AsyncIterator[str]:
+    for item in items:
+        if item:
+            yield item
+
+
+async def _some(tasks: AsyncIterator[work.DatumTask], limit: int) -> list[work.DatumTask] | None:
+    """The tasks, or None when there are more than ``limit``."""
+    out: list[work.DatumTask] = []
+    async with aclosing(tasks):  # type: ignore[type-var]
+        async for task in tasks:
+            out.append(task)
+            if len(out) > limit:
+                return None
+    return out
+
+
+# --- one job -------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """A job's datums as the master cut them."""
+
+    total: int
+    skipped: dict[str, tuple[int, str]]  # datum id -> (index, output tree)
+    incremental_previous: dict[str, JobInputCommit] | None = None
+
+    @property
+    def todo(self) -> int:
+        return self.total - len(self.skipped)
+
+
+@dataclass
+class JobRun:
+    deps: MasterDeps
+    record: PipelineRecord
+    job: str
+    wake: asyncio.Event
+    pool: WorkerPool
+    taken_up: bool  # this process ran the job before (else a restart is recorded)
+    published: set[int] = field(default_factory=set)
+    salt: str = ""  # the job's (set from its state): datum ids and the skip index use it
+    cached: list[work.DatumTask] | None = None  # the to-do datums, kept by plan when few
+
+    @property
+    def spec(self) -> pps.CreatePipelineRequest:
+        return self.record.spec
+
+    async def log(self, message: str) -> None:
+        ts = Timestamp()
+        ts.GetCurrentTime()
+        line = pps.LogMessage(
+            pipeline_name=self.record.name, job_id=self.job, message=message, master=True, ts=ts
+        )
+        try:
+            await self.deps.logs.append(line)
+        except PachError as err:
+            _log.warning("master log line lost", job=self.job, error=str(err))
+        _log.info(message, pipeline=self.record.name, job=self.job)
+
+    async def state(self) -> domain.Job:
+        state = await self.deps.jobs.load(self.job)
+        if not state.exists:
+            raise JobGone(f"job {self.job} was deleted")
+        return state
+
+    async def pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), self.deps.poll)
+        self.wake.clear()
+
+    async def drop(self, why: str) -> None:
+        await self.log(f"dropping job: {why}")
+        await self.deps.jobs.run(self.job, domain.delete_job(self.job))
+        raise JobGone(why)
+
+    # --- the steps ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        state = await self.state()
+        if state.finished:
+            return
+        self.salt = state.salt
+        try:
+            await self.deps.pfs.inspect_commit(state.output_repo, state.output_commit)
+        except NotFound:
+            await self.drop(f"its output commit {state.output_repo}/{state.output_commit} is gone")
+        if not state.started:
+            inputs = await self.wait_inputs(state)
+            plan = await self.plan(state, inputs)
+            chunks = chunk_count(
+                plan.todo, worker_count(self.spec.parallelism_spec), self.spec.chunk_spec.number
+            )
+            await self.deps.jobs.run(
+                self.job,
+                domain.start_job(self.job, plan.total, len(plan.skipped), chunks, inputs),
+            )
+            await self.log(
+                f"started: {plan.total} datums, {len(plan.skipped)} skipped, "
+                f"{plan.todo} to process in {chunks} chunks"
+            )
+        else:
+            if not self.taken_up:
+                await self.deps.jobs.run(self.job, domain.restart_job(self.job))
+                await self.log("taken up again after a restart")
+            plan = await self.plan(state, list(state.inputs))
+            if plan.total != state.total or len(plan.skipped) != state.skipped:
+                await self.log(
+                    f"datums changed since the job started ({state.total}/{state.skipped} "
+                    f"-> {plan.total}/{len(plan.skipped)} total/skipped)"
+                )
+        started = time.monotonic()
+        state = await self.wait_chunks(plan, started)
+        if state.finished:
+            return
+        await self.finish(state, plan)
+
+    async def wait_inputs(self, state: domain.Job) -> list[JobInputCommit]:
+        """The job's input commits with their trees, once all are finished."""
+        out = []
+        for i in state.inputs:
+            done = JobInputCommit()
+            done.CopyFrom(i)
+            while i.commit:
+                try:
+                    info = await self.deps.pfs.inspect_commit(i.repo, i.commit)
+                except NotFound:
+                    await self.drop(f"its input commit {i.repo}/{i.commit} is gone")
+                if info.HasField("finished"):
+                    done.tree = info.tree.hash
+                    break
+                await self.pause()
+                if (await self.state()).finished:
+                    raise JobGone("finished while waiting for its inputs")
+            out.append(done)
+        return out
+
+    async def plan(self, state: domain.Job, inputs: Sequence[JobInputCommit]) -> Plan:
+        """Every datum of the job; those processed under the salt by another
+        job are skipped (their outputs are reused)."""
+        commits = {i.name: i for i in inputs}
+        if self.spec.incremental:
+            previous = await self.previous_inputs(state)
+            total = 0
+            async for _ in self.tasks(commits, previous):
+                total += 1
+            return Plan(total, {}, previous)
+        # The skip index of the salt (datums other jobs processed), then one
+        # pass over the datums; the to-do ones of a small job are kept for
+        # publishing (a big one enumerates them again there).
+        done: dict[str, str] = {}
+        async for doc in view.processed(self.deps.docs, self.record.name, state.salt):
+            if doc["job"] != self.job:
+                done[doc["id"]] = doc["output_tree"]
+        self.cached = None
+        todo: list[work.DatumTask] | None = []
+        skipped: dict[str, tuple[int, str]] = {}
+        total = 0
+        async for task in self.tasks(commits, None):
+            total += 1
+            tree = done.get(task.id)
+            if tree is not None:
+                skipped[task.id] = (task.index, tree)
+            elif todo is not None:
+                todo.append(task)
+                if len(todo) > CACHED_DATUMS:
+                    todo = None
+        self.cached = todo
+        return Plan(total, skipped)
+
+    def tasks(
+        self, commits: dict[str, JobInputCommit], previous: dict[str, JobInputCommit] | None
+    ) -> AsyncIterator[work.DatumTask]:
+        if previous is not None:
+            return enumerate_new_datums(
+                self.deps.store, self.spec.input, commits, previous, self.salt
+            )
+        if self.cached is not None:
+            return _replay(self.cached)
+        return enumerate_datums(self.deps.store, self.spec.input, commits, self.salt)
+
+    async def previous_inputs(self, state: domain.Job) -> dict[str, JobInputCommit]:
+        parent = await self.previous_success(state)
+        if parent is None:
+            return {}
+        return {row[0]: input_commit(row) for row in parent["inputs"]}
+
+    async def previous_success(self, state: domain.Job) -> Document | None:
+        doc = await view.get_job(self.deps.docs, self.job)
+        if doc is None:
+            raise JobGone(f"job {self.job} is not in the read model")
+        return await view.last_success(self.deps.docs, self.record.name, int(doc["created"]))
+
+    async def publish(self, state: domain.Job, plan: Plan) -> None:
+        """Publish every pending chunk slot not published by this run yet."""
+        wanted: dict[int, list[int]] = {}  # original chunk -> slots carrying it
+        for slot in state.pending():
+            if slot not in self.published:
+                wanted.setdefault(state.source_chunk(slot), []).append(slot)
+        if not wanted:
+            return
+        previous_output = ""
+        if self.spec.incremental:
+            parent = await self.previous_success(state)
+            previous_output = parent["output_tree"] if parent is not None else ""
+        commits = {i.name: i for i in state.inputs}
+        bounds = chunk_bounds(plan.todo, state.chunks)
+        current: list[work.DatumTask] = []
+        current_chunk = -1
+        ordinal = 0
+        async for task in self.tasks(commits, plan.incremental_previous):
+            if task.id in plan.skipped:
+                continue
+            c = chunk_of(bounds, ordinal)
+            ordinal += 1
+            if c != current_chunk:
+                await self._send(state, wanted.get(current_chunk, []), current, previous_output)
+                current, current_chunk = [], c
+            if c in wanted:
+                current.append(task)
+        await self._send(state, wanted.get(current_chunk, []), current, previous_output)
+
+    async def _send(
+        self,
+        state: domain.Job,
+        slots: Sequence[int],
+        datums: Sequence[work.DatumTask],
+        previous_output: str,
+    ) -> None:
+        for slot in slots:
+            chunk = work.WorkChunk(
+                job_id=self.job,
+                pipeline=self.record.name,
+                pipeline_version=state.pipeline_version,
+                chunk=slot,
+                datums=datums,
+                output_commit=state.output_commit,
+                previous_output=previous_output,
+            )
+            await work_queue.publish_chunk(self.deps.js, chunk)
+            self.published.add(slot)
+
+    async def wait_chunks(self, plan: Plan, started: float) -> domain.Job:
+        """The job's state once every chunk slot is reported (or it finished
+        meanwhile, or timed out: then it is finished here)."""
+        timeout = self.spec.job_timeout.ToTimedelta().total_seconds()
+        while True:
+            state = await self.state()
+            if state.finished:  # stopped: its chunks still queued go
+                await work_queue.purge(self.deps.js, self.record.name)
+                return state
+            if not state.pending():
+                return state
+            record = await get_pipeline(self.deps.docs, self.record.name)
+            if record is None:
+                raise JobGone(f"pipeline {self.record.name} was deleted")
+            if record.stopped:
+                await self.pool.stop()
+            else:
+                await self.pool.scale(worker_count(self.spec.parallelism_spec))
+                await self.publish(state, plan)
+                if self.pool.failure:  # workers crash-looping: the pipeline cannot run
+                    decide = pipeline_domain.set_state(pps.PIPELINE_FAILURE, self.pool.failure)
+                    await self.deps.pipelines.run_as(self.record.name, decide)
+            if timeout and time.monotonic() - started > timeout:
+                await work_queue.purge(self.deps.js, self.record.name)
+                await self.fail(state, f"job timed out after {timeout:g}s")
+                return await self.state()
+            await self.pause()
+
+    async def fail(self, state: domain.Job, reason: str) -> None:
+        await self.deps.pfs.finish_commit(state.output_repo, state.output_commit, empty=True)
+        await self.record_stats(state)
+        await self.deps.jobs.run(self.job, domain.finish_job(self.job, pps.JOB_FAILURE, reason))
+        await self.log(f"failed: {reason}")
+
+    async def finish(self, state: domain.Job, plan: Plan) -> None:
+        state = await self.deps.jobs.settled(self.job)
+        doc = await view.get_job(self.deps.docs, self.job)
+        stats = view.stats_pb(doc["stats"] if doc is not None else None)
+        if state.failed:
+            await self.fail(state, await self.failure_reason())
+            return
+        root = await self.merge(plan)
+        if (await self.state()).finished:
+            return
+        await self.deps.pfs.finish_commit(state.output_repo, state.output_commit, tree=root.hash)
+        await self.record_stats(state)
+        url = self.spec.egress.URL
+        if url:
+            try:
+                copied = await egress(self.deps.store, root.hash, url, self.deps.s3)
+            except Exception as exc:  # any egress failure fails the job, named
+                reason = f"egress to {url} failed: {exc}"
+                await self.deps.jobs.run(
+                    self.job, domain.finish_job(self.job, pps.JOB_FAILURE, reason, root.hash, stats)
+                )
+                await self.log(f"failed: {reason}")
+                return
+            await self.log(f"egress: {copied} files copied to {url}")
+        await self.deps.jobs.run(
+            self.job, domain.finish_job(self.job, pps.JOB_SUCCESS, "", root.hash, stats)
+        )
+        await self.log(f"succeeded: {root.files} files, {root.size} bytes")
+
+    async def record_stats(self, state: domain.Job) -> None:
+        """enable_stats: the job's stats commit on the output repo's stats branch."""
+        if not self.spec.enable_stats:
+            return
+
+        async def datums() -> AsyncIterator[tuple[str, str]]:
+            async for d in view.job_datums(self.deps.docs, self.job):
+                yield d["id"], d["stats_tree"]
+
+        await record_stats(
+            self.deps.store,
+            self.deps.pfs,
+            repo=state.output_repo,
+            job_id=self.job,
+            output_commit=state.output_commit,
+            datums=datums(),
+        )
+
+    async def failure_reason(self) -> str:
+        async for d in view.job_datums(self.deps.docs, self.job, state=pps.FAILED):
+            paths = ", ".join(p for p, _ in d["data"]) or "/"
+            why = f": {d['reason']}" if d["reason"] else ""
+            return f"failed to process datum {d['id']} (inputs {paths}){why}"
+        return "a datum failed"
+
+    async def merge(self, plan: Plan) -> TreeRoot:
+        if self.spec.incremental:
+            return await build(self.deps.store, None, self._overlay())
+        root = await self.merge_from_previous(plan)
+        if root is not None:
+            await self.log("output merged from the previous job's output and the changed datums")
+            return root
+        return await merge_outputs(self.deps.store, self.outputs(plan))
+
+    async def merge_from_previous(self, plan: Plan) -> TreeRoot | None:
+        """The output as the previous successful job's output minus the
+        outputs of its datums this job does not have, plus those of this
+        job's new datums — when the input is a single atom (the datum sets
+        differ by what its tree diff shows), the salts agree, the change is
+        small and ``merge_incremental`` can vouch for the result. None: merge
+        in full."""
+        spec_input = self.spec.input
+        if not (spec_input.HasField("atom") or spec_input.HasField("cron")):
+            return None
+        state = await self.state()
+        prev = await self.previous_success(state)
+        if prev is None or prev["salt"] != self.salt or not prev["output_tree"]:
+            return None
+        before = {row[0]: input_commit(row) for row in prev["inputs"]}
+        now = {i.name: i for i in state.inputs}
+        limit = max(16, plan.total // 4)
+        store = self.deps.store
+        added = await _some(enumerate_new_datums(store, spec_input, now, before, self.salt), limit)
+        removed = await _some(
+            enumerate_new_datums(store, spec_input, before, now, self.salt), limit
+        )
+        if added is None or removed is None:
+            return None
+        added_trees = []
+        for task in added:
+            if task.id in plan.skipped:
+                added_trees.append(plan.skipped[task.id][1])
+                continue
+            doc = await view.get_datum(self.deps.docs, self.job, task.id)
+            if doc is None:
+                return None
+            added_trees.append(doc["output_tree"])
+        removed_trees = []
+        for task in removed:
+            key = view.processed_key(self.record.name, self.salt, task.id)
+            done = await self.deps.docs.get(view.PROCESSED, key)
+            if done is None:
+                return None
+            removed_trees.append(done["output_tree"])
+        return await merge_incremental(
+            store, prev["output_tree"], _replay_str(removed_trees), _replay_str(added_trees)
+        )
+
+    async def outputs(self, plan: Plan) -> AsyncIterator[str]:
+        """Output trees of all the job's datums in datum order: those it
+        processed and those it skipped."""
+        skipped = sorted(plan.skipped.values())
+        k = 0
+        async for d in view.job_datums(self.deps.docs, self.job):
+            while k < len(skipped) and skipped[k][0] < int(d["index"]):
+                yield skipped[k][1]
+                k += 1
+            yield d["output_tree"]
+        for _, tree in skipped[k:]:
+            yield tree
+
+    async def _overlay(self) -> AsyncIterator[Put]:
+        """Incremental: each datum's /pfs/out started as the previous output,
+        so the output is their files, a later datum's version of a path
+        replacing an earlier one's."""
+        async for d in view.job_datums(self.deps.docs, self.job):
+            if not d["output_tree"]:
+                continue
+            async for path, node in walk(self.deps.store, d["output_tree"]):
+                if not node.is_dir:
+                    yield Put(path, await file_refs(self.deps.store, node))
