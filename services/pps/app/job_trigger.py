@@ -21,7 +21,7 @@ while (the reactor's attempts) before it is given up as not a pipeline's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -53,6 +53,9 @@ class JobTrigger:
     writer: JobWriter
     docs: DocumentStore
     pfs: Pfs
+    # Told about each new job once the views show it (this replica's
+    # masters start it at once instead of on their next look).
+    on_created: Callable[[str], Awaitable[None]] | None = None
 
     async def handle(self, event: RecordedEvent) -> None:
         msg = event.event
@@ -104,6 +107,9 @@ class JobTrigger:
         )
         if done.events:
             _log.info("job created", job=job, pipeline=repo, output_commit=msg.id)
+            if self.on_created is not None:
+                await self.writer.settled(job)
+                await self.on_created(repo)
 
     async def inputs(
         self, record: PipelineRecord, provenance: Sequence[tuple[str, str]]

@@ -41,9 +41,9 @@ from services.pps.domain import pipelines as pipeline_domain
 
 _log = structlog.get_logger("pps.master")
 
-# After a hint, the masters look again this much later (the read models
-# apply an event shortly after it is published).
-HINT_AGAIN_S = 0.1
+# After a hint, the masters look again after each of these delays (the read
+# models apply an event a moment after it is published).
+HINT_AGAIN_S = (0.01, 0.03, 0.1)
 
 
 # --- one pipeline ---------------------------------------------------------------------
@@ -218,12 +218,17 @@ class Master:
         # The read models apply the event a moment after it is published:
         # look once more shortly after (one pending look at a time).
         if self._again is None:
-            self._again = asyncio.get_running_loop().call_later(HINT_AGAIN_S, self._wake_again)
+            self._again = asyncio.get_running_loop().call_later(
+                HINT_AGAIN_S[0], self._wake_again, 1
+            )
 
-    def _wake_again(self) -> None:
+    def _wake_again(self, step: int) -> None:
         self._again = None
         self._wake.set()
         self._wake_runners()
+        if step < len(HINT_AGAIN_S):
+            delay = HINT_AGAIN_S[step] - HINT_AGAIN_S[step - 1]
+            self._again = asyncio.get_running_loop().call_later(delay, self._wake_again, step + 1)
 
     def _wake_runners(self) -> None:
         for master, _ in self._runners.values():

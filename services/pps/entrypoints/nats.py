@@ -80,20 +80,6 @@ async def start_jobs(
     writer = JobWriter.create(events, jobs_views)
     block_for = max(1.0, cfg.request_timeout_s - 2.0)
     await Jobs(writer, docs, pfs, logs, store, block_for=block_for).register(ctx.bus)
-    trigger_registry = registry()
-    trigger_registry.register_module(pfs_events)
-    trigger = Reactor(
-        ctx.js,
-        trigger_registry,
-        name=job_trigger.NAME,
-        subjects=list(job_trigger.SUBJECTS),
-        handler=job_trigger.JobTrigger(writer, docs, pfs).handle,
-        event_types=job_trigger.EVENT_TYPES,
-        stream=cfg.events_stream,
-        max_attempts=job_trigger.MAX_ATTEMPTS,
-    )
-    await trigger.start()
-    ctx.stack.push_async_callback(trigger.stop)
     # One master per pipeline across replicas; a restarted replica (same
     # PACH_REPLICA) takes its leases back at once.
     leases = Leases(ctx.js, owner=f"pps-{cfg.replica}", replicas=cfg.events_replicas)
@@ -113,3 +99,17 @@ async def start_jobs(
     pipelines.listeners.append(master.poke)
     await master.start()
     ctx.stack.push_async_callback(master.stop)
+    trigger_registry = registry()
+    trigger_registry.register_module(pfs_events)
+    trigger = Reactor(
+        ctx.js,
+        trigger_registry,
+        name=job_trigger.NAME,
+        subjects=list(job_trigger.SUBJECTS),
+        handler=job_trigger.JobTrigger(writer, docs, pfs, on_created=master.poke).handle,
+        event_types=job_trigger.EVENT_TYPES,
+        stream=cfg.events_stream,
+        max_attempts=job_trigger.MAX_ATTEMPTS,
+    )
+    await trigger.start()
+    ctx.stack.push_async_callback(trigger.stop)
