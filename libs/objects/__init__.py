@@ -7,6 +7,8 @@ streams as content-addressed chunks on top of either.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from libs.config import ObjectStoreConfig
 from libs.errors import InvalidArgument
 from libs.objects.base import ObjectInfo, ObjectStore
@@ -19,7 +21,9 @@ from libs.objects.chunking import (
     read_chunks,
 )
 from libs.objects.local import LocalObjectStore
-from libs.objects.s3 import S3ObjectStore
+
+if TYPE_CHECKING:
+    from libs.objects.s3 import S3ObjectStore
 
 __all__ = [
     "CHUNK_SIZE",
@@ -36,6 +40,16 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    # The S3 backend loads on first use: aioboto3 takes ~0.25 s to import,
+    # which every pachctl command would otherwise pay.
+    if name == "S3ObjectStore":
+        from libs.objects.s3 import S3ObjectStore
+
+        return S3ObjectStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_object_store(cfg: ObjectStoreConfig) -> ObjectStore:
     """The store ``cfg`` describes; InvalidArgument names what is missing or wrong."""
     if cfg.backend == "local":
@@ -50,6 +64,8 @@ def open_object_store(cfg: ObjectStoreConfig) -> ObjectStore:
                 "object store: give both PACH_S3_ACCESS_KEY and PACH_S3_SECRET_KEY, or neither "
                 "(then the AWS default credential chain is used)"
             )
+        from libs.objects.s3 import S3ObjectStore
+
         return S3ObjectStore(
             bucket=cfg.s3_bucket,
             endpoint_url=cfg.s3_endpoint,

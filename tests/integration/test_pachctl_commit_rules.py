@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.test_pfs_repos import pachctl
-from tests.support.cluster import ROOT, Cluster, running
+from tests.support.cluster import ROOT, Cluster, running, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,9 @@ def test_flush_and_subscribe_commit(cluster: Cluster) -> None:
     finally:
         sub.kill()
         sub.wait()
-    # flush-commit waits for the downstream commit; finish it from the side.
+    # flush-commit waits for the downstream commit; finish it from the side
+    # (the downstream reaction opens it a moment after `second` finishes).
+    wait_until(lambda: f"data/{second}" in ok(cluster, "inspect-commit", "out", "master"))
     out_head = head(cluster, "out", "master")
     assert out_head != "-"
     flusher = subprocess.Popen(
@@ -243,6 +245,8 @@ def test_provenance_on_a_branch_without_commits_creates_it_headless(cluster: Clu
     ok(cluster, "create-branch", "images", "stage", "-p", "images/raw")
     assert head(cluster, "images", "raw") == "-"
     first = commit(cluster, "images", "master", "a")
+    # The downstream reaction opens edges' commit a moment after.
+    wait_until(lambda: head(cluster, "edges", "master") != "-")
     detail = ok(cluster, "inspect-commit", "edges", "master")
     assert f"images/{first}" in detail
     # A missing repo is still an error, and changes nothing.

@@ -184,7 +184,9 @@ def flush_commit(args: argparse.Namespace, out: TextIO) -> int:
         commits=[parse_commit(c) for c in args.commits],
         to_repos=[pfs.Repo(name=r) for r in args.repos],
     )
-    with Pachd(from_env()) as pachd:
+    # It waits for every downstream commit, pipelines' jobs included: as
+    # long as they take (1.7 has no deadline either).
+    with Pachd(from_env(), timeout=LONG_TIMEOUT_S) as pachd:
         stub = _api(pachd)
 
         def flush(r: pfs.FlushCommitRequest, timeout: float | None) -> list[pfs.CommitInfo]:

@@ -13,10 +13,10 @@ A durable ``Reactor`` (``pps-jobs``) on ``ev.pfs.repo.>``:
 Idempotent: the job id derives from the pipeline and the output commit and
 creating an existing (or deleted) job is a no-op.
 
-create-pipeline creates the output branch (and pfs may open its first
-output commit at once) before it records the pipeline, so a commit on a
-branch with provenance whose pipeline is not known yet is retried for a
-while (the reactor's attempts) before it is given up as not a pipeline's.
+create-pipeline records the pipeline before it creates the output branch
+(whose first commit pfs may open at once), so the pipeline's aggregate
+knows it by then; a commit with provenance in a repo that is no pipeline's
+is a plain downstream branch and is left alone.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import structlog
 
 from libs.api.events import pfs_pb2 as pfs_ev
 from libs.api.events import pps_pb2 as ev
-from libs.errors import FailedPrecondition
+from libs.api.pps import pps_pb2 as pps
 from libs.events import RecordedEvent
 from libs.pps.spec import input_branches
 from libs.readmodels import DocumentStore
 from services.pps.adapters.pfs import Pfs
-from services.pps.adapters.pipelines_view import PipelineRecord, get_pipeline
 from services.pps.app.jobs import JobWriter
+from services.pps.app.pipelines import PipelineWriter
 from services.pps.app.stats import stats_commit_id
 from services.pps.domain import jobs as domain
 
@@ -43,8 +43,8 @@ _log = structlog.get_logger("pps.job_trigger")
 NAME = "pps-jobs"
 SUBJECTS = ("ev.pfs.repo.>",)
 EVENT_TYPES = frozenset({"pfs.CommitStarted", "pfs.CommitDeleted"})
-# Attempts (a second apart) before a commit on a branch with provenance that
-# belongs to no known pipeline is given up.
+# Attempts (a second apart) before an event whose reaction keeps failing is
+# given up (transient errors retry without limit).
 MAX_ATTEMPTS = 20
 
 
@@ -53,6 +53,7 @@ class JobTrigger:
     writer: JobWriter
     docs: DocumentStore
     pfs: Pfs
+    pipelines: PipelineWriter
     # Told about each new job once the views show it (this replica's
     # masters start it at once instead of on their next look).
     on_created: Callable[[str], Awaitable[None]] | None = None
@@ -75,27 +76,28 @@ class JobTrigger:
     async def _started(self, repo: str, msg: pfs_ev.CommitStarted, event: RecordedEvent) -> None:
         if not msg.provenance or not msg.branch:
             return  # an input commit, or a commit on no branch
-        record = await get_pipeline(self.docs, repo)
-        if record is None:
-            raise FailedPrecondition(
-                f"commit {repo}/{msg.id} has provenance but no pipeline {repo} is known (yet)",
-                repo=repo,
-                commit=msg.id,
-            )
-        if msg.branch != (record.spec.output_branch or "master"):
+        # The pipeline is recorded before its output branch exists, so its
+        # aggregate (read from the log, not a read model that may lag on
+        # another replica) knows it; otherwise this is a plain branch with
+        # provenance, no pipeline's output.
+        pipeline = await self.pipelines.load(repo)
+        if not pipeline.exists or pipeline.spec is None:
             return
-        inputs = await self.inputs(record, [(p.repo, p.id) for p in msg.provenance])
+        spec = pipeline.spec
+        if msg.branch != (spec.output_branch or "master"):
+            return
+        inputs = await self.inputs(spec, [(p.repo, p.id) for p in msg.provenance])
         job = domain.job_id(repo, msg.id)
         created = ev.JobCreated(
             pipeline=repo,
-            pipeline_version=record.version,
-            salt=record.salt,
+            pipeline_version=pipeline.version,
+            salt=pipeline.salt,
             output_repo=repo,
             output_branch=msg.branch,
             output_commit=msg.id,
             inputs=inputs,
             parent_job=domain.job_id(repo, msg.parent) if msg.parent else "",
-            stats_commit=stats_commit_id(job) if record.spec.enable_stats else "",
+            stats_commit=stats_commit_id(job) if spec.enable_stats else "",
         )
         done = await self.writer.run(
             job,
@@ -112,13 +114,13 @@ class JobTrigger:
                 await self.on_created(repo)
 
     async def inputs(
-        self, record: PipelineRecord, provenance: Sequence[tuple[str, str]]
+        self, spec: pps.CreatePipelineRequest, provenance: Sequence[tuple[str, str]]
     ) -> list[ev.JobInputCommit]:
         """The job's commit of every atom/cron input, from the output
         commit's provenance. Two branches of one repo: the commit that is
         that branch's head, else the first."""
         out = []
-        for name, repo, branch in input_branches(record.spec):
+        for name, repo, branch in input_branches(spec):
             candidates = [c for r, c in provenance if r == repo]
             commit = candidates[0] if candidates else ""
             if len(candidates) > 1:

@@ -106,7 +106,9 @@ async def start_jobs(
         trigger_registry,
         name=job_trigger.NAME,
         subjects=list(job_trigger.SUBJECTS),
-        handler=job_trigger.JobTrigger(writer, docs, pfs, on_created=master.poke).handle,
+        handler=job_trigger.JobTrigger(
+            writer, docs, pfs, pipeline_writer, on_created=master.poke
+        ).handle,
         event_types=job_trigger.EVENT_TYPES,
         stream=cfg.events_stream,
         max_attempts=job_trigger.MAX_ATTEMPTS,

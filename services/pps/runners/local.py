@@ -236,7 +236,9 @@ async def _pump(stream: asyncio.StreamReader, on_line: LineSink) -> None:
         buf += block
         start = 0
         while (end := buf.find(b"\n", start)) >= 0:
-            await on_line(_text(buf[start:end]))
+            # A long line that arrived whole is cut like one still coming.
+            for cut in range(start, max(end, start + 1), MAX_LINE):
+                await on_line(_text(buf[cut : min(cut + MAX_LINE, end)]))
             start = end + 1
         del buf[:start]
         while len(buf) >= MAX_LINE:
