@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 
 from libs.api.events.pps_pb2 import JobInputCommit
 from libs.api.internal import pps_work_pb2 as work
+from libs.api.pfs import pfs_pb2 as pfs_pb
 from libs.api.pps import pps_pb2 as pps
 from libs.config import ObjectStoreConfig
 from libs.errors import ConcurrencyError, DeadlineExceeded, NotFound, PachError, Unavailable
@@ -72,6 +73,10 @@ class MasterDeps:
 
 
 TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
+
+
+# Waits before a commit pfs does not know yet is taken for gone.
+_NOT_FOUND_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 class JobGone(Exception):
@@ -155,6 +160,17 @@ class JobRun:
             await asyncio.wait_for(self.wake.wait(), self.deps.poll)
         self.wake.clear()
 
+    async def inspect_commit(self, repo: str, commit: str) -> pfs_pb.CommitInfo:
+        """The commit's info; NotFound only once pfs has said so for a few
+        seconds: pfs publishes a commit's events before its own read models
+        show them, so a job can be seen before its output commit is."""
+        for delay in _NOT_FOUND_RETRIES:
+            try:
+                return await self.deps.pfs.inspect_commit(repo, commit)
+            except NotFound:
+                await asyncio.sleep(delay)
+        return await self.deps.pfs.inspect_commit(repo, commit)
+
     async def drop(self, why: str) -> None:
         await self.log(f"dropping job: {why}")
         await self.deps.jobs.run(self.job, domain.delete_job(self.job))
@@ -168,7 +184,7 @@ class JobRun:
             return
         self.salt = state.salt
         try:
-            await self.deps.pfs.inspect_commit(state.output_repo, state.output_commit)
+            await self.inspect_commit(state.output_repo, state.output_commit)
         except NotFound:
             await self.drop(f"its output commit {state.output_repo}/{state.output_commit} is gone")
         if not state.started:
@@ -209,7 +225,7 @@ class JobRun:
             done.CopyFrom(i)
             while i.commit:
                 try:
-                    info = await self.deps.pfs.inspect_commit(i.repo, i.commit)
+                    info = await self.inspect_commit(i.repo, i.commit)
                 except NotFound:
                     await self.drop(f"its input commit {i.repo}/{i.commit} is gone")
                 if info.HasField("finished"):
