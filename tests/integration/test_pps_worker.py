@@ -31,8 +31,6 @@ from services.pps.runners.local import LocalRunner
 from services.pps.worker.datum import run_datum
 from services.pps.worker.loop import Worker, WorkerSettings
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="needs bubblewrap")
-
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalObjectStore:

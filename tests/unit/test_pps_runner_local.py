@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,8 +19,6 @@ from services.pps.runners.local import (
     python_dirs_in_tmp,
     root_args,
 )
-
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="needs bubblewrap")
 
 
 @pytest.fixture

@@ -173,7 +173,7 @@ class JobRun:
 
     async def drop(self, why: str) -> None:
         await self.log(f"dropping job: {why}")
-        await self.deps.jobs.run(self.job, domain.delete_job(self.job))
+        await self.deps.jobs.run_as(self.job, domain.delete_job(self.job))
         raise JobGone(why)
 
     # --- the steps ------------------------------------------------------------------
@@ -193,7 +193,7 @@ class JobRun:
             chunks = chunk_count(
                 plan.todo, worker_count(self.spec.parallelism_spec), self.spec.chunk_spec.number
             )
-            await self.deps.jobs.run(
+            await self.deps.jobs.run_as(
                 self.job,
                 domain.start_job(self.job, plan.total, len(plan.skipped), chunks, inputs),
             )
@@ -203,7 +203,7 @@ class JobRun:
             )
         else:
             if not self.taken_up:
-                await self.deps.jobs.run(self.job, domain.restart_job(self.job))
+                await self.deps.jobs.run_as(self.job, domain.restart_job(self.job))
                 await self.log("taken up again after a restart")
             plan = await self.plan(state, list(state.inputs))
             if plan.total != state.total or len(plan.skipped) != state.skipped:
@@ -373,7 +373,7 @@ class JobRun:
     async def fail(self, state: domain.Job, reason: str) -> None:
         await self.deps.pfs.finish_commit(state.output_repo, state.output_commit, empty=True)
         await self.record_stats(state)
-        await self.deps.jobs.run(self.job, domain.finish_job(self.job, pps.JOB_FAILURE, reason))
+        await self.deps.jobs.run_as(self.job, domain.finish_job(self.job, pps.JOB_FAILURE, reason))
         await self.log(f"failed: {reason}")
 
     async def finish(self, state: domain.Job, plan: Plan) -> None:
@@ -394,13 +394,13 @@ class JobRun:
                 copied = await egress(self.deps.store, root.hash, url, self.deps.s3)
             except Exception as exc:  # any egress failure fails the job, named
                 reason = f"egress to {url} failed: {exc}"
-                await self.deps.jobs.run(
+                await self.deps.jobs.run_as(
                     self.job, domain.finish_job(self.job, pps.JOB_FAILURE, reason, root.hash, stats)
                 )
                 await self.log(f"failed: {reason}")
                 return
             await self.log(f"egress: {copied} files copied to {url}")
-        await self.deps.jobs.run(
+        await self.deps.jobs.run_as(
             self.job, domain.finish_job(self.job, pps.JOB_SUCCESS, "", root.hash, stats)
         )
         await self.log(f"succeeded: {root.files} files, {root.size} bytes")

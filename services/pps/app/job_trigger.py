@@ -65,7 +65,7 @@ class JobTrigger:
             await self._started(repo, msg, event)
         elif isinstance(msg, pfs_ev.CommitDeleted):
             job = domain.job_id(repo, msg.id)
-            await self.writer.run(
+            await self.writer.run_as(
                 job,
                 domain.delete_job(job),
                 principal=event.envelope.principal,
@@ -99,7 +99,7 @@ class JobTrigger:
             parent_job=domain.job_id(repo, msg.parent) if msg.parent else "",
             stats_commit=stats_commit_id(job) if spec.enable_stats else "",
         )
-        done = await self.writer.run(
+        done = await self.writer.run_as(
             job,
             domain.create_job(created),
             principal=event.envelope.principal,

@@ -24,7 +24,7 @@ from libs.api.pfs import pfs_pb2 as pfs_pb
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus, Context, kind_for
 from libs.errors import InvalidArgument, NotFound
-from libs.events import AggregateCache, EventStore, Executed, ProjectionRunner
+from libs.events import AggregateWriter, EventStore, ProjectionRunner
 from libs.objects import ObjectStore
 from libs.readmodels import Document, DocumentStore
 from services.pps.adapters import jobs_view as view
@@ -44,47 +44,13 @@ class LogPages(Protocol):
 # --- the writer -----------------------------------------------------------------
 
 
-@dataclass
-class JobWriter:
-    cache: AggregateCache[domain.Job]
-    views: Sequence[ProjectionRunner]
+class JobWriter(AggregateWriter[domain.Job]):
+    """Job decisions on the cached aggregate; with ``wait``, they return once
+    the jobs view shows them."""
 
     @classmethod
     def create(cls, events: EventStore, views: Sequence[ProjectionRunner]) -> JobWriter:
-        return cls(AggregateCache(events, initial=domain.Job, evolve=domain.evolve), views)
-
-    async def load(self, job: str) -> domain.Job:
-        return (await self.cache.load(domain.ref(job))).state
-
-    async def settled(self, job: str) -> domain.Job:
-        """The job's state, once every view shows all of its events."""
-        loaded = await self.cache.load(domain.ref(job))
-        if loaded.position.seq:
-            await asyncio.gather(*(v.wait_for(loaded.position.seq) for v in self.views))
-        return loaded.state
-
-    async def run(
-        self,
-        job: str,
-        decide: domain.Decide,
-        *,
-        principal: str = "",
-        correlation_id: str = "",
-        causation_id: str = "",
-        wait: bool = True,
-    ) -> Executed[domain.Job]:
-        """Decide and append; with ``wait``, return once the views show it."""
-        done = await self.cache.execute(
-            domain.ref(job),
-            decide,
-            principal=principal,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
-        if wait and done.appended is not None:
-            seq = done.appended.position.seq
-            await asyncio.gather(*(v.wait_for(seq) for v in self.views))
-        return done
+        return cls(events, views, ref=domain.ref, initial=domain.Job, evolve=domain.evolve)
 
 
 # --- JobInfo / DatumInfo from the read models -----------------------------------------
@@ -317,7 +283,7 @@ class Jobs:
         doc = await self._doc(job)
         if not doc["done"]:
             await self._kill(doc, "job deleted", ctx)
-        await self.writer.run(
+        await self.writer.run_as(
             job, domain.delete_job(job), principal=ctx.principal, correlation_id=ctx.request_id
         )
         return Empty()
@@ -332,7 +298,7 @@ class Jobs:
         """KILLED, then its output commit finished empty (so that nothing
         downstream waits on it)."""
         job = doc["id"]
-        await self.writer.run(
+        await self.writer.run_as(
             job,
             domain.finish_job(job, pps.JOB_KILLED, reason),
             principal=ctx.principal,
@@ -410,7 +376,7 @@ class Jobs:
 
     async def restart_datum(self, req: pps.RestartDatumRequest, ctx: Context) -> Empty:
         job = _job_name(req.job)
-        await self.writer.run(
+        await self.writer.run_as(
             job,
             domain.restart_datums(job, list(req.data_filters)),
             principal=ctx.principal,
@@ -428,7 +394,7 @@ class Jobs:
             raise InvalidArgument("ChunkDone needs a job id")
         if req.chunk < 0:
             raise InvalidArgument(f"chunk must not be negative, got {req.chunk}")
-        await self.writer.run(
+        await self.writer.run_as(
             req.job_id,
             domain.record_chunk(req.job_id, req.chunk, list(req.results), req.worker_id),
             principal=ctx.principal,
