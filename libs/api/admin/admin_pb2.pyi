@@ -5,6 +5,7 @@ Cluster-wide extract/restore (wire-compatible with Pachyderm 1.7)."""
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from libs.api.internal import backup_pb2 as _backup_pb2
 from libs.api.pfs import pfs_pb2 as _pfs_pb2
 from libs.api.pps import pps_pb2 as _pps_pb2
 import builtins as _builtins
@@ -65,16 +66,24 @@ class Op(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OP1_7_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def op1_7(self) -> Global___Op1_7: ...
+    @_builtins.property
+    def record(self) -> _backup_pb2.ExtractRecord:
+        """This project's extract stream: one record per Op (not in 1.7; a 1.7
+        client passes it through untouched).
+        """
+
     def __init__(
         self,
         *,
         op1_7: Global___Op1_7 | None = ...,
+        record: _backup_pb2.ExtractRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["op1_7", b"op1_7"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["op1_7", b"op1_7", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["op1_7", b"op1_7"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["op1_7", b"op1_7", "record", b"record"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,12 +40,17 @@ class HealthResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     READY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    APPLIED_SEQ_FIELD_NUMBER: _builtins.int
     service: _builtins.str
     replica: _builtins.str
     version: _builtins.str
     ready: _builtins.bool
     reason: _builtins.str
     """Why the service is not ready, when it is not."""
+    applied_seq: _builtins.int
+    """The event-log sequence every read model of this replica has applied
+    (the lowest of its projections; 0 when it has none).
+    """
     def __init__(
         self,
         *,
@@ -54,10 +59,11 @@ class HealthResponse(_message.Message):
         version: _builtins.str = ...,
         ready: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        applied_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ready", b"ready", "reason", b"reason", "replica", b"replica", "service", b"service", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_seq", b"applied_seq", "ready", b"ready", "reason", b"reason", "replica", b"replica", "service", b"service", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
