@@ -485,6 +485,8 @@ MESSAGES: dict[str, dict[str, tuple[int, str]]] = {
     },
     "admin.Op": {
         "op1_7": (1, "admin.Op1_7"),
+        # Ours, beyond 1.7 (the extract stream, docs/decisions/0011).
+        "record": (100, "pachbackup.ExtractRecord"),
     },
     "admin.Op1_7": {
         "object": (2, "pfs.PutObjectRequest"),
