@@ -21,7 +21,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import nats
 import nats.errors
@@ -41,6 +41,14 @@ from libs.observe import configure_logging, configure_tracing
 Setup = Callable[["ServiceContext"], Awaitable[None]]
 
 
+class HasPosition(Protocol):
+    """A read model's progress: the last event-log sequence it applied
+    (``ProjectionRunner.position``)."""
+
+    @property
+    def position(self) -> int: ...
+
+
 @dataclass
 class ServiceContext:
     """What ``setup`` gets: the config and the process's open resources.
@@ -57,6 +65,15 @@ class ServiceContext:
     ready: bool = False
     not_ready_reason: str = "starting"
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    read_models: list[HasPosition] = field(default_factory=list)
+
+    def watch_applied(self, *runners: HasPosition) -> None:
+        """Count these read models in Health's ``applied_seq`` (the lowest
+        of their positions): how far this replica applied the event log."""
+        self.read_models.extend(runners)
+
+    def applied_seq(self) -> int:
+        return min((r.position for r in self.read_models), default=0)
 
 
 async def connect_nats(
@@ -139,6 +156,7 @@ def _health_handler(
             version=version.pretty(),
             ready=ctx.ready and not ctx.stopping.is_set(),
             reason="" if ctx.ready else ctx.not_ready_reason,
+            applied_seq=ctx.applied_seq(),
         )
 
     return health

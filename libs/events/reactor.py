@@ -12,13 +12,17 @@ handler must be idempotent (decide identities deterministically).
   ``max_attempts`` times, then terminated (a poison event must not stall the
   others);
 - a message that is not a valid event: logged and terminated at once.
+
+With a ``ReactionGate`` (``libs.cluster_state``), a message waits un-acked
+while a restore runs, and one at or below the reaction's floor of the last
+restore (handled before the extract) is acknowledged without handling.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
@@ -29,6 +33,9 @@ from libs.errors import ConcurrencyError, DeadlineExceeded, PachError, Unavailab
 from libs.events.background import ResumingTask
 from libs.events.envelope import RecordedEvent, decode_batch
 from libs.events.registry import EventRegistry
+
+if TYPE_CHECKING:
+    from libs.cluster_state import ReactionGate
 
 _log = structlog.get_logger("reactor")
 
@@ -51,6 +58,7 @@ class Reactor:
         ack_wait: float = 60.0,
         max_attempts: int = 5,
         retry_delay: float = 1.0,
+        gate: ReactionGate | None = None,
     ) -> None:
         self.js = js
         self.registry = registry
@@ -63,7 +71,9 @@ class Reactor:
         self.ack_wait = ack_wait
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
+        self.gate = gate
         self.handled = 0
+        self.skipped = 0  # acknowledged unhandled: at or below the restore's floor
         self._loop = ResumingTask(f"reactor {name}", self._consume)
 
     async def start(self) -> None:
@@ -102,6 +112,10 @@ class Reactor:
 
     async def _handle(self, msg: Any) -> None:
         seq = int(msg.metadata.sequence.stream)
+        if self.gate is not None and not await self.gate.admit(self.name, seq):
+            self.skipped += 1
+            await msg.ack()
+            return
         try:
             events = decode_batch(msg.data, seq, self.registry, self.event_types)
         except PachError as err:

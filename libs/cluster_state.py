@@ -1,0 +1,391 @@
+"""The cluster's own state: its id and the restore in progress.
+
+Both live in the JetStream key-value bucket ``PACH_CLUSTER``:
+
+- ``cluster_id``: a uuid4 hex, created once (a KV create, so two racing
+  callers agree) and kept;
+- ``restore``: the last restore into this cluster, as JSON ``{id, state,
+  last_seq, reaction_floors, started, finished}``; ``state`` is ``running``
+  while its events are appended and ``done`` afterwards.
+
+``ReactionGate`` is how reactions, pps masters and cron tickers honour a
+restore (docs/decisions/0011-extract-restore-gc.md, Restore): while one runs
+they wait; afterwards a reaction acknowledges, without handling, every event
+at or below its floor (it was handled before the extract) and handles the
+rest. The gate keeps the ``restore`` key cached through a KV watch, so the
+per-event check is an in-memory comparison.
+
+``wait_applied`` waits until services report (``qry.<svc>.Health``,
+``applied_seq``) that their read models have applied the log up to a
+sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+
+from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
+from libs.bus import Bus
+from libs.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, PachError
+
+_log = structlog.get_logger("cluster_state")
+
+CLUSTER_BUCKET = "PACH_CLUSTER"
+CLUSTER_ID_KEY = "cluster_id"
+RESTORE_KEY = "restore"
+
+_NO_KEY = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
+
+RUNNING = "running"
+DONE = "done"
+
+
+@dataclass(frozen=True)
+class RestoreStatus:
+    """The ``restore`` key: the last restore into this cluster."""
+
+    restore_id: str
+    state: str  # RUNNING | DONE
+    last_seq: int
+    reaction_floors: dict[str, int]
+    started: float
+    finished: float  # 0 while running
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING
+
+    def floor(self, reaction: str) -> int:
+        """The stream sequence up to which ``reaction`` handled every event
+        before the extract; a reaction the extract does not name handled all
+        of it."""
+        return self.reaction_floors.get(reaction, self.last_seq)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "id": self.restore_id,
+                "state": self.state,
+                "last_seq": self.last_seq,
+                "reaction_floors": self.reaction_floors,
+                "started": self.started,
+                "finished": self.finished,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RestoreStatus:
+        try:
+            doc: Any = json.loads(data)
+            floors = doc.get("reaction_floors") or {}
+            status = cls(
+                restore_id=str(doc["id"]),
+                state=str(doc["state"]),
+                last_seq=int(doc["last_seq"]),
+                reaction_floors={str(k): int(v) for k, v in floors.items()},
+                started=float(doc.get("started", 0.0)),
+                finished=float(doc.get("finished", 0.0)),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidArgument(
+                f"the {CLUSTER_BUCKET} key {RESTORE_KEY!r} is not a restore status: {exc!r}"
+            ) from None
+        if status.state not in (RUNNING, DONE):
+            raise InvalidArgument(
+                f"the {CLUSTER_BUCKET} key {RESTORE_KEY!r} has an unknown state {status.state!r}"
+            )
+        return status
+
+
+class ClusterState:
+    """The ``PACH_CLUSTER`` bucket (file storage, history 1)."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+        self.js = js
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, *, replicas: int = 1) -> ClusterState:
+        config = api.KeyValueConfig(
+            bucket=CLUSTER_BUCKET,
+            history=1,
+            storage=api.StorageType.FILE,
+            replicas=replicas,
+        )
+        try:
+            kv = await js.create_key_value(config)
+        except nats.js.errors.BadRequestError:
+            kv = await js.key_value(CLUSTER_BUCKET)
+        return cls(js, kv)
+
+    async def cluster_id(self) -> str:
+        """This cluster's id, created by the first caller ever."""
+        try:
+            entry = await self.kv.get(CLUSTER_ID_KEY)
+            if entry.value:
+                return entry.value.decode()
+        except _NO_KEY:
+            pass
+        fresh = uuid.uuid4().hex
+        try:
+            await self.kv.create(CLUSTER_ID_KEY, fresh.encode())
+            return fresh
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await self.kv.get(CLUSTER_ID_KEY)  # another caller won the race
+            return (entry.value or b"").decode()
+
+    async def restore_status(self) -> RestoreStatus | None:
+        """The last restore into this cluster; None when there never was one."""
+        try:
+            entry = await self.kv.get(RESTORE_KEY)
+        except _NO_KEY:
+            return None
+        if not entry.value:
+            return None
+        return RestoreStatus.from_json(entry.value)
+
+    async def begin_restore(
+        self, restore_id: str, last_seq: int, reaction_floors: Mapping[str, int]
+    ) -> None:
+        """Record a restore as running: from now on the gates hold every
+        reaction, master and cron ticker until ``finish_restore``."""
+        if not restore_id:
+            raise InvalidArgument("a restore needs an id")
+        if last_seq < 0:
+            raise InvalidArgument(f"a restore's last_seq must be >= 0, not {last_seq}")
+        bad = {k: v for k, v in reaction_floors.items() if not 0 <= v <= last_seq}
+        if bad:
+            raise InvalidArgument(
+                f"reaction floors must lie in 0..{last_seq} (the restore's last_seq): {bad}"
+            )
+        status = RestoreStatus(
+            restore_id=restore_id,
+            state=RUNNING,
+            last_seq=last_seq,
+            reaction_floors=dict(reaction_floors),
+            started=time.time(),
+            finished=0.0,
+        )
+        await self.kv.put(RESTORE_KEY, status.to_json())
+
+    async def finish_restore(self, restore_id: str) -> None:
+        """Mark restore ``restore_id`` done: the gates open."""
+        current, revision = await self._restore_entry()
+        if current is None or current.restore_id != restore_id:
+            found = "no restore" if current is None else f"restore {current.restore_id!r}"
+            raise FailedPrecondition(
+                f"cannot finish restore {restore_id!r}: the cluster records {found}",
+                restore_id=restore_id,
+            )
+        if not current.running:
+            return
+        done = RestoreStatus(
+            restore_id=current.restore_id,
+            state=DONE,
+            last_seq=current.last_seq,
+            reaction_floors=current.reaction_floors,
+            started=current.started,
+            finished=time.time(),
+        )
+        try:
+            await self.kv.update(RESTORE_KEY, done.to_json(), last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise FailedPrecondition(
+                f"cannot finish restore {restore_id!r}: its record changed meanwhile",
+                restore_id=restore_id,
+            ) from None
+
+    async def abandon_restore(self, restore_id: str) -> None:
+        """Forget restore ``restore_id`` while it still runs (it was refused
+        before any event landed): the gates open as if it never began. A
+        restore that finished, or another one, is left alone."""
+        current, revision = await self._restore_entry()
+        if current is None or current.restore_id != restore_id or not current.running:
+            return
+        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+            await self.kv.delete(RESTORE_KEY, last=revision)
+
+    async def _restore_entry(self) -> tuple[RestoreStatus | None, int]:
+        try:
+            entry = await self.kv.get(RESTORE_KEY)
+        except _NO_KEY:
+            return None, 0
+        if not entry.value:
+            return None, int(entry.revision or 0)
+        return RestoreStatus.from_json(entry.value), int(entry.revision or 0)
+
+
+@dataclass
+class ReactionGate:
+    """Holds reactions, masters and cron ticks while a restore runs, and
+    tells a reaction which events the restored cluster already handled.
+
+    One per process: ``start()`` loads the ``restore`` key and keeps it
+    cached through a KV watch; ``stop()`` ends the watch.
+
+    The watch delivers a moment after the key changed, and a restore writes
+    the key *before* appending its first event, so until the gate has seen
+    the event log non-empty with no restore recorded, an open answer is
+    confirmed with a KV read (and the stream's last sequence). Once confirmed,
+    no restore can begin any more (a restore needs an empty log) and every
+    check is in memory.
+    """
+
+    state: ClusterState
+    stream: str = "EVENTS"
+    _status: RestoreStatus | None = None
+    _settled: bool = False
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _confirm_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _task: asyncio.Task[None] | None = None
+    skipped: int = 0  # reaction events acknowledged below their floor
+
+    @property
+    def status(self) -> RestoreStatus | None:
+        """The cached restore status."""
+        return self._status
+
+    async def start(self) -> None:
+        await self._set(await self.state.restore_status())
+        if self._task is None:
+            self._task = asyncio.create_task(self._watch_forever(), name="reaction gate watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_open(self) -> None:
+        """Return at once when no restore runs; wait while one does."""
+        if self._status is None and not self._settled:
+            await self._confirm()
+        if self._status is not None and self._status.running:
+            _log.info("waiting for the restore to finish", restore=self._status.restore_id)
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda: self._status is None or not self._status.running
+                )
+
+    async def admit(self, reaction: str, seq: int) -> bool:
+        """Whether reaction ``reaction`` should handle the event at stream
+        sequence ``seq`` (waits while a restore runs). False for an event the
+        restored cluster had already handled: at or below the reaction's floor."""
+        await self.wait_open()
+        status = self._status
+        if status is None:
+            return True
+        if seq <= status.floor(reaction):
+            self.skipped += 1
+            return False
+        return True
+
+    # --- keeping the cache -------------------------------------------------------
+
+    async def _set(self, status: RestoreStatus | None) -> None:
+        async with self._changed:
+            self._status = status
+            self._changed.notify_all()
+
+    async def _confirm(self) -> None:
+        """Read the key again; settle when the log holds events written
+        while no restore was recorded."""
+        async with self._confirm_lock:
+            if self._status is not None or self._settled:
+                return
+            try:
+                info = await self.state.js.stream_info(self.stream)
+                last = int(info.state.last_seq or 0)
+            except nats.js.errors.NotFoundError:
+                last = 0
+            status = await self.state.restore_status()
+            if status is not None:
+                await self._set(status)
+            elif last >= 1:
+                self._settled = True
+
+    async def _watch_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._watch()
+            except asyncio.CancelledError:
+                raise
+            except (PachError, nats.errors.Error, OSError) as exc:
+                _log.warning("restore watch failed; watching again", error=str(exc) or repr(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _watch(self) -> None:
+        watcher = await self.state.kv.watch(RESTORE_KEY)
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue  # the end of what was stored when the watch began
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    await self._set(None)
+                else:
+                    await self._set(RestoreStatus.from_json(entry.value))
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def wait_applied(
+    bus: Bus,
+    seq: int,
+    services: Sequence[str] = ("pfs", "pps"),
+    timeout: float = 300.0,
+    poll: float = 0.2,
+) -> None:
+    """Return once every service in ``services`` reports (``qry.<svc>.Health``,
+    ``applied_seq``) that its read models applied the event log up to ``seq``.
+
+    Limitation: with several replicas of a service, each poll reaches one
+    replica of the queue group; this returns once *a* replica of each service
+    reports ``seq``, not every replica.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = list(services)
+    seen: dict[str, str] = {}
+    while pending:
+        svc = pending[0]
+        try:
+            reply = await bus.request(
+                svc,
+                "Health",
+                HealthRequest(),
+                HealthResponse,
+                kind="qry",
+                timeout=max(0.1, min(5.0, deadline - loop.time())),
+            )
+            if reply.applied_seq >= seq:
+                pending.pop(0)
+                continue
+            seen[svc] = f"at {reply.applied_seq}"
+        except PachError as err:
+            seen[svc] = f"not answering ({err})"
+        if loop.time() >= deadline:
+            raise DeadlineExceeded(
+                f"{svc} did not apply the event log up to sequence {seq} within "
+                f"{timeout:g}s ({seen[svc]})",
+                service=svc,
+                seq=seq,
+            )
+        await asyncio.sleep(poll)
