@@ -27,7 +27,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,10 +243,18 @@ class ReactionGate:
     confirmed with a KV read (and the stream's last sequence). Once confirmed,
     no restore can begin any more (a restore needs an empty log) and every
     check is in memory.
+
+    ``applied`` (e.g. ``ServiceContext.applied_seq``): after a restore, the
+    gate also stays shut until this process's read models applied the
+    restored log (``applied() >= last_seq``), so nothing acts on a read model
+    that is still catching up.
     """
 
     state: ClusterState
     stream: str = "EVENTS"
+    applied: Callable[[], int] | None = None
+    poll: float = 0.05
+    _caught_up: str = ""  # the restore id whose log our read models applied
     _status: RestoreStatus | None = None
     _settled: bool = False
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -281,6 +289,14 @@ class ReactionGate:
                 await self._changed.wait_for(
                     lambda: self._status is None or not self._status.running
                 )
+        status = self._status
+        if status is not None and self.applied is not None and self._caught_up != status.restore_id:
+            # ``applied`` is a plain number kept by the projections: polled.
+            while True:
+                if self.applied() >= status.last_seq:
+                    break
+                await asyncio.sleep(self.poll)
+            self._caught_up = status.restore_id
 
     async def admit(self, reaction: str, seq: int) -> bool:
         """Whether reaction ``reaction`` should handle the event at stream

@@ -33,6 +33,7 @@ from nats.js import JetStreamContext
 from libs import version
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus, Context
+from libs.cluster_state import ClusterState, ReactionGate
 from libs.config import Config
 from libs.errors import PachError
 from libs.events import ensure_stream
@@ -66,6 +67,7 @@ class ServiceContext:
     not_ready_reason: str = "starting"
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     read_models: list[HasPosition] = field(default_factory=list)
+    _gate: ReactionGate | None = None
 
     def watch_applied(self, *runners: HasPosition) -> None:
         """Count these read models in Health's ``applied_seq`` (the lowest
@@ -74,6 +76,19 @@ class ServiceContext:
 
     def applied_seq(self) -> int:
         return min((r.position for r in self.read_models), default=0)
+
+    async def restore_gate(self) -> ReactionGate:
+        """This process's restore gate (one per process, started on first
+        use, stopped with ``stack``): reactions, masters and cron ticks wait
+        on it while a restore runs, and after one until this process's read
+        models (``watch_applied``) applied the restored log."""
+        if self._gate is None:
+            state = await ClusterState.open(self.js, replicas=self.config.events_replicas)
+            gate = ReactionGate(state, stream=self.config.events_stream, applied=self.applied_seq)
+            await gate.start()
+            self.stack.push_async_callback(gate.stop)
+            self._gate = gate
+        return self._gate
 
 
 async def connect_nats(

@@ -9,6 +9,15 @@ checkpoint agree and the runner resumes exactly where it stopped.
 ``wait_for(seq)`` gives read-your-writes: a command handler that appended at
 stream sequence ``seq`` waits until its own projection has applied it before
 it replies.
+
+``position`` says how far the runner got in the whole log, not only on its
+subjects: when it is idle and its consumer has nothing pending, it moves to
+the stream's last sequence (and checkpoints it), so ``position >= seq`` means
+"every event up to ``seq`` that concerns this projection is applied" even
+when the events after its last one are on other subjects.
+
+A runner that is behind (a fetch came back full, e.g. after a restore) reads
+in bigger groups, up to ``catchup_batch`` events per ``DocumentStore.batch()``.
 """
 
 from __future__ import annotations
@@ -89,6 +98,7 @@ class ProjectionRunner:
         *,
         stream: str = "EVENTS",
         batch_size: int = 512,
+        catchup_batch: int = 4096,
     ) -> None:
         self.js = js
         self.registry = registry
@@ -96,6 +106,7 @@ class ProjectionRunner:
         self.projection = projection
         self.stream = stream
         self.batch_size = batch_size
+        self.catchup_batch = max(batch_size, catchup_batch)
         self.position = 0  # last stream sequence applied (and committed)
         self.skipped = 0  # messages that were not valid events
         self._advanced = asyncio.Condition()
@@ -152,16 +163,41 @@ class ProjectionRunner:
         )
         subjects = list(self.projection.subjects)
         sub = await self.js.pull_subscribe(subjects[0], stream=self.stream, config=config)
+        size = self.batch_size
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(self.batch_size, timeout=1.0)
+                    msgs = await sub.fetch(size, timeout=1.0)
                 except nats.errors.TimeoutError:
+                    await self._skip_idle(sub)
                     continue
                 await self._apply(msgs)
+                # Behind: read bigger groups (fewer commits) until caught up.
+                size = min(size * 2, self.catchup_batch) if len(msgs) >= size else self.batch_size
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _skip_idle(self, sub: Any) -> None:
+        """Idle: when every event of the stream on our subjects is applied,
+        move to the stream's last sequence (the tail is on other subjects).
+
+        The stream's last sequence is read first, then the consumer: nothing
+        pending and nothing delivered beyond ``position`` means every event
+        up to that last sequence on our subjects is applied."""
+        info = await self.js.stream_info(self.stream)
+        last = int(info.state.last_seq or 0)
+        if last <= self.position:
+            return
+        consumer = await sub.consumer_info()
+        delivered = int(consumer.delivered.stream_seq or 0) if consumer.delivered else 0
+        if consumer.num_pending or delivered > self.position:
+            return
+        async with self.store.batch() as batch:
+            batch.set_checkpoint(self.checkpoint_name, last)
+        async with self._advanced:
+            self.position = max(self.position, last)
+            self._advanced.notify_all()
 
     async def _apply(self, msgs: Sequence[Any]) -> None:
         only = self.projection.event_types

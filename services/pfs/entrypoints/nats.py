@@ -35,6 +35,7 @@ async def setup(ctx: ServiceContext) -> None:
         await view.start()
         ctx.stack.push_async_callback(view.stop)
         views.append(view)
+    ctx.watch_applied(*views)
     store = open_object_store(cfg.objects)
     ctx.stack.push_async_callback(store.close)
     writer = RepoWriter.create(events, views)
@@ -43,6 +44,7 @@ async def setup(ctx: ServiceContext) -> None:
     await Commits(writer, docs, files).register(ctx.bus)
     await files.register(ctx.bus)
     await Branches(writer, docs).register(ctx.bus)
+    gate = await ctx.restore_gate()
     reactor = Reactor(
         ctx.js,
         reg,
@@ -51,6 +53,7 @@ async def setup(ctx: ServiceContext) -> None:
         handler=Downstream(writer, docs).handle,
         event_types=DOWNSTREAM_EVENTS,
         stream=cfg.events_stream,
+        gate=gate,
     )
     await reactor.start()
     ctx.stack.push_async_callback(reactor.stop)

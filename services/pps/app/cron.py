@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 import structlog
 
 from libs.api.pps import pps_pb2 as pps
+from libs.cluster_state import ReactionGate
 from libs.errors import PachError
 from libs.events.background import ResumingTask
 from libs.filedata import FileWriter
@@ -74,9 +75,11 @@ class CronInputTicks:
     pfs: Pfs
     store: ObjectStore
     clock: Clock = _utc_now
+    gate: ReactionGate | None = None  # no tick while a restore runs
 
     async def run(self) -> None:
         schedule = CronSchedule.parse(self.cron.spec)
+        await self._wait_open()
         start = self.cron.start.ToDatetime(tzinfo=UTC) if self.cron.HasField("start") else None
         last = start or self.clock()
         head = await self._head_time()
@@ -87,6 +90,7 @@ class CronInputTicks:
             delay = (tick - self.clock()).total_seconds()
             if delay > 0:
                 await asyncio.sleep(delay)
+            await self._wait_open()
             head = await self._head_time()
             if head is None or head < tick:  # not already made (by another replica)
                 await self.write_tick(tick)
@@ -94,6 +98,10 @@ class CronInputTicks:
             now = self.clock()
             if schedule.next_after(last) <= now:
                 last = now  # behind schedule: the missed ticks were made as this one
+
+    async def _wait_open(self) -> None:
+        if self.gate is not None:
+            await self.gate.wait_open()
 
     async def _head_time(self) -> datetime | None:
         """When the cron repo's last finished commit was started; an open
@@ -152,6 +160,7 @@ class CronTicks:
     store: ObjectStore
     resync_s: float = 5.0
     clock: Clock = _utc_now
+    gate: ReactionGate | None = None
     _running: dict[str, _Running] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _resync: ResumingTask | None = None
@@ -205,7 +214,7 @@ class CronTicks:
         loops = []
         for cron in crons:
             ticks = CronInputTicks(
-                name, cron, record.spec.incremental, self.pfs, self.store, self.clock
+                name, cron, record.spec.incremental, self.pfs, self.store, self.clock, self.gate
             )
             loop = ResumingTask(f"pps cron {name}/{cron.name}", ticks.run)
             loop.start()

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from libs.api.pps import pps_pb2 as pps
+from libs.cluster_state import ReactionGate
 from libs.errors import PachError
 from libs.readmodels import Document
 from services.pps.adapters import jobs_view as view
@@ -56,6 +57,7 @@ class PipelineMaster:
     pool: WorkerPool
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     taken_up: set[str] = field(default_factory=set)
+    gate: ReactionGate | None = None  # no step while a restore runs
 
     async def run(self) -> None:
         """Run the pipeline while this replica holds its lease (always,
@@ -122,6 +124,8 @@ class PipelineMaster:
 
     async def step(self) -> bool:
         """One look at the pipeline; False once it is gone."""
+        if self.gate is not None:
+            await self.gate.wait_open()
         record = await get_pipeline(self.deps.docs, self.name)
         if record is None:
             return False
@@ -179,6 +183,7 @@ class Master:
     deps: MasterDeps
     nc: Client
     recheck: float = 5.0
+    gate: ReactionGate | None = None  # masters take no job while a restore runs
     _runners: dict[str, tuple[PipelineMaster, asyncio.Task[None]]] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _subs: list[Subscription] = field(default_factory=list)
@@ -246,7 +251,9 @@ class Master:
                 for name in names:
                     running = self._runners.get(name)
                     if running is None or running[1].done():
-                        master = PipelineMaster(self.deps, name, self.deps.pools(name))
+                        master = PipelineMaster(
+                            self.deps, name, self.deps.pools(name), gate=self.gate
+                        )
                         task = asyncio.create_task(master.run(), name=f"pps master {name}")
                         self._runners[name] = (master, task)
             except asyncio.CancelledError:

@@ -9,6 +9,7 @@ masters, the workers and the job/datum/log queries join here."""
 from __future__ import annotations
 
 from libs.api.events import pfs_pb2 as pfs_events
+from libs.cluster_state import ReactionGate
 from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.objects import ObjectStore, open_object_store
 from libs.readmodels import DocumentStore, open_document_store
@@ -42,18 +43,20 @@ async def setup(ctx: ServiceContext) -> None:
         await view.start()
         ctx.stack.push_async_callback(view.stop)
         views.append(view)
+    ctx.watch_applied(*views)
     store = open_object_store(cfg.objects)
     ctx.stack.push_async_callback(store.close)
     pfs = Pfs(ctx.bus)
+    gate = await ctx.restore_gate()
 
-    cron = CronTicks(docs, pfs, store)
+    cron = CronTicks(docs, pfs, store, gate=gate)
     pipeline_writer = PipelineWriter.create(events, views)
     pipelines = Pipelines(pipeline_writer, docs, pfs, job_counts)
     pipelines.listeners.append(cron.sync)
     await pipelines.register(ctx.bus)
     await cron.start()
     ctx.stack.push_async_callback(cron.stop)
-    await start_jobs(ctx, events, views, docs, pfs, store, pipelines, pipeline_writer)
+    await start_jobs(ctx, events, views, docs, pfs, store, pipelines, pipeline_writer, gate)
     ctx.log.info("pps ready", projection_positions=[v.position for v in views])
 
 
@@ -66,6 +69,7 @@ async def start_jobs(
     store: ObjectStore,
     pipelines: Pipelines,
     pipeline_writer: PipelineWriter,
+    gate: ReactionGate | None = None,
 ) -> None:
     """Jobs (helper D): the work and log streams, the job/datum/log
     handlers, the job trigger reaction and the pipeline masters."""
@@ -95,7 +99,7 @@ async def start_jobs(
         cfg.objects,
         leases=leases,
     )
-    master = Master(deps, ctx.nc)
+    master = Master(deps, ctx.nc, gate=gate)
     pipelines.listeners.append(master.poke)
     await master.start()
     ctx.stack.push_async_callback(master.stop)
@@ -112,6 +116,7 @@ async def start_jobs(
         event_types=job_trigger.EVENT_TYPES,
         stream=cfg.events_stream,
         max_attempts=job_trigger.MAX_ATTEMPTS,
+        gate=gate,
     )
     await trigger.start()
     ctx.stack.push_async_callback(trigger.stop)
