@@ -550,3 +550,19 @@ async def test_failed_stream_leaves_a_user_commit_open_with_whole_files(
     assert await listing(api, c) == ["/f"]
     assert await listing(api, c, "/f") == [f"/f/{i:04d}" for i in range(1000)]
     assert await get(api, c, "/f/0999") == b"999\n"
+
+
+async def test_cancelled_streams_never_record_the_file_they_gave_up_on(
+    api: pfs_pb2_grpc.APIAsyncStub,
+) -> None:
+    # grpc.aio sometimes ends a cancelled request stream as if the client had
+    # closed it, and only then cancels the handler; each try here gives that
+    # race a chance to record the half-sent file.
+    c = await start(api)
+    for i in range(40):
+        gave_up = [file_msg(c, f"/torn-{i:02d}", value=b"half of it")]
+        with pytest.raises((grpc.aio.AioRpcError, asyncio.CancelledError)):
+            await api.PutFile(failing(gave_up), timeout=60)
+    await asyncio.sleep(0.5)
+    await finish(api, c)
+    assert await listing(api, c) == []
