@@ -165,7 +165,8 @@ class FileWriter:
         self._chunk_writes[digest] = done
         try:
             key = chunk_key(digest)
-            if not await self._store.exists(key):
+            # Touched when stored already: GC spares a reused old chunk.
+            if not await self._store.touch(key):
                 await self._store.put(key, data)
             done.set_result(None)
         except BaseException as exc:

@@ -75,7 +75,9 @@ def chunk_key(digest: str) -> str:
 
 
 async def _store_once(store: ObjectStore, key: str, data: bytes) -> None:
-    if not await store.exists(key):
+    """Write the chunk unless it is stored; a stored one is touched, so that
+    garbage collection spares an old unreferenced chunk this write reuses."""
+    if not await store.touch(key):
         await store.put(key, data)
 
 

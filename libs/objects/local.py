@@ -45,7 +45,7 @@ SYNC_EVERY = 32 << 20
 # Durable objects at least this big leave the page cache once on disk.
 DROP_CACHE_MIN = 1 << 20
 
-_DirEntry = tuple[str, bool, int]  # (name, is_dir, size)
+_DirEntry = tuple[str, bool, int, float]  # (name, is_dir, size, mtime)
 
 
 class LocalObjectStore(ObjectStore):
@@ -200,6 +200,17 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         await _io.run(_unlink_quietly, path)
 
+    async def touch(self, key: str) -> bool:
+        path = self._path(key)
+        return await _io.run(_touch, path)
+
+    async def delete_if_older(self, key: str, cutoff: float) -> bool:
+        """Atomic against ``touch``: the object is first renamed away (a
+        ``touch`` after that finds it absent and its caller writes it again),
+        then its modification time is checked; a recent one is renamed back."""
+        path = self._path(key)
+        return await _io.run(_delete_if_older, path, cutoff)
+
     # --- reads --------------------------------------------------------------
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -237,8 +248,8 @@ class LocalObjectStore(ObjectStore):
 
     async def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
-        size = await _io.run(_file_size, key, path)
-        return ObjectInfo(key=key, size=size)
+        size, modified = await _io.run(_file_stat, key, path)
+        return ObjectInfo(key=key, size=size, modified=modified)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         check_prefix(prefix)
@@ -258,12 +269,12 @@ class LocalObjectStore(ObjectStore):
             if entry is None:
                 stack.pop()
                 continue
-            name, is_dir, size = entry
+            name, is_dir, size, modified = entry
             if is_dir:
                 sub = directory / name
                 stack.append((f"{key_base}{name}/", sub, iter(await _io.run(_read_dir, sub))))
             else:
-                yield ObjectInfo(key=key_base + name, size=size)
+                yield ObjectInfo(key=key_base + name, size=size, modified=modified)
 
 
 # --- blocking helpers (run on the I/O pool) ---------------------------------
@@ -368,29 +379,60 @@ def _is_file(path: Path) -> bool:
     return path.is_file()
 
 
-def _file_size(key: str, path: Path) -> int:
+def _file_stat(key: str, path: Path) -> tuple[int, float]:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         raise ObjectNotFound(key) from None
     if not stat_mod.S_ISREG(st.st_mode):
         raise ObjectNotFound(key)
-    return st.st_size
+    return st.st_size, st.st_mtime
+
+
+def _touch(path: Path) -> bool:
+    try:
+        if not stat_mod.S_ISREG(os.stat(path).st_mode):
+            return False
+        os.utime(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def _delete_if_older(path: Path, cutoff: float) -> bool:
+    try:
+        if not stat_mod.S_ISREG(os.lstat(path).st_mode):
+            return False
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    condemned = path.parent / f"{TEMP_PREFIX}gc-{secrets.token_hex(8)}"
+    try:
+        os.rename(path, condemned)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    if os.stat(condemned).st_mtime >= cutoff:
+        # Touched just before the rename: put it back. Should a writer have
+        # stored it again meanwhile, its bytes are the same (content addressed).
+        os.rename(condemned, path)
+        return False
+    os.unlink(condemned)
+    return True
 
 
 def _read_dir(directory: Path) -> list[_DirEntry]:
     """One directory's entries in key order (a directory sorts as ``name/``)."""
-    out: list[tuple[str, str, bool, int]] = []
+    out: list[tuple[str, str, bool, int, float]] = []
     try:
         with os.scandir(directory) as it:
             for entry in it:
                 if entry.name.startswith(TEMP_PREFIX):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    out.append((entry.name + "/", entry.name, True, 0))
+                    out.append((entry.name + "/", entry.name, True, 0, 0.0))
                 elif entry.is_file(follow_symlinks=False):
-                    out.append((entry.name, entry.name, False, entry.stat().st_size))
+                    st = entry.stat(follow_symlinks=False)
+                    out.append((entry.name, entry.name, False, st.st_size, st.st_mtime))
     except (FileNotFoundError, NotADirectoryError):
         return []
     out.sort()
-    return [(name, is_dir, size) for _, name, is_dir, size in out]
+    return [(name, is_dir, size, mtime) for _, name, is_dir, size, mtime in out]

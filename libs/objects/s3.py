@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
@@ -278,6 +279,23 @@ class S3ObjectStore(ObjectStore):
             if not done:
                 body.close()
 
+    async def touch(self, key: str) -> bool:
+        """Copy the object onto itself (``MetadataDirective`` REPLACE): S3
+        has no other way to renew ``LastModified``."""
+        full = self._key(key)
+        s3 = await self._s3()
+        try:
+            with _mapped("touch", key):
+                await s3.copy_object(
+                    Bucket=self._bucket,
+                    Key=full,
+                    CopySource={"Bucket": self._bucket, "Key": full},
+                    MetadataDirective="REPLACE",
+                )
+        except ObjectNotFound:
+            return False
+        return True
+
     async def exists(self, key: str) -> bool:
         try:
             await self.stat(key)
@@ -290,7 +308,9 @@ class S3ObjectStore(ObjectStore):
         s3 = await self._s3()
         with _mapped("stat", key):
             resp = await s3.head_object(Bucket=self._bucket, Key=full)
-        return ObjectInfo(key=key, size=int(resp["ContentLength"]))
+        return ObjectInfo(
+            key=key, size=int(resp["ContentLength"]), modified=_seconds(resp.get("LastModified"))
+        )
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         check_prefix(prefix)
@@ -310,7 +330,11 @@ class S3ObjectStore(ObjectStore):
                 except StopAsyncIteration:
                     return
             for obj in page.get("Contents", ()):
-                yield ObjectInfo(key=obj["Key"][strip:], size=int(obj["Size"]))
+                yield ObjectInfo(
+                    key=obj["Key"][strip:],
+                    size=int(obj["Size"]),
+                    modified=_seconds(obj.get("LastModified")),
+                )
 
 
 def _check_block(key: str, block: object) -> None:
@@ -318,6 +342,11 @@ def _check_block(key: str, block: object) -> None:
         raise InvalidArgument(
             f"object {key!r}: data blocks must be bytes, got {type(block).__name__}", key=key
         )
+
+
+def _seconds(when: Any) -> float:
+    """S3's ``LastModified`` (a datetime) as unix seconds; 0 when missing."""
+    return float(when.timestamp()) if isinstance(when, datetime.datetime) else 0.0
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:

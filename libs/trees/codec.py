@@ -31,9 +31,10 @@ EMPTY_DIR_HASH, EMPTY_DIR_DATA = encode(tree_pb2.TreeObject(dir=tree_pb2.DirNode
 
 
 async def put_once(store: ObjectStore, digest: str, data: bytes) -> None:
-    """Write the object unless it is already there (content-addressed: same bytes)."""
+    """Write the object unless it is already there (content-addressed: same
+    bytes); one already there is touched, so garbage collection spares it."""
     key = tree_key(digest)
-    if not await store.exists(key):
+    if not await store.touch(key):
         await store.put(key, data)
 
 

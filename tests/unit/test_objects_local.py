@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -414,3 +415,57 @@ def test_s3_store_bad_arguments() -> None:
         S3ObjectStore("b", part_size=1024)
     with pytest.raises(InvalidArgument, match="empty path segment"):
         S3ObjectStore("b", prefix="a//b")
+
+
+# --- modification times, touch and delete_if_older (garbage collection) -------
+
+
+def _age(store: LocalObjectStore, key: str, seconds_ago: float) -> float:
+    """Backdate an object's modification time; returns the new time."""
+    when = time.time() - seconds_ago
+    os.utime(store.root / key, (when, when))
+    return when
+
+
+async def test_stat_and_list_report_the_modification_time(store: LocalObjectStore) -> None:
+    await store.put("m/a", b"aaa")
+    await store.put("m/b", b"b")
+    old = _age(store, "m/a", 3600)
+    assert (await store.stat("m/a")).modified == pytest.approx(old)
+    listed = {i.key: i for i in [i async for i in store.list("m/")]}
+    assert listed["m/a"].modified == pytest.approx(old)
+    assert listed["m/b"].modified > old + 3000
+    assert listed["m/a"] == ObjectInfo("m/a", 3)  # modified is not part of equality
+
+
+async def test_touch_renews_the_time_and_reports_absence(store: LocalObjectStore) -> None:
+    await store.put("t/x", b"data")
+    old = _age(store, "t/x", 3600)
+    assert await store.touch("t/x") is True
+    assert (await store.stat("t/x")).modified > old + 3000
+    assert await store.get("t/x") == b"data"
+    assert await store.touch("t/missing") is False
+    assert not await store.exists("t/missing")
+    assert await store.touch("t") is False  # a prefix directory is no object
+
+
+async def test_delete_if_older_spares_recent_objects(store: LocalObjectStore) -> None:
+    now = time.time()
+    await store.put("d/old", b"1")
+    await store.put("d/new", b"2")
+    _age(store, "d/old", 3600)
+    assert await store.delete_if_older("d/old", now - 60) is True
+    assert await store.delete_if_older("d/new", now - 60) is False
+    assert await store.delete_if_older("d/gone", now) is False
+    assert await store.delete_if_older("d", now + 60) is False  # a directory stays
+    assert [i.key async for i in store.list("d/")] == ["d/new"]
+    assert all_files(store.root) == ["d/new"]  # no renamed leftovers
+
+
+async def test_a_touched_object_survives_delete_if_older(store: LocalObjectStore) -> None:
+    await store.put("r/c", b"reused")
+    _age(store, "r/c", 3600)
+    cutoff = time.time() - 60
+    assert await store.touch("r/c")
+    assert await store.delete_if_older("r/c", cutoff) is False
+    assert await store.get("r/c") == b"reused"
