@@ -1,24 +1,225 @@
-"""``admin.API``: ``ExtractPipeline`` answers with the request a pipeline
-was created (or last updated) with, asked of pps (``GetPipelineSpec``), as
-one 1.7 restore op. ``Extract``, ``Restore`` and ``InspectCluster`` keep the
-generated base's UNIMPLEMENTED answer until they are built."""
+"""``admin.API`` (docs/decisions/0011-extract-restore-gc.md):
+
+- ``Extract`` streams the cluster as ``Op{record}`` (this project's extract
+  records), or with ``URL`` set writes the framed stream there and streams
+  nothing; ``no_objects`` leaves the objects out;
+- ``Restore`` takes those records (or one request naming a ``URL``) into an
+  empty cluster, and returns once pfs and pps have applied the restored log;
+- ``InspectCluster`` answers the cluster's id;
+- ``ExtractPipeline`` answers the request a pipeline was created (or last
+  updated) with, asked of pps (``GetPipelineSpec``), as one 1.7 restore op.
+
+Extract and restore read and append to the event log and the object store
+directly (``libs.backup``); each call opens its own NATS connection for it."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc.aio
+import nats
+import nats.errors
+from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
+from nats.aio.client import Client
 
 from libs.api.admin import admin_pb2 as admin
 from libs.api.admin import admin_pb2_grpc
+from libs.api.internal import backup_pb2
 from libs.api.internal import pps_work_pb2 as internal
 from libs.bus import Bus
-from libs.errors import InvalidArgument
-from services.gateway.principal import Ask, ask
+from libs.cluster_state import ClusterState, wait_applied
+from libs.config import Config
+from libs.errors import InvalidArgument, Unavailable
+from libs.events import EventRegistry
+from libs.objects import open_object_store
+from services.gateway.backup_urls import parse_backup_url, read_url, write_url
+from services.gateway.principal import LONG_TIMEOUT_S, Ask, ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
+
+# The services whose read models a restore waits for.
+RESTORED_SERVICES = ("pfs", "pps")
+NOT_WHOLE = (
+    "not supported: an extract is the whole event log (no_repos and no_pipelines "
+    "cannot leave parts of it out)"
+)
+OLD_FORMAT = (
+    "this is a Pachyderm 1.7 extract (op1_7 ops): restoring 1.7-format extracts is not "
+    "supported; restore an extract taken with this cluster's pachctl extract"
+)
+
+
+def cluster_registry() -> EventRegistry:
+    """Every service's event types with their upcasters: the pfs and pps
+    registries, as their services build them, in one."""
+    from services.pfs.domain.events import registry as pfs_registry
+    from services.pps.domain.events import registry as pps_registry
+
+    merged = EventRegistry()
+    for part in (pfs_registry(), pps_registry()):
+        # EventRegistry has no public merge; these are its own tables, copied
+        # whole so old schema versions and upcasters come along.
+        for key, schema in part._schemas.items():
+            merged._schemas[key] = schema
+            merged._by_message[schema.message.DESCRIPTOR.full_name] = schema
+        for event_type, schema in part._current.items():
+            merged._current[event_type] = schema
+        merged._upcasters.update(part._upcasters)
+    return merged
+
+
+@contextlib.asynccontextmanager
+async def connected(cfg: Config) -> AsyncIterator[Client]:
+    """A NATS connection of its own for one extract, restore or lookup."""
+    try:
+        nc = await nats.connect(
+            cfg.nats_url, name=f"{cfg.service}-admin", connect_timeout=2, max_reconnect_attempts=3
+        )
+    except (OSError, nats.errors.Error) as exc:
+        raise Unavailable(f"cannot reach NATS at {cfg.nats_url}: {exc}") from None
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+async def cluster_id(cfg: Config) -> str:
+    async with connected(cfg) as nc:
+        state = await ClusterState.open(nc.jetstream(), replicas=cfg.events_replicas)
+        return await state.cluster_id()
+
+
+@contextlib.asynccontextmanager
+async def _source(cfg: Config) -> AsyncIterator[tuple[Any, Any, str]]:
+    """The event log, the object store and the cluster id an extract reads."""
+    store = open_object_store(cfg.objects)
+    try:
+        async with connected(cfg) as nc:
+            js = nc.jetstream()
+            state = await ClusterState.open(js, replicas=cfg.events_replicas)
+            yield js, store, await state.cluster_id()
+    finally:
+        await store.close()
+
+
+async def extract_records(cfg: Config, *, objects: bool) -> AsyncIterator[backup_pb2.ExtractRecord]:
+    """The cluster's extract, record by record (``libs.backup.extract``)."""
+    from libs.backup.extract import extract
+
+    async with _source(cfg) as (js, store, cid):
+        records = extract(
+            js,
+            store,
+            cluster_registry(),
+            stream=cfg.events_stream,
+            cluster_id=cid,
+            objects=objects,
+        )
+        async for record in records:
+            yield record
+
+
+async def extract_frames(cfg: Config, *, objects: bool) -> AsyncIterator[bytes]:
+    """The cluster's extract as the bytes of an extract file."""
+    from libs.backup.extract import extract_frames as frames
+
+    async with _source(cfg) as (js, store, cid):
+        blocks = frames(
+            js,
+            store,
+            cluster_registry(),
+            stream=cfg.events_stream,
+            cluster_id=cid,
+            objects=objects,
+        )
+        async for block in blocks:
+            yield block
+
+
+async def extract_to_url(cfg: Config, url: str, *, objects: bool) -> int:
+    """Write the framed extract to ``url``; the byte count."""
+    parse_backup_url(url)  # a bad URL fails before anything is read
+    return await write_url(url, extract_frames(cfg, objects=objects), cfg.objects)
+
+
+async def restore_records(
+    cfg: Config, bus: Bus, records: AsyncIterable[backup_pb2.ExtractRecord], timeout: float
+) -> None:
+    """Restore ``records`` into this (empty) cluster and wait until pfs and
+    pps have applied the restored log."""
+    from libs.backup import restore
+
+    spool = Path(cfg.data_dir) / "restore-spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    store = open_object_store(cfg.objects)
+    try:
+        async with connected(cfg) as nc:
+            summary = await restore(
+                nc,
+                store,
+                records,
+                registry=cluster_registry(),
+                stream=cfg.events_stream,
+                spool_dir=spool,
+                progress=None,
+            )
+    finally:
+        await store.close()
+    await wait_applied(bus, summary.last_seq, RESTORED_SERVICES, timeout=timeout)
+
+
+async def records_of(
+    requests: AsyncIterator[admin.RestoreRequest],
+) -> AsyncIterator[backup_pb2.ExtractRecord]:
+    """The extract records a Restore client streams."""
+    async for request in requests:
+        if request.URL:
+            raise InvalidArgument("a Restore that names a URL sends that one request only")
+        op = request.op
+        if op.HasField("op1_7"):
+            raise InvalidArgument(OLD_FORMAT)
+        if not op.HasField("record"):
+            raise InvalidArgument("a RestoreRequest carries no op.record")
+        yield op.record
+
+
+async def restore_requests(
+    cfg: Config, bus: Bus, requests: AsyncIterator[admin.RestoreRequest], timeout: float
+) -> None:
+    from libs.backup.frames import decode_frames
+
+    first = await anext(requests, None)
+    if first is None:
+        raise InvalidArgument("Restore got no requests: send the extract's records, or a URL")
+    if first.URL:
+        if first.HasField("op"):
+            raise InvalidArgument("a RestoreRequest has either an op or a URL, not both")
+        parse_backup_url(first.URL)
+        records = decode_frames(read_url(first.URL, cfg.objects))
+        await restore_records(cfg, bus, _only(records, requests), timeout)
+        return
+
+    async def all_requests() -> AsyncIterator[admin.RestoreRequest]:
+        yield first
+        async for request in requests:
+            yield request
+
+    await restore_records(cfg, bus, records_of(all_requests()), timeout)
+
+
+async def _only(
+    records: AsyncIterator[backup_pb2.ExtractRecord], requests: AsyncIterator[admin.RestoreRequest]
+) -> AsyncIterator[backup_pb2.ExtractRecord]:
+    """The URL's records; a request after the URL's is refused."""
+    async for record in records:
+        yield record
+    if await anext(requests, None) is not None:
+        raise InvalidArgument("a Restore that names a URL sends that one request only")
 
 
 async def extract_pipeline(pps_ask: Ask, request: admin.ExtractPipelineRequest) -> admin.Op:
@@ -35,8 +236,9 @@ async def extract_pipeline(pps_ask: Ask, request: admin.ExtractPipelineRequest) 
 
 
 class AdminServicer(admin_pb2_grpc.APIServicer):
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, cfg: Config) -> None:
         self.bus = bus
+        self.cfg = cfg
 
     def _ask(self, context: Ctx) -> Ask:
         async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
@@ -44,14 +246,36 @@ class AdminServicer(admin_pb2_grpc.APIServicer):
 
         return call
 
+    async def Extract(  # type: ignore[override]
+        self, request: admin.ExtractRequest, context: Ctx
+    ) -> AsyncIterator[admin.Op]:
+        if request.no_repos or request.no_pipelines:
+            raise InvalidArgument(NOT_WHOLE)
+        objects = not request.no_objects
+        if request.URL:
+            await extract_to_url(self.cfg, request.URL, objects=objects)
+            return
+        async for record in extract_records(self.cfg, objects=objects):
+            yield admin.Op(record=record)
+
+    async def Restore(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[admin.RestoreRequest], context: Ctx
+    ) -> Empty:
+        remaining = context.time_remaining()
+        timeout = LONG_TIMEOUT_S if remaining is None else remaining
+        await restore_requests(self.cfg, self.bus, request_iterator, timeout)
+        return Empty()
+
+    async def InspectCluster(  # type: ignore[override]
+        self, request: Empty, context: Ctx
+    ) -> admin.ClusterInfo:
+        return admin.ClusterInfo(id=await cluster_id(self.cfg))
+
     async def ExtractPipeline(  # type: ignore[override]
         self, request: admin.ExtractPipelineRequest, context: Ctx
     ) -> admin.Op:
         return await extract_pipeline(self._ask(context), request)
 
 
-def register(server: grpc.aio.Server, bus: Bus) -> None:
-    # The RPCs AdminServicer does not define keep the generated base's
-    # UNIMPLEMENTED answer; the typed stubs declare them abstract.
-    servicer = AdminServicer(bus)  # type: ignore[abstract]
-    admin_pb2_grpc.add_APIServicer_to_server(servicer, server)
+def register(server: grpc.aio.Server, bus: Bus, cfg: Config) -> None:
+    admin_pb2_grpc.add_APIServicer_to_server(AdminServicer(bus, cfg), server)

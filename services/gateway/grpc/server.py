@@ -33,7 +33,7 @@ async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[ai
     version.register(server, bus)
     pfs.register(server, bus, open_object_store(cfg.objects), cfg.grpc_max_message_bytes)
     pps.register(server, bus, cfg.grpc_max_message_bytes)
-    admin.register(server, bus)
+    admin.register(server, bus, cfg)
 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

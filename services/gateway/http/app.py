@@ -16,7 +16,7 @@ from libs.observe import http_request_log
 from services.gateway import dashboard
 from services.gateway.backends import BackendMonitor
 from services.gateway.errors import http_errors
-from services.gateway.http import api, files
+from services.gateway.http import admin, api, files
 
 MONITOR = web.AppKey("monitor", BackendMonitor)
 
@@ -47,6 +47,7 @@ def build_app(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.Application
     app[MONITOR] = monitor
     app.router.add_get("/health", health)
     app.router.add_get("/version", get_version)
+    admin.mount(app, cfg)
     api.mount(app, bus)
     files.mount(app, open_object_store(cfg.objects))
     dashboard.mount(app)
