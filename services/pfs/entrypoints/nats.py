@@ -17,6 +17,7 @@ from services.pfs.app.commits import Commits
 from services.pfs.app.downstream import EVENT_TYPES as DOWNSTREAM_EVENTS
 from services.pfs.app.downstream import Downstream
 from services.pfs.app.files import Files
+from services.pfs.app.gc import GarbageCollector, GcSettings
 from services.pfs.app.repos import Repos
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain.events import registry
@@ -44,6 +45,8 @@ async def setup(ctx: ServiceContext) -> None:
     await Commits(writer, docs, files).register(ctx.bus)
     await files.register(ctx.bus)
     await Branches(writer, docs).register(ctx.bus)
+    gc = GarbageCollector(docs, events, store, ctx.bus, GcSettings.from_env())
+    await gc.register(ctx.bus)
     gate = await ctx.restore_gate()
     reactor = Reactor(
         ctx.js,

@@ -22,6 +22,7 @@ from services.pps.adapters.pipelines_view import PipelinesProjection
 from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
 from services.pps.app import job_trigger
 from services.pps.app.cron import CronTicks
+from services.pps.app.gc_roots import ObjectRoots
 from services.pps.app.job_run import MasterDeps
 from services.pps.app.jobs import Jobs, JobWriter
 from services.pps.app.master import Master
@@ -54,6 +55,7 @@ async def setup(ctx: ServiceContext) -> None:
     pipelines = Pipelines(pipeline_writer, docs, pfs, job_counts)
     pipelines.listeners.append(cron.sync)
     await pipelines.register(ctx.bus)
+    await ObjectRoots(docs).register(ctx.bus)
     await cron.start()
     ctx.stack.push_async_callback(cron.stop)
     await start_jobs(ctx, events, views, docs, pfs, store, pipelines, pipeline_writer, gate)
