@@ -25,6 +25,7 @@ from libs.backup import (
 )
 from libs.cluster_state import ClusterState
 from libs.config import Config
+from libs.errors import FailedPrecondition, InvalidArgument
 from libs.events import NEW, Append, EventStore, ensure_stream
 from libs.events.registry import EventRegistry
 from libs.natsserver import NatsServer
@@ -274,3 +275,214 @@ async def test_small_read_batches_still_read_everything(nc: Client) -> None:
     await _events(nc, 40)
     got = [m.seq async for m in read_stream(nc.jetstream(), "EVENTS", 80, batch=7, batch_bytes=300)]
     assert got == list(range(1, 81))
+
+
+# --- refusals -------------------------------------------------------------------
+
+
+def _frame_offsets(data: bytes) -> list[tuple[int, str]]:
+    """(offset, record kind) of every frame of a framed extract."""
+    out = []
+    pos = len(MAGIC)
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        record = ExtractRecord()
+        record.ParseFromString(data[pos + 4 : pos + 4 + length])
+        out.append((pos, str(record.WhichOneof("record"))))
+        pos += 4 + length
+    return out
+
+
+async def _refused(
+    target: Client,
+    target_store: ObjectStore,
+    tmp_path: Path,
+    data: bytes,
+    match: str,
+    registry: EventRegistry | None = None,
+) -> None:
+    with pytest.raises(InvalidArgument, match=match):
+        await restore(
+            target,
+            target_store,
+            decode_frames(_chunks(data)),
+            registry=registry or counter.registry(),
+            spool_dir=tmp_path / "spool",
+        )
+    await _assert_untouched(target)
+    spool = tmp_path / "spool"
+    assert not spool.exists() or list(spool.iterdir()) == []
+
+
+async def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+async def test_truncated_extracts_are_refused_and_nothing_lands(
+    nc: Client, target: Client, source_store: ObjectStore, target_store: ObjectStore, tmp_path: Path
+) -> None:
+    await _events(nc, 10)
+    await _objects(source_store)
+    data = await _framed(nc, source_store)
+    frames = _frame_offsets(data)
+    first_data = next(pos for pos, kind in frames if kind == "object_data")
+    first_event = next(pos for pos, kind in frames if kind == "events")
+    trailer = next(pos for pos, kind in frames if kind == "trailer")
+    cuts = {
+        "inside the magic": (4, "shorter than its magic"),
+        "inside the header": (len(MAGIC) + 10, "truncated: frame 0 .* holds"),
+        "after the header": (frames[1][0], "truncated: it ends after 0 of 20 events"),
+        "inside an object": (first_data + 100, "truncated: frame .* holds"),
+        "between object blocks": (first_data, "truncated: it ends inside object"),
+        "inside the events": (first_event + 50, "truncated: frame .* holds"),
+        "between events": (first_event, "truncated: it ends after 0 of 20 events"),
+        "before the trailer": (trailer, "truncated: it ends after 20 of 20 events"),
+        "inside the trailer's length": (trailer + 2, "truncated: frame .* inside its length"),
+        "inside the trailer": (len(data) - 3, "truncated: frame .* holds"),
+    }
+    for where, (cut, match) in cuts.items():
+        try:
+            await _refused(target, target_store, tmp_path, data[:cut], match)
+        except BaseException as exc:
+            raise AssertionError(f"cut {where} (byte {cut}): {exc!r}") from exc
+    # The full extract still restores into the same target afterwards.
+    summary = await restore(
+        target,
+        target_store,
+        decode_frames(_chunks(data)),
+        registry=counter.registry(),
+        spool_dir=tmp_path / "spool",
+    )
+    assert summary.events == 20
+
+
+async def test_corrupt_extracts_are_refused_and_nothing_lands(
+    nc: Client, target: Client, source_store: ObjectStore, target_store: ObjectStore, tmp_path: Path
+) -> None:
+    await _events(nc, 10)
+    await _objects(source_store)
+    data = await _framed(nc, source_store)
+    frames = _frame_offsets(data)
+    event_at = [pos for pos, kind in frames if kind == "events"][5]
+    object_at = [pos for pos, kind in frames if kind == "object_data"][1]
+    trailer_at = next(pos for pos, kind in frames if kind == "trailer")
+    # The last bytes of an event frame are its batch's last payload bytes.
+    next_frame = frames[[p for p, _ in frames].index(event_at) + 1][0]
+    await _refused(
+        target,
+        target_store,
+        tmp_path,
+        await _flip(data, next_frame - 2),
+        "corrupt: (its checksum|event message 6)",
+    )
+    await _refused(
+        target, target_store, tmp_path, await _flip(data, object_at + 200), "corrupt: object"
+    )
+    # The checksum is the trailer's last field: flip one of its hex digits.
+    await _refused(
+        target, target_store, tmp_path, await _flip(data, len(data) - 1), "corrupt: its checksum"
+    )
+    assert trailer_at < len(data) - 1
+    await _refused(target, target_store, tmp_path, b"PACHEXT\x02" + data[8:], "not an extract")
+    await _refused(target, target_store, tmp_path, b"", "extract is empty")
+    # A frame claiming 1 GiB.
+    await _refused(
+        target,
+        target_store,
+        tmp_path,
+        data[: len(MAGIC)] + (1 << 30).to_bytes(4, "big") + data[len(MAGIC) + 4 :],
+        "over the",
+    )
+
+
+async def test_bad_chunk_key_is_refused(
+    nc: Client, target: Client, source_store: ObjectStore, target_store: ObjectStore, tmp_path: Path
+) -> None:
+    await _events(nc, 2)
+    await _objects(source_store)
+    records = await _records(nc, source_store)
+    start = next(r for r in records if r.WhichOneof("record") == "object")
+    assert start.object.key.startswith("chunks/")
+    start.object.key = "chunks/00/" + "0" * 64
+    # Fix the trailer's checksum so only the chunk check can catch it.
+    from libs.backup.frames import Checksum, record_bytes
+
+    checksum = Checksum()
+    for r in records[:-1]:
+        checksum.add_record(record_bytes(r))
+    records[-1].trailer.checksum = checksum.hexdigest()
+    with pytest.raises(InvalidArgument, match=r"chunk chunks/00/0+ holds bytes whose hash is"):
+        await restore(
+            target,
+            target_store,
+            _aiter(records),
+            registry=counter.registry(),
+            spool_dir=tmp_path / "spool",
+        )
+    await _assert_untouched(target)
+    assert not await target_store.exists("chunks/00/" + "0" * 64)
+
+
+async def test_newer_format_and_unknown_event_types_are_refused(
+    nc: Client, target: Client, target_store: ObjectStore, tmp_path: Path
+) -> None:
+    await _events(nc, 3)
+    records = await _records(nc, None)
+
+    async def refused(records: list[ExtractRecord], match: str, reg: EventRegistry) -> None:
+        with pytest.raises(InvalidArgument, match=match):
+            await restore(
+                target, target_store, _aiter(records), registry=reg, spool_dir=tmp_path / "s"
+            )
+        await _assert_untouched(target)
+
+    newer = [ExtractRecord(), *records[1:]]
+    newer[0].CopyFrom(records[0])
+    newer[0].header.format_version = FORMAT_VERSION + 1
+    await refused(
+        newer,
+        "format version 2 is newer than this software reads \\(format version 1\\)",
+        counter.registry(),
+    )
+    # A registry that knows only CounterOpened: the extract names types it does not know.
+    small = EventRegistry()
+    small.register(t.CounterOpened)
+    await refused(records, "does not know: .*testing.CounterIncremented", small)
+    # An envelope of an unknown type inside an event message (the header
+    # claiming only known types).
+    only_known = [ExtractRecord(), *records[1:]]
+    only_known[0].CopyFrom(records[0])
+    del only_known[0].header.event_types[:]
+    await refused(only_known, "event type 'testing.CounterIncremented' \\(message", small)
+    # A newer schema version of a known type.
+    newer_schema = [ExtractRecord(), *records[1:]]
+    newer_schema[0].CopyFrom(records[0])
+    for et in newer_schema[0].header.event_types:
+        if et.type == "testing.CounterOpened":
+            et.schema_version = 9
+    await refused(newer_schema, "testing.CounterOpened v9", counter.registry())
+    await refused(records[1:], "starts with a events record, not its header", counter.registry())
+
+
+async def test_restore_into_a_non_empty_log_is_refused_and_changes_nothing(
+    nc: Client, target: Client, source_store: ObjectStore, target_store: ObjectStore, tmp_path: Path
+) -> None:
+    await _events(nc, 3)
+    await _objects(source_store)
+    records = await _records(nc, source_store)
+    await _events(target, 1)
+    before = await _stored(target)
+    with pytest.raises(
+        FailedPrecondition, match="restore needs an empty cluster: its event log holds 2 events"
+    ):
+        await restore(
+            target,
+            target_store,
+            _aiter(records),
+            registry=counter.registry(),
+            spool_dir=tmp_path / "spool",
+        )
+    assert await _stored(target) == before
+    assert await _all_objects(target_store) == {}
+    status = await (await ClusterState.open(target.jetstream())).restore_status()
+    assert status is None
