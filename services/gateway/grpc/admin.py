@@ -14,6 +14,7 @@ directly (``libs.backup``); each call opens its own NATS connection for it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from libs.api.admin import admin_pb2_grpc
 from libs.api.internal import backup_pb2
 from libs.api.internal import pps_work_pb2 as internal
 from libs.bus import Bus
-from libs.cluster_state import ClusterState, wait_applied
+from libs.cluster_state import ClusterState
 from libs.config import Config
 from libs.errors import InvalidArgument, Unavailable
 from libs.events import EventRegistry
@@ -151,26 +152,29 @@ async def restore_records(
     cfg: Config, bus: Bus, records: AsyncIterable[backup_pb2.ExtractRecord], timeout: float
 ) -> None:
     """Restore ``records`` into this (empty) cluster and wait until pfs and
-    pps have applied the restored log."""
-    from libs.backup import restore
+    pps have applied the restored log (``libs.backup.restore_and_wait``)."""
+    from libs.backup.restore import restore_and_wait
 
     spool = Path(cfg.data_dir) / "restore-spool"
-    spool.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
     store = open_object_store(cfg.objects)
     try:
         async with connected(cfg) as nc:
-            summary = await restore(
+            await restore_and_wait(
                 nc,
                 store,
                 records,
                 registry=cluster_registry(),
-                stream=cfg.events_stream,
+                bus=bus,
                 spool_dir=spool,
-                progress=None,
+                stream=cfg.events_stream,
+                stream_config=cfg,
+                kv_replicas=cfg.events_replicas,
+                services=RESTORED_SERVICES,
+                timeout=timeout,
             )
     finally:
         await store.close()
-    await wait_applied(bus, summary.last_seq, RESTORED_SERVICES, timeout=timeout)
 
 
 async def records_of(
@@ -203,6 +207,9 @@ async def restore_requests(
         records = decode_frames(read_url(first.URL, cfg.objects))
         await restore_records(cfg, bus, _only(records, requests), timeout)
         return
+
+    if first.op.HasField("op1_7"):
+        raise InvalidArgument(OLD_FORMAT)  # before the target is even looked at
 
     async def all_requests() -> AsyncIterator[admin.RestoreRequest]:
         yield first
