@@ -38,6 +38,7 @@ class HasMetadata(Protocol):
 # allows, not the bus's default.
 LONG_COMMANDS = frozenset(
     {"FinishCommit", "BuildCommit", "CreatePipeline", "DeletePipeline", "DeleteAll"}
+    | {"GarbageCollect"}
 )
 LONG_TIMEOUT_S = 3600.0
 

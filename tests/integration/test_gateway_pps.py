@@ -196,7 +196,6 @@ def test_refused_rpcs_and_bad_requests(api: Stubs, cluster: Cluster) -> None:
     for rpc, req in (
         ("CreateJob", pps.CreateJobRequest(pipeline=pps.Pipeline(name="x"))),
         ("RerunPipeline", pps.RerunPipelineRequest(pipeline=pps.Pipeline(name="x"))),
-        ("GarbageCollect", pps.GarbageCollectRequest()),
         ("ActivateAuth", pps.ActivateAuthRequest()),
     ):
         with pytest.raises(grpc.RpcError) as info:

@@ -7,16 +7,21 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from google.protobuf.message import Message
 
 from libs.api.internal import gc_pb2
+from libs.api.pps import pps_pb2 as pps
 from libs.bus import Context
 from libs.errors import Internal, InvalidArgument
 from libs.filedata import FileWriter, read_refs
 from libs.objects import LocalObjectStore
 from libs.readmodels import SqliteDocumentStore
 from libs.trees import DataRef, Op, Put, SetHeader, TreeRoot, build, effective_refs, walk
+from services.gateway.grpc import pps as pps_grpc
+from services.gateway.principal import LONG_COMMANDS
 from services.pfs.app.gc import GcSettings, Source, collect
 from services.pfs.app.gc_mark import TreeMarker
 from services.pfs.app.gc_marks import MarkSet
@@ -297,3 +302,19 @@ async def test_object_roots_pages_through_every_job_datum_and_skip_entry(
     with pytest.raises(InvalidArgument, match="cursor"):
         await roots_query.object_roots(gc_pb2.ObjectRootsRequest(after="x"), ctx)
     await docs.close()
+
+
+async def test_the_gateway_forwards_garbage_collect_to_pfs() -> None:
+    asked: list[tuple[str, Message, str]] = []
+    answer = gc_pb2.GarbageCollectResult(deleted=gc_pb2.ObjectCount(objects=3, bytes=300))
+
+    async def ask(name: str, request: Message, response_type: Any, kind: str) -> Any:
+        asked.append((name, request, kind))
+        return answer
+
+    got = await pps_grpc.garbage_collect(ask, pps.GarbageCollectRequest(memory_bytes=1 << 20))
+    assert got == answer
+    assert asked == [("GarbageCollect", gc_pb2.GarbageCollectRequest(memory_bytes=1 << 20), "cmd")]
+    with pytest.raises(InvalidArgument, match="memory"):
+        await pps_grpc.garbage_collect(ask, pps.GarbageCollectRequest(memory_bytes=-1))
+    assert "GarbageCollect" in LONG_COMMANDS

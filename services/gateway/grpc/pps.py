@@ -15,9 +15,16 @@ pps's unary queries (and shared with the HTTP JSON API):
 - ``FlushJob`` asks pfs which commits are downstream of the given ones (in
   the ``to_pipelines`` output repos) and sends each one's job as it finishes.
 
+``GarbageCollect`` runs ``cmd.pfs.GarbageCollect`` (pfs collects; it may
+take long, so it waits as long as the caller allows) and answers 1.7's empty
+``GarbageCollectResponse``; what it kept, deleted and protected travels in
+the trailing metadata ``GC_RESULT_KEY`` (a serialized
+``pachgc.GarbageCollectResult``), which ``pachctl garbage-collect`` prints.
+
 ``CreateJob`` (deprecated in 1.7), ``RerunPipeline`` (never implemented by
-1.7), ``GarbageCollect`` and ``ActivateAuth`` (later issues) answer
-UNIMPLEMENTED with a message saying what to do instead."""
+1.7) and ``ActivateAuth`` (a later issue) answer UNIMPLEMENTED with a message
+saying what to do instead; so does ``GarbageCollect`` over the HTTP JSON API
+(it has no trailing metadata to carry the result)."""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import grpc.aio
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
+from libs.api.internal import gc_pb2
 from libs.api.internal import pps_work_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
@@ -65,11 +73,30 @@ REFUSED = {
         "RerunPipeline is not implemented (nor was it in Pachyderm 1.7); "
         "update the pipeline with reprocess set to process every datum again"
     ),
-    "GarbageCollect": "garbage collection is not available yet",
+    "GarbageCollect": (
+        "garbage collection runs over gRPC only (pachctl garbage-collect), "
+        "not over the HTTP JSON API"
+    ),
     "ActivateAuth": (
         "pps ActivateAuth is not available yet: pipelines do not hold auth tokens here"
     ),
 }
+
+
+# Trailing metadata of GarbageCollect: a serialized pachgc.GarbageCollectResult.
+GC_RESULT_KEY = "pach-gc-result-bin"
+
+
+async def garbage_collect(
+    ask: Ask, request: pps.GarbageCollectRequest
+) -> gc_pb2.GarbageCollectResult:
+    """Collect garbage (pfs's ``cmd.pfs.GarbageCollect``); ``ask`` calls pfs."""
+    if request.memory_bytes < 0:
+        raise InvalidArgument(
+            f"garbage collection memory must be >= 0 bytes, got {request.memory_bytes}"
+        )
+    req = gc_pb2.GarbageCollectRequest(memory_bytes=request.memory_bytes)
+    return await ask("GarbageCollect", req, gc_pb2.GarbageCollectResult, "cmd")
 
 
 def refusal(rpc: str) -> Unimplemented:
@@ -412,7 +439,9 @@ class PpsServicer(pps_pb2_grpc.APIServicer):
     async def GarbageCollect(  # type: ignore[override]
         self, request: pps.GarbageCollectRequest, context: Ctx
     ) -> pps.GarbageCollectResponse:
-        raise refusal("GarbageCollect")
+        result = await garbage_collect(self._ask(context, "pfs"), request)
+        context.set_trailing_metadata(((GC_RESULT_KEY, result.SerializeToString()),))
+        return pps.GarbageCollectResponse()
 
     async def ActivateAuth(  # type: ignore[override]
         self, request: pps.ActivateAuthRequest, context: Ctx
