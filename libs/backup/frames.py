@@ -128,19 +128,19 @@ async def decode_frames(
         head = await reader.read(_LEN.size)
         if head is None:
             raise InvalidArgument(
-                f"extract is truncated: frame {index} at byte {start + len(MAGIC)} "
+                f"extract is truncated: frame {index} at byte {start} "
                 "is cut short inside its length"
             )
         (length,) = _LEN.unpack(head)
         if length > max_frame_bytes:
             raise InvalidArgument(
-                f"extract is corrupt: frame {index} at byte {start + len(MAGIC)} claims "
+                f"extract is corrupt: frame {index} at byte {start} claims "
                 f"{length} bytes, over the {max_frame_bytes}-byte limit"
             )
         body = await reader.read(length)
         if body is None:
             raise InvalidArgument(
-                f"extract is truncated: frame {index} at byte {start + len(MAGIC)} holds "
+                f"extract is truncated: frame {index} at byte {start} holds "
                 f"{reader.available()} of its {length} bytes"
             )
         record = ExtractRecord()
@@ -148,12 +148,11 @@ async def decode_frames(
             record.ParseFromString(body)
         except DecodeError as exc:
             raise InvalidArgument(
-                f"extract is corrupt: frame {index} at byte {start + len(MAGIC)} "
-                f"is not a record ({exc})"
+                f"extract is corrupt: frame {index} at byte {start} is not a record ({exc})"
             ) from None
         if record.WhichOneof("record") is None:
             raise InvalidArgument(
-                f"extract is corrupt: frame {index} at byte {start + len(MAGIC)} holds no record"
+                f"extract is corrupt: frame {index} at byte {start} holds no record"
             )
         yield record
         index += 1
