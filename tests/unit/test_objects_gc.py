@@ -18,6 +18,7 @@ from libs.bus import Context
 from libs.errors import Internal, InvalidArgument
 from libs.filedata import FileWriter, read_refs
 from libs.objects import LocalObjectStore
+from libs.pachctl.commands import gc as gc_cmd
 from libs.readmodels import SqliteDocumentStore
 from libs.trees import DataRef, Op, Put, SetHeader, TreeRoot, build, effective_refs, walk
 from services.gateway.grpc import pps as pps_grpc
@@ -318,3 +319,22 @@ async def test_the_gateway_forwards_garbage_collect_to_pfs() -> None:
     with pytest.raises(InvalidArgument, match="memory"):
         await pps_grpc.garbage_collect(ask, pps.GarbageCollectRequest(memory_bytes=-1))
     assert "GarbageCollect" in LONG_COMMANDS
+
+
+def test_pachctl_memory_sizes_and_summary() -> None:
+    assert gc_cmd.ram_in_bytes("0") == 0
+    assert gc_cmd.ram_in_bytes("10MB") == 10 << 20
+    assert gc_cmd.ram_in_bytes("1g") == 1 << 30
+    assert gc_cmd.ram_in_bytes("512KiB") == 512 << 10
+    assert gc_cmd.ram_in_bytes("1.5k") == 1536
+    with pytest.raises(InvalidArgument, match="invalid size"):
+        gc_cmd.ram_in_bytes("lots")
+    result = gc_pb2.GarbageCollectResult(
+        deleted=gc_pb2.ObjectCount(objects=1, bytes=2048),
+        kept=gc_pb2.ObjectCount(objects=5, bytes=10),
+    )
+    assert gc_cmd.summary(result) == (
+        "Deleted 1 object (2KiB)\n"
+        "Kept 5 objects (10B) still in use\n"
+        "Spared 0 objects (0B) written during the collection\n"
+    )
