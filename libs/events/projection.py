@@ -169,7 +169,11 @@ class ProjectionRunner:
                 try:
                     msgs = await sub.fetch(size, timeout=1.0)
                 except nats.errors.TimeoutError:
-                    await self._skip_idle(sub)
+                    try:
+                        await self._skip_idle(sub)
+                    except (nats.errors.Error, TimeoutError) as exc:
+                        # only progress reporting: the next idle round tries again
+                        _log.debug("idle position check failed", error=repr(exc))
                     continue
                 await self._apply(msgs)
                 # Behind: read bigger groups (fewer commits) until caught up.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.message import Message
 from nats.aio.client import Client
@@ -205,4 +207,67 @@ async def test_rebuilding_one_projection_leaves_the_others(nc: Client, tmp_path:
     assert len([d async for d in docs.query(COUNTERS)]) == 3
     await mine.stop()
     await other.stop()
+    await docs.close()
+
+
+async def test_an_idle_projection_moves_past_events_on_other_subjects(
+    nc: Client, tmp_path: Path
+) -> None:
+    """position means "applied the whole log up to here": when the tail of the
+    stream is on subjects the projection does not follow, it moves to the
+    stream's end once nothing is pending, checkpoints it and resumes after it."""
+    last = await _fill(nc, counters=2, increments=2)
+    js = nc.jetstream()
+    for i in range(4):
+        await js.publish(f"ev.elsewhere.thing.{i}", b"someone else's event")
+    end = (await js.stream_info("EVENTS")).state.last_seq
+    assert end == last + 4
+    docs = SqliteDocumentStore(tmp_path / "idle.sqlite")
+    runner = ProjectionRunner(js, counter.registry(), docs, CounterProjection())
+    await runner.start()
+    await runner.wait_for(end, timeout=10)
+    assert runner.position == end
+    assert await docs.checkpoint(runner.checkpoint_name) == end
+    await runner.stop()
+    # restarted, it starts after the skipped tail and still sees what comes next
+    store = EventStore.from_config(nc, counter.registry(), Config())
+    more = await store.append(
+        counter.ref("c0"), [t.CounterIncremented(by=100)], await store.position(counter.ref("c0"))
+    )
+    await store.close()
+    await runner.start()
+    assert runner.position == end
+    await runner.wait_for(more.position.seq)
+    c0 = await docs.get(COUNTERS, "c0")
+    assert c0 is not None and c0["value"] == 0 + 1 + 100
+    await runner.stop()
+    await docs.close()
+
+
+async def test_a_projection_far_behind_reads_bigger_groups_and_applies_all(
+    nc: Client, tmp_path: Path
+) -> None:
+    last = await _fill(nc, counters=20, increments=60)  # 1,220 messages
+    docs = SqliteDocumentStore(tmp_path / "behind.sqlite")
+    groups: list[int] = []
+
+    class Counting(ProjectionRunner):
+        async def _apply(self, msgs: Sequence[Any]) -> None:
+            groups.append(len(msgs))
+            await super()._apply(msgs)
+
+    runner = Counting(
+        nc.jetstream(),
+        counter.registry(),
+        docs,
+        CounterProjection(),
+        batch_size=16,
+        catchup_batch=256,
+    )
+    await runner.start()
+    await runner.wait_for(last, timeout=30)
+    await runner.stop()
+    assert groups[0] == 16 and max(groups) == 256  # doubled while full, capped
+    values = sorted([d["value"] async for d in docs.query(COUNTERS)])  # type: ignore[type-var]
+    assert values == [sum(r + i for r in range(60)) for i in range(20)]
     await docs.close()
