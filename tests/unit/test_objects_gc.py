@@ -20,7 +20,18 @@ from libs.filedata import FileWriter, read_refs
 from libs.objects import LocalObjectStore
 from libs.pachctl.commands import gc as gc_cmd
 from libs.readmodels import SqliteDocumentStore
-from libs.trees import DataRef, Op, Put, SetHeader, TreeRoot, build, effective_refs, walk
+from libs.trees import (
+    DataRef,
+    Op,
+    Put,
+    SetHeader,
+    TreeRoot,
+    build,
+    effective_refs,
+    get,
+    tree_key,
+    walk,
+)
 from services.gateway.grpc import pps as pps_grpc
 from services.gateway.principal import LONG_COMMANDS
 from services.pfs.app.gc import GcSettings, Source, collect
@@ -189,8 +200,9 @@ async def test_a_missing_live_tree_object_stops_before_any_delete(
     a, _, _ = await scene(store)
     age_everything(store)
     before = files_on_disk(store)
-    victim = next(k for k in before if k.startswith("trees/") and not k.endswith(a.hash))
-    os.unlink(store.root / victim)
+    data_dir = await get(store, a.hash, "/data")
+    assert data_dir is not None
+    os.unlink(store.root / tree_key(data_dir.hash))
     with pytest.raises(Internal, match="nothing was deleted"):
         await collect(store, [roots(a.hash)])
     assert len(files_on_disk(store)) == len(before) - 1
@@ -263,6 +275,7 @@ async def test_object_roots_pages_through_every_job_datum_and_skip_entry(
                 "key": f"job{i}",
                 "pipeline": "p",
                 "done": i < 4,
+                "created_ns": (i + 1) * 1_000_000_000,
                 "output_tree": h[i],
                 "inputs": [["in", "r", "master", "c", h[30 + i]]],
             },
@@ -291,6 +304,8 @@ async def test_object_roots_pages_through_every_job_datum_and_skip_entry(
         page = await roots_query.object_roots(gc_pb2.ObjectRootsRequest(after=after, limit=3), ctx)
         assert len(page.trees) <= 4
         got.extend(page.trees)
+        # Only the first page says when the oldest unfinished job (job4) was created.
+        assert page.oldest_unfinished_job == (5.0 if pages == 0 else 0.0)
         pages += 1
         if not page.next:
             break

@@ -152,8 +152,15 @@ class ObjectRootsResponse(_message.Message):
 
     TREES_FIELD_NUMBER: _builtins.int
     NEXT_FIELD_NUMBER: _builtins.int
+    OLDEST_UNFINISHED_JOB_FIELD_NUMBER: _builtins.int
     next: _builtins.str
     """The cursor of the next page; empty when this page was the last."""
+    oldest_unfinished_job: _builtins.float
+    """On the first page: when the oldest job that has not finished was
+    created (unix seconds; 0: none). Everything a job writes (datum outputs,
+    the merged output, the stats commit's tree) comes after that, so the
+    cutoff stays before it.
+    """
     @_builtins.property
     def trees(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tree root hashes (duplicates possible)."""
@@ -163,10 +170,11 @@ class ObjectRootsResponse(_message.Message):
         *,
         trees: _abc.Iterable[_builtins.str] | None = ...,
         next: _builtins.str = ...,
+        oldest_unfinished_job: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next", b"next", "trees", b"trees"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next", b"next", "oldest_unfinished_job", b"oldest_unfinished_job", "trees", b"trees"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

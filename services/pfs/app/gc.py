@@ -6,7 +6,8 @@ through a ``TreeMarker`` and may return the start of the oldest open commit
 it saw), then sweeps ``chunks/`` and ``trees/``: every unmarked object
 modified before the cutoff is deleted, where
 
-    cutoff = min(collection start, oldest open commit's start) - grace
+    cutoff = min(collection start, oldest open commit's start,
+                 oldest unfinished job's creation) - grace
 
 (``PACH_GC_GRACE_S``, default 1 s: clock skew between the services and the
 object store, and S3's whole-second ``LastModified``). Writes during a
@@ -143,13 +144,13 @@ class GarbageCollector:
             return await pfs_live(self.docs, self.events, marker)
 
         async def from_pps(marker: TreeMarker) -> float | None:
-            await pps_live(self.bus, marker, ctx.principal)
-            return None
+            return await pps_live(self.bus, marker, ctx.principal)
 
         async with self._running:
+            # pps first: see services.pfs.app.gc_live.
             return await collect(
                 self.store,
-                [from_pfs, from_pps],
+                [from_pps, from_pfs],
                 grace_s=self.settings.grace_s,
                 memory_bytes=req.memory_bytes,
             )

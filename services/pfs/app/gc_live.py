@@ -9,8 +9,13 @@ open covers everything it writes later through that bound; one that started
 after the collection did writes only after the collection's start.
 
 ``pps_live`` pages through ``qry.pps.ObjectRoots`` (the bus carries at most
-1 MiB a message): every tree root pps keeps. pps must answer: without its
+1 MiB a message): every tree root pps keeps, and when the oldest unfinished
+job was created, which bounds the cutoff too. pps must answer: without its
 roots nothing may be swept, so its failure fails the collection.
+
+pps is asked first: a job finishes its output commit and builds its stats
+commit before it is recorded finished, so a job pps reports finished has
+both in pfs's read model by the time pfs's commits are read.
 """
 
 from __future__ import annotations
@@ -53,9 +58,11 @@ async def open_commit_writes(events: EventStore, commit_id: str, marker: TreeMar
             await marker.tree(e.tree)
 
 
-async def pps_live(bus: Bus, marker: TreeMarker, principal: str = "") -> None:
-    """Mark every tree root pps references, page by page."""
+async def pps_live(bus: Bus, marker: TreeMarker, principal: str = "") -> float | None:
+    """Mark every tree root pps references, page by page; return when the
+    oldest unfinished job was created (unix seconds), None when none is."""
     after = ""
+    oldest: float | None = None
     while True:
         page = await bus.request(
             "pps",
@@ -66,8 +73,10 @@ async def pps_live(bus: Bus, marker: TreeMarker, principal: str = "") -> None:
             principal=principal,
             timeout=60.0,
         )
+        if page.oldest_unfinished_job:
+            oldest = page.oldest_unfinished_job
         for root in page.trees:
             await marker.tree(root)
         if not page.next:
-            return
+            return oldest
         after = page.next

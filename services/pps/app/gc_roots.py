@@ -6,6 +6,9 @@ job not done yet (it still reads them); each datum result's output and
 stats trees; the skip index's output trees (later jobs reuse them). The
 cursor is ``<collection index>:<document key>``; documents are read in key
 order, so a page resumes exactly after the last document of the one before.
+The first page also says when the oldest unfinished job was created: pfs
+keeps its cutoff before it, so whatever a running job writes (its merged
+output and stats tree come after its output commit is finished) survives.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class ObjectRoots:
         limit = min(req.limit or DEFAULT_LIMIT, MAX_LIMIT)
         index, after = _cursor(req.after)
         out = gc_pb2.ObjectRootsResponse()
+        if not req.after:
+            out.oldest_unfinished_job = await self._oldest_unfinished_job()
         seen: set[str] = set()
         while index < len(COLLECTIONS):
             collection = COLLECTIONS[index]
@@ -78,3 +83,11 @@ class ObjectRoots:
                 after = doc["key"]
             index, after = index + 1, ""
         return out
+
+    async def _oldest_unfinished_job(self) -> float:
+        oldest = 0
+        async for doc in self.docs.query(JOBS, where={"done": False}):
+            created = int(doc.get("created_ns", 0))
+            if created and (not oldest or created < oldest):
+                oldest = created
+        return oldest / 1e9
