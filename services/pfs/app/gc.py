@@ -14,6 +14,10 @@ object store, and S3's whole-second ``LastModified``). Writes during a
 collection go into open commits, so they are newer than the cutoff and
 survive; a write that reuses an old stored object touches it.
 
+A collection waits while a restore runs (``ReactionGate``): until the
+restored log is applied, the commits do not show what the restored objects
+belong to.
+
 Marks are a ``MarkSet``: a Python set within the request's ``memory_bytes``
 (default 256 MiB), a temporary SQLite table past it. One collection runs at
 a time per pfs process; a second request waits for the first.
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 
 from libs.api.internal import gc_pb2
 from libs.bus import Bus, Context
+from libs.cluster_state import ReactionGate
 from libs.errors import InvalidArgument
 from libs.events import EventStore
 from libs.objects import ObjectStore
@@ -132,6 +137,9 @@ class GarbageCollector:
     store: ObjectStore
     bus: Bus
     settings: GcSettings = field(default_factory=GcSettings)
+    # While a restore runs (and until pfs's read models applied its log) the
+    # commits do not show what the objects belong to: collections wait.
+    gate: ReactionGate | None = None
     _running: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def register(self, bus: Bus) -> None:
@@ -146,6 +154,8 @@ class GarbageCollector:
         async def from_pps(marker: TreeMarker) -> float | None:
             return await pps_live(self.bus, marker, ctx.principal)
 
+        if self.gate is not None:
+            await self.gate.wait_open()
         async with self._running:
             # pps first: see services.pfs.app.gc_live.
             return await collect(

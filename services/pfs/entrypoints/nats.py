@@ -45,9 +45,9 @@ async def setup(ctx: ServiceContext) -> None:
     await Commits(writer, docs, files).register(ctx.bus)
     await files.register(ctx.bus)
     await Branches(writer, docs).register(ctx.bus)
-    gc = GarbageCollector(docs, events, store, ctx.bus, GcSettings.from_env())
-    await gc.register(ctx.bus)
     gate = await ctx.restore_gate()
+    gc = GarbageCollector(docs, events, store, ctx.bus, GcSettings.from_env(), gate=gate)
+    await gc.register(ctx.bus)
     reactor = Reactor(
         ctx.js,
         reg,
