@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from libs.api.pps import pps_pb2 as pps
-from libs.objects import S3ObjectStore
+from libs.objects import S3ObjectStore, hash_bytes
 from tests.integration.test_pachctl_files import ok, pachctl
 from tests.integration.test_pps_semantics import all_done, create, get, put
 from tests.servers.fixtures import s3_server  # noqa: F401
@@ -63,6 +63,20 @@ def collect(cluster: Cluster) -> dict[str, int]:
         assert m, out
         counts[what.lower()] = int(m.group(1))
     return counts
+
+
+def test_gc_on_an_empty_event_log_deletes_nothing(cluster: Cluster) -> None:
+    # Only a restore puts objects into a cluster without events (before its
+    # first event): they must not be collected.
+    data = b"restored before its events"
+    key = hash_bytes(data)
+    path = cluster.data_dir / "objects" / "chunks" / key[:2] / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    assert collect(cluster)["deleted"] == 0
+    assert path.read_bytes() == data
 
 
 def test_gc_removes_deleted_data_and_keeps_what_is_referenced(

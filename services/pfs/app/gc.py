@@ -16,7 +16,8 @@ survive; a write that reuses an old stored object touches it.
 
 A collection waits while a restore runs (``ReactionGate``): until the
 restored log is applied, the commits do not show what the restored objects
-belong to.
+belong to. On an empty event log it deletes nothing: a restore writes its
+objects before its first event (and before it marks itself running).
 
 Marks are a ``MarkSet``: a Python set within the request's ``memory_bytes``
 (default 256 MiB), a temporary SQLite table past it. One collection runs at
@@ -31,6 +32,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import structlog
+from nats.js import JetStreamContext
+
 from libs.api.internal import gc_pb2
 from libs.bus import Bus, Context
 from libs.cluster_state import ReactionGate
@@ -42,6 +46,8 @@ from services.pfs.app.gc_live import pfs_live, pps_live
 from services.pfs.app.gc_mark import TreeMarker
 from services.pfs.app.gc_marks import MarkSet
 from services.pfs.app.gc_sweep import PREFIXES, SweepResult, Tally, sweep
+
+_log = structlog.get_logger("pfs.gc")
 
 GRACE_ENV = "PACH_GC_GRACE_S"
 DEFAULT_GRACE_S = 1.0
@@ -140,6 +146,9 @@ class GarbageCollector:
     # While a restore runs (and until pfs's read models applied its log) the
     # commits do not show what the objects belong to: collections wait.
     gate: ReactionGate | None = None
+    # The event log's last sequence: 0 means an empty cluster, where only a
+    # restore (still writing its objects, before its first event) puts objects.
+    log_seq: Callable[[], Awaitable[int]] | None = None
     _running: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def register(self, bus: Bus) -> None:
@@ -156,6 +165,9 @@ class GarbageCollector:
 
         if self.gate is not None:
             await self.gate.wait_open()
+        if self.log_seq is not None and await self.log_seq() == 0:
+            _log.info("garbage collection skipped: the event log is empty")
+            return gc_pb2.GarbageCollectResult()
         async with self._running:
             # pps first: see services.pfs.app.gc_live.
             return await collect(
@@ -164,3 +176,12 @@ class GarbageCollector:
                 grace_s=self.settings.grace_s,
                 memory_bytes=req.memory_bytes,
             )
+
+
+def stream_last_seq(js: JetStreamContext, stream: str) -> Callable[[], Awaitable[int]]:
+    """The event stream's last sequence, asked of JetStream each call."""
+
+    async def last_seq() -> int:
+        return int((await js.stream_info(stream)).state.last_seq)
+
+    return last_seq

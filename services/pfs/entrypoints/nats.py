@@ -17,7 +17,7 @@ from services.pfs.app.commits import Commits
 from services.pfs.app.downstream import EVENT_TYPES as DOWNSTREAM_EVENTS
 from services.pfs.app.downstream import Downstream
 from services.pfs.app.files import Files
-from services.pfs.app.gc import GarbageCollector, GcSettings
+from services.pfs.app.gc import GarbageCollector, GcSettings, stream_last_seq
 from services.pfs.app.repos import Repos
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain.events import registry
@@ -46,7 +46,8 @@ async def setup(ctx: ServiceContext) -> None:
     await files.register(ctx.bus)
     await Branches(writer, docs).register(ctx.bus)
     gate = await ctx.restore_gate()
-    gc = GarbageCollector(docs, events, store, ctx.bus, GcSettings.from_env(), gate=gate)
+    log_seq = stream_last_seq(ctx.js, cfg.events_stream)
+    gc = GarbageCollector(docs, events, store, ctx.bus, GcSettings.from_env(), gate, log_seq)
     await gc.register(ctx.bus)
     reactor = Reactor(
         ctx.js,
