@@ -17,7 +17,7 @@ from libs.api.pps import pps_pb2 as pps
 from libs.bus import Context
 from libs.errors import Internal, InvalidArgument
 from libs.filedata import FileWriter, read_refs
-from libs.objects import LocalObjectStore
+from libs.objects import LocalObjectStore, chunk_key, put_chunks
 from libs.pachctl.commands import gc as gc_cmd
 from libs.readmodels import SqliteDocumentStore
 from libs.trees import (
@@ -353,3 +353,16 @@ def test_pachctl_memory_sizes_and_summary() -> None:
         "Kept 5 objects (10B) still in use\n"
         "Spared 0 objects (0B) written during the collection\n"
     )
+
+
+async def test_writes_that_find_their_object_stored_touch_it(store: LocalObjectStore) -> None:
+    data = os.urandom(1000)
+    [ref] = await put_chunks(store, one(data))
+    root = await tree(store, None, [Put("/f", [DataRef(ref.hash, 0, 1000)])])
+    age_everything(store)
+    hour_ago = time.time() - 3000
+    assert all([i.modified < hour_ago async for i in store.list("")])
+    await put_chunks(store, one(data))  # the same chunk: touched
+    await tree(store, None, [Put("/f", [DataRef(ref.hash, 0, 1000)])])  # the same tree objects
+    assert (await store.stat(chunk_key(ref.hash))).modified > hour_ago
+    assert (await store.stat(tree_key(root.hash))).modified > hour_ago
