@@ -259,10 +259,10 @@ def test_the_restored_cluster_runs_only_new_jobs(restored: Pair) -> None:
         assert ok(pachctl(c, "inspect-job", job, "--raw")) == raw
     assert ok(pachctl(c, "get-file", "copy", "master", "/d.txt")) == b"delta\n"
     assert ok(pachctl(c, "get-file", "copy", "master", "/a.txt")) == b"alpha\n"
-    # The workers ran user code once, for the new job's one datum: the old
-    # datums' log lines are the source's, no more.
+    # The workers ran user code once, for the new job's one datum. Logs are
+    # not part of an extract (they live in PPS_LOGS, as 1.7's lived in its
+    # pods), so a line about an old datum would mean its code ran again.
     logs = ok(pachctl(c, "get-logs", "--pipeline", "copy")).decode()
-    source_logs = ok(pachctl(restored.source, "get-logs", "--pipeline", "copy")).decode()
     assert logs.count("copying d.txt") == 1, logs
     for name in ("a.txt", "b.txt", "c.txt"):
-        assert logs.count(f"copying {name}") == source_logs.count(f"copying {name}"), logs
+        assert f"copying {name}" not in logs, logs
