@@ -4,9 +4,11 @@ non-empty target, a truncated or corrupted extract) and its -u round trip."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
+import secrets
 import subprocess
 import sys
 import urllib.request
@@ -19,17 +21,37 @@ import pytest
 from libs.api.admin import admin_pb2 as admin
 from libs.api.admin import admin_pb2_grpc
 from libs.api.pfs import pfs_pb2 as pfs
+from libs.objects.s3 import S3ObjectStore
 from tests.integration.test_pachctl_files import ok, pachctl
+from tests.servers.fixtures import s3_server  # noqa: F401
+from tests.servers.s3server import S3Server
 from tests.support.cluster import ROOT, Cluster, running
 
 MAGIC = b"PACHEXT\x01"
 
 
+SKIP_S3 = os.environ.get("PACH_SKIP_S3") == "1"
+
+
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def s3(request: pytest.FixtureRequest) -> S3Server | None:
+    if SKIP_S3:
+        return None
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server
+
+
+@pytest.fixture(scope="module")
+def s3_env(s3: S3Server | None) -> dict[str, str]:
+    """The S3 endpoint and keys ``-u s3://`` uses (the object store stays local)."""
+    return {} if s3 is None else s3.env()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str]) -> Iterator[Cluster]:
     """A cluster with a repo, two commits and a finished pipeline job."""
     base = Path(tmp_path_factory.mktemp("admin-src"))
-    c = Cluster(base / "data").start()
+    c = Cluster(base / "data", **s3_env).start()
     try:
         c.wait_ready()
         ok(pachctl(c, "create-repo", "data"))
@@ -56,8 +78,8 @@ def backup(source: Cluster) -> bytes:
 
 
 @pytest.fixture
-def target(tmp_path: Path) -> Iterator[Cluster]:
-    yield from running(tmp_path / "target")
+def target(tmp_path: Path, s3_env: dict[str, str]) -> Iterator[Cluster]:
+    yield from running(tmp_path / "target", **s3_env)
 
 
 def fail(done: subprocess.CompletedProcess[bytes]) -> str:
@@ -188,6 +210,30 @@ def test_url_round_trip(source: Cluster, target: Cluster, tmp_path: Path) -> Non
     ok(pachctl(target, "restore", "-u", f"file://{path}"))
     assert listings(target) == listings(source)
     assert ok(pachctl(target, "inspect-cluster")) != ok(pachctl(source, "inspect-cluster"))
+
+
+def test_s3_url_round_trip(source: Cluster, target: Cluster, s3: S3Server | None) -> None:
+    if s3 is None:
+        pytest.skip("PACH_SKIP_S3=1: S3 tests skipped")
+    bucket = f"backups-{secrets.token_hex(4)}"
+    store = S3ObjectStore(
+        bucket, s3.endpoint, s3.region, access_key=s3.access_key, secret_key=s3.secret_key
+    )
+
+    async def make_bucket() -> None:
+        try:
+            await store.ensure_bucket()
+        finally:
+            await store.close()
+
+    asyncio.run(make_bucket())
+    url = f"s3://{bucket}/nightly/backup"
+    ok(pachctl(source, "extract", "-u", url))
+    err = fail(pachctl(target, "restore", "-u", f"s3://{bucket}/nightly/missing"))
+    assert "NOT_FOUND" in err, err
+    assert_empty(target)
+    ok(pachctl(target, "restore", "-u", url))
+    assert listings(target) == listings(source)
 
 
 def test_delete_all_asks_first(target: Cluster, tmp_path: Path) -> None:
