@@ -18,6 +18,7 @@ import asyncio
 import os
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO, TextIO
 
@@ -34,6 +35,8 @@ from libs.pachctl import pretty
 from libs.pachctl.address import from_env
 from libs.pachctl.client import LONG_TIMEOUT_S, Pachd
 
+# How often the restore progress line is redrawn on a terminal.
+REDRAW_S = 0.1
 # Bytes read from stdin at a time while restoring.
 READ_BLOCK = 1 << 20
 QUESTION = (
@@ -161,6 +164,7 @@ class Progress:
         self.sent = 0
         self.events = 0
         self.objects = 0
+        self._shown = 0.0
 
     def count(self, record: backup_pb2.ExtractRecord) -> None:
         kind = record.WhichOneof("record")
@@ -181,7 +185,10 @@ class Progress:
         return f"{sent}, {self.events} events, {self.objects} objects"
 
     def show(self) -> None:
-        if self.live:
+        """Redraw the line, at most ``REDRAW_S`` apart."""
+        now = time.monotonic()
+        if self.live and now - self._shown >= REDRAW_S:
+            self._shown = now
             self.err.write(f"\r\x1b[K{self.line()}")
             self.err.flush()
 
