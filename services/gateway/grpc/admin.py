@@ -284,5 +284,8 @@ class AdminServicer(admin_pb2_grpc.APIServicer):
         return await extract_pipeline(self._ask(context), request)
 
 
-def register(server: grpc.aio.Server, bus: Bus, cfg: Config) -> None:
-    admin_pb2_grpc.add_APIServicer_to_server(AdminServicer(bus, cfg), server)
+def register(server: grpc.aio.Server, bus: Bus, cfg: Config | None = None) -> None:
+    """``cfg`` names the event stream, NATS and the object store that extract
+    and restore use (the defaults when None: a test serving only
+    ExtractPipeline)."""
+    admin_pb2_grpc.add_APIServicer_to_server(AdminServicer(bus, cfg or Config()), server)
