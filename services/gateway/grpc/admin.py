@@ -78,11 +78,18 @@ def cluster_registry() -> EventRegistry:
 async def connected(cfg: Config) -> AsyncIterator[Client]:
     """A NATS connection of its own for one extract, restore or lookup."""
     try:
+        # One retry to connect (a refused connection fails fast); once
+        # connected, a dropped connection is retried for a while.
         nc = await nats.connect(
-            cfg.nats_url, name=f"{cfg.service}-admin", connect_timeout=2, max_reconnect_attempts=3
+            cfg.nats_url,
+            name=f"{cfg.service}-admin",
+            connect_timeout=2,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.5,
         )
     except (OSError, nats.errors.Error) as exc:
         raise Unavailable(f"cannot reach NATS at {cfg.nats_url}: {exc}") from None
+    nc.options["max_reconnect_attempts"] = 20
     try:
         yield nc
     finally:
