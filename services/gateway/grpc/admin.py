@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -132,7 +132,7 @@ async def extract_records(cfg: Config, *, objects: bool) -> AsyncIterator[backup
             yield record
 
 
-async def extract_frames(cfg: Config, *, objects: bool) -> AsyncIterator[bytes]:
+async def extract_frames(cfg: Config, *, objects: bool) -> AsyncGenerator[bytes, None]:
     """The cluster's extract as the bytes of an extract file."""
     from libs.backup.extract import extract_frames as frames
 

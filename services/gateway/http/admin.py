@@ -40,22 +40,25 @@ def _flag(request: web.Request, name: str) -> bool:
 async def extract(request: web.Request) -> web.StreamResponse:
     cfg = request.app[CONFIG]
     blocks = extract_frames(cfg, objects=not _flag(request, "no_objects"))
-    # The magic and the header frame before the status: an extract that
-    # cannot start is an error response, not a short download.
-    first = await anext(blocks, b"") + await anext(blocks, b"")
-    cid = await cluster_id(cfg)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="pachyderm-{cid}.extract"',
-        }
-    )
-    await response.prepare(request)
-    await response.write(first)
-    async for block in blocks:
-        await response.write(block)
-    await response.write_eof()
-    return response
+    try:
+        # The magic and the header frame before the status: an extract that
+        # cannot start is an error response, not a short download.
+        first = await anext(blocks, b"") + await anext(blocks, b"")
+        cid = await cluster_id(cfg)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f'attachment; filename="pachyderm-{cid}.extract"',
+            }
+        )
+        await response.prepare(request)
+        await response.write(first)
+        async for block in blocks:
+            await response.write(block)
+        await response.write_eof()
+        return response
+    finally:
+        await blocks.aclose()  # a client gone mid-download ends the extract's reads now
 
 
 def mount(app: web.Application, cfg: Config) -> None:
