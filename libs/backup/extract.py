@@ -28,8 +28,15 @@ from libs.api.internal.backup_pb2 import (
     ObjectStart,
     StoredEvents,
 )
-from libs.backup.frames import FORMAT_VERSION, MAGIC, Checksum, frame, record_bytes
-from libs.backup.log_reader import read_stream
+from libs.backup.frames import (
+    FORMAT_VERSION,
+    MAGIC,
+    Checksum,
+    frame,
+    record_bytes,
+    stored_events_bytes,
+)
+from libs.backup.log_reader import StoredMessage, read_stream
 from libs.backup.schemas import event_schemas, event_types
 from libs.errors import FailedPrecondition, Internal, ObjectNotFound, Unavailable
 from libs.events.registry import EventRegistry
@@ -39,6 +46,7 @@ _log = structlog.get_logger("backup")
 
 OBJECT_BLOCK = 1 << 20
 PROGRESS_EVERY = 50_000
+FRAMES_BLOCK = 256 << 10
 
 
 async def reaction_floors(js: JetStreamContext, stream: str) -> dict[str, int]:
@@ -125,8 +133,9 @@ async def _serialized(
     stream: str,
     cluster_id: str,
     objects: bool,
-) -> AsyncIterator[tuple[ExtractRecord, bytes]]:
-    """Each record and its serialized bytes (what its frame holds)."""
+) -> AsyncIterator[tuple[ExtractRecord | StoredMessage, bytes]]:
+    """Each record and its serialized bytes (what its frame holds); events
+    come as the stored message they are, their record built only if needed."""
     started = time.monotonic()
     floors = await reaction_floors(js, stream)
     last_seq = await _last_seq(js, stream)
@@ -163,11 +172,9 @@ async def _serialized(
 
     events = 0
     async for msg in read_stream(js, stream, last_seq):
-        stored = StoredEvents(seq=msg.seq, subject=msg.subject, batch=msg.data)
-        record = ExtractRecord(events=stored)
-        data = record_bytes(record)
+        data = stored_events_bytes(msg.seq, msg.subject.encode(), msg.data)
         checksum.add_record(data)
-        yield record, data
+        yield msg, data
         events += 1
         if events % PROGRESS_EVERY == 0:
             log.info("extract progress", events=events)
@@ -198,10 +205,15 @@ async def extract(
     objects: bool = True,
 ) -> AsyncIterator[ExtractRecord]:
     """The records of an extract: header, objects, events 1..last_seq, trailer."""
-    async for record, _ in _serialized(
+    async for item, _ in _serialized(
         js, store, registry, stream=stream, cluster_id=cluster_id, objects=objects
     ):
-        yield record
+        if isinstance(item, ExtractRecord):
+            yield item
+        else:
+            yield ExtractRecord(
+                events=StoredEvents(seq=item.seq, subject=item.subject, batch=item.data)
+            )
 
 
 async def extract_frames(
@@ -214,10 +226,19 @@ async def extract_frames(
     objects: bool = True,
 ) -> AsyncIterator[bytes]:
     """The framed extract (what a file holds): ``MAGIC`` then one frame per
-    record. The same bytes as ``encode_frames(extract(...))``, serializing
-    each record once."""
+    record, the same bytes as ``encode_frames(extract(...))``, serializing
+    each record once. Small frames are joined into blocks of up to
+    ``FRAMES_BLOCK`` bytes."""
     yield MAGIC
+    pending: list[bytes] = []
+    size = 0
     async for _, data in _serialized(
         js, store, registry, stream=stream, cluster_id=cluster_id, objects=objects
     ):
-        yield frame(data)
+        pending.append(frame(data))
+        size += len(data) + 4
+        if size >= FRAMES_BLOCK:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from libs.errors import DeadlineExceeded, FailedPrecondition, Unavailable
@@ -24,6 +26,9 @@ BATCH = 1000
 BATCH_BYTES = 16 << 20
 # Also the pull request's expiry: messages that exist arrive in milliseconds.
 TIMEOUT_S = 10.0
+# A slow caller may keep us between requests for long; a crashed extract's
+# consumer (in memory, small) goes after this.
+CONSUMER_IDLE_S = 3600.0
 
 
 class StoredMessage(NamedTuple):
@@ -67,7 +72,7 @@ async def read_stream(
             config=api.ConsumerConfig(
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_policy=api.AckPolicy.NONE,
-                inactive_threshold=max(30.0, timeout * 3),
+                inactive_threshold=CONSUMER_IDLE_S,
                 mem_storage=True,
                 num_replicas=1,
             ),
@@ -78,13 +83,19 @@ async def read_stream(
         raise Unavailable(f"event stream {stream} unavailable") from None
     consumer = info.name
     inbox = nc.new_inbox()
+    arrived: deque[Msg] = deque()
+    wake = asyncio.Event()
+
+    async def on_msg(msg: Msg) -> None:
+        arrived.append(msg)
+        wake.set()
+
     sub = await nc.subscribe(
-        inbox, pending_msgs_limit=batch * 4, pending_bytes_limit=batch_bytes * 4
+        inbox, cb=on_msg, pending_msgs_limit=batch * 4, pending_bytes_limit=batch_bytes * 4
     )
+    next_request = f"{prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
     next_seq = 1
     try:
-        messages = sub.messages
-        loop = asyncio.get_running_loop()
         while next_seq <= last_seq:
             wanted = min(batch, last_seq - next_seq + 1)
             request = {
@@ -92,55 +103,54 @@ async def read_stream(
                 "max_bytes": batch_bytes,
                 "expires": int(timeout * 1_000_000_000),
             }
-            await nc.publish(
-                f"{prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-                json.dumps(request).encode(),
-                reply=inbox,
-            )
+            await nc.publish(next_request, json.dumps(request).encode(), reply=inbox)
             got = 0
-            try:
-                async with asyncio.timeout(timeout + 5) as deadline:
-                    async for msg in messages:
-                        if not msg.reply:
-                            # A status: the request ended (expired, max bytes).
-                            headers = msg.headers or {}
-                            status = headers.get("Status", "")
-                            about = headers.get("Description", "")
-                            if status == "409" and "MaxBytes" not in about:
-                                raise Unavailable(f"reading {stream}: {about or status}")
-                            if status == "409" and got == 0:
-                                # The next message alone is over the byte
-                                # bound: ask for more bytes.
-                                batch_bytes *= 2
-                                break
-                            if status in ("404", "408", "409"):
-                                if got == 0:
-                                    raise DeadlineExceeded(
-                                        f"reading {stream}: message {next_seq} of {last_seq} "
-                                        f"did not arrive (status {status})"
-                                    )
-                                break
-                            if status == "100":  # heartbeat
-                                continue
-                            raise Unavailable(
-                                f"reading {stream}: unexpected status {status!r} {about}"
-                            )
-                        seq = stream_seq(msg.reply)
-                        if seq != next_seq:
-                            raise FailedPrecondition(
-                                f"event stream {stream} has a gap: message {next_seq} is "
-                                f"missing (the next one stored is {seq})"
-                            )
-                        yield StoredMessage(seq, msg.subject, msg.data)
-                        next_seq += 1
-                        got += 1
-                        if got >= wanted:
-                            break
-                        deadline.reschedule(loop.time() + timeout + 5)
-            except TimeoutError:
+            while got < wanted:
+                if not arrived:
+                    # Only the wait counts against the timeout, not the
+                    # time our caller takes with what we yielded.
+                    wake.clear()
+                    try:
+                        async with asyncio.timeout(timeout + 5):
+                            await wake.wait()
+                    except TimeoutError:
+                        raise DeadlineExceeded(
+                            f"reading {stream}: message {next_seq} did not arrive "
+                            f"within {timeout + 5:g}s"
+                        ) from None
+                    continue
+                msg = arrived.popleft()
+                if msg.reply:
+                    seq = stream_seq(msg.reply)
+                    if seq != next_seq:
+                        raise FailedPrecondition(
+                            f"event stream {stream} has a gap: message {next_seq} is "
+                            f"missing (the next one stored is {seq})"
+                        )
+                    yield StoredMessage(seq, msg.subject, msg.data)
+                    next_seq += 1
+                    got += 1
+                    continue
+                # A status: the request ended (expired, over its bytes), or
+                # a heartbeat, or the end of an earlier request.
+                headers = msg.headers or {}
+                status = headers.get("Status", "")
+                about = headers.get("Description", "")
+                if status == "100" or (status == "409" and about == "Batch Completed"):
+                    continue
+                if status == "409" and "MaxBytes" in about:
+                    if got == 0:
+                        # The next message alone is over the byte bound.
+                        batch_bytes *= 2
+                    break
+                if status in ("404", "408") and got > 0:
+                    break
                 raise DeadlineExceeded(
-                    f"reading {stream}: message {next_seq} did not arrive within {timeout:g}s"
-                ) from None
+                    f"reading {stream}: message {next_seq} of {last_seq} did not arrive "
+                    f"({status} {about})".rstrip()
+                    if status in ("404", "408")
+                    else f"reading {stream}: unexpected status {status} {about}".rstrip()
+                )
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()

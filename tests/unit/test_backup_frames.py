@@ -120,3 +120,16 @@ def test_record_bytes_are_deterministic_after_a_round_trip() -> None:
     parsed.ParseFromString(header.SerializeToString())
     other = ExtractRecord(header=ExtractHeader(reaction_floors={f"r{i}": i for i in range(1, 51)}))
     assert record_bytes(parsed) == record_bytes(header) == record_bytes(other)
+
+
+@pytest.mark.parametrize("seq", [0, 1, 127, 128, 300, 1 << 32, (1 << 64) - 1])
+@pytest.mark.parametrize("subject", ["", "ev.pfs.commit.x", "ev.a." + "s" * 200])
+@pytest.mark.parametrize("batch_len", [0, 1, 127, 128, 70_000])
+def test_stored_events_bytes_equal_the_record_serialization(
+    seq: int, subject: str, batch_len: int
+) -> None:
+    from libs.backup.frames import stored_events_bytes
+
+    batch = bytes(i % 251 for i in range(batch_len))
+    record = ExtractRecord(events=StoredEvents(seq=seq, subject=subject, batch=batch))
+    assert stored_events_bytes(seq, subject.encode(), batch) == record_bytes(record)
