@@ -176,7 +176,9 @@ async def test_env_stdin_and_output(
     assert [f.path for f in line.data] == ["/dir/a.txt"] and line.ts.seconds > 0
     stats = result.stats
     assert stats.download_bytes == 6 and stats.upload_bytes > 0
-    assert [f.path for f in result.data] == ["/dir/a.txt"]
+    assert [(f.name, f.repo, f.commit, f.path) for f in result.inputs] == [
+        ("in", "in", "c0ffee", "/dir/a.txt")
+    ]
 
 
 async def test_directory_datum_and_working_dir(

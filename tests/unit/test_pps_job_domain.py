@@ -52,7 +52,7 @@ def result(i: int, state: int = pps.SUCCESS, path: str = "") -> ev.DatumResult:
         index=i,
         state=state,  # type: ignore[arg-type]
         output_tree="t" * 64,
-        data=[pps.InputFile(path=path or f"/f{i}", hash=bytes([i]))],
+        inputs=[ev.DatumFile(path=path or f"/f{i}", hash=bytes([i]))],
     )
 
 

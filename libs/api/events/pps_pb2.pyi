@@ -273,6 +273,41 @@ class JobStarted(_message.Message):
 Global___JobStarted: _TypeAlias = JobStarted  # noqa: Y015
 
 @_typing.final
+class DatumFile(_message.Message):
+    """One input file of a processed datum: which input of the pipeline, the
+    commit it was read from, the path the glob matched and its hash.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REPO_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    repo: _builtins.str
+    commit: _builtins.str
+    path: _builtins.str
+    hash: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        repo: _builtins.str = ...,
+        commit: _builtins.str = ...,
+        path: _builtins.str = ...,
+        hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "hash", b"hash", "name", b"name", "path", b"path", "repo", b"repo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatumFile: _TypeAlias = DatumFile  # noqa: Y015
+
+@_typing.final
 class DatumResult(_message.Message):
     """The result of one datum (inside DatumsProcessed)."""
 
@@ -285,8 +320,8 @@ class DatumResult(_message.Message):
     STATS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     TRIES_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
     STATS_TREE_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The datum's id (its hash, salted)."""
     index: _builtins.int
@@ -301,8 +336,8 @@ class DatumResult(_message.Message):
     @_builtins.property
     def stats(self) -> _pps_pb2.ProcessStats: ...
     @_builtins.property
-    def data(self) -> _containers.RepeatedCompositeFieldContainer[_pps_pb2.InputFile]:
-        """The datum's input files, as InputFile (path, hash)."""
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatumFile]:
+        """The datum's input files with their input name, repo and commit."""
 
     def __init__(
         self,
@@ -314,12 +349,12 @@ class DatumResult(_message.Message):
         stats: _pps_pb2.ProcessStats | None = ...,
         reason: _builtins.str = ...,
         tries: _builtins.int = ...,
-        data: _abc.Iterable[_pps_pb2.InputFile] | None = ...,
         stats_tree: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___DatumFile] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "id", b"id", "index", b"index", "output_tree", b"output_tree", "reason", b"reason", "state", b"state", "stats", b"stats", "stats_tree", b"stats_tree", "tries", b"tries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "index", b"index", "inputs", b"inputs", "output_tree", b"output_tree", "reason", b"reason", "state", b"state", "stats", b"stats", "stats_tree", b"stats_tree", "tries", b"tries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -329,7 +364,7 @@ Global___DatumResult: _TypeAlias = DatumResult  # noqa: Y015
 class DatumsProcessed(_message.Message):
     """A chunk of the job's datums was processed. The first report of a chunk
     counts; a repeat (redelivery) changes nothing, so no datum is applied
-    twice.
+    twice. v2: each result names its input files' repo and commit.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -355,6 +390,84 @@ class DatumsProcessed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DatumsProcessed: _TypeAlias = DatumsProcessed  # noqa: Y015
+
+@_typing.final
+class DatumResultV1(_message.Message):
+    """v1 of DatumResult: its input files as InputFile (path, hash) only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OUTPUT_TREE_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TRIES_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    STATS_TREE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    index: _builtins.int
+    state: _pps_pb2.DatumState.ValueType
+    output_tree: _builtins.str
+    reason: _builtins.str
+    tries: _builtins.int
+    stats_tree: _builtins.str
+    @_builtins.property
+    def stats(self) -> _pps_pb2.ProcessStats: ...
+    @_builtins.property
+    def data(self) -> _containers.RepeatedCompositeFieldContainer[_pps_pb2.InputFile]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        state: _pps_pb2.DatumState.ValueType = ...,
+        output_tree: _builtins.str = ...,
+        stats: _pps_pb2.ProcessStats | None = ...,
+        reason: _builtins.str = ...,
+        tries: _builtins.int = ...,
+        data: _abc.Iterable[_pps_pb2.InputFile] | None = ...,
+        stats_tree: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "id", b"id", "index", b"index", "output_tree", b"output_tree", "reason", b"reason", "state", b"state", "stats", b"stats", "stats_tree", b"stats_tree", "tries", b"tries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatumResultV1: _TypeAlias = DatumResultV1  # noqa: Y015
+
+@_typing.final
+class DatumsProcessedV1(_message.Message):
+    """v1 of pps.DatumsProcessed, as logs written before schema v2 hold it; the
+    upcaster (services/pps/domain/upcasters.py) moves each `data` entry's
+    path and hash into v2's `inputs` (name, repo and commit unknown: empty).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.int
+    worker_id: _builtins.str
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatumResultV1]: ...
+    def __init__(
+        self,
+        *,
+        chunk: _builtins.int = ...,
+        results: _abc.Iterable[Global___DatumResultV1] | None = ...,
+        worker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "results", b"results", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatumsProcessedV1: _TypeAlias = DatumsProcessedV1  # noqa: Y015
 
 @_typing.final
 class JobFinished(_message.Message):

@@ -5,12 +5,18 @@ and the pipelines' deletion:
   summed stats), indexed by pipeline, output commit, state, creation order;
 - ``datums``: ``<job>/<datum index, 12 digits>`` -> the datum's last result
   in that job (keys in datum order, so a job's datums stream in order from
-  the primary key; ``id`` is indexed for lookups);
+  the primary key; ``id`` is indexed for lookups), its input files as
+  ``inputs`` rows ``[name, repo, commit, path, hash hex]``;
 - ``processed``: ``<pipeline>/<salt>/<datum id>`` -> the job that processed
   it successfully and its output tree: the skip index, read in datum-id
   order per pipeline and salt.
 
-A pipeline's deletion drops its jobs, datums and skip index."""
+A pipeline's deletion drops its jobs, datums and skip index.
+
+The projection and its collections carry the version of their document
+shape (``DOC_VERSION``): when it changes they get new names, so a cluster
+with the old ones rebuilds these from the log, through the upcasters
+(v2: datums name their inputs' repo and commit, ``pps.DatumsProcessed`` v2)."""
 
 from __future__ import annotations
 
@@ -25,9 +31,10 @@ from libs.events import Projection, RecordedEvent, View
 from libs.readmodels import Collection, Document, DocumentStore
 from services.pps.domain.jobs import ChunkReport, FailedDatum, restart_targets
 
-JOBS = "jobs"
-DATUMS = "datums"
-PROCESSED = "processed"
+DOC_VERSION = 2
+JOBS = f"jobs_v{DOC_VERSION}"
+DATUMS = f"datums_v{DOC_VERSION}"
+PROCESSED = f"processed_v{DOC_VERSION}"
 
 EVENT_TYPES = frozenset(
     {
@@ -82,6 +89,16 @@ def _inputs(inputs: Sequence[ev.JobInputCommit]) -> list[list[str]]:
     return [[i.name, i.repo, i.branch, i.commit, i.tree] for i in inputs]
 
 
+def datum_files(result: ev.DatumResult) -> list[list[str]]:
+    """A result's input files as the ``inputs`` rows of its datum document."""
+    return [[f.name, f.repo, f.commit, f.path, bytes(f.hash).hex()] for f in result.inputs]
+
+
+def datum_paths(doc: Document) -> list[str]:
+    """The paths of a datum document's input files."""
+    return [str(row[3]) for row in doc["inputs"]]
+
+
 def _failed(doc: Document) -> dict[int, ChunkReport]:
     return {
         int(slot): ChunkReport(0, tuple(FailedDatum(d[0], tuple(d[1]), tuple(d[2])) for d in ds))
@@ -109,7 +126,7 @@ class _GroupKeys:
 
 
 class JobsProjection(Projection):
-    name = "pps-jobs"
+    name = f"pps-jobs-v{DOC_VERSION}"
     subjects = ("ev.pps.>",)
     collections = (
         Collection(JOBS, indexes=("pipeline", "output_key", "state", "created", "done")),
@@ -192,7 +209,7 @@ class JobsProjection(Projection):
         failed: list[list[Any]] = []
         ok = 0
         for r in msg.results:
-            data = [[f.path, bytes(f.hash).hex()] for f in r.data]
+            inputs = datum_files(r)
             key = datum_key(job, r.index)
             view.put(
                 DATUMS,
@@ -210,7 +227,7 @@ class JobsProjection(Projection):
                     "output_tree": r.output_tree,
                     "stats_tree": r.stats_tree,
                     "stats": stats_doc(r.stats),
-                    "data": data,
+                    "inputs": inputs,
                     "worker": msg.worker_id,
                 },
             )
@@ -218,7 +235,7 @@ class JobsProjection(Projection):
             for name, value in stats_doc(r.stats).items():
                 stats[name] = int(stats.get(name, 0)) + value
             if r.state == pps.FAILED:
-                failed.append([r.id, [d[0] for d in data], [d[1] for d in data], r.index])
+                failed.append([r.id, [d[3] for d in inputs], [d[4] for d in inputs], r.index])
                 continue
             ok += 1
             pkey = processed_key(pipeline, salt, r.id)

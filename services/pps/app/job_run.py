@@ -425,7 +425,7 @@ class JobRun:
 
     async def failure_reason(self) -> str:
         async for d in view.job_datums(self.deps.docs, self.job, state=pps.FAILED):
-            paths = ", ".join(p for p, _ in d["data"]) or "/"
+            paths = ", ".join(view.datum_paths(d)) or "/"
             why = f": {d['reason']}" if d["reason"] else ""
             return f"failed to process datum {d['id']} (inputs {paths}){why}"
         return "a datum failed"

@@ -151,8 +151,11 @@ def datum_info(doc: Document, job: str) -> pps.DatumInfo:
         state=doc["state"],
         stats=view.stats_pb(doc.get("stats")),
     )
-    for path, hash_hex in doc.get("data", []):
-        info.data.append(pfs_pb.FileInfo(file=pfs_pb.File(path=path), hash=_hash_bytes(hash_hex)))
+    for _name, repo, commit, path, hash_hex in doc.get("inputs", []):
+        file = pfs_pb.File(path=path)
+        if repo or commit:  # a datum from a v1 log knows only path and hash
+            file.commit.CopyFrom(_commit(repo, commit))
+        info.data.append(pfs_pb.FileInfo(file=file, hash=_hash_bytes(hash_hex)))
     return info
 
 

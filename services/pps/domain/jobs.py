@@ -121,8 +121,8 @@ class Job:
 def failed_datum(result: ev.DatumResult) -> FailedDatum:
     return FailedDatum(
         result.id,
-        tuple(f.path for f in result.data),
-        tuple(bytes(f.hash).hex() for f in result.data),
+        tuple(f.path for f in result.inputs),
+        tuple(bytes(f.hash).hex() for f in result.inputs),
     )
 
 

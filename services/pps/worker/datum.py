@@ -69,6 +69,17 @@ def input_files(task: pachinternal.DatumTask) -> list[pps_pb2.InputFile]:
     return [pps_pb2.InputFile(path=i.path, hash=_hash_bytes(i.hash)) for i in task.inputs]
 
 
+def datum_files(task: pachinternal.DatumTask) -> list[pachevents.DatumFile]:
+    """The datum's input files as its result records them: input, repo,
+    commit, path and hash."""
+    return [
+        pachevents.DatumFile(
+            name=i.name, repo=i.repo, commit=i.commit, path=i.path, hash=_hash_bytes(i.hash)
+        )
+        for i in task.inputs
+    ]
+
+
 def describe(task: pachinternal.DatumTask) -> str:
     paths = ", ".join(f"{i.name}:{i.path}" for i in task.inputs)
     return f"datum {task.id} ({paths})"
@@ -175,7 +186,7 @@ async def run_datum(
         stats=stats,
         reason=reason,
         tries=used,
-        data=input_files(task),
+        inputs=datum_files(task),
         stats_tree=stats_root,
     )
 
@@ -258,6 +269,7 @@ __all__ = [
     "DEFAULT_DATUM_TRIES",
     "LogSink",
     "datum_env",
+    "datum_files",
     "describe",
     "input_files",
     "run_datum",
