@@ -7,6 +7,7 @@ from libs.backup.frames import (
     MAX_FRAME_BYTES,
     Checksum,
     decode_frames,
+    decode_frames_raw,
     encode_frames,
 )
 from libs.backup.restore import (
@@ -15,6 +16,7 @@ from libs.backup.restore import (
     check_header,
     restore,
     restore_and_wait,
+    restore_frames,
 )
 
 __all__ = [
@@ -26,10 +28,12 @@ __all__ = [
     "RestoreSummary",
     "check_header",
     "decode_frames",
+    "decode_frames_raw",
     "encode_frames",
     "extract",
     "extract_frames",
     "reaction_floors",
     "restore",
     "restore_and_wait",
+    "restore_frames",
 ]

@@ -129,10 +129,11 @@ class _Reader:
         return len(self._buf) - self._pos
 
 
-async def decode_frames(
+async def decode_frames_raw(
     data: AsyncIterable[bytes], *, max_frame_bytes: int = MAX_FRAME_BYTES
-) -> AsyncIterator[ExtractRecord]:
-    """The records of a framed extract (the inverse of ``encode_frames``).
+) -> AsyncIterator[tuple[ExtractRecord, bytes]]:
+    """Each record of a framed extract with the bytes its frame held (the
+    inverse of ``encode_frames``).
 
     InvalidArgument names what is wrong: a bad magic, a frame cut short, a
     frame over ``max_frame_bytes``, a record that does not parse. A stream
@@ -179,5 +180,14 @@ async def decode_frames(
             raise InvalidArgument(
                 f"extract is corrupt: frame {index} at byte {start} holds no record"
             )
-        yield record
+        yield record, body
         index += 1
+
+
+async def decode_frames(
+    data: AsyncIterable[bytes], *, max_frame_bytes: int = MAX_FRAME_BYTES
+) -> AsyncIterator[ExtractRecord]:
+    """The records of a framed extract (the inverse of ``encode_frames``);
+    errors as ``decode_frames_raw``."""
+    async for record, _ in decode_frames_raw(data, max_frame_bytes=max_frame_bytes):
+        yield record

@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from libs.api.internal.backup_pb2 import ExtractHeader, ExtractRecord, StoredEvents
-from libs.backup.frames import FORMAT_VERSION, Checksum, record_bytes
+from libs.backup.frames import FORMAT_VERSION, Checksum, decode_frames_raw, record_bytes
 from libs.backup.spool import EventSpool
 from libs.bus import Bus
 from libs.cluster_state import ClusterState, wait_applied
@@ -140,6 +140,8 @@ class _Validator:
     def __init__(self, registry: EventRegistry, last_seq: int) -> None:
         self._versions = {t: registry.current(t).version for t in registry.types()}
         self._last_seq = last_seq
+        # (service, type, id) -> subject, for the aggregates seen lately
+        self._subjects: dict[tuple[str, str, str], str] = {}
         self.next_seq = 1
 
     def check(self, ev: StoredEvents) -> None:
@@ -153,6 +155,7 @@ class _Validator:
         except MalformedMessage as err:
             raise _corrupt(f"event message {seq} on {ev.subject}: {err.message}") from None
         versions = self._versions
+        subjects = self._subjects
         subject = ev.subject
         for env in batch.events:
             current = versions.get(env.type)
@@ -167,10 +170,13 @@ class _Validator:
                     f"extract holds {env.type} v{env.schema_version} (message {seq}); this "
                     f"software reads up to v{current}"
                 )
-            expected = (
-                f"{SUBJECT_PREFIX}.{env.aggregate_service}.{env.aggregate_type}."
-                f"{encode_token(env.aggregate_id)}"
-            )
+            key = (env.aggregate_service, env.aggregate_type, env.aggregate_id)
+            expected = subjects.get(key)
+            if expected is None:
+                expected = f"{SUBJECT_PREFIX}.{key[0]}.{key[1]}.{encode_token(key[2])}"
+                if len(subjects) >= 100_000:
+                    subjects.clear()
+                subjects[key] = expected
             if expected != subject:
                 raise _corrupt(
                     f"event message {seq} is stored on {subject} but its event "
@@ -182,21 +188,24 @@ class _Validator:
 class _Incoming:
     """The extract's records, one at a time, each added to the checksum."""
 
-    def __init__(self, records: AsyncIterable[ExtractRecord]) -> None:
+    def __init__(self, records: AsyncIterable[tuple[ExtractRecord, bytes | None]]) -> None:
         self._it = aiter(records)
+        self._raw: bytes | None = None
         self.checksum = Checksum()
         self.count = 0
 
     async def next(self) -> ExtractRecord | None:
         try:
-            record = await anext(self._it)
+            record, self._raw = await anext(self._it)
         except StopAsyncIteration:
             return None
         self.count += 1
         return record
 
     def sum(self, record: ExtractRecord) -> None:
-        self.checksum.add_record(record_bytes(record))
+        """Add the frame of ``record``, the one ``next`` returned last."""
+        raw = self._raw
+        self.checksum.add_record(record_bytes(record) if raw is None else raw)
 
 
 def _check_chunk(key: str, digest: str) -> None:
@@ -416,6 +425,64 @@ async def restore(
     truncated, corrupt, of a newer format, or holds event types this code
     does not know. Waiting for the services to apply the restored log is
     the caller's (``restore_and_wait``)."""
+
+    async def pairs() -> AsyncIterator[tuple[ExtractRecord, bytes | None]]:
+        async for record in records:
+            yield record, None
+
+    return await _restore(
+        nc,
+        store,
+        pairs(),
+        registry=registry,
+        stream=stream,
+        spool_dir=spool_dir,
+        progress=progress,
+        stream_config=stream_config,
+        kv_replicas=kv_replicas,
+    )
+
+
+async def restore_frames(
+    nc: Client,
+    store: ObjectStore | None,
+    data: AsyncIterable[bytes],
+    *,
+    registry: EventRegistry,
+    stream: str = "EVENTS",
+    spool_dir: Path,
+    progress: Callable[[RestoreProgress], None] | None = None,
+    stream_config: Config | None = None,
+    kv_replicas: int = 1,
+) -> RestoreSummary:
+    """``restore`` of a framed extract (a file's bytes, in blocks of any
+    size): the checksum is taken over the frames as they are, without
+    serializing the records again."""
+    return await _restore(
+        nc,
+        store,
+        decode_frames_raw(data),
+        registry=registry,
+        stream=stream,
+        spool_dir=spool_dir,
+        progress=progress,
+        stream_config=stream_config,
+        kv_replicas=kv_replicas,
+    )
+
+
+async def _restore(
+    nc: Client,
+    store: ObjectStore | None,
+    records: AsyncIterable[tuple[ExtractRecord, bytes | None]],
+    *,
+    registry: EventRegistry,
+    stream: str,
+    spool_dir: Path,
+    progress: Callable[[RestoreProgress], None] | None,
+    stream_config: Config | None,
+    kv_replicas: int,
+) -> RestoreSummary:
     started = time.monotonic()
     js = nc.jetstream()
     await ensure_stream(js, stream_config or Config(events_stream=stream))

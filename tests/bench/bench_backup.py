@@ -17,7 +17,7 @@ from pathlib import Path
 import nats
 
 from libs.api.events import pfs_pb2 as ev
-from libs.backup import decode_frames, extract_frames, restore
+from libs.backup import extract_frames, restore_frames
 from libs.config import Config
 from libs.errors import PachError
 from libs.events import NEW, AggregateRef, Append, EventStore, Position, ensure_stream
@@ -109,10 +109,10 @@ async def run(ctx: BenchContext) -> list[Result]:
     try:
         target = await nats.connect(target_server.url)
         started = time.perf_counter()
-        summary = await restore(
+        summary = await restore_frames(
             target,
             None,
-            decode_frames(_read(path)),
+            _read(path),
             registry=reg,
             spool_dir=ctx.work_dir / "spool",
         )

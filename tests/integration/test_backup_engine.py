@@ -22,6 +22,7 @@ from libs.backup import (
     extract,
     extract_frames,
     restore,
+    restore_frames,
 )
 from libs.cluster_state import ClusterState
 from libs.config import Config
@@ -302,10 +303,10 @@ async def _refused(
     registry: EventRegistry | None = None,
 ) -> None:
     with pytest.raises(InvalidArgument, match=match):
-        await restore(
+        await restore_frames(
             target,
             target_store,
-            decode_frames(_chunks(data)),
+            _chunks(data),
             registry=registry or counter.registry(),
             spool_dir=tmp_path / "spool",
         )
@@ -346,10 +347,10 @@ async def test_truncated_extracts_are_refused_and_nothing_lands(
         except BaseException as exc:
             raise AssertionError(f"cut {where} (byte {cut}): {exc!r}") from exc
     # The full extract still restores into the same target afterwards.
-    summary = await restore(
+    summary = await restore_frames(
         target,
         target_store,
-        decode_frames(_chunks(data)),
+        _chunks(data),
         registry=counter.registry(),
         spool_dir=tmp_path / "spool",
     )
