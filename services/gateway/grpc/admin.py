@@ -156,32 +156,40 @@ async def extract_to_url(cfg: Config, url: str, *, objects: bool) -> int:
 
 
 async def restore_records(
-    cfg: Config, bus: Bus, records: AsyncIterable[backup_pb2.ExtractRecord], timeout: float
+    cfg: Config,
+    bus: Bus,
+    timeout: float,
+    *,
+    records: AsyncIterable[backup_pb2.ExtractRecord] | None = None,
+    frames: AsyncIterable[bytes] | None = None,
 ) -> None:
-    """Restore ``records`` into this (empty) cluster and wait until pfs and
-    pps have applied the restored log (``libs.backup.restore_and_wait``)."""
-    from libs.backup.restore import restore_and_wait
+    """Restore ``records`` (a Restore stream) or ``frames`` (an extract
+    file's bytes) into this (empty) cluster, then wait until pfs and pps have
+    applied the restored log."""
+    from libs.backup.restore import restore, restore_frames
+    from libs.cluster_state import wait_applied
 
     spool = Path(cfg.data_dir) / "restore-spool"
     await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
     store = open_object_store(cfg.objects)
+    options: dict[str, Any] = {
+        "registry": cluster_registry(),
+        "spool_dir": spool,
+        "stream": cfg.events_stream,
+        "stream_config": cfg,
+        "kv_replicas": cfg.events_replicas,
+    }
     try:
         async with connected(cfg) as nc:
-            await restore_and_wait(
-                nc,
-                store,
-                records,
-                registry=cluster_registry(),
-                bus=bus,
-                spool_dir=spool,
-                stream=cfg.events_stream,
-                stream_config=cfg,
-                kv_replicas=cfg.events_replicas,
-                services=RESTORED_SERVICES,
-                timeout=timeout,
-            )
+            if frames is not None:
+                summary = await restore_frames(nc, store, frames, **options)
+            elif records is not None:
+                summary = await restore(nc, store, records, **options)
+            else:
+                raise InvalidArgument("a restore needs records or an extract's bytes")
     finally:
         await store.close()
+    await wait_applied(bus, summary.last_seq, RESTORED_SERVICES, timeout=timeout)
 
 
 async def records_of(
@@ -202,8 +210,6 @@ async def records_of(
 async def restore_requests(
     cfg: Config, bus: Bus, requests: AsyncIterator[admin.RestoreRequest], timeout: float
 ) -> None:
-    from libs.backup.frames import decode_frames
-
     first = await anext(requests, None)
     if first is None:
         raise InvalidArgument("Restore got no requests: send the extract's records, or a URL")
@@ -211,8 +217,8 @@ async def restore_requests(
         if first.HasField("op"):
             raise InvalidArgument("a RestoreRequest has either an op or a URL, not both")
         parse_backup_url(first.URL)
-        records = decode_frames(read_url(first.URL, cfg.objects))
-        await restore_records(cfg, bus, _only(records, requests), timeout)
+        frames = _only(read_url(first.URL, cfg.objects), requests)
+        await restore_records(cfg, bus, timeout, frames=frames)
         return
 
     if first.op.HasField("op1_7"):
@@ -223,15 +229,15 @@ async def restore_requests(
         async for request in requests:
             yield request
 
-    await restore_records(cfg, bus, records_of(all_requests()), timeout)
+    await restore_records(cfg, bus, timeout, records=records_of(all_requests()))
 
 
 async def _only(
-    records: AsyncIterator[backup_pb2.ExtractRecord], requests: AsyncIterator[admin.RestoreRequest]
-) -> AsyncIterator[backup_pb2.ExtractRecord]:
-    """The URL's records; a request after the URL's is refused."""
-    async for record in records:
-        yield record
+    blocks: AsyncIterator[bytes], requests: AsyncIterator[admin.RestoreRequest]
+) -> AsyncIterator[bytes]:
+    """The URL's bytes; a request after the URL's is refused."""
+    async for block in blocks:
+        yield block
     if await anext(requests, None) is not None:
         raise InvalidArgument("a Restore that names a URL sends that one request only")
 
