@@ -27,7 +27,7 @@ from libs.api.internal.backup_pb2 import ExtractHeader, ExtractRecord, StoredEve
 from libs.backup.frames import FORMAT_VERSION, Checksum, decode_frames_raw, record_bytes
 from libs.backup.spool import EventSpool
 from libs.bus import Bus
-from libs.cluster_state import ClusterState, wait_applied
+from libs.cluster_state import ClusterState, RestoreStatus, wait_applied
 from libs.config import Config
 from libs.errors import (
     FailedPrecondition,
@@ -79,21 +79,24 @@ def _corrupt(what: str) -> InvalidArgument:
     return InvalidArgument(f"extract is corrupt: {what}")
 
 
-async def _require_empty(js: JetStreamContext, stream: str) -> None:
+async def _log_state(js: JetStreamContext, stream: str) -> tuple[int, int]:
+    """(messages, last sequence) of the event log."""
     try:
         info = await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
         raise FailedPrecondition(f"event stream {stream} does not exist") from None
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
         raise Unavailable(f"event stream {stream} unavailable") from None
-    messages = int(info.state.messages or 0)
-    last = int(info.state.last_seq or 0)
-    if messages or last:
-        raise FailedPrecondition(
-            f"restore needs an empty cluster: its event log holds {messages} events"
-            + ("" if messages == last else f" (up to sequence {last})"),
-            events=messages,
-        )
+    return int(info.state.messages or 0), int(info.state.last_seq or 0)
+
+
+def _not_empty(messages: int, last: int, more: str = "") -> FailedPrecondition:
+    return FailedPrecondition(
+        f"restore needs an empty cluster: its event log holds {messages} events"
+        + ("" if messages == last else f" (up to sequence {last})")
+        + more,
+        events=messages,
+    )
 
 
 def check_header(header: ExtractHeader, registry: EventRegistry) -> None:
@@ -341,15 +344,32 @@ def _append_error(exc: BaseException, seq: int, stream: str) -> PachError:
     return Unavailable(f"restore stopped at event {seq}: {exc!r}")
 
 
+async def _check_stored(
+    js: JetStreamContext, stream: str, seq: int, subject: str, data: bytes
+) -> None:
+    try:
+        stored = await js.get_msg(stream, seq)
+    except nats.js.errors.NotFoundError:
+        stored = None
+    if stored is None or stored.subject != subject or stored.data != data:
+        raise FailedPrecondition(
+            f"cannot resume the restore: event {seq} in the log is not the extract's"
+        )
+
+
 async def _append(
     nc: Client,
     spool: EventSpool,
     extract_id: str,
     stream: str,
     report: Callable[[str, int, int, int], None],
+    resume_from: int = 0,
 ) -> int:
     """Append the spooled messages verbatim, pipelined, each at its original
-    sequence; returns how many were acknowledged."""
+    sequence; returns how many were acknowledged. With ``resume_from``, the
+    log already holds messages up to it (a restore of this extract that
+    stopped part way): the last of them must be the extract's, and the rest
+    follow it."""
     publisher = Publisher(nc)
     inflight: deque[tuple[int, asyncio.Future[Ack]]] = deque()
     acked = 0
@@ -386,6 +406,10 @@ async def _append(
             settle()
 
         async for seq, subject, data in spool.entries():
+            if seq <= resume_from:
+                if seq == resume_from:
+                    await _check_stored(nc.jetstream(), stream, seq, subject, data)
+                continue
             group.append(
                 Outgoing(
                     subject,
@@ -486,7 +510,14 @@ async def _restore(
     started = time.monotonic()
     js = nc.jetstream()
     await ensure_stream(js, stream_config or Config(events_stream=stream))
-    await _require_empty(js, stream)
+    messages, last = await _log_state(js, stream)
+    cluster = await ClusterState.open(js, replicas=kv_replicas)
+    stopped: RestoreStatus | None = None
+    if messages or last:
+        # Only a restore that stopped part way may go on: the same extract.
+        stopped = await cluster.restore_status()
+        if stopped is None or not stopped.running:
+            raise _not_empty(messages, last)
 
     incoming = _Incoming(records)
     first = await incoming.next()
@@ -498,6 +529,16 @@ async def _restore(
     check_header(header, registry)
     incoming.sum(first)
     extract_id = header.extract_id
+    resume_from = 0
+    if stopped is not None:
+        if stopped.restore_id != extract_id or last > header.last_seq:
+            raise _not_empty(
+                messages,
+                last,
+                f"; a restore of extract {stopped.restore_id} stopped part way: restore "
+                "that extract again to finish it",
+            )
+        resume_from = last
     log = _log.bind(extract_id=extract_id, stream=stream, last_seq=header.last_seq)
     log.info("restore started", source=header.cluster_id, objects=header.objects)
     write_store = store if header.objects else None
@@ -519,14 +560,20 @@ async def _restore(
         state[0], state[1] = objects, object_bytes
         report("events", spool.count, objects, object_bytes)
 
-        cluster = await ClusterState.open(js, replicas=kv_replicas)
-        await _require_empty(js, stream)
-        await cluster.begin_restore(extract_id, header.last_seq, dict(header.reaction_floors))
+        messages, last = await _log_state(js, stream)
+        if last != resume_from:
+            raise _not_empty(messages, last)
+        if resume_from:
+            log.info("restore resumes a restore of this extract", after=resume_from)
+        else:
+            await cluster.begin_restore(extract_id, header.last_seq, dict(header.reaction_floors))
         try:
-            appended = await _append(nc, spool, extract_id, stream, report)
+            appended = resume_from + await _append(
+                nc, spool, extract_id, stream, report, resume_from
+            )
         except BaseException:
             info = await js.stream_info(stream)
-            if not info.state.messages:
+            if not info.state.messages and not resume_from:
                 await cluster.abandon_restore(extract_id)
             else:
                 log.error(

@@ -487,3 +487,64 @@ async def test_restore_into_a_non_empty_log_is_refused_and_changes_nothing(
     assert await _all_objects(target_store) == {}
     status = await (await ClusterState.open(target.jetstream())).restore_status()
     assert status is None
+
+
+async def test_a_restore_that_stopped_part_way_is_finished_by_the_same_extract_only(
+    nc: Client, target: Client, source_store: ObjectStore, target_store: ObjectStore, tmp_path: Path
+) -> None:
+    await _events(nc, 10)
+    await _objects(source_store)
+    records = await _records(nc, source_store)
+    header = records[0].header
+    # A restore that appended 7 events and then died.
+    cluster = await ClusterState.open(target.jetstream())
+    await cluster.begin_restore(header.extract_id, header.last_seq, dict(header.reaction_floors))
+    await ensure_stream(target.jetstream(), Config())
+    for r in records:
+        if r.WhichOneof("record") == "events" and r.events.seq <= 7:
+            ack = await target.jetstream().publish(r.events.subject, r.events.batch)
+            assert ack.seq == r.events.seq
+    # Another extract may not go on from there.
+    other = await _records(nc, source_store)
+    with pytest.raises(FailedPrecondition, match="stopped part way: restore that extract again"):
+        await restore(
+            target,
+            target_store,
+            _aiter(other),
+            registry=counter.registry(),
+            spool_dir=tmp_path / "spool",
+        )
+    summary = await restore(
+        target,
+        target_store,
+        _aiter(records),
+        registry=counter.registry(),
+        spool_dir=tmp_path / "spool",
+    )
+    assert summary.events == 20
+    assert await _stored(target) == await _stored(nc)
+    assert await _all_objects(target_store) == await _all_objects(source_store)
+    status = await cluster.restore_status()
+    assert status is not None and not status.running
+
+
+async def test_a_stopped_restore_whose_log_differs_is_not_resumed(
+    nc: Client, target: Client, target_store: ObjectStore, tmp_path: Path
+) -> None:
+    await _events(nc, 3)
+    records = await _records(nc, None)
+    header = records[0].header
+    cluster = await ClusterState.open(target.jetstream())
+    await cluster.begin_restore(header.extract_id, header.last_seq, {})
+    await ensure_stream(target.jetstream(), Config())
+    await target.jetstream().publish(records[1].events.subject, b"something else")
+    with pytest.raises(FailedPrecondition, match="event 1 in the log is not the extract's"):
+        await restore(
+            target,
+            target_store,
+            _aiter(records),
+            registry=counter.registry(),
+            spool_dir=tmp_path / "spool",
+        )
+    info = await target.jetstream().stream_info("EVENTS")
+    assert info.state.messages == 1
