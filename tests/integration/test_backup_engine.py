@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -548,3 +549,35 @@ async def test_a_stopped_restore_whose_log_differs_is_not_resumed(
         )
     info = await target.jetstream().stream_info("EVENTS")
     assert info.state.messages == 1
+
+
+async def test_progress_is_reported_and_objects_are_skipped_without_a_store(
+    nc: Client,
+    target: Client,
+    source_store: ObjectStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (libs.backup's ``restore`` function hides its module's name)
+    restore_module = importlib.import_module("libs.backup.restore")
+    monkeypatch.setattr(restore_module, "PROGRESS_EVERY", 7)
+    await _events(nc, 15)
+    await _objects(source_store)
+    records = await _records(nc, source_store)
+    progress: list[RestoreProgress] = []
+    summary = await restore(
+        target,
+        None,
+        _aiter(records),
+        registry=counter.registry(),
+        spool_dir=tmp_path / "spool",
+        progress=progress.append,
+    )
+    # The objects were checked (they count) but there was nowhere to write them.
+    assert summary.objects == 5 and summary.events == 30
+    seen = [(p.phase, p.events) for p in progress]
+    assert [e for phase, e in seen if phase == "events"] == [7, 14, 21, 28, 30]
+    assert [e for phase, e in seen if phase == "appending"] == [7, 14, 21, 28]
+    assert seen[-1] == ("done", 30)
+    assert all(p.total_events == 30 for p in progress)
+    assert await _stored(target) == await _stored(nc)
