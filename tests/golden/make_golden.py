@@ -10,8 +10,9 @@ finished, extracts the cluster with ``libs.backup`` (objects included) to
 ``answers-v<N>.json``. ``tests/integration/test_migrations.py`` restores each
 extract into the current code and compares every answer.
 
-The scenario: repo ``images`` (two commits: /a.txt /b.txt /c.txt, then /a.txt
-changed and /d.txt added) and repo ``params`` (one commit: /scale); pipeline
+The scenario: repo ``images`` (two commits: /a.txt /b.txt /c.txt, then a
+line appended to /a.txt — put-file appends, as in 1.7 — and /d.txt added)
+and repo ``params`` (one commit: /scale); pipeline
 ``copy`` (atom images /*), ``pair`` (cross of images /* and params /) and
 ``picky`` (atom images /*, its datum /c.txt fails, datum_tries 1), so each
 has a first job that processes every datum and a second job that skips the
