@@ -41,7 +41,6 @@ from libs.events.publisher import Ack, NoStream, Outgoing, Publisher, PublishErr
 from libs.events.registry import EventRegistry
 from libs.events.store import ERR_WRONG_LAST_SEQUENCE, ensure_stream
 from libs.objects.base import ObjectStore
-from libs.objects.chunking import HASH_HEX_LEN
 
 _log = structlog.get_logger("backup")
 
@@ -211,14 +210,6 @@ class _Incoming:
         self.checksum.add_record(record_bytes(record) if raw is None else raw)
 
 
-def _check_chunk(key: str, digest: str) -> None:
-    if not key.startswith("chunks/"):
-        return
-    name = key.rsplit("/", 1)[-1]
-    if len(name) == HASH_HEX_LEN and (name != digest or key != f"chunks/{digest[:2]}/{digest}"):
-        raise _corrupt(f"chunk {key} holds bytes whose hash is {digest}")
-
-
 async def _object(incoming: _Incoming, start: ExtractRecord, store: ObjectStore | None) -> int:
     """Read one object's records (after its ObjectStart) and write it to
     ``store`` (when given), verified; returns its size."""
@@ -253,7 +244,6 @@ async def _object(incoming: _Incoming, start: ExtractRecord, store: ObjectStore 
                     f"object {key}: its bytes hash to {digest}, "
                     f"not the recorded {record.object_end.blake3}"
                 )
-            _check_chunk(key, digest)
             return
 
     if store is None:

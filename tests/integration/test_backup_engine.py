@@ -397,34 +397,6 @@ async def test_corrupt_extracts_are_refused_and_nothing_lands(
     )
 
 
-async def test_bad_chunk_key_is_refused(
-    nc: Client, target: Client, source_store: ObjectStore, target_store: ObjectStore, tmp_path: Path
-) -> None:
-    await _events(nc, 2)
-    await _objects(source_store)
-    records = await _records(nc, source_store)
-    start = next(r for r in records if r.WhichOneof("record") == "object")
-    assert start.object.key.startswith("chunks/")
-    start.object.key = "chunks/00/" + "0" * 64
-    # Fix the trailer's checksum so only the chunk check can catch it.
-    from libs.backup.frames import Checksum, record_bytes
-
-    checksum = Checksum()
-    for r in records[:-1]:
-        checksum.add_record(record_bytes(r))
-    records[-1].trailer.checksum = checksum.hexdigest()
-    with pytest.raises(InvalidArgument, match=r"chunk chunks/00/0+ holds bytes whose hash is"):
-        await restore(
-            target,
-            target_store,
-            _aiter(records),
-            registry=counter.registry(),
-            spool_dir=tmp_path / "spool",
-        )
-    await _assert_untouched(target)
-    assert not await target_store.exists("chunks/00/" + "0" * 64)
-
-
 async def test_newer_format_and_unknown_event_types_are_refused(
     nc: Client, target: Client, target_store: ObjectStore, tmp_path: Path
 ) -> None:
