@@ -35,7 +35,7 @@ from libs.bus import Bus
 from libs.cluster_state import ClusterState
 from libs.config import Config
 from libs.errors import InvalidArgument, Unavailable
-from libs.events import EventRegistry
+from libs.events import EventRegistry, catalog
 from libs.objects import open_object_store
 from services.gateway.backup_urls import parse_backup_url, read_url, write_url
 from services.gateway.principal import LONG_TIMEOUT_S, Ask, ask
@@ -56,22 +56,8 @@ OLD_FORMAT = (
 
 
 def cluster_registry() -> EventRegistry:
-    """Every service's event types with their upcasters: the pfs and pps
-    registries, as their services build them, in one."""
-    from services.pfs.domain.events import registry as pfs_registry
-    from services.pps.domain.events import registry as pps_registry
-
-    merged = EventRegistry()
-    for part in (pfs_registry(), pps_registry()):
-        # EventRegistry has no public merge; these are its own tables, copied
-        # whole so old schema versions and upcasters come along.
-        for key, schema in part._schemas.items():
-            merged._schemas[key] = schema
-            merged._by_message[schema.message.DESCRIPTOR.full_name] = schema
-        for event_type, schema in part._current.items():
-            merged._current[event_type] = schema
-        merged._upcasters.update(part._upcasters)
-    return merged
+    """Every service's event types with their upcasters."""
+    return catalog.cluster_registry()
 
 
 @contextlib.asynccontextmanager

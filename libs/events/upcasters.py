@@ -1,4 +1,8 @@
-"""Upcasters of the pps events: old schema versions lifted to the current one.
+"""Upcasters: old schema versions of events lifted to the next one.
+
+The one place listing every schema migration of the cluster's events (the
+services' registries and the cluster-wide one of ``libs.events.catalog`` add
+them), so a restore and the services read an old log alike.
 
 - ``pps.DatumsProcessed`` v1 -> v2: v1's ``DatumResult.data`` held each input
   file as ``InputFile{path, hash}``; v2's ``inputs`` also name the input, its
@@ -12,7 +16,7 @@ from google.protobuf.message import Message
 
 from libs.api.events import pps_pb2 as ev
 from libs.errors import InvalidArgument
-from libs.events import EventRegistry
+from libs.events.registry import EventRegistry
 
 DATUMS_PROCESSED = "pps.DatumsProcessed"
 
@@ -48,8 +52,8 @@ def datums_processed_v1_to_v2(msg: Message) -> ev.DatumsProcessed:
 
 
 def add_upcasters(registry: EventRegistry) -> EventRegistry:
-    """Register pps's upcasters on ``registry`` (which must know pps's event
-    messages, e.g. through ``register_module(pps_pb2)``)."""
+    """Register the pps upcasters on ``registry`` (which must know pps's
+    event messages, e.g. through ``register_module(pps_pb2)``)."""
     registry.add_upcaster(DATUMS_PROCESSED, 1, datums_processed_v1_to_v2)
     return registry
 
