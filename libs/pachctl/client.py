@@ -85,7 +85,7 @@ class Pachd:
         try:
             return rpc(request, timeout=self.timeout)
         except grpc.RpcError as err:
-            raise self._translate(err) from None
+            raise self.translate(err) from None
 
     def drain(self, replies: Iterable[Any], write: Callable[[bytes], object]) -> None:
         """Consume a server stream of BytesValue messages into ``write``."""
@@ -93,16 +93,18 @@ class Pachd:
             for reply in replies:
                 write(reply.value)
         except grpc.RpcError as err:
-            raise self._translate(err) from None
+            raise self.translate(err) from None
 
     def stream(self, rpc: Callable[..., Iterable[T]], request: object) -> Iterator[T]:
         """The replies of a server stream, one at a time, failures translated."""
         try:
             yield from rpc(request, timeout=self.timeout)
         except grpc.RpcError as err:
-            raise self._translate(err) from None
+            raise self.translate(err) from None
 
-    def _translate(self, err: grpc.RpcError) -> PachError:
+    def translate(self, err: grpc.RpcError) -> PachError:
+        """A failed call as the error pachctl reports (for commands that call
+        a stub themselves, e.g. to read trailing metadata or stream)."""
         code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
         details: str = err.details() or ""  # type: ignore[attr-defined]
         if code == grpc.StatusCode.DEADLINE_EXCEEDED or (

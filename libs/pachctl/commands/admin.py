@@ -266,7 +266,7 @@ async def _restore_stream(source: BinaryIO, progress: Progress) -> None:
             if isinstance(err, asyncio.CancelledError):
                 raise
             with Pachd(address) as pachd:
-                raise pachd._translate(err) from None
+                raise pachd.translate(err) from None
     if failed:
         raise failed[0]
 

@@ -78,7 +78,7 @@ def garbage_collect(memory_bytes: int) -> gc_pb2.GarbageCollectResult:
         try:
             _, call = stub.GarbageCollect.with_call(req, timeout=pachd.timeout)
         except grpc.RpcError as err:
-            raise pachd._translate(err) from None
+            raise pachd.translate(err) from None
         result = gc_pb2.GarbageCollectResult()
         for key, value in call.trailing_metadata() or ():
             if key == GC_RESULT_KEY and isinstance(value, bytes):

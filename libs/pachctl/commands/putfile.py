@@ -424,7 +424,7 @@ def send(pachd: Pachd, stream: Iterator[pfs.PutFileRequest]) -> None:
     except grpc.RpcError as err:
         if guarded.error is not None:
             raise guarded.error from None
-        raise pachd._translate(err) from None
+        raise pachd.translate(err) from None
     if guarded.error is not None:
         raise guarded.error
 
