@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
+from libs.api.internal import gc_pb2
 from libs.api.internal import pps_work_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
@@ -148,7 +149,20 @@ async def test_errors_and_refusals_over_http() -> None:
     async for client in client_for(bus):
         status, body = await post(client, "InspectPipeline", {"pipeline": {"name": "nope"}})
         assert status == 404 and "nope" in body["error"]["message"]
-        for rpc in ("CreateJob", "RerunPipeline", "GarbageCollect", "ActivateAuth"):
+        for rpc in ("CreateJob", "RerunPipeline", "ActivateAuth"):
             status, body = await post(client, rpc)
             assert status == 501 and body["error"]["message"] == pps_grpc.REFUSED[rpc]
     assert len(bus.asked) == 1
+
+
+async def test_garbage_collect_over_http_asks_pfs_and_answers_the_counts() -> None:
+    result = gc_pb2.GarbageCollectResult(deleted=gc_pb2.ObjectCount(objects=3, bytes=300))
+    bus = FakeBus(pfs_GarbageCollect=lambda _: result)
+    async for client in client_for(bus):
+        status, body = await post(client, "GarbageCollect", {"memoryBytes": "1048576"})
+        assert status == 200 and body["deleted"] == {"objects": "3", "bytes": "300"}
+        status, body = await post(client, "GarbageCollect", {"memoryBytes": "-1"})
+        assert status == 400 and "memory" in body["error"]["message"]
+    [(name, kind, request, _)] = bus.asked
+    assert (name, kind) == ("pfs.GarbageCollect", "cmd")
+    assert isinstance(request, gc_pb2.GarbageCollectRequest) and request.memory_bytes == 1 << 20

@@ -73,10 +73,6 @@ REFUSED = {
         "RerunPipeline is not implemented (nor was it in Pachyderm 1.7); "
         "update the pipeline with reprocess set to process every datum again"
     ),
-    "GarbageCollect": (
-        "garbage collection runs over gRPC only (pachctl garbage-collect), "
-        "not over the HTTP JSON API"
-    ),
     "ActivateAuth": (
         "pps ActivateAuth is not available yet: pipelines do not hold auth tokens here"
     ),

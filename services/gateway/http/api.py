@@ -68,7 +68,8 @@ async def call(request: web.Request) -> web.Response:
         return web.json_response(await _gather_json(items, method.name))
     gathered = GATHERED.get((backend, method.name))
     if gathered is not None:
-        reply = await gathered(request.app, http_ask(request.app[BUS], request, backend), req)
+        asked = ASKED_OF.get((backend, method.name), backend)
+        reply = await gathered(request.app, http_ask(request.app[BUS], request, asked), req)
     else:
         reply = await request.app[BUS].request(
             backend,
@@ -107,12 +108,22 @@ async def _list_datum(app: web.Application, ask: Ask, req: Any) -> Message:
     return await pps_api.gather_datums(ask, req, REPLY_LIMIT)
 
 
+async def _garbage_collect(app: web.Application, ask: Ask, req: Any) -> Message:
+    # Over HTTP the answer is what was kept, deleted and spared (gRPC sends
+    # 1.7's empty reply and these counts in trailing metadata).
+    return await pps_api.garbage_collect(ask, req)
+
+
 def _refuse(rpc: str) -> Callable[[web.Application, Ask, Any], Awaitable[Message]]:
     async def refuse(app: web.Application, ask: Ask, req: Any) -> Message:
         raise pps_api.refusal(rpc)
 
     return refuse
 
+
+# A gathered RPC of one API that another service answers: pfs collects
+# garbage for pps.API's GarbageCollect.
+ASKED_OF = {("pps", "GarbageCollect"): "pfs"}
 
 # RPCs the gateway answers itself, from pfs's and pps's pages or with the
 # object store, as the gRPC servicers do.
@@ -123,6 +134,7 @@ GATHERED: dict[tuple[str, str], Callable[[web.Application, Ask, Any], Awaitable[
     ("pfs", "CopyFile"): _copy_file,
     ("pps", "InspectJob"): _inspect_job,
     ("pps", "ListDatum"): _list_datum,
+    ("pps", "GarbageCollect"): _garbage_collect,
     **{("pps", rpc): _refuse(rpc) for rpc in pps_api.REFUSED},
 }
 
