@@ -19,12 +19,12 @@ pps's unary queries (and shared with the HTTP JSON API):
 take long, so it waits as long as the caller allows) and answers 1.7's empty
 ``GarbageCollectResponse``; what it kept, deleted and protected travels in
 the trailing metadata ``GC_RESULT_KEY`` (a serialized
-``pachgc.GarbageCollectResult``), which ``pachctl garbage-collect`` prints.
+``pachgc.GarbageCollectResult``), which ``pachctl garbage-collect`` prints;
+over the HTTP JSON API the counts are the answer itself.
 
 ``CreateJob`` (deprecated in 1.7), ``RerunPipeline`` (never implemented by
 1.7) and ``ActivateAuth`` (a later issue) answer UNIMPLEMENTED with a message
-saying what to do instead; so does ``GarbageCollect`` over the HTTP JSON API
-(it has no trailing metadata to carry the result)."""
+saying what to do instead."""
 
 from __future__ import annotations
 
