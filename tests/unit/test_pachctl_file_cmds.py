@@ -330,7 +330,7 @@ class _Failed(grpc.RpcError):
 def test_unavailable_from_pachd_is_not_cannot_reach() -> None:
     pachd = Pachd(parse_address("127.0.0.1:1"))
     try:
-        down = pachd._translate(
+        down = pachd.translate(
             _Failed(
                 grpc.StatusCode.UNAVAILABLE,
                 "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
@@ -338,7 +338,7 @@ def test_unavailable_from_pachd_is_not_cannot_reach() -> None:
             )
         )
         assert isinstance(down, CannotReach) and str(down).endswith("connection refused")
-        url = pachd._translate(
+        url = pachd.translate(
             _Failed(grpc.StatusCode.UNAVAILABLE, "put-file from http://h/x: cannot connect")
         )
         assert isinstance(url, ServerError)
