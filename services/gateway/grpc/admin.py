@@ -38,6 +38,7 @@ from libs.errors import InvalidArgument, Unavailable
 from libs.events import EventRegistry, catalog
 from libs.objects import open_object_store
 from services.gateway.backup_urls import parse_backup_url, read_url, write_url
+from services.gateway.grpc.streams import closed_by_client
 from services.gateway.principal import LONG_TIMEOUT_S, Ask, ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -269,7 +270,8 @@ class AdminServicer(admin_pb2_grpc.APIServicer):
     ) -> Empty:
         remaining = context.time_remaining()
         timeout = LONG_TIMEOUT_S if remaining is None else remaining
-        await restore_requests(self.cfg, self.bus, request_iterator, timeout)
+        requests = closed_by_client(request_iterator, context)
+        await restore_requests(self.cfg, self.bus, requests, timeout)
         return Empty()
 
     async def InspectCluster(  # type: ignore[override]

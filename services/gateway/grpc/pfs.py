@@ -28,6 +28,7 @@ from libs.bus import Bus
 from libs.errors import NotFound
 from libs.objects import ObjectStore
 from services.gateway import file_pages, files
+from services.gateway.grpc.streams import closed_by_client
 from services.gateway.principal import Ask, ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -55,7 +56,8 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     async def PutFile(  # type: ignore[override]
         self, request_iterator: AsyncIterator[pfs.PutFileRequest], context: Ctx
     ) -> Empty:
-        return await files.put_files(self.store, self._ask(context), request_iterator)
+        requests = closed_by_client(request_iterator, context)
+        return await files.put_files(self.store, self._ask(context), requests)
 
     async def GetFile(  # type: ignore[override]
         self, request: pfs.GetFileRequest, context: Ctx
