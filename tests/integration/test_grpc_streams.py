@@ -38,7 +38,7 @@ class Recorder:
 async def test_cancelled_streams_never_end_and_closed_ones_do() -> None:
     recorder = Recorder()
     server = grpc.aio.server()
-    handler = grpc.stream_unary_rpc_method_handler(recorder.put)
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_unary_rpc_method_handler(recorder.put)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("test.Streams", {"Put": handler}),)
     )
@@ -46,7 +46,9 @@ async def test_cancelled_streams_never_end_and_closed_ones_do() -> None:
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            put = channel.stream_unary("/test.Streams/Put")
+            put: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(
+                "/test.Streams/Put"
+            )
 
             async def gives_up() -> AsyncIterator[bytes]:
                 yield b"half of it"
