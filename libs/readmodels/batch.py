@@ -1,5 +1,13 @@
-"""A batch that gathers checked writes in memory and hands them, in order, to
-its backend's ``commit`` on a clean exit (nothing at all when the block raises)."""
+"""A batch that gathers checked writes in memory and hands them to its
+backend's ``commit`` on a clean exit (nothing at all when the block raises).
+
+Documents are independent of one another (no constraint spans two), so only
+the last write of each document decides what it holds: the backend gets
+that one write per document, grouped by collection. A projection catching
+up after a restore rewrites the same documents again and again (a repo's
+size after each of its commits, a commit's document when it starts and when
+it finishes); each group of events then costs one write per document it
+touched, not one per event."""
 
 from __future__ import annotations
 
@@ -74,8 +82,19 @@ class BufferedBatch(Batch, abc.ABC):
         ops, checkpoints = self._ops, self._checkpoints
         self._ops, self._checkpoints = [], {}
         if exc_type is None and (ops or checkpoints):
-            await self.commit(ops, checkpoints)
+            await self.commit(coalesce(ops), checkpoints)
 
     @abc.abstractmethod
     async def commit(self, ops: list[Op], checkpoints: dict[str, int]) -> None:
-        """Apply ``ops`` in order and then record ``checkpoints``."""
+        """Apply ``ops`` (at most one per document) and record ``checkpoints``."""
+
+
+def coalesce(ops: list[Op]) -> list[Op]:
+    """The last of ``ops`` for each document, puts before deletes within each
+    collection, collections in the order first written."""
+    last: dict[tuple[str, str], Op] = {}
+    for op in ops:
+        last[(op.collection, op.key)] = op
+    kept = list(last.values())
+    order = {c: i for i, c in enumerate(dict.fromkeys(op.collection for op in kept))}
+    return sorted(kept, key=lambda op: (order[op.collection], isinstance(op, Delete)))

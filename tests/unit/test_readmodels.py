@@ -318,6 +318,49 @@ async def test_batch_commits_documents_and_checkpoint_together(store: DocumentSt
     assert await store.checkpoint("other") == 7
 
 
+async def test_batch_keeps_the_last_write_of_each_document(store: DocumentStore) -> None:
+    await store.put("jobs", "back", {"pipeline": "old", "state": "x"})
+    async with store.batch() as b:
+        b.delete("jobs", "back")
+        b.put("jobs", "back", {"pipeline": "new", "state": "y"})  # deleted, then written again
+        for i in range(100):  # a document rewritten by every event of a group
+            b.put("jobs", "size", {"pipeline": "p", "state": f"s{i}"})
+            b.put("plain", f"k{i % 3}", {"v": i})
+        b.put("jobs", "gone", {"pipeline": "p"})
+        b.delete("jobs", "gone")
+    assert await store.get("jobs", "back") == {"pipeline": "new", "state": "y"}
+    assert await store.get("jobs", "size") == {"pipeline": "p", "state": "s99"}
+    assert [await store.get("plain", f"k{i}") for i in range(3)] == [
+        {"v": 99},
+        {"v": 97},
+        {"v": 98},
+    ]
+    assert await store.get("jobs", "gone") is None
+    # the indexed fields follow the last write too
+    found = [d async for d in store.query("jobs", where={"pipeline": "p"})]
+    assert [(d["state"]) for d in found] == ["s99"]
+    assert [d async for d in store.query("jobs", where={"pipeline": "old"})] == []
+
+
+def test_coalesce_hands_the_backend_one_write_per_document() -> None:
+    from libs.readmodels.batch import Delete, Put, coalesce
+
+    ops: list[Put | Delete] = [
+        Put("a", "1", "{}", {}),
+        Delete("b", "1"),
+        Put("a", "1", '{"v":2}', {"v": 2}),
+        Put("b", "2", "{}", {}),
+        Delete("a", "2"),
+        Put("b", "1", "{}", {}),
+    ]
+    assert coalesce(ops) == [
+        Put("a", "1", '{"v":2}', {"v": 2}),
+        Delete("a", "2"),
+        Put("b", "1", "{}", {}),
+        Put("b", "2", "{}", {}),
+    ]
+
+
 async def test_batch_that_raises_leaves_neither_data_nor_checkpoint(store: DocumentStore) -> None:
     async with store.batch() as b:
         b.put("jobs", "kept", {"pipeline": "p"})
