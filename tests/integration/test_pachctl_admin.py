@@ -12,7 +12,7 @@ import secrets
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -192,6 +192,50 @@ def test_truncated_and_corrupted_extracts_are_refused(
 
     # The refusals left nothing behind: the whole extract restores after them.
     ok(pachctl(target, "restore", stdin=backup))
+    assert listings(target) == listings(source)
+
+
+def _records(data: bytes) -> list[admin.RestoreRequest]:
+    from libs.backup.frames import decode_frames
+
+    async def read() -> list[admin.RestoreRequest]:
+        async def blocks() -> AsyncIterator[bytes]:
+            yield data
+
+        return [admin.RestoreRequest(op=admin.Op(record=r)) async for r in decode_frames(blocks())]
+
+    return asyncio.run(read())
+
+
+def test_grpc_extract_and_restore_by_record_and_by_frames(
+    source: Cluster, target: Cluster, backup: bytes
+) -> None:
+    """pachctl moves the stream as blocks of its bytes (Op.frames); a client
+    may also send and receive one Op.record per record. pachd checks a
+    frames stream itself: a client need not decode it first."""
+    with grpc.insecure_channel(f"127.0.0.1:{source.grpc_port}") as channel:
+        ops = list(admin_pb2_grpc.APIStub(channel).Extract(admin.ExtractRequest(), timeout=60))
+    assert ops and all(op.HasField("record") and not op.frames for op in ops)
+    by_record = [admin.RestoreRequest(op=admin.Op(record=op.record)) for op in ops]
+
+    with grpc.insecure_channel(f"127.0.0.1:{target.grpc_port}") as channel:
+        api = admin_pb2_grpc.APIStub(channel)
+        blocks = [backup[i : i + 1000] for i in range(0, len(backup), 1000)]
+        cut = [admin.RestoreRequest(op=admin.Op(frames=b)) for b in blocks[:-1]]
+        with pytest.raises(grpc.RpcError) as caught:
+            api.Restore(iter(cut), timeout=60)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+        assert "truncated" in (caught.value.details() or ""), caught.value.details()
+        assert_empty(target)
+
+        mixed = [*cut, _records(backup)[-1]]
+        with pytest.raises(grpc.RpcError) as caught:
+            api.Restore(iter(mixed), timeout=60)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+        assert "only Op.frames" in (caught.value.details() or ""), caught.value.details()
+        assert_empty(target)
+
+        api.Restore(iter(by_record), timeout=120)
     assert listings(target) == listings(source)
 
 

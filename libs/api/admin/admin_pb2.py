@@ -28,7 +28,7 @@ from libs.api.pps import pps_pb2 as pps_dot_pps__pb2
 from libs.api.internal import backup_pb2 as internal_dot_backup__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x61\x64min/admin.proto\x12\x05\x61\x64min\x1a\x1bgoogle/protobuf/empty.proto\x1a\rpfs/pfs.proto\x1a\rpps/pps.proto\x1a\x15internal/backup.proto\"\xf9\x01\n\x05Op1_7\x12%\n\x06object\x18\x02 \x01(\x0b\x32\x15.pfs.PutObjectRequest\x12\"\n\x03tag\x18\x03 \x01(\x0b\x32\x15.pfs.TagObjectRequest\x12$\n\x04repo\x18\x04 \x01(\x0b\x32\x16.pfs.CreateRepoRequest\x12\'\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x17.pfs.BuildCommitRequest\x12(\n\x06\x62ranch\x18\x06 \x01(\x0b\x32\x18.pfs.CreateBranchRequest\x12,\n\x08pipeline\x18\x07 \x01(\x0b\x32\x1a.pps.CreatePipelineRequest\"L\n\x02Op\x12\x1b\n\x05op1_7\x18\x01 \x01(\x0b\x32\x0c.admin.Op1_7\x12)\n\x06record\x18\x64 \x01(\x0b\x32\x19.pachbackup.ExtractRecord\"Y\n\x0e\x45xtractRequest\x12\x0b\n\x03URL\x18\x01 \x01(\t\x12\x12\n\nno_objects\x18\x02 \x01(\x08\x12\x10\n\x08no_repos\x18\x03 \x01(\x08\x12\x14\n\x0cno_pipelines\x18\x04 \x01(\x08\"9\n\x16\x45xtractPipelineRequest\x12\x1f\n\x08pipeline\x18\x01 \x01(\x0b\x32\r.pps.Pipeline\"4\n\x0eRestoreRequest\x12\x15\n\x02op\x18\x01 \x01(\x0b\x32\t.admin.Op\x12\x0b\n\x03URL\x18\x02 \x01(\t\"\x19\n\x0b\x43lusterInfo\x12\n\n\x02id\x18\x01 \x01(\t2\xf3\x01\n\x03\x41PI\x12/\n\x07\x45xtract\x12\x15.admin.ExtractRequest\x1a\t.admin.Op\"\x00\x30\x01\x12=\n\x0f\x45xtractPipeline\x12\x1d.admin.ExtractPipelineRequest\x1a\t.admin.Op\"\x00\x12<\n\x07Restore\x12\x15.admin.RestoreRequest\x1a\x16.google.protobuf.Empty\"\x00(\x01\x12>\n\x0eInspectCluster\x12\x16.google.protobuf.Empty\x1a\x12.admin.ClusterInfo\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x61\x64min/admin.proto\x12\x05\x61\x64min\x1a\x1bgoogle/protobuf/empty.proto\x1a\rpfs/pfs.proto\x1a\rpps/pps.proto\x1a\x15internal/backup.proto\"\xf9\x01\n\x05Op1_7\x12%\n\x06object\x18\x02 \x01(\x0b\x32\x15.pfs.PutObjectRequest\x12\"\n\x03tag\x18\x03 \x01(\x0b\x32\x15.pfs.TagObjectRequest\x12$\n\x04repo\x18\x04 \x01(\x0b\x32\x16.pfs.CreateRepoRequest\x12\'\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x17.pfs.BuildCommitRequest\x12(\n\x06\x62ranch\x18\x06 \x01(\x0b\x32\x18.pfs.CreateBranchRequest\x12,\n\x08pipeline\x18\x07 \x01(\x0b\x32\x1a.pps.CreatePipelineRequest\"\\\n\x02Op\x12\x1b\n\x05op1_7\x18\x01 \x01(\x0b\x32\x0c.admin.Op1_7\x12)\n\x06record\x18\x64 \x01(\x0b\x32\x19.pachbackup.ExtractRecord\x12\x0e\n\x06\x66rames\x18\x65 \x01(\x0c\"i\n\x0e\x45xtractRequest\x12\x0b\n\x03URL\x18\x01 \x01(\t\x12\x12\n\nno_objects\x18\x02 \x01(\x08\x12\x10\n\x08no_repos\x18\x03 \x01(\x08\x12\x14\n\x0cno_pipelines\x18\x04 \x01(\x08\x12\x0e\n\x06\x66ramed\x18\x64 \x01(\x08\"9\n\x16\x45xtractPipelineRequest\x12\x1f\n\x08pipeline\x18\x01 \x01(\x0b\x32\r.pps.Pipeline\"4\n\x0eRestoreRequest\x12\x15\n\x02op\x18\x01 \x01(\x0b\x32\t.admin.Op\x12\x0b\n\x03URL\x18\x02 \x01(\t\"\x19\n\x0b\x43lusterInfo\x12\n\n\x02id\x18\x01 \x01(\t2\xf3\x01\n\x03\x41PI\x12/\n\x07\x45xtract\x12\x15.admin.ExtractRequest\x1a\t.admin.Op\"\x00\x30\x01\x12=\n\x0f\x45xtractPipeline\x12\x1d.admin.ExtractPipelineRequest\x1a\t.admin.Op\"\x00\x12<\n\x07Restore\x12\x15.admin.RestoreRequest\x1a\x16.google.protobuf.Empty\"\x00(\x01\x12>\n\x0eInspectCluster\x12\x16.google.protobuf.Empty\x1a\x12.admin.ClusterInfo\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OP1_7']._serialized_start=111
   _globals['_OP1_7']._serialized_end=360
   _globals['_OP']._serialized_start=362
-  _globals['_OP']._serialized_end=438
-  _globals['_EXTRACTREQUEST']._serialized_start=440
-  _globals['_EXTRACTREQUEST']._serialized_end=529
-  _globals['_EXTRACTPIPELINEREQUEST']._serialized_start=531
-  _globals['_EXTRACTPIPELINEREQUEST']._serialized_end=588
-  _globals['_RESTOREREQUEST']._serialized_start=590
-  _globals['_RESTOREREQUEST']._serialized_end=642
-  _globals['_CLUSTERINFO']._serialized_start=644
-  _globals['_CLUSTERINFO']._serialized_end=669
-  _globals['_API']._serialized_start=672
-  _globals['_API']._serialized_end=915
+  _globals['_OP']._serialized_end=454
+  _globals['_EXTRACTREQUEST']._serialized_start=456
+  _globals['_EXTRACTREQUEST']._serialized_end=561
+  _globals['_EXTRACTPIPELINEREQUEST']._serialized_start=563
+  _globals['_EXTRACTPIPELINEREQUEST']._serialized_end=620
+  _globals['_RESTOREREQUEST']._serialized_start=622
+  _globals['_RESTOREREQUEST']._serialized_end=674
+  _globals['_CLUSTERINFO']._serialized_start=676
+  _globals['_CLUSTERINFO']._serialized_end=701
+  _globals['_API']._serialized_start=704
+  _globals['_API']._serialized_end=947
 # @@protoc_insertion_point(module_scope)

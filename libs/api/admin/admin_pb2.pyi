@@ -67,6 +67,12 @@ class Op(_message.Message):
 
     OP1_7_FIELD_NUMBER: _builtins.int
     RECORD_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    frames: _builtins.bytes
+    """The same stream as an extract file holds it: the next bytes of the
+    framed records (docs/decisions/0011), in blocks of at most 1 MiB. One
+    Op per block instead of one per record: what pachctl sends and asks for.
+    """
     @_builtins.property
     def op1_7(self) -> Global___Op1_7: ...
     @_builtins.property
@@ -80,10 +86,11 @@ class Op(_message.Message):
         *,
         op1_7: Global___Op1_7 | None = ...,
         record: _backup_pb2.ExtractRecord | None = ...,
+        frames: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["op1_7", b"op1_7", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["op1_7", b"op1_7", "record", b"record"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames", "op1_7", b"op1_7", "record", b"record"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -97,11 +104,16 @@ class ExtractRequest(_message.Message):
     NO_OBJECTS_FIELD_NUMBER: _builtins.int
     NO_REPOS_FIELD_NUMBER: _builtins.int
     NO_PIPELINES_FIELD_NUMBER: _builtins.int
+    FRAMED_FIELD_NUMBER: _builtins.int
     URL: _builtins.str
     """When set, ops go to this object-store URL instead of the response stream."""
     no_objects: _builtins.bool
     no_repos: _builtins.bool
     no_pipelines: _builtins.bool
+    framed: _builtins.bool
+    """Stream Op.frames blocks (the extract file's bytes) rather than one
+    Op.record per record (not in 1.7).
+    """
     def __init__(
         self,
         *,
@@ -109,10 +121,11 @@ class ExtractRequest(_message.Message):
         no_objects: _builtins.bool = ...,
         no_repos: _builtins.bool = ...,
         no_pipelines: _builtins.bool = ...,
+        framed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["URL", b"URL", "no_objects", b"no_objects", "no_pipelines", b"no_pipelines", "no_repos", b"no_repos"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["URL", b"URL", "framed", b"framed", "no_objects", b"no_objects", "no_pipelines", b"no_pipelines", "no_repos", b"no_repos"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

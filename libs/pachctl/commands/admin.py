@@ -3,7 +3,8 @@
 
 ``extract`` writes the framed extract stream (docs/decisions/0011) to stdout,
 or has pachd write it to ``-u URL``; ``restore`` sends such a stream from
-stdin, or has pachd read it from ``-u URL``. Both run as long as their work
+stdin, or has pachd read it from ``-u URL``. Both move the stream as blocks
+of its bytes (``Op.frames``), not one gRPC message per record. Both run as long as their work
 does: they do not have pachctl's default deadline.
 
 ``delete-all`` asks first, as 1.7 does, and reads the answer from stdin: a
@@ -129,24 +130,14 @@ def extract(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     sink = _binary_out(out)
     out.flush()
+    request.framed = True  # the file's bytes in blocks, not one message per record
     with Pachd(from_env(), timeout=LONG_TIMEOUT_S) as pachd:
-        ops = pachd.stream(_api(pachd).Extract, request)
-        asyncio.run(_write_frames(ops, sink))
+        for op in pachd.stream(_api(pachd).Extract, request):
+            if not op.frames:
+                raise InvalidArgument("pachd sent an extract op without frames")
+            sink.write(op.frames)
     sink.flush()
     return 0
-
-
-async def _write_frames(ops: object, sink: BinaryIO) -> None:
-    from libs.backup.frames import encode_frames
-
-    async def records() -> AsyncIterator[backup_pb2.ExtractRecord]:
-        for op in ops:  # type: ignore[attr-defined]
-            if not op.HasField("record"):
-                raise InvalidArgument("pachd sent an extract op without a record")
-            yield op.record
-
-    async for chunk in encode_frames(records()):
-        sink.write(chunk)
 
 
 # --- restore ---------------------------------------------------------------
@@ -243,14 +234,28 @@ async def _restore_stream(source: BinaryIO, progress: Progress) -> None:
             yield block
 
     async def requests() -> AsyncIterator[admin.RestoreRequest]:
+        # The blocks go as they were read (Op.frames); decoding them here too
+        # counts the progress and stops at a broken stream before pachd
+        # would.
+        read: list[bytes] = []
+
+        async def kept() -> AsyncIterator[bytes]:
+            async for block in chunks():
+                read.append(block)
+                yield block
+
         try:
-            async for record in decode_frames(chunks()):
+            async for record in decode_frames(kept()):
                 progress.count(record)
                 progress.show()
-                yield admin.RestoreRequest(op=admin.Op(record=record))
+                while read:
+                    yield admin.RestoreRequest(op=admin.Op(frames=read.pop(0)))
         except PachError as exc:
             failed.append(exc)
             call.cancel()
+            return
+        while read:
+            yield admin.RestoreRequest(op=admin.Op(frames=read.pop(0)))
 
     address = from_env()
     async with grpc.aio.insecure_channel(address.target) as channel:

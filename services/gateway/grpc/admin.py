@@ -1,10 +1,13 @@
 """``admin.API`` (docs/decisions/0011-extract-restore-gc.md):
 
 - ``Extract`` streams the cluster as ``Op{record}`` (this project's extract
-  records), or with ``URL`` set writes the framed stream there and streams
+  records), with ``framed`` as ``Op{frames}`` blocks of the extract file's
+  bytes (what pachctl asks for: a few hundred messages instead of one per
+  record), or with ``URL`` set writes the framed stream there and streams
   nothing; ``no_objects`` leaves the objects out;
-- ``Restore`` takes those records (or one request naming a ``URL``) into an
-  empty cluster, and returns once pfs and pps have applied the restored log;
+- ``Restore`` takes those records, or those blocks (or one request naming a
+  ``URL``) into an empty cluster, and returns once pfs and pps have applied
+  the restored log;
 - ``InspectCluster`` answers the cluster's id;
 - ``ExtractPipeline`` answers the request a pipeline was created (or last
   updated) with, asked of pps (``GetPipelineSpec``), as one 1.7 restore op.
@@ -210,6 +213,9 @@ async def restore_requests(
 
     if first.op.HasField("op1_7"):
         raise InvalidArgument(OLD_FORMAT)  # before the target is even looked at
+    if first.op.frames:
+        await restore_records(cfg, bus, timeout, frames=frames_of(first, requests))
+        return
 
     async def all_requests() -> AsyncIterator[admin.RestoreRequest]:
         yield first
@@ -217,6 +223,17 @@ async def restore_requests(
             yield request
 
     await restore_records(cfg, bus, timeout, records=records_of(all_requests()))
+
+
+async def frames_of(
+    first: admin.RestoreRequest, requests: AsyncIterator[admin.RestoreRequest]
+) -> AsyncIterator[bytes]:
+    """The extract's bytes a Restore client streams as ``Op.frames`` blocks."""
+    yield first.op.frames
+    async for request in requests:
+        if request.URL or request.op.HasField("record") or request.op.HasField("op1_7"):
+            raise InvalidArgument("a Restore that sends Op.frames sends only Op.frames")
+        yield request.op.frames
 
 
 async def _only(
@@ -261,6 +278,10 @@ class AdminServicer(admin_pb2_grpc.APIServicer):
         objects = not request.no_objects
         if request.URL:
             await extract_to_url(self.cfg, request.URL, objects=objects)
+            return
+        if request.framed:
+            async for block in extract_frames(self.cfg, objects=objects):
+                yield admin.Op(frames=block)
             return
         async for record in extract_records(self.cfg, objects=objects):
             yield admin.Op(record=record)
