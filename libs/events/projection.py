@@ -18,6 +18,12 @@ when the events after its last one are on other subjects.
 
 A runner that is behind (a fetch came back full, e.g. after a restore) reads
 in bigger groups, up to ``catchup_batch`` events per ``DocumentStore.batch()``.
+
+One runner can feed several projections that follow the same subjects (pfs's
+repos, branches and commits views all follow ``ev.pfs.repo.>``): the log is
+read and decoded once for all of them, each keeps its own checkpoint (written
+in the same batch), and each skips what it applied already, so a projection
+added or rebuilt later catches up beside the others.
 """
 
 from __future__ import annotations
@@ -88,49 +94,70 @@ class Projection(abc.ABC):
     async def apply(self, event: RecordedEvent, view: View) -> None: ...
 
 
+def checkpoint_name(projection: Projection) -> str:
+    return f"projection:{projection.name}"
+
+
 class ProjectionRunner:
     def __init__(
         self,
         js: JetStreamContext,
         registry: EventRegistry,
         store: DocumentStore,
-        projection: Projection,
+        projection: Projection | Sequence[Projection],
         *,
         stream: str = "EVENTS",
         batch_size: int = 512,
         catchup_batch: int = 4096,
     ) -> None:
+        fed = (projection,) if isinstance(projection, Projection) else tuple(projection)
+        if not fed or any(set(p.subjects) != set(fed[0].subjects) for p in fed):
+            raise ValueError("one runner feeds projections that follow the same subjects")
         self.js = js
         self.registry = registry
         self.store = store
-        self.projection = projection
+        self.projections = fed
         self.stream = stream
         self.batch_size = batch_size
         self.catchup_batch = max(batch_size, catchup_batch)
-        self.position = 0  # last stream sequence applied (and committed)
+        self.position = 0  # last stream sequence every projection applied (and committed)
+        self._positions = [0] * len(fed)  # each projection's own
         self.skipped = 0  # messages that were not valid events
         self._advanced = asyncio.Condition()
+        types = [p.event_types for p in fed]
+        self._only: frozenset[str] | None = None
+        if all(t is not None for t in types):
+            self._only = frozenset(name for t in types if t is not None for name in t)
+        self.name = "+".join(p.name for p in fed)
         # Resumes from the last committed checkpoint after any failure.
-        self._loop = ResumingTask(f"projection {projection.name}", self._follow)
+        self._loop = ResumingTask(f"projection {self.name}", self._follow)
+
+    @property
+    def projection(self) -> Projection:
+        """The (first) projection this runner feeds."""
+        return self.projections[0]
 
     @property
     def checkpoint_name(self) -> str:
-        return f"projection:{self.projection.name}"
+        return checkpoint_name(self.projection)
 
     async def start(self) -> None:
-        await self.store.open(self.projection.collections)
-        self.position = await self.store.checkpoint(self.checkpoint_name)
+        await self.store.open([c for p in self.projections for c in p.collections])
+        names = [checkpoint_name(p) for p in self.projections]
+        self._positions = [await self.store.checkpoint(name) for name in names]
+        self.position = min(self._positions)
         self._loop.start()
 
     async def stop(self) -> None:
         await self._loop.stop()
 
     async def rebuild(self) -> None:
-        """Throw this projection's documents away and build them again from
+        """Throw these projections' documents away and build them again from
         the first event (other projections sharing the store keep theirs)."""
         await self.stop()
-        await self.store.drop([c.name for c in self.projection.collections])
-        await self.store.reset_checkpoint(self.checkpoint_name)
+        await self.store.drop([c.name for p in self.projections for c in p.collections])
+        for p in self.projections:
+            await self.store.reset_checkpoint(checkpoint_name(p))
         await self.start()
 
     async def wait_for(self, seq: int, timeout: float = 10.0) -> None:
@@ -144,9 +171,9 @@ class ProjectionRunner:
             await asyncio.wait_for(reached(), timeout)
         except TimeoutError:
             raise DeadlineExceeded(
-                f"projection {self.projection.name} did not reach sequence {seq} "
+                f"projection {self.name} did not reach sequence {seq} "
                 f"within {timeout:g}s (at {self.position})",
-                projection=self.projection.name,
+                projection=self.name,
                 seq=seq,
             ) from None
 
@@ -198,14 +225,16 @@ class ProjectionRunner:
         if consumer.num_pending or delivered > self.position:
             return
         async with self.store.batch() as batch:
-            batch.set_checkpoint(self.checkpoint_name, last)
+            for p, applied in zip(self.projections, self._positions, strict=True):
+                batch.set_checkpoint(checkpoint_name(p), max(applied, last))
         async with self._advanced:
+            self._positions = [max(at, last) for at in self._positions]
             self.position = max(self.position, last)
             self._advanced.notify_all()
 
     async def _apply(self, msgs: Sequence[Any]) -> None:
-        only = self.projection.event_types
         last = self.position
+        fed = list(zip(self.projections, self._positions, strict=True))
         async with self.store.batch() as batch:
             view = View(self.store, batch)
             for msg in msgs:
@@ -213,23 +242,30 @@ class ProjectionRunner:
                 if seq <= last:
                     continue  # already applied (a redelivery after a reconnect)
                 try:
-                    events = decode_batch(msg.data, seq, self.registry, only)
+                    events = decode_batch(msg.data, seq, self.registry, self._only)
                 except PachError as err:
                     # Not a valid event (written by something that is not
                     # our event store): skip it, loudly, and keep going.
                     self.skipped += 1
                     _log.error(
                         "skipping invalid event message",
-                        projection=self.projection.name,
+                        projection=self.name,
                         seq=seq,
                         subject=msg.subject,
                         error=str(err),
                     )
                     events = []
-                for event in events:
-                    await self.projection.apply(event, view)
+                for projection, applied in fed:
+                    if seq <= applied:
+                        continue  # this one is ahead of the others (added later, or rebuilt)
+                    only = projection.event_types
+                    for event in events:
+                        if only is None or event.type in only:
+                            await projection.apply(event, view)
                 last = seq
-            batch.set_checkpoint(self.checkpoint_name, last)
+            for p, applied in fed:
+                batch.set_checkpoint(checkpoint_name(p), max(applied, last))
         async with self._advanced:
+            self._positions = [max(at, last) for at in self._positions]
             self.position = last
             self._advanced.notify_all()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from google.protobuf.message import Message
 from nats.aio.client import Client
 
@@ -208,6 +209,68 @@ async def test_rebuilding_one_projection_leaves_the_others(nc: Client, tmp_path:
     await mine.stop()
     await other.stop()
     await docs.close()
+
+
+class CountingProjection(OtherProjection):
+    """Counts every event it is given, in its own collection."""
+
+    name = "counting"
+    collections = (Collection("counted"),)
+
+    async def apply(self, event: RecordedEvent, view: View) -> None:
+        doc = await view.get("counted", "all") or {"n": 0, "seqs": []}
+        view.put("counted", "all", {"n": doc["n"] + 1, "seqs": [*doc["seqs"], event.stream_seq]})
+
+
+async def test_one_runner_feeds_projections_from_their_own_checkpoints(
+    nc: Client, tmp_path: Path
+) -> None:
+    """A group reads the log once for all its projections; one that was
+    ahead (it ran alone before) is not given what it applied already, and
+    every projection's checkpoint ends at the log's end."""
+    last = await _fill(nc, counters=3, increments=2)
+    docs = SqliteDocumentStore(tmp_path / "group.sqlite")
+    reg = counter.registry()
+    js = nc.jetstream()
+    alone = ProjectionRunner(js, reg, docs, CountingProjection())
+    await alone.start()
+    await alone.wait_for(last)
+    await alone.stop()
+    counted = await docs.get("counted", "all")
+    assert counted is not None and counted["n"] == last
+
+    store = EventStore.from_config(nc, reg, Config())
+    more = await store.append(
+        counter.ref("c1"), [t.CounterIncremented(by=7)], await store.position(counter.ref("c1"))
+    )
+    await store.close()
+    group = ProjectionRunner(js, reg, docs, [CounterProjection(), CountingProjection()])
+    await group.start()
+    assert group.position == 0  # the counters' checkpoint
+    await group.wait_for(more.position.seq)
+    await group.stop()
+    counted = await docs.get("counted", "all")
+    assert counted is not None
+    assert counted["seqs"] == list(range(1, more.position.seq + 1))  # each event once
+    for name in ("projection:counters", "projection:counting"):
+        assert await docs.checkpoint(name) == more.position.seq
+    fresh = tmp_path / "fresh.sqlite"
+    only = SqliteDocumentStore(fresh)
+    runner = ProjectionRunner(js, reg, only, CounterProjection())
+    await runner.start()
+    await runner.wait_for(more.position.seq)
+    await runner.stop()
+    await only.close()
+    assert [d async for d in docs.query(COUNTERS)] == await _dump(fresh)
+    await docs.close()
+
+
+def test_a_runner_feeds_only_projections_of_the_same_subjects() -> None:
+    class Elsewhere(OtherProjection):
+        subjects = ("ev.testing.other.>",)
+
+    with pytest.raises(ValueError, match="same subjects"):
+        ProjectionRunner(None, counter.registry(), None, [CounterProjection(), Elsewhere()])  # type: ignore[arg-type]
 
 
 async def test_an_idle_projection_moves_past_events_on_other_subjects(

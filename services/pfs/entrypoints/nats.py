@@ -30,12 +30,13 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.stack.push_async_callback(events.close)
     docs = open_document_store(cfg.readmodels, "pfs")
     ctx.stack.push_async_callback(docs.close)
-    views = []
-    for projection in (ReposProjection(), BranchesProjection(docs), CommitsProjection(docs)):
-        view = ProjectionRunner(ctx.js, reg, docs, projection, stream=cfg.events_stream)
-        await view.start()
-        ctx.stack.push_async_callback(view.stop)
-        views.append(view)
+    # The three views follow the repo aggregates' events: one runner reads
+    # and decodes the log once for all of them.
+    projections = (ReposProjection(), BranchesProjection(docs), CommitsProjection(docs))
+    view = ProjectionRunner(ctx.js, reg, docs, projections, stream=cfg.events_stream)
+    await view.start()
+    ctx.stack.push_async_callback(view.stop)
+    views = [view]
     ctx.watch_applied(*views)
     store = open_object_store(cfg.objects)
     ctx.stack.push_async_callback(store.close)
