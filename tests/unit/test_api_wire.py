@@ -487,6 +487,7 @@ MESSAGES: dict[str, dict[str, tuple[int, str]]] = {
         "op1_7": (1, "admin.Op1_7"),
         # Ours, beyond 1.7 (the extract stream, docs/decisions/0011).
         "record": (100, "pachbackup.ExtractRecord"),
+        "frames": (101, "bytes"),
     },
     "admin.Op1_7": {
         "object": (2, "pfs.PutObjectRequest"),
@@ -501,6 +502,8 @@ MESSAGES: dict[str, dict[str, tuple[int, str]]] = {
         "no_objects": (2, "bool"),
         "no_repos": (3, "bool"),
         "no_pipelines": (4, "bool"),
+        # Ours: stream Op.frames blocks (docs/decisions/0011).
+        "framed": (100, "bool"),
     },
     "admin.RestoreRequest": {
         "op": (1, "admin.Op"),
