@@ -191,17 +191,20 @@ class ProjectionRunner:
         subjects = list(self.projection.subjects)
         sub = await self.js.pull_subscribe(subjects[0], stream=self.stream, config=config)
         size = self.batch_size
+        received = 0  # the consumer sequence of the last message this subscription got
         try:
             while True:
                 try:
                     msgs = await sub.fetch(size, timeout=1.0)
                 except nats.errors.TimeoutError:
                     try:
-                        await self._skip_idle(sub)
+                        await self._skip_idle(sub, received)
                     except (nats.errors.Error, TimeoutError) as exc:
                         # only progress reporting: the next idle round tries again
                         _log.debug("idle position check failed", error=repr(exc))
                     continue
+                for msg in msgs:
+                    received = max(received, int(msg.metadata.sequence.consumer))
                 await self._apply(msgs)
                 # Behind: read bigger groups (fewer commits) until caught up.
                 size = min(size * 2, self.catchup_batch) if len(msgs) >= size else self.batch_size
@@ -209,20 +212,24 @@ class ProjectionRunner:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _skip_idle(self, sub: Any) -> None:
+    async def _skip_idle(self, sub: Any, received: int) -> None:
         """Idle: when every event of the stream on our subjects is applied,
         move to the stream's last sequence (the tail is on other subjects).
 
         The stream's last sequence is read first, then the consumer: nothing
-        pending and nothing delivered beyond ``position`` means every event
-        up to that last sequence on our subjects is applied."""
+        pending, and no message delivered that this subscription has not
+        received (``received``, the consumer sequence of the last one it got,
+        all of them applied), means every event up to that last sequence on
+        our subjects is applied. (The consumer's delivered *stream* sequence
+        says nothing here: nats-server moves it to the end of the stream when
+        a fetch finds nothing more on our subjects.)"""
         info = await self.js.stream_info(self.stream)
         last = int(info.state.last_seq or 0)
         if last <= self.position:
             return
         consumer = await sub.consumer_info()
-        delivered = int(consumer.delivered.stream_seq or 0) if consumer.delivered else 0
-        if consumer.num_pending or delivered > self.position:
+        delivered = int(consumer.delivered.consumer_seq or 0) if consumer.delivered else 0
+        if consumer.num_pending or delivered > received:
             return
         async with self.store.batch() as batch:
             for p, applied in zip(self.projections, self._positions, strict=True):

@@ -273,6 +273,30 @@ def test_a_runner_feeds_only_projections_of_the_same_subjects() -> None:
         ProjectionRunner(None, counter.registry(), None, [CounterProjection(), Elsewhere()])  # type: ignore[arg-type]
 
 
+async def test_a_projection_with_no_events_of_its_own_reaches_the_end(
+    nc: Client, tmp_path: Path
+) -> None:
+    """After a restore, a projection may find nothing on its subjects in the
+    whole log. Its consumer's first fetch scans to the end, and nats-server
+    then reports the end as "delivered" though nothing was: the runner must
+    count what it received, not read that as an event in flight."""
+    js = nc.jetstream()
+    await ensure_stream(js, Config())
+    for i in range(50):
+        await js.publish(f"ev.elsewhere.thing.{i}", b"someone else's event")
+    end = (await js.stream_info("EVENTS")).state.last_seq
+    docs = SqliteDocumentStore(tmp_path / "none.sqlite")
+    runner = ProjectionRunner(js, counter.registry(), docs, CounterProjection())
+    await runner.start()
+    try:
+        await asyncio.sleep(1.5)  # the first fetch has scanned the whole stream
+        await runner.wait_for(end, timeout=10)
+        assert await docs.checkpoint(runner.checkpoint_name) == end
+    finally:
+        await runner.stop()
+        await docs.close()
+
+
 async def test_an_idle_projection_moves_past_events_on_other_subjects(
     nc: Client, tmp_path: Path
 ) -> None:
