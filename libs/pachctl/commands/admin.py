@@ -4,8 +4,8 @@
 ``extract`` writes the framed extract stream (docs/decisions/0011) to stdout,
 or has pachd write it to ``-u URL``; ``restore`` sends such a stream from
 stdin, or has pachd read it from ``-u URL``. Both move the stream as blocks
-of its bytes (``Op.frames``), not one gRPC message per record. Both run as long as their work
-does: they do not have pachctl's default deadline.
+of its bytes (``Op.frames``), not one gRPC message per record, and both run
+as long as their work does: they do not have pachctl's default deadline.
 
 ``delete-all`` asks first, as 1.7 does, and reads the answer from stdin: a
 line starting with ``y``/``Y`` deletes, any other line deletes nothing; no
