@@ -232,8 +232,17 @@ class ProjectionRunner:
         if consumer.num_pending or delivered > received:
             return
         async with self.store.batch() as batch:
-            for p, applied in zip(self.projections, self._positions, strict=True):
-                batch.set_checkpoint(checkpoint_name(p), max(applied, last))
+            self._checkpoint(batch, last)
+        await self._advance(last)
+
+    def _checkpoint(self, batch: Batch, last: int) -> None:
+        """Record every projection as having applied the log up to ``last``
+        (one that was further on keeps its own)."""
+        for p, applied in zip(self.projections, self._positions, strict=True):
+            batch.set_checkpoint(checkpoint_name(p), max(applied, last))
+
+    async def _advance(self, last: int) -> None:
+        """After ``_checkpoint``'s batch committed: wake the waiters."""
         async with self._advanced:
             self._positions = [max(at, last) for at in self._positions]
             self.position = max(self.position, last)
@@ -270,9 +279,5 @@ class ProjectionRunner:
                         if only is None or event.type in only:
                             await projection.apply(event, view)
                 last = seq
-            for p, applied in fed:
-                batch.set_checkpoint(checkpoint_name(p), max(applied, last))
-        async with self._advanced:
-            self._positions = [max(at, last) for at in self._positions]
-            self.position = last
-            self._advanced.notify_all()
+            self._checkpoint(batch, last)
+        await self._advance(last)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,39 +114,32 @@ async def _make_extract(work: Path, commits_per_repo: int) -> tuple[Path, int]:
     return path, events
 
 
-async def _pachctl(cluster: Cluster, *args: str, stdin: Path | None = None) -> bytes:
+async def _pachctl(
+    cluster: Cluster, *args: str, stdin: Path | None = None, stdout: Path | None = None
+) -> bytes:
+    """Run pachctl against ``cluster``; its output, or nothing when written to ``stdout``."""
     env = {
         **os.environ,
         "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}",
         "PYTHONPATH": str(ROOT),
     }
     source = stdin if stdin is not None else Path(os.devnull)
-    with source.open("rb") as f:
+    sink = stdout if stdout is not None else Path(os.devnull)
+    with source.open("rb") as f, sink.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "libs.pachctl",
             *args,
             stdin=f,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=out if stdout else asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
-        out, err = await proc.communicate()
+        output, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"pachctl {' '.join(args)}: {err.decode().strip()}")
-    return out
-
-
-def _extract_to(cluster: Cluster, path: Path) -> None:
-    env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}", "PYTHONPATH": str(ROOT)}
-    with path.open("wb") as out:
-        subprocess.run(
-            [sys.executable, "-m", "libs.pachctl", "extract", "--no-objects"],
-            stdout=out,
-            env=env,
-            check=True,
-        )
+    return output or b""
 
 
 async def _timed(cluster: Cluster, *args: str, stdin: Path | None = None) -> tuple[float, bytes]:
@@ -180,7 +172,7 @@ async def run(ctx: BenchContext) -> list[Result]:
         assert listed == commits_per_repo, f"{listed} commits listed, {commits_per_repo} restored"
         again = work / "again.pachext"
         started = time.perf_counter()
-        await asyncio.to_thread(_extract_to, cluster, again)
+        await _pachctl(cluster, "extract", "--no-objects", stdout=again)
         extract_s = time.perf_counter() - started
         assert again.stat().st_size >= path.stat().st_size  # the same log, a new header
     finally:
