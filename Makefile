@@ -43,7 +43,7 @@ test-deps: install $(COMPAT)
 # Starts the embedded cluster in the foreground: nats-server with JetStream,
 # every service, the gateway (gRPC :30650, HTTP :30080). Ctrl-C stops it.
 up: install
-	$(BIN)/python -m libs.cluster
+	$(BIN)/python -m programs.cluster
 
 test: test-deps
 	$(BIN)/python -m pytest -q

@@ -9,7 +9,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 
 
 @pytest.fixture

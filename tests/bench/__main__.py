@@ -22,7 +22,7 @@ import structlog
 import uvloop
 
 import tests.bench as bench_pkg
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 from tests.bench import BenchContext, Result
 
 

@@ -21,7 +21,7 @@ from libs.backup import RestoreProgress, extract_frames, restore_frames
 from libs.config import Config
 from libs.errors import PachError
 from libs.events import NEW, AggregateRef, Append, EventStore, Position, ensure_stream
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 from services.pfs.domain.events import registry
 from tests.bench import BenchContext, Result
 

@@ -30,7 +30,7 @@ from libs.backup import extract_frames
 from libs.config import Config
 from libs.errors import PachError
 from libs.events import NEW, AggregateRef, Append, EventStore, Position, catalog, ensure_stream
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 from tests.bench import BenchContext, Result
 from tests.bench.bench_backup import _write
 from tests.support.cluster import ROOT, Cluster
@@ -129,7 +129,7 @@ async def _pachctl(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "libs.pachctl",
+            "programs.pachctl",
             *args,
             stdin=f,
             stdout=out if stdout else asyncio.subprocess.PIPE,

@@ -1,5 +1,5 @@
 """PFS end to end: pachctl against a running cluster (``python -m
-libs.cluster``), each row next to a peer measured in the same run on the
+programs.cluster``), each row next to a peer measured in the same run on the
 same disk.
 
 * put-file 1 GiB through pachctl vs ``cp`` (+ ``sync``) and vs ``dvc add``;
@@ -100,7 +100,7 @@ def _pachctl(cluster: Cluster) -> tuple[str, dict[str, str]]:
         "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}",
         "PYTHONPATH": str(ROOT),
     }
-    return f"{sys.executable} -m libs.pachctl", env
+    return f"{sys.executable} -m programs.pachctl", env
 
 
 def _finish_times(address: str, repo: str) -> list[float]:

@@ -1,4 +1,4 @@
-"""PPS end to end against a running cluster (``python -m libs.cluster``),
+"""PPS end to end against a running cluster (``python -m programs.cluster``),
 each row next to the floor it is measured against in the same run.
 
 * the bubblewrap spawn floor: a sandbox running ``true`` (the least a datum

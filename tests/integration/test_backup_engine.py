@@ -30,8 +30,8 @@ from libs.config import Config
 from libs.errors import FailedPrecondition, InvalidArgument
 from libs.events import NEW, Append, EventStore, ensure_stream
 from libs.events.registry import EventRegistry
-from libs.natsserver import NatsServer
 from libs.objects import LocalObjectStore, ObjectStore, put_chunks
+from programs.cluster.natsserver import NatsServer
 from tests.support import counter
 
 pytestmark = pytest.mark.timeout(120)

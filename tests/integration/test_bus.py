@@ -22,7 +22,7 @@ from libs.errors import (
     NotFound,
     Unavailable,
 )
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 
 
 async def _echo(req: HealthRequest, ctx: Context) -> Message:

@@ -18,14 +18,14 @@ from typing import Any
 import nats
 import pytest
 
-from libs.natsserver import free_port
+from programs.cluster.natsserver import free_port
 from tests.support.cluster import ROOT, Cluster, alive, wait_until
 
 
 def pachctl(c: Cluster) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PACHD_ADDRESS": f"grpc://127.0.0.1:{c.grpc_port}"}
     return subprocess.run(
-        [sys.executable, "-m", "libs.pachctl", "version"],
+        [sys.executable, "-m", "programs.pachctl", "version"],
         env=env,
         capture_output=True,
         text=True,
@@ -93,7 +93,7 @@ def test_cluster_lifecycle(tmp_path: Path, clusters: list[Cluster]) -> None:
     assert a.proc is not None
     before = (a.data_dir / "cluster.json").read_text()
     second = subprocess.run(
-        [sys.executable, "-m", "libs.cluster"],
+        [sys.executable, "-m", "programs.cluster"],
         cwd=ROOT,
         env={**a.env, "PACH_GRPC_PORT": str(free_port()), "PACH_HTTP_PORT": str(free_port())},
         capture_output=True,

@@ -13,7 +13,7 @@ from libs.api.events import testing_pb2 as t
 from libs.config import Config
 from libs.errors import DeadlineExceeded, Unavailable
 from libs.events import NEW, EventStore, ensure_stream, execute, load
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 from tests.support import counter
 
 

@@ -21,7 +21,7 @@ from google.protobuf.empty_pb2 import Empty
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.api.version.versionpb import version_pb2_grpc
-from libs.natsserver import NatsServer, free_port
+from programs.cluster.natsserver import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING

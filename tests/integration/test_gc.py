@@ -155,7 +155,7 @@ def _slow_put(
 ) -> tuple[subprocess.Popen[bytes], threading.Thread]:
     env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "libs.pachctl", "put-file", repo, "master", path, "-f", "-"],
+        [sys.executable, "-m", "programs.pachctl", "put-file", repo, "master", path, "-f", "-"],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,

@@ -123,7 +123,7 @@ def test_extract_refuses_a_terminal(source: Cluster) -> None:
             "PYTHONPATH": str(ROOT),
         }
         done = subprocess.run(
-            [sys.executable, "-m", "libs.pachctl", "extract"],
+            [sys.executable, "-m", "programs.pachctl", "extract"],
             cwd=ROOT,
             env=env,
             stdout=terminal,

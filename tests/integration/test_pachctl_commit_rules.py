@@ -48,7 +48,7 @@ def commit(cluster: Cluster, repo: str, branch: str = "master", *files: str) -> 
     cid = ok(cluster, "start-commit", repo, branch).strip()
     for name in files:
         done = subprocess.run(
-            [sys.executable, "-m", "libs.pachctl", "put-file", repo, cid, name],
+            [sys.executable, "-m", "programs.pachctl", "put-file", repo, cid, name],
             cwd=ROOT,
             env={**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}"},
             input=name.encode(),
@@ -189,7 +189,7 @@ def test_flush_and_subscribe_commit(cluster: Cluster) -> None:
     first = commit(cluster, "data", "master", "a")
     env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}"}
     sub = subprocess.Popen(
-        [sys.executable, "-m", "libs.pachctl", "subscribe-commit", "data", "master", "--new"],
+        [sys.executable, "-m", "programs.pachctl", "subscribe-commit", "data", "master", "--new"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -214,7 +214,7 @@ def test_flush_and_subscribe_commit(cluster: Cluster) -> None:
     out_head = head(cluster, "out", "master")
     assert out_head != "-"
     flusher = subprocess.Popen(
-        [sys.executable, "-m", "libs.pachctl", "flush-commit", f"data/{second}"],
+        [sys.executable, "-m", "programs.pachctl", "flush-commit", f"data/{second}"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

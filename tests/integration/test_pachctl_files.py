@@ -26,7 +26,7 @@ def pachctl(
 ) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "libs.pachctl", *args],
+        [sys.executable, "-m", "programs.pachctl", *args],
         cwd=cwd,
         env=env,
         input=stdin,

@@ -586,7 +586,7 @@ def test_subscribe_commit_follows_a_branch(cluster: Cluster, api: pfs_pb2_grpc.A
     finish(api, "feed", fourth)
     env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "libs.pachctl", "subscribe-commit", "feed", "master", "--new"],
+        [sys.executable, "-m", "programs.pachctl", "subscribe-commit", "feed", "master", "--new"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -36,7 +36,7 @@ def api(cluster: Cluster) -> Iterator[pfs_pb2_grpc.APIStub]:
 def pachctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}"}
     return subprocess.run(
-        [sys.executable, "-m", "libs.pachctl", *args],
+        [sys.executable, "-m", "programs.pachctl", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

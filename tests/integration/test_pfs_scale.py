@@ -73,7 +73,7 @@ class RssSampler:
 def pachctl(cluster: Cluster, *args: str, stdout: int | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "libs.pachctl", *args],
+        [sys.executable, "-m", "programs.pachctl", *args],
         cwd=ROOT,
         env=env,
         stdout=stdout,

@@ -22,9 +22,9 @@ from libs.api.pps import pps_pb2
 from libs.bus import Bus, Context
 from libs.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from libs.filedata import FileWriter, read_refs
-from libs.natsserver import NatsServer
 from libs.objects import LocalObjectStore
 from libs.trees import DataRef, Op, Put, SetFooter, SetHeader, build, effective_refs, get, walk
+from programs.cluster.natsserver import NatsServer
 from services.pps.adapters import work_queue as wq
 from services.pps.adapters.logs import LogStore
 from services.pps.runners.local import LocalRunner

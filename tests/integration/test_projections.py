@@ -26,8 +26,8 @@ from libs.events import (
     ensure_stream,
     execute,
 )
-from libs.natsserver import NatsServer
 from libs.readmodels import Collection, SqliteDocumentStore
+from programs.cluster.natsserver import NatsServer
 from tests.support import counter
 from tests.support.counter_projection import COUNTERS, CounterProjection
 

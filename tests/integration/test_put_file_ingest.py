@@ -278,7 +278,7 @@ async def test_http_404_is_not_found_and_writes_nothing(
 
 
 async def test_unreachable_http_server_is_unavailable(api: pfs_pb2_grpc.APIAsyncStub) -> None:
-    from libs.natsserver import free_port
+    from programs.cluster.natsserver import free_port
 
     url = f"http://127.0.0.1:{free_port()}/x"
     details = await put_fails(api, [file_msg("master", "/x", url=url)], grpc.StatusCode.UNAVAILABLE)

@@ -27,9 +27,9 @@ from libs.events import (
     RecordedEvent,
     ensure_stream,
 )
-from libs.natsserver import NatsServer
 from libs.readmodels import SqliteDocumentStore
 from libs.service import ServiceContext, serve
+from programs.cluster.natsserver import NatsServer
 from tests.support import counter
 from tests.support.counter_projection import CounterProjection
 

@@ -17,7 +17,7 @@ from libs.api.events.envelope_pb2 import Envelope, EventBatch
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus
 from libs.errors import Unavailable
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 64 * 1024

@@ -1,4 +1,4 @@
-"""The embedded cluster (``python -m libs.cluster``) as a real subprocess,
+"""The embedded cluster (``python -m programs.cluster``) as a real subprocess,
 for integration tests: start, wait until ready, stop, kill."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from libs.natsserver import free_port
+from programs.cluster.natsserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ class Cluster:
     def start(self) -> Cluster:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "libs.cluster"],
+                [sys.executable, "-m", "programs.cluster"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,

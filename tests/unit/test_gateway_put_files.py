@@ -1,4 +1,4 @@
-"""``services.gateway.files.put_files`` over a real LocalObjectStore, with pfs
+"""``services.gateway.app.ingest.put_files`` over a real LocalObjectStore, with pfs
 played by a small in-memory fake of its bus commands (this module's only
 collaborator): batching, split and header writes, cleanup of failed and
 cancelled streams, and memory that does not grow with files or bytes."""
@@ -20,7 +20,7 @@ from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.objects import LocalObjectStore, chunk_key
-from services.gateway import files
+from services.gateway.app import ingest as files
 
 MiB = 1 << 20
 REPO = pfs.Repo(name="data")

@@ -1,4 +1,4 @@
-"""``services.gateway.sources``: URL files over a real aiohttp server in the
+"""``services.gateway.app.sources``: URL files over a real aiohttp server in the
 test's loop (S3 is covered against radosgw in
 tests/integration/test_put_file_ingest.py)."""
 
@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from libs.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from libs.natsserver import free_port
-from services.gateway.sources import shown, url_files
+from programs.cluster.natsserver import free_port
+from services.gateway.app.sources import shown, url_files
 
 MiB = 1 << 20
 BIG_BLOCKS = 128  # MiB served by /big

@@ -18,7 +18,6 @@ from libs.bus import Context
 from libs.errors import Internal, InvalidArgument
 from libs.filedata import FileWriter, read_refs
 from libs.objects import LocalObjectStore, chunk_key, put_chunks
-from libs.pachctl.commands import gc as gc_cmd
 from libs.readmodels import SqliteDocumentStore
 from libs.trees import (
     DataRef,
@@ -32,6 +31,7 @@ from libs.trees import (
     tree_key,
     walk,
 )
+from programs.pachctl.commands import gc as gc_cmd
 from services.gateway.grpc import pps as pps_grpc
 from services.gateway.principal import LONG_COMMANDS
 from services.pfs.app.gc import GcSettings, Source, collect

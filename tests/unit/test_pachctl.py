@@ -13,11 +13,11 @@ import time
 import pytest
 
 from libs.errors import InvalidArgument
-from libs.natsserver import free_port
-from libs.pachctl.address import parse_address
-from libs.pachctl.cli import run
-from libs.pachctl.commands.version import table
-from libs.pachctl.tabwriter import format_table
+from programs.cluster.natsserver import free_port
+from programs.pachctl.address import parse_address
+from programs.pachctl.cli import run
+from programs.pachctl.commands.version import table
+from programs.pachctl.tabwriter import format_table
 
 
 def test_version_table_matches_go_tabwriter() -> None:
@@ -77,7 +77,7 @@ def test_server_down_prints_one_line_and_exits_1() -> None:
     env = {**os.environ, "PACHD_ADDRESS": f"127.0.0.1:{port}"}
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "libs.pachctl", "version"],
+        [sys.executable, "-m", "programs.pachctl", "version"],
         env=env,
         capture_output=True,
         text=True,

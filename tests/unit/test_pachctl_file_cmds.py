@@ -16,13 +16,13 @@ import pytest
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument
-from libs.natsserver import free_port
-from libs.pachctl.address import parse_address
-from libs.pachctl.cli import build_parser, run
-from libs.pachctl.client import CannotReach, Pachd, ServerError
-from libs.pachctl.commands import file as filecmd
-from libs.pachctl.commands import putfile
-from libs.pachctl.tabwriter import StreamingTable
+from programs.cluster.natsserver import free_port
+from programs.pachctl.address import parse_address
+from programs.pachctl.cli import build_parser, run
+from programs.pachctl.client import CannotReach, Pachd, ServerError
+from programs.pachctl.commands import file as filecmd
+from programs.pachctl.commands import putfile
+from programs.pachctl.tabwriter import StreamingTable
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -27,11 +27,11 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.errors import InvalidArgument, Unavailable
-from libs.natsserver import free_port
-from libs.pachctl.cli import build_parser, run
-from libs.pachctl.commands import job as jobcmd
-from libs.pachctl.commands import pipeline as pipecmd
 from libs.pps.spec import load_specs, spec_to_json
+from programs.cluster.natsserver import free_port
+from programs.pachctl.cli import build_parser, run
+from programs.pachctl.commands import job as jobcmd
+from programs.pachctl.commands import pipeline as pipecmd
 
 NOW = 1_700_000_000.0
 SPEC = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from libs.pachctl import pretty
+from programs.pachctl import pretty
 
 
 def test_sizes() -> None:

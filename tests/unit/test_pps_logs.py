@@ -12,7 +12,7 @@ from nats.aio.client import Client
 
 from libs.api.pps import pps_pb2
 from libs.errors import InvalidArgument, Unavailable
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 from services.pps.adapters.logs import (
     MAX_PENDING,
     STREAM,

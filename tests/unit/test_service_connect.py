@@ -10,8 +10,8 @@ import pytest
 import structlog
 
 from libs.config import Config
-from libs.natsserver import free_port
 from libs.service import connect_nats
+from programs.cluster.natsserver import free_port
 
 
 async def test_stop_ends_the_wait_for_an_absent_nats() -> None:

@@ -27,7 +27,8 @@ from libs.api.pfs import pfs_pb2_grpc
 from libs.bus import Bus
 from libs.errors import NotFound
 from libs.objects import ObjectStore
-from services.gateway import file_pages, files
+from services.gateway import file_pages
+from services.gateway.app import ingest as files
 from services.gateway.grpc.streams import closed_by_client
 from services.gateway.principal import Ask, ask
 

@@ -23,7 +23,8 @@ from libs.api.pfs import pfs_pb2
 from libs.api.pps import pps_pb2
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented
-from services.gateway import file_pages, files
+from services.gateway import file_pages
+from services.gateway.app import ingest as files
 from services.gateway.grpc import pps as pps_api
 from services.gateway.http.keys import BUS, STORE
 from services.gateway.principal import Ask, http_ask, http_principal, timeout_for

@@ -37,7 +37,8 @@ from libs import trees
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, to_wire
 from libs.objects import ObjectStore
-from services.gateway import file_pages, files
+from services.gateway import file_pages
+from services.gateway.app import ingest as files
 from services.gateway.http.keys import BUS, STORE
 from services.gateway.principal import Ask, http_ask
 

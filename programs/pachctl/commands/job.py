@@ -18,11 +18,11 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.errors import InvalidArgument
-from libs.pachctl import pretty
-from libs.pachctl.address import from_env
-from libs.pachctl.client import DEFAULT_TIMEOUT_S, LONG_TIMEOUT_S, Pachd, ServerError
-from libs.pachctl.tabwriter import StreamingTable, format_table
 from libs.pps.spec import message_to_dict
+from programs.pachctl import pretty
+from programs.pachctl.address import from_env
+from programs.pachctl.client import DEFAULT_TIMEOUT_S, LONG_TIMEOUT_S, Pachd, ServerError
+from programs.pachctl.tabwriter import StreamingTable, format_table
 
 _RAW = "disable pretty printing, print raw json"
 

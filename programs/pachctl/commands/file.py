@@ -21,12 +21,12 @@ from typing import TextIO
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument, PachError
-from libs.pachctl import pretty
-from libs.pachctl.address import from_env
-from libs.pachctl.client import Pachd, ServerError
-from libs.pachctl.commands import putfile
-from libs.pachctl.commands.putfile import DEFAULT_PARALLELISM, STREAM_TIMEOUT_S
-from libs.pachctl.tabwriter import StreamingTable
+from programs.pachctl import pretty
+from programs.pachctl.address import from_env
+from programs.pachctl.client import Pachd, ServerError
+from programs.pachctl.commands import putfile
+from programs.pachctl.commands.putfile import DEFAULT_PARALLELISM, STREAM_TIMEOUT_S
+from programs.pachctl.tabwriter import StreamingTable
 
 _RAW = "disable pretty printing, print raw json"
 FILE_HEADER = "NAME\tTYPE\tSIZE\t\n"

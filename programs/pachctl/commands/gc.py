@@ -20,9 +20,9 @@ from libs.api.internal import gc_pb2
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.errors import InvalidArgument
-from libs.pachctl import pretty
-from libs.pachctl.address import from_env
-from libs.pachctl.client import LONG_TIMEOUT_S, Pachd
+from programs.pachctl import pretty
+from programs.pachctl.address import from_env
+from programs.pachctl.client import LONG_TIMEOUT_S, Pachd
 
 GC_RESULT_KEY = "pach-gc-result-bin"  # as services.gateway.grpc.pps
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.IGNORECASE)

@@ -32,9 +32,9 @@ from libs.api.pfs import pfs_pb2, pfs_pb2_grpc
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.errors import FailedPrecondition, InvalidArgument, PachError
-from libs.pachctl import pretty
-from libs.pachctl.address import from_env
-from libs.pachctl.client import LONG_TIMEOUT_S, Pachd
+from programs.pachctl import pretty
+from programs.pachctl.address import from_env
+from programs.pachctl.client import LONG_TIMEOUT_S, Pachd
 
 # How often the restore progress line is redrawn on a terminal.
 REDRAW_S = 0.1

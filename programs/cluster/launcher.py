@@ -23,10 +23,10 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from libs.cluster.settings import BACKENDS, GATEWAY, ClusterSettings
-from libs.cluster.supervisor import NatsProcess, ServiceProcess, child_env
 from libs.errors import Unavailable
-from libs.natsserver import NatsServer, free_port
+from programs.cluster.natsserver import NatsServer, free_port
+from programs.cluster.settings import BACKENDS, GATEWAY, ClusterSettings
+from programs.cluster.supervisor import NatsProcess, ServiceProcess, child_env
 
 _log = structlog.get_logger("cluster")
 

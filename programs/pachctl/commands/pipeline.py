@@ -23,10 +23,11 @@ from libs.api.admin import admin_pb2, admin_pb2_grpc
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, PachError, Unavailable
-from libs.pachctl import pretty
-from libs.pachctl.address import from_env
-from libs.pachctl.client import Pachd
-from libs.pachctl.commands.job import (
+from libs.pps.spec import check_spec, load_specs, spec_to_json
+from programs.pachctl import pretty
+from programs.pachctl.address import from_env
+from programs.pachctl.client import Pachd
+from programs.pachctl.commands.job import (
     job_state,
     json_block,
     message_or_nil,
@@ -34,8 +35,7 @@ from libs.pachctl.commands.job import (
     resources,
     timeout_text,
 )
-from libs.pachctl.tabwriter import StreamingTable
-from libs.pps.spec import check_spec, load_specs, spec_to_json
+from programs.pachctl.tabwriter import StreamingTable
 
 _RAW = "disable pretty printing, print raw json"
 _FILE = "The file containing the pipeline, it can be a url or local file. - reads from stdin."

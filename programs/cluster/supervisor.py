@@ -2,7 +2,7 @@
 stop with SIGTERM then SIGKILL.
 
 ``ServiceProcess`` runs ``python -m services.<name>``; ``NatsProcess``
-wraps ``libs.natsserver.NatsServer`` (restarted on the same port and store,
+wraps ``programs.cluster.natsserver.NatsServer`` (restarted on the same port and store,
 so clients reconnect and JetStream state survives).
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from libs.natsserver import NatsServer
+from programs.cluster.natsserver import NatsServer
 
 _log = structlog.get_logger("cluster")
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
 from libs.errors import InvalidArgument, PachError
-from libs.pachctl.commands import GROUPS
+from programs.pachctl.commands import GROUPS
 
 PROG = "pachctl"
 

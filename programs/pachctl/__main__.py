@@ -1,11 +1,11 @@
-"""``pachctl`` / ``python -m libs.pachctl``."""
+"""``pachctl`` / ``python -m programs.pachctl``."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from libs.pachctl.cli import run
+from programs.pachctl.cli import run
 
 
 def main() -> None:

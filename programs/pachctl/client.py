@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 
 from libs.errors import PachError
-from libs.pachctl.address import Address
+from programs.pachctl.address import Address
 
 T = TypeVar("T")
 

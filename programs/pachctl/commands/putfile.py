@@ -29,8 +29,8 @@ import grpc
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument
-from libs.pachctl.address import from_env
-from libs.pachctl.client import LONG_TIMEOUT_S, Pachd
+from programs.pachctl.address import from_env
+from programs.pachctl.client import LONG_TIMEOUT_S, Pachd
 
 # The gateway takes messages up to 1 MiB on the bus side; blocks stay well under it.
 BLOCK = 512 * 1024

@@ -9,10 +9,10 @@ from typing import TextIO
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument
-from libs.pachctl import pretty
-from libs.pachctl.address import from_env
-from libs.pachctl.client import Pachd
-from libs.pachctl.tabwriter import format_table
+from programs.pachctl import pretty
+from programs.pachctl.address import from_env
+from programs.pachctl.client import Pachd
+from programs.pachctl.tabwriter import format_table
 
 _RAW = "disable pretty printing, print raw json"
 

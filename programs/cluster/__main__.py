@@ -1,4 +1,4 @@
-"""``python -m libs.cluster`` (``make up``): the embedded cluster, in the foreground."""
+"""``python -m programs.cluster`` (``make up``): the embedded cluster, in the foreground."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import sys
 
 import structlog
 
-from libs.cluster import lock
-from libs.cluster.launcher import main_async
-from libs.cluster.settings import ClusterSettings
 from libs.errors import PachError
 from libs.observe import configure_logging
+from programs.cluster import lock
+from programs.cluster.launcher import main_async
+from programs.cluster.settings import ClusterSettings
 
 
 def main() -> None:

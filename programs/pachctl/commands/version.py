@@ -10,9 +10,9 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.json_format import MessageToDict
 
 from libs import version
-from libs.pachctl.address import from_env
-from libs.pachctl.client import Pachd
-from libs.pachctl.tabwriter import format_table
+from programs.pachctl.address import from_env
+from programs.pachctl.client import Pachd
+from programs.pachctl.tabwriter import format_table
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,9 +4,9 @@ stream and the object store here, and only data refs go to pfs over the bus
 
 ``put_files`` reads a ``PutFile`` stream. A message with ``file`` set starts
 a file; its bytes are ``value`` across messages, or what its ``url`` names
-(``services.gateway.sources``). ``overwrite_index`` set replaces the file,
+(``services.gateway.app.sources``). ``overwrite_index`` set replaces the file,
 else the bytes are appended. ``delimiter`` splits the bytes into pieces in
-the directory ``file.path`` (``services.gateway.splitting``), and
+the directory ``file.path`` (``services.gateway.app.splitting``), and
 ``header`` / ``footer`` set that directory's header / footer (empty: clear).
 
 Writes are stored with one ``FileWriter`` per stream and sent to pfs in
@@ -34,9 +34,9 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument, NotFound
 from libs.filedata import FileWriter, read_refs
 from libs.objects import ObjectStore
+from services.gateway.app.sources import url_files
+from services.gateway.app.splitting import as_pb, delimiter_name, metadata_write, split_writes
 from services.gateway.principal import Ask
-from services.gateway.sources import url_files
-from services.gateway.splitting import as_pb, delimiter_name, metadata_write, split_writes
 
 R = TypeVar("R", bound=Message)
 
