@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from libs.api.events import pfs_pb2 as ev
 from libs.errors import AlreadyExists, FailedPrecondition, NotFound
-from libs.events import AggregateRef
+from libs.events.envelope import AggregateRef
 from services.pfs.domain.names import validate_repo_name
 
 # A branch or commit anywhere: (repo, branch name) or (repo, commit id).
