@@ -9,13 +9,14 @@ else the bytes are appended. ``delimiter`` splits the bytes into pieces in
 the directory ``file.path`` (``services.gateway.app.splitting``), and
 ``header`` / ``footer`` set that directory's header / footer (empty: clear).
 
-Writes are stored with one ``FileWriter`` per stream and sent to pfs in
-batches of ``BATCH``, each after ``flush()``, so a stream's state does not
-grow with its files. A branch whose head is missing or finished gets a
-commit for the stream, finished at its end (Pachyderm 1.7); if the stream
-fails, that commit is deleted, while a commit the caller opened keeps the
-writes already sent (whole files only). ``read_file`` streams a byte range
-of a file."""
+Writes are stored with one ``FileWriter`` per stream and their refs sent to
+pfs in batches of ``BATCH``, each after ``flush()``, so a stream's state
+does not grow with its files. pfs owns the stream's put session
+(``services/pfs/app/put_sessions.py``): it picks the commit (the branch's
+open head, or one it opens for the session, queued behind other sessions'),
+finishes what it opened when the stream ends, and deletes it when the
+stream fails or its lease lapses. ``read_file`` streams a byte range of a
+file."""
 
 from __future__ import annotations
 
