@@ -17,7 +17,7 @@ from libs.bus import Bus
 from libs.config import Config
 from libs.service import ServiceContext
 from services.gateway import dashboard
-from services.gateway.backends import BackendMonitor
+from services.gateway.app.backends import BackendMonitor
 from services.gateway.grpc.server import start_grpc
 from services.gateway.http.app import build_app, serve_http
 

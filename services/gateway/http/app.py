@@ -14,7 +14,7 @@ from libs.config import Config
 from libs.errors import Unavailable
 from libs.objects import open_object_store
 from libs.observe import http_request_log
-from services.gateway.backends import BackendMonitor
+from services.gateway.app.backends import BackendMonitor
 from services.gateway.errors import http_errors
 from services.gateway.http import admin, api, files
 
