@@ -33,7 +33,9 @@ from libs.errors import (
 H_PRINCIPAL = "Pach-Principal"
 H_REQUEST_ID = "Pach-Request-Id"
 H_ERROR = "Pach-Error"
-KINDS = ("cmd", "qry")
+# cmd and qry are request/reply in a queue group (one replica answers);
+# note is published to every replica of the service, with no answer.
+KINDS = ("cmd", "qry", "note")
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
@@ -180,6 +182,46 @@ class Bus:
             await self._nc.publish(msg.reply, body, headers=headers)
         except nats.errors.Error as exc:
             _log.warning("reply not sent", subject=msg.subject, error=str(exc))
+
+    async def listen(
+        self,
+        name: str,
+        message_type: type[Req],
+        handler: Callable[[Req, Context], Awaitable[None]],
+    ) -> None:
+        """Take every ``note.<service>.<name>`` published, in every replica
+        (no queue group): what replicas tell each other. A note that does not
+        decode, or whose handler fails, is logged and dropped."""
+        subject = subject_for("note", self.service, name)
+
+        async def on_msg(msg: Msg) -> None:
+            headers = msg.headers or {}
+            ctx = Context(
+                principal=headers.get(H_PRINCIPAL, ""),
+                request_id=headers.get(H_REQUEST_ID, ""),
+                subject=subject,
+            )
+            try:
+                await handler(self._decode(msg.data, message_type), ctx)
+            except Exception as exc:
+                _log.warning("note dropped", subject=subject, error=repr(exc))
+
+        self._subs.append(await self._nc.subscribe(subject, cb=on_msg))
+        await self._nc.flush()
+
+    async def notify(
+        self, service: str, name: str, message: Message, *, principal: str = ""
+    ) -> None:
+        """Publish ``note.<service>.<name>`` to every replica listening
+        (fire and forget: a replica that is down misses it)."""
+        subject = subject_for("note", service, name)
+        body = message.SerializeToString()
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLarge(len(body), self.max_message_bytes, f"note to {subject}")
+        try:
+            await self._nc.publish(subject, body, headers={H_PRINCIPAL: principal})
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot publish {subject}: {exc}") from None
 
     # --- calling -----------------------------------------------------------
 

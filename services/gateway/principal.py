@@ -37,7 +37,7 @@ class HasMetadata(Protocol):
 # Commands whose work grows with the data: they wait as long as the caller
 # allows, not the bus's default.
 LONG_COMMANDS = frozenset(
-    {"FinishCommit", "BuildCommit", "CreatePipeline", "DeletePipeline", "DeleteAll"}
+    {"FinishCommit", "EndPut", "BuildCommit", "CreatePipeline", "DeletePipeline", "DeleteAll"}
     | {"GarbageCollect"}
 )
 LONG_TIMEOUT_S = 3600.0

@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import nats
 import pytest
-from google.protobuf.empty_pb2 import Empty
 
 from libs import trees
 from libs.api.internal import pfs_files_pb2 as internal
@@ -68,7 +67,7 @@ class Writes:
 
     async def send(self, ref: str, *writes: internal.FileWrite) -> None:
         req = internal.PutFileRefsRequest(commit=commit(ref), writes=writes)
-        await self.bus.request("pfs", "PutFileRefs", req, Empty)
+        await self.bus.request("pfs", "PutFileRefs", req, internal.PutFileRefsResponse)
 
     async def write(
         self, path: str, data: bytes, kind: int = internal.CONTENT, split: bool = False

@@ -28,9 +28,12 @@ REPO = pfs.Repo(name="data")
 
 class FakePfs:
     """The pfs commands put_files sends, answered from memory. ``master``
-    has a finished head unless ``open_head`` is set; ``calls`` records
-    (name, summary) in order; writes are counted, not kept, unless
-    ``keep`` is set; refs are checked to exist unless ``keep`` is off."""
+    has a finished head unless ``open_head`` is set (then writes go into the
+    caller's open commit ``head``; else pfs opens ``new1`` for the session,
+    held on a lease of ``lease_ms``); ``calls`` records (name, summary) in
+    order; writes are counted, not kept, unless ``keep`` is set; refs are
+    checked to exist unless ``keep`` is off. ``queued`` answers that many
+    requests with "queued" first."""
 
     def __init__(self, store: LocalObjectStore, open_head: bool = False, keep: bool = True):
         self.store = store
@@ -39,30 +42,25 @@ class FakePfs:
         self.calls: list[tuple[str, Any]] = []
         self.writes: list[internal.FileWrite] = []
         self.write_count = 0
-        self.start_gate: asyncio.Event | None = None
-        self.fail_finish = False
-        self.started = 0
+        self.gate: asyncio.Event | None = None
+        self.fail_end = False
+        self.queued = 0
+        self.lease_ms = 60_000
+        self.sessions: set[str] = set()
 
     async def __call__(
         self, name: str, request: Message, response_type: type[Any], kind: str
     ) -> Any:
-        if name == "InspectBranch":
-            head = "head" if self.open_head else "done"
-            return pfs.BranchInfo(head=pfs.Commit(repo=REPO, id=head))
-        if name == "InspectCommit":
-            assert isinstance(request, pfs.InspectCommitRequest)
-            info = pfs.CommitInfo(commit=pfs.Commit(repo=REPO, id=request.commit.id))
-            if request.commit.id == "done":
-                info.finished.GetCurrentTime()
-            return info
-        if name == "StartCommit":
-            if self.start_gate is not None:
-                await self.start_gate.wait()
-            self.started += 1
-            self.calls.append((name, f"new{self.started}"))
-            return pfs.Commit(repo=REPO, id=f"new{self.started}")
-        if name == "PutFileRefs":
+        if name in ("PutFileRefs", "EndPut"):
             assert isinstance(request, internal.PutFileRefsRequest)
+            assert response_type is internal.PutFileRefsResponse
+            self.sessions.add(request.session)
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.queued:
+                self.queued -= 1
+                self.calls.append(("queued", len(request.writes)))
+                return internal.PutFileRefsResponse(queued=True)
             for write in request.writes if self.keep else ():
                 for ref in write.refs:  # every ref is durable when pfs hears of it
                     assert await self.store.exists(chunk_key(ref.chunk)), write.path
@@ -70,16 +68,24 @@ class FakePfs:
             if self.keep:
                 self.writes.extend(request.writes)
             self.calls.append((name, len(request.writes)))
-            return Empty()
-        if name == "FinishCommit":
-            assert isinstance(request, pfs.FinishCommitRequest)
-            self.calls.append((name, request.commit.id))
-            if self.fail_finish:
+            if name == "EndPut" and self.fail_end:
                 raise FailedPrecondition("file/directory conflict")
+            commit = "head" if self.open_head else "new1"
+            lease = 0 if self.open_head or name == "EndPut" else self.lease_ms
+            return internal.PutFileRefsResponse(
+                commit=pfs.Commit(repo=REPO, id=commit), lease_ms=lease
+            )
+        if name == "AbandonPut":
+            assert isinstance(request, internal.AbandonPutRequest)
+            self.sessions.add(request.session)
+            self.calls.append((name, [c.id for c in request.commits]))
             return Empty()
-        if name in ("DeleteCommit", "DeleteFile"):
-            target = request.commit.id if name == "DeleteCommit" else request.file.path  # type: ignore[attr-defined]
-            self.calls.append((name, target))
+        if name == "RenewPut":
+            assert isinstance(request, internal.RenewPutRequest)
+            self.calls.append((name, [c.id for c in request.commits]))
+            return Empty()
+        if name == "DeleteFile":
+            self.calls.append((name, request.file.path))  # type: ignore[attr-defined]
             return Empty()
         raise NotFound(name)
 
@@ -107,13 +113,13 @@ async def test_writes_go_in_batches_after_their_refs_are_durable(store: LocalObj
     fake = FakePfs(store)
     n = 2 * files.BATCH + 500
     await files.put_files(store, fake, stream(msg(f"/f{i}", value=b"x" * i) for i in range(n)))
+    # the last batch ends the session: pfs finishes the commit it opened
     assert fake.calls == [
-        ("StartCommit", "new1"),
         ("PutFileRefs", files.BATCH),
         ("PutFileRefs", files.BATCH),
-        ("PutFileRefs", 500),
-        ("FinishCommit", "new1"),
+        ("EndPut", 500),
     ]
+    assert len(fake.sessions) == 1
     assert [w.path for w in fake.writes] == [f"/f{i}" for i in range(n)]
     assert all(w.append for w in fake.writes)
 
@@ -138,7 +144,7 @@ async def test_split_header_and_overwrite_writes_in_order(store: LocalObjectStor
     assert fake.calls == [
         ("PutFileRefs", 1),
         ("DeleteFile", "/d"),
-        ("PutFileRefs", 5),
+        ("EndPut", 5),
     ]
     kinds = [(w.path, w.kind, w.split, w.append) for w in fake.writes]
     assert kinds == [
@@ -166,13 +172,22 @@ async def test_sql_split_sends_pieces_then_header_and_footer(store: LocalObjectS
     assert sizes == [2, 2, len(b"SET x;\nCOPY t (a) FROM stdin;\n"), len(b"\\.\n-- done\n")]
 
 
-async def test_a_failed_stream_deletes_the_commit_it_started(store: LocalObjectStore) -> None:
+async def test_a_failed_stream_abandons_its_session(store: LocalObjectStore) -> None:
     fake = FakePfs(store)
     with pytest.raises(InvalidArgument, match="--recursive needs a url"):
         await files.put_files(
             store, fake, stream([msg("/a", value=b"a"), msg("/b", recursive=True)])
         )
-    assert fake.calls == [("StartCommit", "new1"), ("DeleteCommit", "new1")]
+    # nothing was sent yet: the branch is named, pfs deletes what the session holds there
+    assert fake.calls == [("AbandonPut", ["master"])]
+
+
+async def test_a_failed_stream_abandons_the_commit_pfs_opened(store: LocalObjectStore) -> None:
+    fake = FakePfs(store)
+    msgs = [msg(f"/f{i}", value=b"x") for i in range(files.BATCH + 1)] + [msg("/")]
+    with pytest.raises(InvalidArgument, match="root directory"):
+        await files.put_files(store, fake, stream(msgs))
+    assert fake.calls == [("PutFileRefs", files.BATCH), ("AbandonPut", ["new1"])]
 
 
 async def test_a_failed_stream_leaves_an_open_commit_open(store: LocalObjectStore) -> None:
@@ -180,34 +195,67 @@ async def test_a_failed_stream_leaves_an_open_commit_open(store: LocalObjectStor
     msgs = [msg(f"/f{i}", value=b"x") for i in range(files.BATCH + 1)] + [msg("/")]
     with pytest.raises(InvalidArgument, match="root directory"):
         await files.put_files(store, fake, stream(msgs))
-    assert fake.calls == [("PutFileRefs", files.BATCH)]  # the unsent last file is dropped
+    # the unsent last file is dropped; pfs keeps a caller's commit open
+    assert fake.calls == [("PutFileRefs", files.BATCH), ("AbandonPut", ["head"])]
 
 
-async def test_a_failed_finish_deletes_the_commit(store: LocalObjectStore) -> None:
+async def test_a_failed_end_abandons_the_session(store: LocalObjectStore) -> None:
     fake = FakePfs(store)
-    fake.fail_finish = True
+    fake.fail_end = True
     with pytest.raises(FailedPrecondition):
         await files.put_files(store, fake, stream([msg("/a", value=b"a")]))
-    assert fake.names() == ["StartCommit", "PutFileRefs", "FinishCommit", "DeleteCommit"]
+    assert fake.calls == [("EndPut", 1), ("AbandonPut", ["master"])]
 
 
-async def test_cancelled_while_starting_the_commit_still_deletes_it(
+async def test_a_queued_request_is_sent_again_until_pfs_takes_it(
     store: LocalObjectStore,
 ) -> None:
     fake = FakePfs(store)
-    fake.start_gate = asyncio.Event()
+    fake.queued = 3
+    await files.put_files(store, fake, stream([msg("/a", value=b"a")]))
+    assert fake.calls == [("queued", 1)] * 3 + [("EndPut", 1)]
+    assert [w.path for w in fake.writes] == ["/a"]
+
+
+async def test_the_session_renews_its_lease_while_the_stream_lives(
+    store: LocalObjectStore,
+) -> None:
+    fake = FakePfs(store)
+    fake.lease_ms = 90  # renewed every 30 ms
+
+    async def slow() -> AsyncIterator[pfs.PutFileRequest]:
+        for i in range(files.BATCH + 1):
+            yield msg(f"/f{i}", value=b"x")
+        await asyncio.sleep(0.5)
+
+    await files.put_files(store, fake, slow())
+    names = fake.names()
+    assert names[0] == "PutFileRefs" and names[-1] == "EndPut"
+    assert names.count("RenewPut") >= 5, names
+    assert ("RenewPut", ["new1"]) in fake.calls
+    calls = len(fake.calls)
+    await asyncio.sleep(0.2)
+    assert len(fake.calls) == calls  # no renewal after the end
+
+
+async def test_cancelled_while_pfs_opens_the_commit_still_abandons_it(
+    store: LocalObjectStore,
+) -> None:
+    fake = FakePfs(store)
+    fake.gate = asyncio.Event()
     task = asyncio.ensure_future(files.put_files(store, fake, stream([msg("/a", value=b"a")])))
-    await asyncio.sleep(0.05)  # StartCommit is in flight
+    await asyncio.sleep(0.05)  # EndPut is in flight
     task.cancel()
-    await asyncio.sleep(0.05)
-    fake.start_gate.set()  # pfs opens the commit after the caller gave up
     with pytest.raises(asyncio.CancelledError):
         await task
     for _ in range(100):
-        if "DeleteCommit" in fake.names():
+        if "AbandonPut" in fake.names():
             break
         await asyncio.sleep(0.01)
-    assert fake.calls == [("StartCommit", "new1"), ("DeleteCommit", "new1")]
+    # the branch is named: pfs deletes whatever the session holds on it
+    assert fake.calls == [("AbandonPut", ["master"])]
+    assert len(fake.sessions) == 1
+    fake.gate.set()
 
 
 async def test_memory_does_not_grow_with_files(store: LocalObjectStore) -> None:

@@ -196,10 +196,16 @@ class CommitStarted(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     branch: _builtins.str
     parent: _builtins.str
     description: _builtins.str
+    lease: _builtins.str
+    """Set when pfs opened the commit for an auto-commit put-file: the put
+    session that holds it. pfs finishes it when that put ends and deletes it
+    when the session's lease lapses (the put's stream is gone).
+    """
     @_builtins.property
     def provenance(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommitRef]: ...
     def __init__(
@@ -210,10 +216,11 @@ class CommitStarted(_message.Message):
         parent: _builtins.str = ...,
         description: _builtins.str = ...,
         provenance: _abc.Iterable[Global___CommitRef] | None = ...,
+        lease: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "description", b"description", "id", b"id", "parent", b"parent", "provenance", b"provenance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "description", b"description", "id", b"id", "lease", b"lease", "parent", b"parent", "provenance", b"provenance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -96,6 +96,17 @@ class PutFileRefsRequest(_message.Message):
 
     COMMIT_FIELD_NUMBER: _builtins.int
     WRITES_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    session: _builtins.str
+    """The put session (one put-file or copy-file stream) the writes belong
+    to. With a session, `commit` may name a branch without an open head:
+    pfs opens a commit for the session on it, held by the session's lease,
+    after the commits other sessions hold on that branch (a queue). A branch
+    whose head a caller opened (start-commit) takes the writes, as in 1.7.
+    EndPut is the session's last request for `commit`: the same, and then
+    pfs finishes the commit it opened for the session (a caller's own open
+    commit stays open).
+    """
     @_builtins.property
     def commit(self) -> _pfs_pb2.Commit: ...
     @_builtins.property
@@ -105,14 +116,105 @@ class PutFileRefsRequest(_message.Message):
         *,
         commit: _pfs_pb2.Commit | None = ...,
         writes: _abc.Iterable[Global___FileWrite] | None = ...,
+        session: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "writes", b"writes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "session", b"session", "writes", b"writes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PutFileRefsRequest: _TypeAlias = PutFileRefsRequest  # noqa: Y015
+
+@_typing.final
+class PutFileRefsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMIT_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    LEASE_MS_FIELD_NUMBER: _builtins.int
+    queued: _builtins.bool
+    """The branch is held by other sessions' commits and did not come free in
+    time: nothing was written; send the same request again (its place in the
+    queue is kept for a while).
+    """
+    lease_ms: _builtins.int
+    """How long the session's lease on the commit lasts without a renewal
+    (RenewPut); 0 when the commit is not held by the session.
+    """
+    @_builtins.property
+    def commit(self) -> _pfs_pb2.Commit:
+        """The commit the writes went into, by id."""
+
+    def __init__(
+        self,
+        *,
+        commit: _pfs_pb2.Commit | None = ...,
+        queued: _builtins.bool = ...,
+        lease_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "lease_ms", b"lease_ms", "queued", b"queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutFileRefsResponse: _TypeAlias = PutFileRefsResponse  # noqa: Y015
+
+@_typing.final
+class AbandonPutRequest(_message.Message):
+    """Give up a put session: pfs deletes the commits it opened for it that have
+    not finished (`commits`: by id, or the branch the session wrote to).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    COMMITS_FIELD_NUMBER: _builtins.int
+    session: _builtins.str
+    @_builtins.property
+    def commits(self) -> _containers.RepeatedCompositeFieldContainer[_pfs_pb2.Commit]: ...
+    def __init__(
+        self,
+        *,
+        session: _builtins.str = ...,
+        commits: _abc.Iterable[_pfs_pb2.Commit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commits", b"commits", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonPutRequest: _TypeAlias = AbandonPutRequest  # noqa: Y015
+
+@_typing.final
+class RenewPutRequest(_message.Message):
+    """Sent by a gateway while a put session's stream is alive, every third of
+    the lease: the session still holds `commits` (by id). pfs passes it on to
+    its other replicas, so whichever one expires leases knows.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    COMMITS_FIELD_NUMBER: _builtins.int
+    session: _builtins.str
+    @_builtins.property
+    def commits(self) -> _containers.RepeatedCompositeFieldContainer[_pfs_pb2.Commit]: ...
+    def __init__(
+        self,
+        *,
+        session: _builtins.str = ...,
+        commits: _abc.Iterable[_pfs_pb2.Commit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commits", b"commits", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewPutRequest: _TypeAlias = RenewPutRequest  # noqa: Y015
 
 @_typing.final
 class FileRefsRequest(_message.Message):

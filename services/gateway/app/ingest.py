@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ from google.protobuf.message import Message
 from libs import trees
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
-from libs.errors import InvalidArgument, NotFound
+from libs.errors import InvalidArgument
 from libs.filedata import FileWriter, read_refs
 from libs.objects import ObjectStore
 from services.gateway.app.sources import url_files
@@ -113,57 +114,137 @@ def _check(req: pfs.PutFileRequest) -> None:
         delimiter_name(req.delimiter)
 
 
-class _Batch:
-    """File writes for one commit, sent to pfs every ``BATCH`` writes, when
-    the commit changes, and on ``send()`` — each time after the writer's
-    flush, so every ref they carry is durable."""
+class _Session:
+    """One PutFile (or CopyFile) stream's put session: pfs decides which
+    commit each target (the commit or branch a file names) writes into,
+    opening one held by this session when the branch has no open head.
 
-    def __init__(self, writer: FileWriter, ask: Ask) -> None:
-        self._writer = writer
+    Writes go to pfs in batches of ``BATCH``, each after the writer's flush
+    (every ref they carry is durable), when the target changes, and at the
+    end, whose last request tells pfs to finish what it opened. While the
+    stream lives, the session renews the leases of the commits pfs holds for
+    it; a failed stream gives them up (``abandon``), and if even that cannot
+    reach pfs, the leases lapse and pfs deletes them."""
+
+    def __init__(self, store: ObjectStore, ask: Ask) -> None:
+        self.id = uuid.uuid4().hex
         self._ask = ask
-        self._commit: pfs.Commit | None = None
+        self.writer = FileWriter(store)
+        # (repo, reference) -> the commit id pfs chose ("" until it has)
+        self._targets: dict[tuple[str, str], str] = {}
+        self._held: set[tuple[str, str]] = set()  # targets whose commit pfs holds for us
+        self._target: tuple[str, str] | None = None
         self._writes: list[internal.FileWrite] = []
+        self._lease_s = 0.0
+        self._renewing: asyncio.Task[None] | None = None
 
-    async def add(self, commit: pfs.Commit, write: internal.FileWrite) -> None:
-        if self._commit is not None and self._commit != commit:
+    async def add(self, target: pfs.Commit, write: internal.FileWrite) -> None:
+        key = (target.repo.name, target.id)
+        if self._target is not None and self._target != key:
             await self.send()
-        self._commit = commit
+        self._target = key
+        self._targets.setdefault(key, "")
         self._writes.append(write)
         if len(self._writes) >= BATCH:
             await self.send()
 
+    async def commit(self, target: pfs.Commit) -> pfs.Commit:
+        """The commit ``target`` writes into, by id (asking pfs the first time)."""
+        key = (target.repo.name, target.id)
+        if not self._targets.get(key):
+            await self.send()  # writes before this point go first
+        if not self._targets.get(key):
+            self._targets[key] = ""
+            await self._refs(key, [], end=False)
+        return pfs.Commit(repo=target.repo, id=self._targets[key])
+
     async def send(self) -> None:
-        if not self._writes:
+        if not self._writes or self._target is None:
             return
-        assert self._commit is not None
-        await self._writer.flush()
-        req = internal.PutFileRefsRequest(commit=self._commit, writes=self._writes)
-        await self._ask("PutFileRefs", req, Empty, "cmd")
-        self._writes = []
+        await self.writer.flush()
+        writes, self._writes = self._writes, []
+        await self._refs(self._target, writes, end=False)
+
+    async def finish(self) -> None:
+        """Send what is left and end every target: pfs finishes the commits
+        it opened for the session."""
+        await self.writer.flush()
+        for key in list(self._targets):
+            writes: list[internal.FileWrite] = []
+            if key == self._target:
+                writes, self._writes = self._writes, []
+            await self._refs(key, writes, end=True)
+            self._held.discard(key)
+        self._stop_renewing()
+
+    async def abandon(self, why: BaseException) -> None:
+        """Give up the commits pfs holds for the session (best effort: a
+        failure is logged, and the leases lapse instead). Unsent writes are
+        dropped."""
+        self._stop_renewing()
+        if not self._targets:
+            return
+        named = [self._named(key) for key in self._targets]
+        req = internal.AbandonPutRequest(session=self.id, commits=named)
+        fields = {"session": self.id, "cause": repr(why)}
+        try:
+            await self._ask("AbandonPut", req, Empty, "cmd")
+        except Exception as exc:  # best effort: the stream's own error wins
+            _log.warning("put_file_abandon_failed", error=repr(exc), **fields)
+        else:
+            _log.info("put_file_abandoned", **fields)
+
+    def _named(self, key: tuple[str, str]) -> pfs.Commit:
+        return pfs.Commit(repo=pfs.Repo(name=key[0]), id=self._targets.get(key) or key[1])
+
+    async def _refs(
+        self, key: tuple[str, str], writes: list[internal.FileWrite], *, end: bool
+    ) -> None:
+        req = internal.PutFileRefsRequest(commit=self._named(key), writes=writes, session=self.id)
+        name = "EndPut" if end else "PutFileRefs"
+        while True:
+            got = await self._ask(name, req, internal.PutFileRefsResponse, "cmd")
+            if not got.queued:
+                break
+            # the branch is held by other sessions' commits: our place is kept
+        self._targets[key] = got.commit.id
+        if got.lease_ms:
+            self._held.add(key)
+            self._lease_s = got.lease_ms / 1000
+            if self._renewing is None:
+                self._renewing = asyncio.ensure_future(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        while self._held:
+            await asyncio.sleep(self._lease_s / 3)
+            held = [self._named(key) for key in self._held]
+            try:
+                req = internal.RenewPutRequest(session=self.id, commits=held)
+                await self._ask("RenewPut", req, Empty, "cmd")
+            except Exception as exc:  # the next renewal may get through
+                _log.warning("put_file_lease_renewal_failed", session=self.id, error=repr(exc))
+
+    def _stop_renewing(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
 
 
 class _PutStream:
-    """One PutFile stream's writes: ``run``, then ``finish``, or on failure
-    ``abandon``.
-
-    StartCommit and FinishCommit run as tasks the stream's cancellation does
-    not cancel, so ``abandon`` always knows which commits it opened and
-    whether they finished."""
+    """One PutFile stream's writes: ``run``, then ``session.finish()``, or
+    on failure ``session.abandon()``."""
 
     def __init__(self, store: ObjectStore, ask: Ask) -> None:
         self._ask = ask
-        self._writer = FileWriter(store)
-        self._batch = _Batch(self._writer, ask)
-        self._commits: dict[tuple[str, str], pfs.Commit] = {}  # (repo, ref) -> commit by id
-        self._started: list[asyncio.Task[pfs.Commit]] = []
-        self._finishing: dict[str, asyncio.Task[Empty]] = {}
+        self.session = _Session(store, ask)
+        self._writer = self.session.writer
 
     async def run(self, requests: _Requests) -> None:
         while (first := await requests.next()) is not None:
             if not first.HasField("file"):
                 raise InvalidArgument("a put-file stream must start each file with its name")
             _check(first)
-            commit = await self._commit(first.file.commit)
+            commit = _target(first.file.commit)
             path = trees.normalize(first.file.path)
             if not first.url:
                 await self._put(commit, first, path, requests.blocks(first))
@@ -182,14 +263,14 @@ class _PutStream:
 
     async def copy(self, req: pfs.CopyFileRequest) -> None:
         """CopyFile into the commit its destination names (a branch: the open
-        head, or a commit opened for the copy)."""
+        head, or a commit pfs opens for the copy)."""
         # The source is pinned first: on the same branch, its head is what
         # the copy reads, not the commit opened for the copy.
         found = pfs.InspectCommitRequest(commit=req.src.commit)
         src = pfs.File(path=req.src.path)
         src.commit.CopyFrom((await self._ask("InspectCommit", found, pfs.CommitInfo, "qry")).commit)
         dst = pfs.File(path=req.dst.path)
-        dst.commit.CopyFrom(await self._commit(req.dst.commit))
+        dst.commit.CopyFrom(await self.session.commit(_target(req.dst.commit)))
         copy = pfs.CopyFileRequest(src=src, dst=dst, overwrite=req.overwrite)
         await self._ask("CopyFile", copy, Empty, "cmd")
 
@@ -198,23 +279,24 @@ class _PutStream:
     ) -> None:
         """Write one file's bytes (``blocks``) as ``req`` says, at ``path``."""
         overwrite = req.HasField("overwrite_index")
+        session = self.session
         if req.HasField("header"):
             write = await metadata_write(self._writer, path, internal.HEADER, req.header.value)
-            await self._batch.add(commit, write)
+            await session.add(commit, write)
         if req.HasField("footer"):
             write = await metadata_write(self._writer, path, internal.FOOTER, req.footer.value)
-            await self._batch.add(commit, write)
+            await session.add(commit, write)
         if req.delimiter != pfs.NONE:
             if overwrite:  # the pieces replace the directory
-                await self._batch.send()
-                delete = pfs.DeleteFileRequest(file=pfs.File(commit=commit, path=path))
+                target = await session.commit(commit)
+                delete = pfs.DeleteFileRequest(file=pfs.File(commit=target, path=path))
                 await self._ask("DeleteFile", delete, Empty, "cmd")
             splitter = delimiter_name(req.delimiter)
             writes = split_writes(
                 self._writer, path, blocks, splitter, req.target_file_datums, req.target_file_bytes
             )
             async for write in writes:
-                await self._batch.add(commit, write)
+                await session.add(commit, write)
         elif req.HasField("header") or req.HasField("footer"):
             async for block in blocks:
                 if block:
@@ -228,59 +310,16 @@ class _PutStream:
                 raise InvalidArgument("cannot put a file at /: it is the root directory", path=path)
             refs = await self._writer.write_file(blocks)
             write = internal.FileWrite(path=path, refs=as_pb(refs), append=not overwrite)
-            await self._batch.add(commit, write)
+            await session.add(commit, write)
 
-    async def _commit(self, named: pfs.Commit) -> pfs.Commit:
-        key = (named.repo.name, named.id)
-        if (commit := self._commits.get(key)) is None:
-            commit = await _open_commit(self._ask, named) or await self._start(named)
-            self._commits[key] = commit
-        return commit
 
-    async def _start(self, named: pfs.Commit) -> pfs.Commit:
-        """A new commit on the branch ``named.id``, for this stream."""
-        req = pfs.StartCommitRequest(parent=pfs.Commit(repo=named.repo), branch=named.id)
-        task = asyncio.ensure_future(self._ask("StartCommit", req, pfs.Commit, "cmd"))
-        self._started.append(task)
-        started = await asyncio.shield(task)
-        return pfs.Commit(repo=named.repo, id=started.id)
-
-    async def finish(self) -> None:
-        """Send what is left and finish the commits opened for the stream."""
-        await self._batch.send()
-        for task in self._started:
-            commit = task.result()
-            req = pfs.FinishCommitRequest(commit=commit)
-            finishing = asyncio.ensure_future(self._ask("FinishCommit", req, Empty, "cmd"))
-            self._finishing[commit.id] = finishing
-            await asyncio.shield(finishing)
-
-    async def abandon(self, why: BaseException) -> None:
-        """Delete the commits opened for the stream that did not finish (best
-        effort: a failure is logged). Unsent writes are dropped."""
-        for task in self._started:
-            try:
-                commit = await task
-            except Exception:  # never started: nothing to delete
-                continue
-            finishing = self._finishing.get(commit.id)
-            if finishing is not None:
-                try:
-                    await finishing
-                except Exception:
-                    pass  # the finish failed: delete it like an unfinished one
-                else:
-                    continue  # finished: it stays
-            await self._delete(commit, why)
-
-    async def _delete(self, commit: pfs.Commit, why: BaseException) -> None:
-        fields = {"repo": commit.repo.name, "commit": commit.id, "cause": repr(why)}
-        try:
-            await self._ask("DeleteCommit", pfs.DeleteCommitRequest(commit=commit), Empty, "cmd")
-        except Exception as exc:  # best effort: the stream's own error wins
-            _log.warning("put_file_cleanup_failed", error=repr(exc), **fields)
-        else:
-            _log.info("put_file_commit_deleted", **fields)
+def _target(named: pfs.Commit) -> pfs.Commit:
+    """A file's commit as the client named it (a branch or a commit id)."""
+    if not named.repo.name:
+        raise InvalidArgument("put-file: a repo name is required")
+    if not named.id:
+        raise InvalidArgument(f"put-file to repo {named.repo.name}: a branch or commit is required")
+    return pfs.Commit(repo=pfs.Repo(name=named.repo.name), id=named.id)
 
 
 async def put_files(
@@ -289,9 +328,9 @@ async def put_files(
     put = _PutStream(store, ask)
     try:
         await put.run(_Requests(stream))
-        await put.finish()
+        await put.session.finish()
     except BaseException as exc:  # a failed or cancelled stream: clean up, then fail
-        await _even_if_cancelled(put.abandon(exc))
+        await _even_if_cancelled(put.session.abandon(exc))
         raise
     return Empty()
 
@@ -303,9 +342,9 @@ async def copy_file(store: ObjectStore, ask: Ask, req: pfs.CopyFileRequest) -> E
     put = _PutStream(store, ask)
     try:
         await put.copy(req)
-        await put.finish()
+        await put.session.finish()
     except BaseException as exc:
-        await _even_if_cancelled(put.abandon(exc))
+        await _even_if_cancelled(put.session.abandon(exc))
         raise
     return Empty()
 
@@ -321,29 +360,6 @@ async def _even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_cleanups.discard)
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.shield(task)
-
-
-async def _open_commit(ask: Ask, commit: pfs.Commit) -> pfs.Commit | None:
-    """The commit to write to, by id: the named one, or the open head of the
-    named branch; None for a branch whose head is missing or finished (the
-    stream gets a new commit on it)."""
-    branch = pfs.InspectBranchRequest(branch=pfs.Branch(repo=commit.repo, name=commit.id))
-    try:
-        info = await ask("InspectBranch", branch, pfs.BranchInfo, "qry")
-    except NotFound:
-        info = None
-    if info is not None and info.head.id:
-        head = pfs.InspectCommitRequest(commit=pfs.Commit(repo=commit.repo, id=info.head.id))
-        found = await ask("InspectCommit", head, pfs.CommitInfo, "qry")
-        if not found.HasField("finished"):
-            return found.commit
-    if info is None:
-        try:
-            named = pfs.InspectCommitRequest(commit=commit)
-            return (await ask("InspectCommit", named, pfs.CommitInfo, "qry")).commit
-        except NotFound:
-            pass  # neither a branch nor a commit: a new branch
-    return None
 
 
 async def read_file(store: ObjectStore, ask: Ask, req: pfs.GetFileRequest) -> AsyncIterator[bytes]:

@@ -19,6 +19,9 @@ from services.pfs.adapters.scoped import RepoKeys
 COMMITS = "commits"
 # One document per (provenance commit -> commit) pair: a commit's subvenance.
 COMMIT_EDGES = "commit_edges"
+# One document per open commit a put session holds (``lease``): what pfs
+# watches the leases of, read whole when it starts.
+PUT_LEASES = "put_leases"
 
 
 def commit_key(repo: str, commit_id: str) -> str:
@@ -35,6 +38,7 @@ class CommitsProjection(Projection):
     collections = (
         Collection(COMMITS, indexes=("repo", "started_ns", "parent")),
         Collection(COMMIT_EDGES, indexes=("repo", "up_key")),
+        Collection(PUT_LEASES, indexes=("repo",)),
     )
 
     def __init__(self, store: DocumentStore) -> None:
@@ -60,9 +64,14 @@ class CommitsProjection(Projection):
                     "size_bytes": 0,
                     "tree": "",
                     "provenance": [[p.repo, p.id] for p in msg.provenance],
+                    "lease": msg.lease,
                 },
             )
             self.keys.wrote(view, COMMITS, repo, key)
+            if msg.lease:
+                lease = {"key": key, "repo": repo, "id": msg.id, "session": msg.lease}
+                view.put(PUT_LEASES, key, lease)
+                self.keys.wrote(view, PUT_LEASES, repo, key)
             for p in msg.provenance:
                 edge = _edge_key([p.repo, p.id], repo, msg.id)
                 up_key = commit_key(p.repo, p.id)
@@ -84,17 +93,21 @@ class CommitsProjection(Projection):
                 if msg.description_set:
                     done["description"] = msg.description
                 view.put(COMMITS, doc["key"], done)
+                if doc.get("lease"):
+                    view.delete(PUT_LEASES, doc["key"])
         elif isinstance(msg, ev.CommitDeleted):
             old = await view.get(COMMITS, commit_key(repo, msg.id))
             for up in old["provenance"] if old is not None else []:
                 view.delete(COMMIT_EDGES, _edge_key(up, repo, msg.id))
             view.delete(COMMITS, commit_key(repo, msg.id))
+            if old is not None and old.get("lease"):
+                view.delete(PUT_LEASES, old["key"])
             for child in msg.children:
                 doc = await view.get(COMMITS, commit_key(repo, child))
                 if doc is not None:
                     view.put(COMMITS, doc["key"], {**doc, "parent": msg.parent})
         elif isinstance(msg, ev.RepoDeleted):
-            for collection in (COMMITS, COMMIT_EDGES):
+            for collection in (COMMITS, COMMIT_EDGES, PUT_LEASES):
                 for key in await self.keys.of_repo(view, collection, repo):
                     view.delete(collection, key)
 

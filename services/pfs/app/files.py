@@ -1,6 +1,7 @@
-"""File commands: PutFileRefs (the gateway stored the bytes: content, split
-pieces, headers and footers), DeleteFile, CopyFile, and the tree build
-finish-commit runs. Queries are in ``file_reads``.
+"""File commands: the writes of PutFileRefs (the gateway stored the bytes:
+content, split pieces, headers and footers; ``put_sessions`` decides the
+commit), DeleteFile, CopyFile, and the tree build finish-commit runs.
+Queries are in ``file_reads``.
 
 Writes go to the commit aggregate (``services.pfs.domain.files``)."""
 
@@ -41,22 +42,15 @@ class Files:
         return cls(docs, events, store, cache)
 
     async def register(self, bus: Bus) -> None:
-        await bus.serve("PutFileRefs", internal.PutFileRefsRequest, self.put_file_refs)
         await bus.serve("DeleteFile", pfs.DeleteFileRequest, self.delete_file)
         await bus.serve("CopyFile", pfs.CopyFileRequest, self.copy_file)
         await FileReads(self.docs, self.store).register(bus)
 
     # --- writes ----------------------------------------------------------------
 
-    async def put_file_refs(self, req: internal.PutFileRefsRequest, ctx: Context) -> Empty:
-        name = repo_name(req.commit.repo)
-        writes = [_write_event(w) for w in req.writes]
-        await self._write(name, req.commit.id, writes, ctx)
-        return Empty()
-
     async def delete_file(self, req: pfs.DeleteFileRequest, ctx: Context) -> Empty:
         name = repo_name(req.file.commit.repo)
-        await self._write(name, req.file.commit.id, [files.delete(req.file.path)], ctx)
+        await self.write(name, req.file.commit.id, [files.delete(req.file.path)], ctx)
         return Empty()
 
     async def copy_file(self, req: pfs.CopyFileRequest, ctx: Context) -> Empty:
@@ -82,19 +76,20 @@ class Files:
         event = files.copy(
             src.commit.repo.name, src.commit.id, src.root, src_path, dst_path, req.overwrite
         )
-        await self._write(dst_repo, req.dst.commit.id, [event], ctx)
+        await self.write(dst_repo, req.dst.commit.id, [event], ctx)
         return Empty()
 
-    async def _write(
+    async def write(
         self, name: str, reference: str, writes: Sequence[files.Write], ctx: Context
-    ) -> None:
+    ) -> str:
+        """Record ``writes`` in the open commit ``reference`` names; its id."""
         doc = await commit_doc(self.docs, name, reference)
         if doc["finished_ns"]:
             raise FailedPrecondition(
                 f"commit {name}/{doc['id']} has already been finished", repo=name, commit=doc["id"]
             )
         if not writes:
-            return
+            return str(doc["id"])
         aggregate = files.ref(doc["id"])
         bases = await self._split_bases(name, doc, writes)
         await self.cache.execute(
@@ -103,6 +98,7 @@ class Files:
             principal=ctx.principal,
             correlation_id=ctx.request_id,
         )
+        return str(doc["id"])
 
     async def _split_bases(
         self, name: str, doc: dict[str, Any], writes: Sequence[files.Write]
@@ -199,7 +195,7 @@ class Files:
         raise NotFound(f"commit {commit_id} has no tree", commit=commit_id)
 
 
-def _write_event(w: internal.FileWrite) -> files.Write:
+def write_event(w: internal.FileWrite) -> files.Write:
     """The commit event (or split write) one FileWrite stands for."""
     refs = trees.model.refs_from_pb(w.refs)
     if w.kind == internal.CONTENT:

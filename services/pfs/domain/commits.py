@@ -152,14 +152,62 @@ def delete_commit(repo: str, reference: str, downstream: bool = False) -> Decide
                 repo=repo,
                 commit=commit.id,
             )
-        children = sorted(c.id for c in state.commits.values() if c.parent == commit.id)
-        events: list[Message] = [
-            ev.CommitDeleted(id=commit.id, parent=commit.parent, children=children)
-        ]
-        for name in sorted(state.branches):
-            if state.branches[name].head == commit.id:
-                events.append(_branch_set(state, name, commit.parent))
-        return events
+        return _deleted(state, commit)
+
+    return decide
+
+
+def _deleted(state: Repo, commit: Commit) -> list[Message]:
+    """Delete ``commit``: its children get its parent, branches whose head it
+    was move to its parent."""
+    children = sorted(c.id for c in state.commits.values() if c.parent == commit.id)
+    events: list[Message] = [
+        ev.CommitDeleted(id=commit.id, parent=commit.parent, children=children)
+    ]
+    for name in sorted(state.branches):
+        if state.branches[name].head == commit.id:
+            events.append(_branch_set(state, name, commit.parent))
+    return events
+
+
+def open_put_commit(repo: str, branch: str, commit_id: str, session: str) -> Decide:
+    """The commit an auto-commit put-file (put session ``session``) writes
+    to on ``branch``: when the branch has no open head, open ``commit_id`` on
+    it, held by the session; otherwise decide nothing, and the caller reads
+    the head: the session's own commit, a caller's open commit (the put
+    writes into it, as in 1.7), or another session's (the put waits its
+    turn)."""
+    validate_branch_name(branch)
+
+    def decide(state: Repo) -> Sequence[Message]:
+        require(state, repo)
+        old = state.branches.get(branch)
+        if old is not None and old.head and not state.commits[old.head].finished:
+            return []
+        if old is not None and old.provenance:
+            raise FailedPrecondition(
+                f"cannot start a commit on output branch {repo}/{branch}",
+                repo=repo,
+                branch=branch,
+            )
+        started = ev.CommitStarted(
+            id=commit_id, branch=branch, parent=old.head if old else "", lease=session
+        )
+        return [started, _branch_set(state, branch, commit_id)]
+
+    return decide
+
+
+def expire_put(repo: str, commit_id: str, session: str) -> Decide:
+    """Delete ``commit_id`` if put session ``session`` still holds it open
+    (its put failed, or its lease lapsed); a commit that finished meanwhile,
+    or that no session holds, stays."""
+
+    def decide(state: Repo) -> Sequence[Message]:
+        commit = state.commits.get(commit_id) if state.exists else None
+        if commit is None or commit.finished or not session or commit.lease != session:
+            return []
+        return _deleted(state, commit)
 
     return decide
 

@@ -4,7 +4,7 @@ schema changes)."""
 from __future__ import annotations
 
 from libs.api.events import pfs_pb2
-from libs.events import EventRegistry
+from libs.events.registry import EventRegistry
 
 
 def registry() -> EventRegistry:

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
-from libs import trees
 from libs.api.events import pfs_pb2 as ev
 from libs.errors import FailedPrecondition, InvalidArgument
-from libs.events import AggregateRef
+from libs.events.envelope import AggregateRef
+from libs.trees import model as tree_model
+from libs.trees import paths as tree_paths
 
 # Split pieces are named by their index in 16 zero-padded hex digits.
 PIECE_FORMAT = "{:016x}"
@@ -67,7 +68,7 @@ def evolve(state: CommitWrites, event: Message) -> CommitWrites:
 
 def file_path(path: str) -> str:
     """A path a file may be written at (InvalidArgument naming it otherwise)."""
-    normalized = trees.normalize(path)
+    normalized = tree_paths.normalize(path)
     if normalized == "/":
         raise InvalidArgument("cannot put a file at /: it is the root directory", path=path)
     return normalized
@@ -91,7 +92,7 @@ class Split:
 Write = Message | Split
 
 
-def split(path: str, refs: Sequence[trees.DataRef]) -> Split:
+def split(path: str, refs: Sequence[tree_model.DataRef]) -> Split:
     return Split(file_path(path), _refs(refs))
 
 
@@ -140,7 +141,7 @@ def unnumbered(state: CommitWrites, writes: Sequence[Write]) -> list[str]:
     return seen
 
 
-def base_count(path: str, node: trees.Node | None, deleted_in_commit: bool) -> int:
+def base_count(path: str, node: tree_model.Node | None, deleted_in_commit: bool) -> int:
     """Where a directory's split numbering starts in this commit: after the
     pieces it has in the parent tree (``node``), or at 0 when it has none or
     was deleted in this commit. A file there is a FailedPrecondition."""
@@ -154,27 +155,27 @@ def base_count(path: str, node: trees.Node | None, deleted_in_commit: bool) -> i
 
 
 def piece_path(directory: str, index: int) -> str:
-    return trees.paths.join(directory, PIECE_FORMAT.format(index))
+    return tree_paths.join(directory, PIECE_FORMAT.format(index))
 
 
-def _refs(refs: Sequence[trees.DataRef]) -> list[ev.DataRef]:
+def _refs(refs: Sequence[tree_model.DataRef]) -> list[ev.DataRef]:
     return [ev.DataRef(chunk=r.chunk, offset=r.offset, length=r.length) for r in refs]
 
 
-def put(path: str, refs: Sequence[trees.DataRef], append: bool) -> ev.FilePut:
+def put(path: str, refs: Sequence[tree_model.DataRef], append: bool) -> ev.FilePut:
     return ev.FilePut(path=file_path(path), refs=_refs(refs), append=append)
 
 
 def delete(path: str) -> ev.FileDeleted:
-    return ev.FileDeleted(path=trees.normalize(path))
+    return ev.FileDeleted(path=tree_paths.normalize(path))
 
 
-def set_header(path: str, refs: Sequence[trees.DataRef]) -> ev.HeaderSet:
-    return ev.HeaderSet(path=trees.normalize(path), refs=_refs(refs))
+def set_header(path: str, refs: Sequence[tree_model.DataRef]) -> ev.HeaderSet:
+    return ev.HeaderSet(path=tree_paths.normalize(path), refs=_refs(refs))
 
 
-def set_footer(path: str, refs: Sequence[trees.DataRef]) -> ev.FooterSet:
-    return ev.FooterSet(path=trees.normalize(path), refs=_refs(refs))
+def set_footer(path: str, refs: Sequence[tree_model.DataRef]) -> ev.FooterSet:
+    return ev.FooterSet(path=tree_paths.normalize(path), refs=_refs(refs))
 
 
 def copy(
@@ -188,33 +189,33 @@ def copy(
         src_repo=src_repo,
         src_commit=src_commit,
         src_root=src_root,
-        src_path=trees.normalize(src_path),
-        dst_path=trees.normalize(dst_path),
+        src_path=tree_paths.normalize(src_path),
+        dst_path=tree_paths.normalize(dst_path),
         overwrite=overwrite,
     )
 
 
-def _tree_refs(refs: Sequence[ev.DataRef]) -> tuple[trees.DataRef, ...]:
-    return tuple(trees.DataRef(r.chunk, r.offset, r.length) for r in refs)
+def _tree_refs(refs: Sequence[ev.DataRef]) -> tuple[tree_model.DataRef, ...]:
+    return tuple(tree_model.DataRef(r.chunk, r.offset, r.length) for r in refs)
 
 
-def as_ops(event: Message) -> list[trees.Op]:
+def as_ops(event: Message) -> list[tree_model.Op]:
     """The tree ops a commit event stands for, except a non-overwriting copy
     (``copy_appends``), which needs the source tree read."""
     if isinstance(event, ev.FilePut):
-        return [trees.Put(event.path, _tree_refs(event.refs), event.append)]
+        return [tree_model.Put(event.path, _tree_refs(event.refs), event.append)]
     if isinstance(event, ev.FileDeleted):
-        return [trees.Delete(event.path)]
+        return [tree_model.Delete(event.path)]
     if isinstance(event, ev.HeaderSet):
-        return [trees.SetHeader(event.path, _tree_refs(event.refs))]
+        return [tree_model.SetHeader(event.path, _tree_refs(event.refs))]
     if isinstance(event, ev.FooterSet):
-        return [trees.SetFooter(event.path, _tree_refs(event.refs))]
+        return [tree_model.SetFooter(event.path, _tree_refs(event.refs))]
     if isinstance(event, ev.SplitPiecePut):
-        return [trees.Put(piece_path(event.path, event.index), _tree_refs(event.refs))]
+        return [tree_model.Put(piece_path(event.path, event.index), _tree_refs(event.refs))]
     if isinstance(event, ev.FileCopied) and event.overwrite:
         return [
-            trees.Delete(event.dst_path),
-            trees.Copy(event.src_root, event.src_path, event.dst_path),
+            tree_model.Delete(event.dst_path),
+            tree_model.Copy(event.src_root, event.src_path, event.dst_path),
         ]
     return []
 
@@ -222,11 +223,11 @@ def as_ops(event: Message) -> list[trees.Op]:
 def copy_append_ops(
     event: ev.FileCopied,
     path: str,
-    node: trees.Node,
-    content: Sequence[trees.DataRef],
-    header: Sequence[trees.DataRef],
-    footer: Sequence[trees.DataRef],
-) -> list[trees.Op]:
+    node: tree_model.Node,
+    content: Sequence[tree_model.DataRef],
+    header: Sequence[tree_model.DataRef],
+    footer: Sequence[tree_model.DataRef],
+) -> list[tree_model.Op]:
     """What a non-overwriting copy does for one source node at ``path`` (in
     the source tree): a file's content is appended to the file at its
     destination; a directory's header and footer, when it has them, replace
@@ -237,10 +238,10 @@ def copy_append_ops(
         rel = path if event.src_path == "/" else path[len(event.src_path) :]
     dst = event.dst_path if not rel else (rel if event.dst_path == "/" else event.dst_path + rel)
     if not node.is_dir:
-        return [trees.Put(dst, tuple(content), append=True)]
-    ops: list[trees.Op] = []
+        return [tree_model.Put(dst, tuple(content), append=True)]
+    ops: list[tree_model.Op] = []
     if header:
-        ops.append(trees.SetHeader(dst, tuple(header)))
+        ops.append(tree_model.SetHeader(dst, tuple(header)))
     if footer:
-        ops.append(trees.SetFooter(dst, tuple(footer)))
+        ops.append(tree_model.SetFooter(dst, tuple(footer)))
     return ops

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from libs.api.events import pfs_pb2 as ev
 from libs.errors import AlreadyExists, FailedPrecondition, NotFound
-from libs.events import AggregateRef
+from libs.events.envelope import AggregateRef
 from services.pfs.domain.names import validate_repo_name
 
 # A branch or commit anywhere: (repo, branch name) or (repo, commit id).
@@ -39,6 +39,7 @@ class Commit:
     branch: str = ""
     finished: bool = False
     provenance: tuple[Key, ...] = ()
+    lease: str = ""  # the put session holding it (pfs opened it for an auto-commit put)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ def evolve(state: Repo, event: Message) -> Repo:
 def _evolve_commit(state: Repo, event: Message) -> Repo:
     commits = state.commits
     if isinstance(event, ev.CommitStarted):
-        commit = Commit(event.id, event.parent, event.branch, False, keys(event.provenance))
+        commit = Commit(
+            event.id, event.parent, event.branch, False, keys(event.provenance), event.lease
+        )
         return replace(state, commits=_with(commits, event.id, commit))
     if isinstance(event, ev.CommitFinished) and event.id in commits:
         done = replace(commits[event.id], finished=True)

@@ -18,6 +18,7 @@ from services.pfs.app.downstream import EVENT_TYPES as DOWNSTREAM_EVENTS
 from services.pfs.app.downstream import Downstream
 from services.pfs.app.files import Files
 from services.pfs.app.gc import GarbageCollector, GcSettings, stream_last_seq
+from services.pfs.app.put_sessions import PutSessions, PutSettings
 from services.pfs.app.repos import Repos
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain.events import registry
@@ -42,11 +43,16 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.stack.push_async_callback(store.close)
     writer = RepoWriter.create(events, views)
     files = Files.create(docs, events, store)
+    gate = await ctx.restore_gate()
+    commits = Commits(writer, docs, files)
     await Repos(writer, docs).register(ctx.bus)
-    await Commits(writer, docs, files).register(ctx.bus)
+    await commits.register(ctx.bus)
     await files.register(ctx.bus)
     await Branches(writer, docs).register(ctx.bus)
-    gate = await ctx.restore_gate()
+    puts = PutSessions(writer, docs, files, commits, ctx.bus, gate, PutSettings.from_env())
+    await puts.register(ctx.bus)
+    await puts.start()
+    ctx.stack.push_async_callback(puts.stop)
     log_seq = stream_last_seq(ctx.js, cfg.events_stream)
     gc = GarbageCollector(docs, events, store, ctx.bus, GcSettings.from_env(), gate, log_seq)
     await gc.register(ctx.bus)

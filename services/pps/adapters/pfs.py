@@ -198,4 +198,4 @@ class Pfs:
         """Record ``path`` = ``refs`` (durable already) in an open commit."""
         write = internal.FileWrite(path=path, refs=trees.model.refs_to_pb(refs), append=append)
         req = internal.PutFileRefsRequest(commit=_commit(repo, commit_or_branch), writes=[write])
-        await self._cmd("PutFileRefs", req, Empty)
+        await self._cmd("PutFileRefs", req, internal.PutFileRefsResponse)

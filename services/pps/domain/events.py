@@ -5,7 +5,7 @@ upcasters (``libs.events.upcasters``)."""
 from __future__ import annotations
 
 from libs.api.events import pps_pb2
-from libs.events import EventRegistry
+from libs.events.registry import EventRegistry
 from libs.events.upcasters import add_upcasters
 
 

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 from libs.api.events import pps_pb2 as ev
 from libs.api.pps import pps_pb2 as pps
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound
-from libs.events import AggregateRef
+from libs.events.envelope import AggregateRef
 
 TERMINAL = frozenset({pps.JOB_SUCCESS, pps.JOB_FAILURE, pps.JOB_KILLED})
 

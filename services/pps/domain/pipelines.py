@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from libs.api.events import pps_pb2 as ev
 from libs.api.pps import pps_pb2 as pps
 from libs.errors import AlreadyExists, InvalidArgument, NotFound
-from libs.events import AggregateRef
+from libs.events.envelope import AggregateRef
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
