@@ -418,7 +418,7 @@ def test_inspect_commit_blocks_until_finished(api: pfs_pb2_grpc.APIStub) -> None
 
 
 def test_list_commit_stream_pages_along_the_ancestry(api: pfs_pb2_grpc.APIStub) -> None:
-    from services.gateway.grpc.pfs import LIST_PAGE
+    from services.gateway.app.commits import LIST_PAGE
 
     api.CreateRepo(pfs.CreateRepoRequest(repo=repo("long")))
     made = []

@@ -11,7 +11,8 @@ from google.protobuf.message import Message
 
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
-from services.gateway import file_pages
+from services.gateway.app import file_pages
+from services.gateway.app.replies import TooLarge
 
 PINNED = pfs.Commit(repo=pfs.Repo(name="data"), id="c" * 32)
 
@@ -54,5 +55,5 @@ async def test_gather_refuses_a_reply_over_the_limit_naming_the_stream() -> None
     req = pfs.ListFileRequest(file=pfs.File(commit=PINNED, path="/d"))
     whole = await file_pages.gather(file_pages.list_file(PagedListing(), req), "ListFile", 10_000)
     assert len(whole.file_info) == 5
-    with pytest.raises(file_pages.TooLarge, match="use ListFileStream"):
+    with pytest.raises(TooLarge, match="use ListFileStream"):
         await file_pages.gather(file_pages.list_file(PagedListing(), req), "ListFile", 200)

@@ -16,9 +16,10 @@ from libs.api.internal import pps_work_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.errors import DeadlineExceeded, InvalidArgument, NotFound, Unimplemented
-from services.gateway.file_pages import TooLarge
+from services.gateway.app import jobs, polling
+from services.gateway.app.replies import TooLarge
+from services.gateway.app.unserved import refusal
 from services.gateway.grpc import admin as admin_grpc
-from services.gateway.grpc import pps as pps_grpc
 
 Reply = Callable[[Message], Message]
 
@@ -65,8 +66,8 @@ def states(*replies: pps.JobInfo | Exception) -> Reply:
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pps_grpc, "FIRST_POLL", 0.001)
-    monkeypatch.setattr(pps_grpc, "LAST_POLL", 0.002)
+    monkeypatch.setattr(polling, "FIRST_POLL", 0.001)
+    monkeypatch.setattr(polling, "LAST_POLL", 0.002)
 
 
 # --- InspectJob --------------------------------------------------------------
@@ -75,7 +76,7 @@ def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_inspect_job_without_block_asks_once() -> None:
     ask = FakeAsk(InspectJob=states(job("j1", pps.JOB_RUNNING)))
     req = pps.InspectJobRequest(job=pps.Job(id="j1"))
-    info = await pps_grpc.wait_for_job(ask, req, pps_grpc.no_deadline)
+    info = await jobs.wait_for_job(ask, req, jobs.no_deadline)
     assert info.state == pps.JOB_RUNNING
     assert ask.names() == ["InspectJob"]
 
@@ -90,7 +91,7 @@ async def test_block_state_asks_again_until_the_job_is_done() -> None:
         )
     )
     req = pps.InspectJobRequest(job=pps.Job(id="j1"), block_state=True)
-    info = await pps_grpc.wait_for_job(ask, req, lambda: 30.0)
+    info = await jobs.wait_for_job(ask, req, lambda: 30.0)
     assert info.state == pps.JOB_FAILURE
     assert ask.names() == ["InspectJob"] * 4
     assert all(isinstance(r, pps.InspectJobRequest) and r.block_state for _, r in ask.asked)
@@ -102,7 +103,7 @@ async def test_block_state_by_output_commit_follows_the_job_it_found() -> None:
     )
     commit = pfs.Commit(repo=pfs.Repo(name="edges"), id="c1")
     req = pps.InspectJobRequest(output_commit=commit, block_state=True)
-    assert (await pps_grpc.wait_for_job(ask, req, pps_grpc.no_deadline)).state == pps.JOB_KILLED
+    assert (await jobs.wait_for_job(ask, req, jobs.no_deadline)).state == pps.JOB_KILLED
     first, second = (r for _, r in ask.asked)
     assert isinstance(first, pps.InspectJobRequest) and first.output_commit.id == "c1"
     assert isinstance(second, pps.InspectJobRequest) and second.job.id == "j7"
@@ -113,18 +114,18 @@ async def test_block_state_gives_up_when_the_callers_deadline_has_passed() -> No
     left = iter([1.0, -0.5])
     req = pps.InspectJobRequest(job=pps.Job(id="j1"), block_state=True)
     with pytest.raises(DeadlineExceeded):
-        await pps_grpc.wait_for_job(ask, req, lambda: next(left))
+        await jobs.wait_for_job(ask, req, lambda: next(left))
 
 
 async def test_a_missing_job_is_an_error_unless_it_may_still_appear() -> None:
     missing = NotFound("job not found")
     req = pps.InspectJobRequest(job=pps.Job(id="nope"), block_state=True)
     with pytest.raises(NotFound):
-        await pps_grpc.wait_for_job(FakeAsk(InspectJob=states(missing)), req, lambda: 5.0)
+        await jobs.wait_for_job(FakeAsk(InspectJob=states(missing)), req, lambda: 5.0)
     ask = FakeAsk(InspectJob=states(missing, missing, job("j2", pps.JOB_SUCCESS)))
     commit = pfs.Commit(repo=pfs.Repo(name="edges"), id="c2")
     by_commit = pps.InspectJobRequest(output_commit=commit, block_state=True)
-    info = await pps_grpc.wait_for_job(ask, by_commit, lambda: 5.0, missing_ok=True)
+    info = await jobs.wait_for_job(ask, by_commit, lambda: 5.0, missing_ok=True)
     assert info.job.id == "j2" and len(ask.asked) == 3
 
 
@@ -133,7 +134,7 @@ async def test_a_job_deleted_while_waited_for_is_an_error() -> None:
     commit = pfs.Commit(repo=pfs.Repo(name="edges"), id="c3")
     req = pps.InspectJobRequest(output_commit=commit, block_state=True)
     with pytest.raises(NotFound, match="deleted"):
-        await pps_grpc.wait_for_job(ask, req, lambda: 5.0, missing_ok=True)
+        await jobs.wait_for_job(ask, req, lambda: 5.0, missing_ok=True)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +159,7 @@ async def test_inspect_job_needs_exactly_one_name(
 ) -> None:
     ask = FakeAsk()
     with pytest.raises(InvalidArgument, match=message):
-        await pps_grpc.wait_for_job(ask, request_, pps_grpc.no_deadline)
+        await jobs.wait_for_job(ask, request_, jobs.no_deadline)
     assert ask.asked == []
 
 
@@ -189,10 +190,10 @@ async def collect(items: AsyncIterator[pps.ListDatumStreamResponse]) -> list[str
 async def test_a_whole_datum_listing_pages_through_list_datum(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pps_grpc, "DATUM_PAGE", 4)
+    monkeypatch.setattr(jobs, "DATUM_PAGE", 4)
     ask = FakeAsk(ListDatum=Datums(10))
     req = pps.ListDatumRequest(job=pps.Job(id="j"))
-    assert await collect(pps_grpc.list_datums(ask, req)) == Datums(10).ids
+    assert await collect(jobs.list_datums(ask, req)) == Datums(10).ids
     pages = [r for _, r in ask.asked]
     assert [(r.page, r.page_size) for r in pages] == [(0, 4), (1, 4), (2, 4)]  # type: ignore[attr-defined]
 
@@ -200,7 +201,7 @@ async def test_a_whole_datum_listing_pages_through_list_datum(
 async def test_a_datum_page_streams_that_page_with_its_numbers_first() -> None:
     ask = FakeAsk(ListDatum=Datums(10))
     req = pps.ListDatumRequest(job=pps.Job(id="j"), page_size=3, page=1)
-    items = [i async for i in pps_grpc.list_datums(ask, req)]
+    items = [i async for i in jobs.list_datums(ask, req)]
     assert [i.datum_info.datum.id for i in items] == ["d003", "d004", "d005"]
     assert (items[0].page, items[0].total_pages) == (1, 4)
     assert (items[1].page, items[1].total_pages) == (0, 0)
@@ -209,21 +210,21 @@ async def test_a_datum_page_streams_that_page_with_its_numbers_first() -> None:
 async def test_unary_list_datum_gathers_up_to_the_reply_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pps_grpc, "DATUM_PAGE", 4)
+    monkeypatch.setattr(jobs, "DATUM_PAGE", 4)
     req = pps.ListDatumRequest(job=pps.Job(id="j"))
-    whole = await pps_grpc.gather_datums(FakeAsk(ListDatum=Datums(9)), req, 10_000)
+    whole = await jobs.gather_datums(FakeAsk(ListDatum=Datums(9)), req, 10_000)
     assert [d.datum.id for d in whole.datum_infos] == Datums(9).ids
     with pytest.raises(TooLarge, match="ListDatumStream"):
-        await pps_grpc.gather_datums(FakeAsk(ListDatum=Datums(9)), req, 40)
+        await jobs.gather_datums(FakeAsk(ListDatum=Datums(9)), req, 40)
     paged = pps.ListDatumRequest(job=pps.Job(id="j"), page_size=5, page=1)
-    got = await pps_grpc.gather_datums(FakeAsk(ListDatum=Datums(9)), paged, 40)
+    got = await jobs.gather_datums(FakeAsk(ListDatum=Datums(9)), paged, 40)
     assert (len(got.datum_infos), got.page, got.total_pages) == (4, 1, 2)
 
 
 async def test_negative_datum_pages_are_refused() -> None:
     ask = FakeAsk()
     with pytest.raises(InvalidArgument, match="negative"):
-        await collect(pps_grpc.list_datums(ask, pps.ListDatumRequest(page_size=-1)))
+        await collect(jobs.list_datums(ask, pps.ListDatumRequest(page_size=-1)))
 
 
 # --- logs --------------------------------------------------------------------
@@ -250,7 +251,7 @@ class Logs:
 async def test_logs_page_through_and_stop_at_the_end() -> None:
     ask = FakeAsk(GetLogsPage=Logs([f"line {i}" for i in range(7)]))
     req = pps.GetLogsRequest(pipeline=pps.Pipeline(name="edges"))
-    got = [m.message async for m in pps_grpc.log_messages(ask, req, limit=3)]
+    got = [m.message async for m in jobs.log_messages(ask, req, limit=3)]
     assert got == [f"line {i}" for i in range(7)]
     afters = [r.after for _, r in ask.asked]  # type: ignore[attr-defined]
     assert afters == [0, 3, 6, 7]
@@ -259,7 +260,7 @@ async def test_logs_page_through_and_stop_at_the_end() -> None:
 async def test_tail_goes_with_the_first_page_only() -> None:
     ask = FakeAsk(GetLogsPage=Logs([f"line {i}" for i in range(7)]))
     req = pps.GetLogsRequest(pipeline=pps.Pipeline(name="edges"), tail=2)
-    got = [m.message async for m in pps_grpc.log_messages(ask, req, limit=3)]
+    got = [m.message async for m in jobs.log_messages(ask, req, limit=3)]
     assert got == ["line 5", "line 6"]
     tails = [r.request.tail for _, r in ask.asked]  # type: ignore[attr-defined]
     assert tails == [2, 0]
@@ -272,7 +273,7 @@ async def test_follow_keeps_asking_for_new_lines_until_the_caller_stops() -> Non
     got: list[str] = []
 
     async def read() -> None:
-        async for m in pps_grpc.log_messages(ask, req):
+        async for m in jobs.log_messages(ask, req):
             got.append(m.message)
 
     reader = asyncio.create_task(read())
@@ -289,7 +290,7 @@ async def test_follow_keeps_asking_for_new_lines_until_the_caller_stops() -> Non
 
 async def test_negative_tail_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="tail"):
-        async for _ in pps_grpc.log_messages(FakeAsk(), pps.GetLogsRequest(tail=-1)):
+        async for _ in jobs.log_messages(FakeAsk(), pps.GetLogsRequest(tail=-1)):
             pass
 
 
@@ -330,7 +331,7 @@ async def test_flush_job_sends_each_downstream_job_as_it_finishes() -> None:
 
     pps_ask = FakeAsk(InspectPipeline=inspect_pipeline, InspectJob=inspect_job)
     req = pps.FlushJobRequest(commits=[commit("images", "i1")])
-    got = [j.job.id async for j in pps_grpc.flush_jobs(pfs_ask, pps_ask, req, lambda: 5.0)]
+    got = [j.job.id async for j in jobs.flush_jobs(pfs_ask, pps_ask, req, lambda: 5.0)]
     assert got == ["job-m1", "job-e1"]  # in the order they finished
     flushed = pfs_ask.asked[0][1]
     assert isinstance(flushed, pfs.FlushCommitRequest) and not flushed.to_repos
@@ -343,12 +344,12 @@ async def test_flush_job_passes_to_pipelines_as_repos_and_needs_commits() -> Non
     req = pps.FlushJobRequest(
         commits=[commit("images", "i1")], to_pipelines=[pps.Pipeline(name="edges")]
     )
-    assert [j async for j in pps_grpc.flush_jobs(pfs_ask, FakeAsk(), req, lambda: 5.0)] == []
+    assert [j async for j in jobs.flush_jobs(pfs_ask, FakeAsk(), req, lambda: 5.0)] == []
     flushed = pfs_ask.asked[0][1]
     assert isinstance(flushed, pfs.FlushCommitRequest)
     assert [r.name for r in flushed.to_repos] == ["edges"]
     with pytest.raises(InvalidArgument, match="at least one commit"):
-        async for _ in pps_grpc.flush_jobs(pfs_ask, FakeAsk(), pps.FlushJobRequest(), lambda: 5.0):
+        async for _ in jobs.flush_jobs(pfs_ask, FakeAsk(), pps.FlushJobRequest(), lambda: 5.0):
             pass
 
 
@@ -366,13 +367,13 @@ async def test_a_flush_stopped_early_cancels_its_waits() -> None:
         return job("j", pps.JOB_SUCCESS if done else pps.JOB_RUNNING)
 
     pps_ask = FakeAsk(InspectPipeline=lambda r: pps.PipelineInfo(), InspectJob=inspect_job)
-    jobs = pps_grpc.flush_jobs(
+    flushed = jobs.flush_jobs(
         pfs_ask, pps_ask, pps.FlushJobRequest(commits=downstream), lambda: 5.0
     )
-    assert isinstance(jobs, AsyncGenerator)
-    first = await anext(jobs)
+    assert isinstance(flushed, AsyncGenerator)
+    first = await anext(flushed)
     assert first.state == pps.JOB_SUCCESS
-    await jobs.aclose()
+    await flushed.aclose()
     count = len(pps_ask.asked)
     await asyncio.sleep(0.02)
     assert len(pps_ask.asked) == count  # nobody polls any more
@@ -383,7 +384,7 @@ async def test_a_flush_stopped_early_cancels_its_waits() -> None:
 
 @pytest.mark.parametrize("rpc", ["CreateJob", "RerunPipeline", "ActivateAuth"])
 def test_rpcs_the_gateway_does_not_serve_say_so(rpc: str) -> None:
-    err = pps_grpc.refusal(rpc)
+    err = refusal(rpc)
     assert isinstance(err, Unimplemented) and len(str(err)) > 20
 
 

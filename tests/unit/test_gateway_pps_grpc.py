@@ -20,6 +20,7 @@ from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.bus import Bus
 from libs.errors import DeadlineExceeded, NotFound
+from services.gateway.app.unserved import REFUSED
 from services.gateway.errors import GrpcErrors
 from services.gateway.grpc import admin as admin_grpc
 from services.gateway.grpc import pps as pps_grpc
@@ -114,7 +115,7 @@ async def test_refusals_and_errors_carry_their_codes() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.CreateJob(pps.CreateJobRequest(), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert info.value.details() == pps_grpc.REFUSED["CreateJob"]
+        assert info.value.details() == REFUSED["CreateJob"]
         with pytest.raises(grpc.aio.AioRpcError) as info:
             req = pps.InspectPipelineRequest(pipeline=pps.Pipeline(name="nope"))
             await stub.InspectPipeline(req, timeout=5)

@@ -19,8 +19,9 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus
 from libs.errors import NotFound
+from services.gateway.app import polling
+from services.gateway.app.unserved import REFUSED
 from services.gateway.errors import http_errors
-from services.gateway.grpc import pps as pps_grpc
 from services.gateway.http import api
 
 Reply = Callable[[Message], Message]
@@ -54,8 +55,8 @@ class FakeBus:
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pps_grpc, "FIRST_POLL", 0.001)
-    monkeypatch.setattr(pps_grpc, "LAST_POLL", 0.002)
+    monkeypatch.setattr(polling, "FIRST_POLL", 0.001)
+    monkeypatch.setattr(polling, "LAST_POLL", 0.002)
 
 
 async def client_for(bus: FakeBus) -> AsyncIterator[TestClient[web.Request, web.Application]]:
@@ -151,7 +152,7 @@ async def test_errors_and_refusals_over_http() -> None:
         assert status == 404 and "nope" in body["error"]["message"]
         for rpc in ("CreateJob", "RerunPipeline", "ActivateAuth"):
             status, body = await post(client, rpc)
-            assert status == 501 and body["error"]["message"] == pps_grpc.REFUSED[rpc]
+            assert status == 501 and body["error"]["message"] == REFUSED[rpc]
     assert len(bus.asked) == 1
 
 

@@ -18,7 +18,6 @@ from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus
 from services.gateway.dashboard import pages
 from services.gateway.errors import http_errors
-from services.gateway.http.keys import BUS
 from tests.unit.test_gateway_pps_http import FakeBus
 
 EDGES_INPUT = pps.Input(
@@ -113,8 +112,7 @@ def bus() -> FakeBus:
 
 async def client_for(fake: FakeBus) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = web.Application(middlewares=[http_errors])
-    app[BUS] = cast(Bus, fake)
-    pages.mount(app)
+    pages.mount(app, cast(Bus, fake))
     async with TestClient(TestServer(app)) as client:
         yield client
 

@@ -32,7 +32,7 @@ from libs.trees import (
     walk,
 )
 from programs.pachctl.commands import gc as gc_cmd
-from services.gateway.grpc import pps as pps_grpc
+from services.gateway.app.gc import garbage_collect
 from services.gateway.principal import LONG_COMMANDS
 from services.pfs.app.gc import GcSettings, Source, collect
 from services.pfs.app.gc_mark import TreeMarker
@@ -328,11 +328,11 @@ async def test_the_gateway_forwards_garbage_collect_to_pfs() -> None:
         asked.append((name, request, kind))
         return answer
 
-    got = await pps_grpc.garbage_collect(ask, pps.GarbageCollectRequest(memory_bytes=1 << 20))
+    got = await garbage_collect(ask, pps.GarbageCollectRequest(memory_bytes=1 << 20))
     assert got == answer
     assert asked == [("GarbageCollect", gc_pb2.GarbageCollectRequest(memory_bytes=1 << 20), "cmd")]
     with pytest.raises(InvalidArgument, match="memory"):
-        await pps_grpc.garbage_collect(ask, pps.GarbageCollectRequest(memory_bytes=-1))
+        await garbage_collect(ask, pps.GarbageCollectRequest(memory_bytes=-1))
     assert "GarbageCollect" in LONG_COMMANDS
 
 

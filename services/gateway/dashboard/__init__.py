@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from libs.bus import Bus
 from services.gateway.dashboard import pages
 
 INDEX = Path(__file__).with_name("index.html")
@@ -18,6 +19,7 @@ async def index(_: web.Request) -> web.FileResponse:
     return web.FileResponse(INDEX, headers={"Content-Type": "text/html; charset=utf-8"})
 
 
-def mount(app: web.Application) -> None:
+def mount(app: web.Application, bus: Bus) -> None:
+    """Add the dashboard's routes to ``app``; its pages ask over ``bus``."""
     app.router.add_get("/", index)
-    pages.mount(app)
+    pages.mount(app, bus)

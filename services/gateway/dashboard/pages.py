@@ -4,12 +4,16 @@
   commits (id, branch, started, finished, size), each linking to
 - ``/repos/<repo>/commits/<commit>/<path>``: the directory listing of that
   commit at ``path``; a directory links one level down, a file to its
-  download (``/pfs/<repo>/<commit>/<path>``, ``http/files.py``);
+  download (``/pfs/<repo>/<commit>/<path>``, served by the HTTP front);
 - ``/pipelines``: every pipeline (name, input, output, created, state);
 - ``/pipelines/<pipeline>``: its spec in short (transform, input, output,
   parallelism, job counts) and its jobs (progress, state), each linking to
 - ``/jobs/<job>``: the job's summary, a page of its datums (``?page=``)
   and the last lines of its logs.
+
+The pages ask the backends over the bus ``mount`` puts on the app, with the
+caller's ``authn-token``; listings and logs come from
+``services.gateway.app`` (``file_pages``, ``jobs``).
 """
 
 from __future__ import annotations
@@ -29,14 +33,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from libs import trees
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
-from libs.bus import kind_for
+from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument
-from services.gateway.grpc import pps as pps_api
-from services.gateway.http.files import ask_for, list_dir
-from services.gateway.http.keys import BUS
+from services.gateway.app.file_pages import list_dir
+from services.gateway.app.jobs import log_messages
 from services.gateway.principal import http_ask, http_principal
 
 R = TypeVar("R", bound=Message)
+
+# The bus the pages ask the backends over.
+BUS = web.AppKey("dashboard_bus", Bus)
 
 # Newest commits shown on a repo page.
 COMMITS_SHOWN = 100
@@ -153,7 +159,7 @@ async def browse_page(request: web.Request) -> web.Response:
     path = trees.normalize("/" + request.match_info.get("path", ""))
     f = pfs.File(commit=pfs.Commit(repo=pfs.Repo(name=name), id=ref), path=path)
     rows = []
-    async for i in list_dir(ask_for(request), f):
+    async for i in list_dir(http_ask(request.app[BUS], request, "pfs"), f):
         commit_id = i.file.commit.id or ref
         base = i.file.path.rsplit("/", 1)[-1] or i.file.path
         if i.file_type == pfs.DIR:
@@ -382,7 +388,7 @@ async def job_page(request: web.Request) -> web.Response:
         pager.append(_link(f"{base}?page={page + 1}", "next"))
     logs = []
     wanted = pps.GetLogsRequest(job=job, tail=LOG_LINES_SHOWN)
-    async for m in pps_api.log_messages(http_ask(request.app[BUS], request, "pps"), wanted):
+    async for m in log_messages(http_ask(request.app[BUS], request, "pps"), wanted):
         when = _time(m.ts, m.HasField("ts"))
         logs.append(f"{when} {m.worker_id or '-'} {m.datum_id or '-'} {m.message.rstrip()}")
         if len(logs) >= LOG_LINES_SHOWN:
@@ -410,7 +416,8 @@ async def job_page(request: web.Request) -> web.Response:
     return _page(f"job {job_id} - Pachyderm", body)
 
 
-def mount(app: web.Application) -> None:
+def mount(app: web.Application, bus: Bus) -> None:
+    app[BUS] = bus
     app.router.add_get("/pipelines", pipelines_page)
     app.router.add_get("/pipelines/{pipeline}", pipeline_page)
     app.router.add_get("/jobs/{job}", job_page)

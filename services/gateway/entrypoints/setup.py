@@ -1,4 +1,6 @@
-"""Wire the gateway: backend monitor, gRPC server, HTTP server.
+"""Wire the gateway: backend monitor, gRPC server, HTTP server with the
+dashboard mounted on it. The transports (``grpc/``, ``http/``,
+``dashboard/``) know nothing of each other; they meet only here.
 
 Everything goes on the service's exit stack, so on SIGTERM the gateway
 first reports NOT_SERVING and stops its servers (letting in-flight requests
@@ -9,12 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from aiohttp import web
+
+from libs.bus import Bus
+from libs.config import Config
 from libs.service import ServiceContext
-from services.gateway.backends import BackendMonitor
+from services.gateway import dashboard
+from services.gateway.app.backends import BackendMonitor
 from services.gateway.grpc.server import start_grpc
-from services.gateway.http.app import start_http
+from services.gateway.http.app import build_app, serve_http
 
 GRACE_S = 5.0
+
+
+async def start_http(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.AppRunner:
+    """The HTTP front (JSON API, file download and upload) and the dashboard,
+    on one aiohttp app."""
+    app = build_app(cfg, monitor, bus)
+    dashboard.mount(app, bus)
+    return await serve_http(app, cfg)
 
 
 async def setup(ctx: ServiceContext) -> None:

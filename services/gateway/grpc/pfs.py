@@ -2,18 +2,14 @@
 the caller's principal. RPCs not listed here answer UNIMPLEMENTED (the
 generated base class) until pfs serves them.
 
-A bus request cannot block for long or stream, so two RPCs are built here
-from pfs's unary queries: ``InspectCommit`` with a ``block_state`` asks again
-(backing off) until the commit reaches that state or the caller's deadline
-passes, and ``ListCommitStream`` pages through ``ListCommit`` along the
-ancestry (each page starts at the parent of the last commit sent).
-``FlushCommit`` asks pfs which commits are downstream and waits for each to
-finish the same way; ``SubscribeCommit`` asks for the branch's commits after
-the last one it sent, again and again."""
+The RPCs that wait or stream come from ``services.gateway.app``: put-file,
+get-file and copy-file from ``app.ingest``; ListFile, GlobFile and DiffFile
+from pfs's pages (``app.file_pages``); ``InspectCommit`` with a
+``block_state``, ``FlushCommit``, ``SubscribeCommit`` and
+``ListCommitStream`` from ``app.commits``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -25,21 +21,15 @@ from google.protobuf.wrappers_pb2 import BytesValue
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.bus import Bus
-from libs.errors import NotFound
 from libs.objects import ObjectStore
-from services.gateway import file_pages
+from services.gateway.app import commits, file_pages
 from services.gateway.app import ingest as files
+from services.gateway.app.replies import MAX_REPLY
 from services.gateway.grpc.streams import closed_by_client
 from services.gateway.principal import Ask, ask
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
-
-# Commits per ListCommit request behind ListCommitStream.
-LIST_PAGE = 256
-# Largest unary reply (Pachyderm 1.7's gRPC message limit; the server's
-# PACH_GRPC_MAX_MESSAGE_BYTES by default).
-MAX_REPLY = 20 << 20
 
 
 class PfsServicer(pfs_pb2_grpc.APIServicer):
@@ -147,109 +137,25 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     async def InspectCommit(  # type: ignore[override]
         self, request: pfs.InspectCommitRequest, context: Ctx
     ) -> pfs.CommitInfo:
-        info = await self._inspect(request.commit, context)
-        if request.block_state == pfs.STARTED:
-            return info
-        # Follow the commit itself, not the branch it was named by.
-        pinned = pfs.Commit(repo=request.commit.repo, id=info.commit.id)
-        delay = 0.02
-        while not await self._reached(info, request.block_state, context):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-            info = await self._inspect(pinned, context)
-        return info
-
-    async def _inspect(self, commit: pfs.Commit, context: Ctx) -> pfs.CommitInfo:
-        req = pfs.InspectCommitRequest(commit=commit)
-        return await ask(self.bus, context, "pfs", "InspectCommit", req, pfs.CommitInfo, kind="qry")
-
-    async def _reached(self, info: pfs.CommitInfo, state: int, context: Ctx) -> bool:
-        if state == pfs.STARTED or info.HasField("finished"):
-            return True
-        if state == pfs.FINISHED:
-            return False
-        # READY: every provenance commit has finished.
-        for commit in info.provenance:
-            if not (await self._inspect(commit, context)).HasField("finished"):
-                return False
-        return True
+        return await commits.wait_for_commit(self._ask(context), request)
 
     async def FlushCommit(  # type: ignore[override]
         self, request: pfs.FlushCommitRequest, context: Ctx
     ) -> AsyncIterator[pfs.CommitInfo]:
-        """Each commit downstream of the given ones, once it has finished."""
-        found = await ask(
-            self.bus, context, "pfs", "FlushCommit", request, pfs.CommitInfos, kind="qry"
-        )
-        for info in found.commit_info:
-            delay = 0.02
-            while not info.HasField("finished"):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
-                try:
-                    info = await self._inspect(info.commit, context)
-                except NotFound:
-                    continue  # about to be opened by the downstream reaction
+        async for info in commits.flush_commits(self._ask(context), request):
             yield info
 
     async def SubscribeCommit(  # type: ignore[override]
         self, request: pfs.SubscribeCommitRequest, context: Ctx
     ) -> AsyncIterator[pfs.CommitInfo]:
-        """The commits of a branch, oldest first, each once it reaches
-        ``state``, then every later one as it comes, until the caller stops."""
-        repo = pfs.InspectRepoRequest(repo=request.repo)
-        await ask(self.bus, context, "pfs", "InspectRepo", repo, pfs.RepoInfo, kind="qry")
-        last = getattr(request, "from").id
-        delay = 0.02
-        while True:
-            page = pfs.ListCommitRequest(
-                repo=request.repo, to=pfs.Commit(repo=request.repo, id=request.branch)
-            )
-            if last:
-                getattr(page, "from").CopyFrom(pfs.Commit(repo=request.repo, id=last))
-            try:
-                found = await ask(
-                    self.bus, context, "pfs", "ListCommit", page, pfs.CommitInfos, kind="qry"
-                )
-                infos = list(found.commit_info)
-            except NotFound:
-                infos = []  # no such branch, or no head yet
-            for info in reversed(infos):
-                if not await self._reached(info, request.state, context):
-                    break
-                yield info
-                last = info.commit.id
-                delay = 0.02
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        async for info in commits.subscribe_commits(self._ask(context), request):
+            yield info
 
     async def ListCommitStream(  # type: ignore[override]
         self, request: pfs.ListCommitRequest, context: Ctx
     ) -> AsyncIterator[pfs.CommitInfo]:
-        page = pfs.ListCommitRequest()
-        page.CopyFrom(request)
-        remaining = request.number or None
-        while True:
-            size = LIST_PAGE if remaining is None else min(LIST_PAGE, remaining)
-            if request.to.id:
-                page.number = size
-            infos = (
-                await ask(self.bus, context, "pfs", "ListCommit", page, pfs.CommitInfos, kind="qry")
-            ).commit_info
-            for info in infos:
-                yield info
-            if remaining is not None:
-                remaining -= len(infos)
-            last = infos[-1] if infos else None
-            if (
-                not request.to.id  # one page: pfs has no cursor for a whole-repo listing
-                or len(infos) < size
-                or remaining == 0
-                or last is None
-                or not last.HasField("parent_commit")
-            ):
-                return
-            page.to.CopyFrom(pfs.Commit(repo=request.repo, id=last.parent_commit.id))
+        async for info in commits.list_commits(self._ask(context), request):
+            yield info
 
     async def ListCommit(  # type: ignore[override]
         self, request: pfs.ListCommitRequest, context: Ctx

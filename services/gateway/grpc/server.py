@@ -13,7 +13,7 @@ from libs.config import Config
 from libs.errors import Unavailable
 from libs.objects import open_object_store
 from libs.observe import GrpcRequestLog
-from services.gateway.backends import BackendMonitor
+from services.gateway.app.backends import BackendMonitor
 from services.gateway.errors import GrpcErrors
 from services.gateway.grpc import admin, pfs, pps, version
 

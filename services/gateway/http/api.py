@@ -23,15 +23,15 @@ from libs.api.pfs import pfs_pb2
 from libs.api.pps import pps_pb2
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented
-from services.gateway import file_pages
+from services.gateway.app import file_pages, jobs
 from services.gateway.app import ingest as files
-from services.gateway.grpc import pps as pps_api
+from services.gateway.app.gc import garbage_collect
+from services.gateway.app.replies import MAX_REPLY, TooLarge
+from services.gateway.app.unserved import REFUSED, refusal
 from services.gateway.http.keys import BUS, STORE
 from services.gateway.principal import Ask, http_ask, http_principal, timeout_for
 
 R = TypeVar("R", bound=Message)
-# The largest JSON-bridged listing, as the gRPC message limit.
-REPLY_LIMIT = 20 << 20
 
 
 # URL segment -> (the gRPC service, the backend that serves it)
@@ -85,15 +85,15 @@ async def call(request: web.Request) -> web.Response:
 
 
 async def _list_file(app: web.Application, ask: Ask, req: Any) -> Message:
-    return await file_pages.gather(file_pages.list_file(ask, req), "ListFile", REPLY_LIMIT)
+    return await file_pages.gather(file_pages.list_file(ask, req), "ListFile", MAX_REPLY)
 
 
 async def _glob_file(app: web.Application, ask: Ask, req: Any) -> Message:
-    return await file_pages.gather(file_pages.glob_file(ask, req), "GlobFile", REPLY_LIMIT)
+    return await file_pages.gather(file_pages.glob_file(ask, req), "GlobFile", MAX_REPLY)
 
 
 async def _diff_file(app: web.Application, ask: Ask, req: Any) -> Message:
-    return await file_pages.diff_file(ask, req, REPLY_LIMIT)
+    return await file_pages.diff_file(ask, req, MAX_REPLY)
 
 
 async def _copy_file(app: web.Application, ask: Ask, req: Any) -> Message:
@@ -102,22 +102,22 @@ async def _copy_file(app: web.Application, ask: Ask, req: Any) -> Message:
 
 async def _inspect_job(app: web.Application, ask: Ask, req: Any) -> Message:
     # No deadline over HTTP: a blocking wait lasts until the client leaves.
-    return await pps_api.wait_for_job(ask, req, pps_api.no_deadline)
+    return await jobs.wait_for_job(ask, req, jobs.no_deadline)
 
 
 async def _list_datum(app: web.Application, ask: Ask, req: Any) -> Message:
-    return await pps_api.gather_datums(ask, req, REPLY_LIMIT)
+    return await jobs.gather_datums(ask, req, MAX_REPLY)
 
 
 async def _garbage_collect(app: web.Application, ask: Ask, req: Any) -> Message:
     # Over HTTP the answer is what was kept, deleted and spared (gRPC sends
     # 1.7's empty reply and these counts in trailing metadata).
-    return await pps_api.garbage_collect(ask, req)
+    return await garbage_collect(ask, req)
 
 
 def _refuse(rpc: str) -> Callable[[web.Application, Ask, Any], Awaitable[Message]]:
     async def refuse(app: web.Application, ask: Ask, req: Any) -> Message:
-        raise pps_api.refusal(rpc)
+        raise refusal(rpc)
 
     return refuse
 
@@ -136,7 +136,7 @@ GATHERED: dict[tuple[str, str], Callable[[web.Application, Ask, Any], Awaitable[
     ("pps", "InspectJob"): _inspect_job,
     ("pps", "ListDatum"): _list_datum,
     ("pps", "GarbageCollect"): _garbage_collect,
-    **{("pps", rpc): _refuse(rpc) for rpc in pps_api.REFUSED},
+    **{("pps", rpc): _refuse(rpc) for rpc in REFUSED},
 }
 
 
@@ -148,19 +148,19 @@ async def _list_job_stream(http: web.Request, req: Any) -> AsyncIterator[Message
 
 def _flush_job(http: web.Request, req: Any) -> AsyncIterator[Message]:
     bus = http.app[BUS]
-    return pps_api.flush_jobs(
-        http_ask(bus, http, "pfs"), http_ask(bus, http, "pps"), req, pps_api.no_deadline
+    return jobs.flush_jobs(
+        http_ask(bus, http, "pfs"), http_ask(bus, http, "pps"), req, jobs.no_deadline
     )
 
 
 def _list_datum_stream(http: web.Request, req: Any) -> AsyncIterator[Message]:
-    return pps_api.list_datums(http_ask(http.app[BUS], http, "pps"), req)
+    return jobs.list_datums(http_ask(http.app[BUS], http, "pps"), req)
 
 
 def _get_logs(http: web.Request, req: Any) -> AsyncIterator[Message]:
     if req.follow:
         raise InvalidArgument("GetLogs with follow never ends; use gRPC to follow logs")
-    return pps_api.log_messages(http_ask(http.app[BUS], http, "pps"), req)
+    return jobs.log_messages(http_ask(http.app[BUS], http, "pps"), req)
 
 
 # Server-streaming RPCs answered as a JSON array of their messages.
@@ -177,8 +177,8 @@ async def _gather_json(items: AsyncIterator[Message], rpc: str) -> list[dict[str
     size = 0
     async for item in items:
         size += item.ByteSize() + 6
-        if size > REPLY_LIMIT:
-            raise file_pages.TooLarge(rpc, f"gRPC {rpc}", REPLY_LIMIT)
+        if size > MAX_REPLY:
+            raise TooLarge(rpc, f"gRPC {rpc}", MAX_REPLY)
         out.append(json_format.MessageToDict(item))
     return out
 

@@ -1,7 +1,8 @@
 """HTTP routes: ``GET /health`` (200 when serving, else 503),
 ``GET /version``, the JSON API under ``/api/`` (``http/api.py``), file
-download and upload under ``/pfs/`` (``http/files.py``); the dashboard is
-mounted at ``/`` (``/repos/...`` for its repo pages)."""
+download and upload under ``/pfs/`` (``http/files.py``). ``serve_http``
+listens with the app once the entrypoint has added the rest (the dashboard
+at ``/``)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from libs.config import Config
 from libs.errors import Unavailable
 from libs.objects import open_object_store
 from libs.observe import http_request_log
-from services.gateway import dashboard
-from services.gateway.backends import BackendMonitor
+from services.gateway.app.backends import BackendMonitor
 from services.gateway.errors import http_errors
 from services.gateway.http import admin, api, files
 
@@ -50,12 +50,12 @@ def build_app(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.Application
     admin.mount(app, cfg)
     api.mount(app, bus)
     files.mount(app, open_object_store(cfg.objects))
-    dashboard.mount(app)
     return app
 
 
-async def start_http(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.AppRunner:
-    runner = web.AppRunner(build_app(cfg, monitor, bus), access_log=None)
+async def serve_http(app: web.Application, cfg: Config) -> web.AppRunner:
+    """Listen for HTTP with ``app`` on the configured host and port."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.grpc_host, cfg.http_port)
     try:

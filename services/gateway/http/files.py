@@ -35,10 +35,11 @@ from google.protobuf.message import Message
 
 from libs import trees
 from libs.api.pfs import pfs_pb2 as pfs
-from libs.errors import FailedPrecondition, InvalidArgument, NotFound, to_wire
+from libs.errors import InvalidArgument, to_wire
 from libs.objects import ObjectStore
-from services.gateway import file_pages
 from services.gateway.app import ingest as files
+from services.gateway.app.commits import refuse_finished
+from services.gateway.app.file_pages import list_dir
 from services.gateway.http.keys import BUS, STORE
 from services.gateway.principal import Ask, http_ask
 
@@ -136,11 +137,6 @@ async def _blocks(
         yield block
 
 
-def list_dir(ask: Ask, file: pfs.File) -> AsyncIterator[pfs.FileInfo]:
-    """A directory's entries (a file: itself), a page per bus request."""
-    return file_pages.list_file(ask, pfs.ListFileRequest(file=file))
-
-
 def _entry(info: pfs.FileInfo) -> bytes:
     kind = "dir" if info.file_type == pfs.DIR else "file"
     entry = {"path": info.file.path, "type": kind, "size_bytes": info.size_bytes}
@@ -176,37 +172,13 @@ def _overwrite(request: web.Request) -> bool:
     return value in ("true", "1")
 
 
-async def _refuse_finished(ask: Ask, commit: pfs.Commit) -> None:
-    """Fail before reading the body when ``commit`` names a finished commit
-    (a branch takes a new commit; an unknown name becomes a new branch)."""
-    branch = pfs.InspectBranchRequest(branch=pfs.Branch(repo=commit.repo, name=commit.id))
-    try:
-        await ask("InspectBranch", branch, pfs.BranchInfo, "qry")
-        return
-    except (NotFound, InvalidArgument):
-        pass  # not a branch (or not a branch name: a commit id, master^...)
-    try:
-        info = await ask(
-            "InspectCommit", pfs.InspectCommitRequest(commit=commit), pfs.CommitInfo, "qry"
-        )
-    except NotFound:
-        return
-    if info.HasField("finished"):
-        name = f"{commit.repo.name}/{info.commit.id}"
-        raise FailedPrecondition(
-            f"cannot write to commit {name}: it has already been finished",
-            repo=commit.repo.name,
-            commit=info.commit.id,
-        )
-
-
 async def upload(request: web.Request) -> web.Response:
     commit, path = _target(request)
     if path == "/":
         raise InvalidArgument("a file path is required: PUT /pfs/<repo>/<branch>/<path>")
     overwrite = _overwrite(request)
     ask = ask_for(request)
-    await _refuse_finished(ask, commit)
+    await refuse_finished(ask, commit)
     received = 0
 
     async def requests() -> AsyncIterator[pfs.PutFileRequest]:

@@ -1,7 +1,9 @@
 """ListFile, GlobFile and DiffFile from pfs's pages (a bus reply is at most
 1 MiB): the streams send each page's FileInfos as they come; the unary RPCs
 gather pages up to the gRPC message limit and beyond it answer
-RESOURCE_EXHAUSTED naming the streaming RPC to use instead.
+RESOURCE_EXHAUSTED (``TooLarge``) naming the streaming RPC to use instead.
+``list_dir`` is a directory's entries, as the HTTP download's JSON listing
+and the dashboard's file browser show them.
 
 Each next page is asked of the commit the first page resolved to (by id),
 so a branch that moves meanwhile does not mix two commits in one answer."""
@@ -12,19 +14,8 @@ from collections.abc import AsyncIterator
 
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
-from libs.errors import ResourceExhausted
+from services.gateway.app.replies import TooLarge
 from services.gateway.principal import Ask
-
-
-class TooLarge(ResourceExhausted):
-    """A unary reply would exceed the gRPC message limit."""
-
-    def __init__(self, rpc: str, instead: str, limit: int) -> None:
-        super().__init__(
-            f"the {rpc} reply is over the {limit}-byte gRPC message limit; use {instead}",
-            rpc=rpc,
-            limit=limit,
-        )
 
 
 async def list_file(ask: Ask, request: pfs.ListFileRequest) -> AsyncIterator[pfs.FileInfo]:
@@ -37,6 +28,11 @@ async def list_file(ask: Ask, request: pfs.ListFileRequest) -> AsyncIterator[pfs
             return
         page.request.file.commit.CopyFrom(got.commit)
         page.after = got.file_info[-1].file.path
+
+
+def list_dir(ask: Ask, file: pfs.File) -> AsyncIterator[pfs.FileInfo]:
+    """A directory's entries (a file: itself), a page per bus request."""
+    return list_file(ask, pfs.ListFileRequest(file=file))
 
 
 async def glob_file(ask: Ask, request: pfs.GlobFileRequest) -> AsyncIterator[pfs.FileInfo]:
