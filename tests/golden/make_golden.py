@@ -5,10 +5,11 @@
 starts an embedded cluster (``tests/support/cluster.py``, the code of the
 checkout this file is in) in a temporary data dir, builds the scenario below
 through the public gRPC API, waits until every job and output commit is
-finished, extracts the cluster with the admin engine (``services.admin.app.extract``) (objects included) to
-``extract-v<N>.pachext`` and writes what the cluster answers to
-``answers-v<N>.json``. ``tests/integration/test_migrations.py`` restores each
-extract into the current code and compares every answer.
+finished, extracts the cluster with the admin engine
+(``services.admin.app.extract``, objects included) to ``extract-v<N>.pachext``
+and writes what the cluster answers to ``answers-v<N>.json``.
+``tests/integration/test_migrations.py`` restores each extract into the
+current code and compares every answer.
 
 The scenario: repo ``images`` (two commits: /a.txt /b.txt /c.txt, then a
 line appended to /a.txt — put-file appends, as in 1.7 — and /d.txt added)
