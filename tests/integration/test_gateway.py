@@ -117,9 +117,7 @@ def test_gateway_health_version_logging_and_limits(procs: Procs) -> None:
     # a backend is missing: NOT_SERVING, and HTTP says which one
     def others_up() -> bool:
         _, body = http_get(procs.http_port, "/health")
-        return all(
-            body["services"][s]["status"] == "ok" for s in ("pfs", "pps", "auth", "admin")
-        )
+        return all(body["services"][s]["status"] == "ok" for s in ("pfs", "pps", "auth", "admin"))
 
     wait_until(others_up)
     assert health_status(channel) == NOT_SERVING
