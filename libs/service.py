@@ -33,11 +33,11 @@ from nats.js import JetStreamContext
 from libs import version
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus, Context
-from libs.cluster_state import ClusterState, ReactionGate
 from libs.config import Config
 from libs.errors import PachError
 from libs.events import ensure_stream
 from libs.observe import configure_logging, configure_tracing
+from libs.restore_gate import ClusterView, ReactionGate
 
 Setup = Callable[["ServiceContext"], Awaitable[None]]
 
@@ -83,7 +83,7 @@ class ServiceContext:
         on it while a restore runs, and after one until this process's read
         models (``watch_applied``) applied the restored log."""
         if self._gate is None:
-            state = await ClusterState.open(self.js, replicas=self.config.events_replicas)
+            state = await ClusterView.open(self.js, replicas=self.config.events_replicas)
             gate = ReactionGate(state, stream=self.config.events_stream, applied=self.applied_seq)
             await gate.start()
             self.stack.push_async_callback(gate.stop)

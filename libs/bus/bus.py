@@ -101,9 +101,11 @@ class Bus:
         *,
         kind: str = "cmd",
         quiet: bool = False,
-    ) -> None:
+    ) -> Subscription:
         """Serve ``<kind>.<service>.<name>``. ``quiet`` logs each request at
-        debug level instead of info (for probes such as Health)."""
+        debug level instead of info (for probes such as Health). The
+        subscription returned ends with ``unserve`` (a name served for a
+        while only) or with ``close``."""
         subject = subject_for(kind, self.service, name)
         log = _log.debug if quiet else _log.info
 
@@ -119,6 +121,17 @@ class Bus:
         # Once serve returns, requests from any connection must reach us: wait
         # until the server has registered the subscription.
         await self._nc.flush()
+        return sub
+
+    async def unserve(self, sub: Subscription) -> None:
+        """Stop serving what ``serve`` returned ``sub`` for; requests already
+        taken finish."""
+        if sub in self._subs:
+            self._subs.remove(sub)
+            try:
+                await sub.drain()  # type: ignore[no-untyped-call]
+            except nats.errors.Error:
+                await sub.unsubscribe()
 
     async def _handle(
         self,

@@ -13,16 +13,17 @@ handler must be idempotent (decide identities deterministically).
   others);
 - a message that is not a valid event: logged and terminated at once.
 
-With a ``ReactionGate`` (``libs.cluster_state``), a message waits un-acked
-while a restore runs, and one at or below the reaction's floor of the last
-restore (handled before the extract) is acknowledged without handling.
+With a ``Gate`` (a service passes ``libs.restore_gate.ReactionGate``), a
+message waits un-acked while the gate holds it (a restore runs), and one the
+gate does not admit (at or below the reaction's floor of the last restore:
+handled before the extract) is acknowledged without handling.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import nats.errors
 import nats.js.errors
@@ -34,13 +35,17 @@ from libs.events.background import ResumingTask
 from libs.events.envelope import RecordedEvent, decode_batch
 from libs.events.registry import EventRegistry
 
-if TYPE_CHECKING:
-    from libs.cluster_state import ReactionGate
-
 _log = structlog.get_logger("reactor")
 
 ReactionHandler = Callable[[RecordedEvent], Awaitable[None]]
 _TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
+
+
+class Gate(Protocol):
+    """Whether reaction ``reaction`` handles the event at stream sequence
+    ``seq``; may wait before answering (e.g. while a restore runs)."""
+
+    async def admit(self, reaction: str, seq: int) -> bool: ...
 
 
 class Reactor:
@@ -58,7 +63,7 @@ class Reactor:
         ack_wait: float = 60.0,
         max_attempts: int = 5,
         retry_delay: float = 1.0,
-        gate: ReactionGate | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.js = js
         self.registry = registry

@@ -15,7 +15,7 @@ from pathlib import Path
 from libs.config import Config
 from libs.errors import InvalidArgument
 
-BACKENDS: tuple[str, ...] = ("pfs", "pps", "auth", "enterprise")
+BACKENDS: tuple[str, ...] = ("pfs", "pps", "auth", "enterprise", "admin")
 GATEWAY = "gateway"
 
 

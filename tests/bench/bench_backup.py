@@ -17,11 +17,12 @@ from pathlib import Path
 import nats
 
 from libs.api.events import pfs_pb2 as ev
-from libs.backup import RestoreProgress, extract_frames, restore_frames
 from libs.config import Config
 from libs.errors import PachError
 from libs.events import NEW, AggregateRef, Append, EventStore, Position, ensure_stream
 from programs.cluster.natsserver import NatsServer
+from services.admin.app.extract import extract_frames
+from services.admin.app.restore import RestoreProgress, restore_frames
 from services.pfs.domain.events import registry
 from tests.bench import BenchContext, Result
 

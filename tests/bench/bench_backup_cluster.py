@@ -26,11 +26,12 @@ import nats
 from google.protobuf.message import Message
 
 from libs.api.events import pfs_pb2 as ev
-from libs.backup import extract_frames
 from libs.config import Config
 from libs.errors import PachError
-from libs.events import NEW, AggregateRef, Append, EventStore, Position, catalog, ensure_stream
+from libs.events import NEW, AggregateRef, Append, EventStore, Position, ensure_stream
 from programs.cluster.natsserver import NatsServer
+from services.admin.app.extract import extract_frames
+from services.admin.domain import catalog
 from tests.bench import BenchContext, Result
 from tests.bench.bench_backup import _write
 from tests.support.cluster import ROOT, Cluster

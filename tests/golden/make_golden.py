@@ -5,10 +5,11 @@
 starts an embedded cluster (``tests/support/cluster.py``, the code of the
 checkout this file is in) in a temporary data dir, builds the scenario below
 through the public gRPC API, waits until every job and output commit is
-finished, extracts the cluster with ``libs.backup`` (objects included) to
-``extract-v<N>.pachext`` and writes what the cluster answers to
-``answers-v<N>.json``. ``tests/integration/test_migrations.py`` restores each
-extract into the current code and compares every answer.
+finished, extracts the cluster with the admin engine
+(``services.admin.app.extract``, objects included) to ``extract-v<N>.pachext``
+and writes what the cluster answers to ``answers-v<N>.json``.
+``tests/integration/test_migrations.py`` restores each extract into the
+current code and compares every answer.
 
 The scenario: repo ``images`` (two commits: /a.txt /b.txt /c.txt, then a
 line appended to /a.txt — put-file appends, as in 1.7 — and /d.txt added)
@@ -45,9 +46,9 @@ from libs.api.pfs import pfs_pb2 as pfs  # noqa: E402
 from libs.api.pfs import pfs_pb2_grpc  # noqa: E402
 from libs.api.pps import pps_pb2 as pps  # noqa: E402
 from libs.api.pps import pps_pb2_grpc  # noqa: E402
-from libs.backup.extract import extract_frames  # noqa: E402
 from libs.events import EventRegistry  # noqa: E402
 from libs.objects import LocalObjectStore  # noqa: E402
+from services.admin.app.extract import extract_frames  # noqa: E402
 from services.pps.domain.events import registry as pps_registry  # noqa: E402
 from tests.support.cluster import Cluster  # noqa: E402
 
@@ -193,7 +194,7 @@ def _files(api: pfs_pb2_grpc.APIStub, commit: pfs.Commit, path: str) -> list[Any
 async def write_extract(cluster: Cluster, path: Path) -> None:
     nc = await nats.connect(cluster.state()["nats"]["url"])
     try:
-        from libs.cluster_state import ClusterState
+        from services.admin.adapters.cluster_state import ClusterState
 
         cluster_id = await (await ClusterState.open(nc.jetstream())).cluster_id()
         store = LocalObjectStore(cluster.data_dir / "objects")

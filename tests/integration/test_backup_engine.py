@@ -1,4 +1,4 @@
-"""Extract and restore (libs.backup) against real nats-servers."""
+"""Extract and restore (the admin service's engine) against real nats-servers."""
 
 from __future__ import annotations
 
@@ -14,24 +14,16 @@ from nats.js import api
 
 from libs.api.events import testing_pb2 as t
 from libs.api.internal.backup_pb2 import ExtractRecord
-from libs.backup import (
-    FORMAT_VERSION,
-    MAGIC,
-    RestoreProgress,
-    decode_frames,
-    encode_frames,
-    extract,
-    extract_frames,
-    restore,
-    restore_frames,
-)
-from libs.cluster_state import ClusterState
 from libs.config import Config
 from libs.errors import FailedPrecondition, InvalidArgument
 from libs.events import NEW, Append, EventStore, ensure_stream
 from libs.events.registry import EventRegistry
+from libs.extract_format import FORMAT_VERSION, MAGIC, decode_frames, encode_frames
 from libs.objects import LocalObjectStore, ObjectStore, put_chunks
 from programs.cluster.natsserver import NatsServer
+from services.admin.adapters.cluster_state import ClusterState
+from services.admin.app.extract import extract, extract_frames
+from services.admin.app.restore import RestoreProgress, restore, restore_frames
 from tests.support import counter
 
 pytestmark = pytest.mark.timeout(120)
@@ -272,7 +264,7 @@ async def test_extract_during_writes_is_exactly_one_to_last_seq(
 
 
 async def test_small_read_batches_still_read_everything(nc: Client) -> None:
-    from libs.backup.log_reader import read_stream
+    from services.admin.adapters.log_reader import read_stream
 
     await _events(nc, 40)
     got = [m.seq async for m in read_stream(nc.jetstream(), "EVENTS", 80, batch=7, batch_bytes=300)]
@@ -530,8 +522,8 @@ async def test_progress_is_reported_and_objects_are_skipped_without_a_store(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # (libs.backup's ``restore`` function hides its module's name)
-    restore_module = importlib.import_module("libs.backup.restore")
+    # (the module, not its ``restore`` function)
+    restore_module = importlib.import_module("services.admin.app.restore")
     monkeypatch.setattr(restore_module, "PROGRESS_EVERY", 7)
     await _events(nc, 15)
     await _objects(source_store)

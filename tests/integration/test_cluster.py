@@ -71,6 +71,7 @@ def test_cluster_lifecycle(tmp_path: Path, clusters: list[Cluster]) -> None:
         "pps-0",
         "auth-0",
         "enterprise-0",
+        "admin-0",
         "gateway-0",
     }
 
@@ -116,7 +117,7 @@ def test_cluster_lifecycle(tmp_path: Path, clusters: list[Cluster]) -> None:
 
     # SIGTERM: every child gone, exit 0
     pids = a.pids()
-    assert len(pids) == 6
+    assert len(pids) == 7  # nats, five services, the gateway
     assert a.stop() == 0
     assert not [p for p in pids if alive(p)]
     assert b.proc is not None and b.proc.poll() is None  # the other cluster is untouched

@@ -109,7 +109,7 @@ def http_get(port: int, path: str) -> tuple[int, Any]:
 
 
 def test_gateway_health_version_logging_and_limits(procs: Procs) -> None:
-    for service in ("pfs", "pps", "auth", "gateway"):  # enterprise is missing
+    for service in ("pfs", "pps", "auth", "admin", "gateway"):  # enterprise is missing
         procs.start(service)
     channel = grpc.insecure_channel(f"127.0.0.1:{procs.grpc_port}")
     wait_until(lambda: health_status(channel) is not None)
@@ -117,7 +117,7 @@ def test_gateway_health_version_logging_and_limits(procs: Procs) -> None:
     # a backend is missing: NOT_SERVING, and HTTP says which one
     def others_up() -> bool:
         _, body = http_get(procs.http_port, "/health")
-        return all(body["services"][s]["status"] == "ok" for s in ("pfs", "pps", "auth"))
+        return all(body["services"][s]["status"] == "ok" for s in ("pfs", "pps", "auth", "admin"))
 
     wait_until(others_up)
     assert health_status(channel) == NOT_SERVING
@@ -179,7 +179,7 @@ def test_gateway_health_version_logging_and_limits(procs: Procs) -> None:
 
 
 def test_two_replicas_share_the_health_subject(procs: Procs) -> None:
-    for service in ("pfs", "pps", "auth", "enterprise", "gateway"):
+    for service in ("pfs", "pps", "auth", "enterprise", "admin", "gateway"):
         procs.start(service)
     first_pfs = procs.procs.pop("pfs")
     procs.start("pfs")  # a second replica (its log goes to the same file)

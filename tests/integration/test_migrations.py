@@ -28,7 +28,7 @@ from libs.api.admin import admin_pb2 as admin
 from libs.api.admin import admin_pb2_grpc
 from libs.api.events.envelope_pb2 import EventBatch
 from libs.api.internal.backup_pb2 import ExtractRecord
-from libs.backup.frames import decode_frames
+from libs.extract_format import decode_frames
 from tests.golden.make_golden import record_answers
 from tests.support.cluster import Cluster, running
 

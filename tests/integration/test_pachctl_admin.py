@@ -196,7 +196,7 @@ def test_truncated_and_corrupted_extracts_are_refused(
 
 
 def _records(data: bytes) -> list[admin.RestoreRequest]:
-    from libs.backup.frames import decode_frames
+    from libs.extract_format import decode_frames
 
     async def read() -> list[admin.RestoreRequest]:
         async def blocks() -> AsyncIterator[bytes]:

@@ -15,7 +15,6 @@ from nats.aio.client import Client
 from libs.api.events import testing_pb2 as t
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus
-from libs.cluster_state import ClusterState, ReactionGate, wait_applied
 from libs.config import Config
 from libs.errors import DeadlineExceeded, FailedPrecondition
 from libs.events import (
@@ -28,8 +27,11 @@ from libs.events import (
     ensure_stream,
 )
 from libs.readmodels import SqliteDocumentStore
+from libs.restore_gate import ReactionGate
 from libs.service import ServiceContext, serve
 from programs.cluster.natsserver import NatsServer
+from services.admin.adapters.cluster_state import ClusterState
+from services.admin.app.wait_applied import wait_applied
 from tests.support import counter
 from tests.support.counter_projection import CounterProjection
 

@@ -15,9 +15,8 @@ from libs.api.internal.backup_pb2 import (
     ObjectStart,
     StoredEvents,
 )
-from libs.backup import MAGIC, Checksum, decode_frames, encode_frames
-from libs.backup.frames import frame, record_bytes
 from libs.errors import InvalidArgument
+from libs.extract_format import MAGIC, Checksum, decode_frames, encode_frames, frame, record_bytes
 
 
 def _records() -> list[ExtractRecord]:
@@ -128,7 +127,7 @@ def test_record_bytes_are_deterministic_after_a_round_trip() -> None:
 def test_stored_events_bytes_equal_the_record_serialization(
     seq: int, subject: str, batch_len: int
 ) -> None:
-    from libs.backup.frames import stored_events_bytes
+    from libs.extract_format import stored_events_bytes
 
     batch = bytes(i % 251 for i in range(batch_len))
     record = ExtractRecord(events=StoredEvents(seq=seq, subject=subject, batch=batch))

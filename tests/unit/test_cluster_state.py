@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from libs.cluster_state import DONE, RUNNING, ClusterState, ReactionGate, RestoreStatus
 from libs.errors import InvalidArgument
+from libs.restore_gate import DONE, RUNNING, ReactionGate, RestoreStatus
+from services.admin.adapters.cluster_state import ClusterState
 
 
 def _status(state: str = DONE, last_seq: int = 10, **floors: int) -> RestoreStatus:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-SERVICES = ("pfs", "pps", "auth", "enterprise", "gateway")
+SERVICES = ("pfs", "pps", "auth", "enterprise", "admin", "gateway")
 
 
 def _docs() -> list[tuple[Path, dict[str, Any]]]:

@@ -19,7 +19,7 @@ from libs.api.internal import pps_work_pb2 as internal
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.bus import Bus
-from libs.errors import DeadlineExceeded, NotFound
+from libs.errors import DeadlineExceeded, NotFound, Unavailable
 from services.gateway.app.unserved import REFUSED
 from services.gateway.errors import GrpcErrors
 from services.gateway.grpc import admin as admin_grpc
@@ -109,7 +109,12 @@ async def test_refusals_and_errors_carry_their_codes() -> None:
     def missing(_: Message) -> Message:
         raise NotFound("pipeline nope not found")
 
-    fake = FakeBus(pps_InspectPipeline=missing, pps_GetPipelineSpec=missing)
+    def no_admin(_: Message) -> Message:
+        raise Unavailable("no admin service is serving qry.admin.InspectCluster")
+
+    fake = FakeBus(
+        pps_InspectPipeline=missing, pps_GetPipelineSpec=missing, admin_InspectCluster=no_admin
+    )
     async for channel in serve(fake):
         stub = pps_pb2_grpc.APIStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -130,5 +135,5 @@ async def test_refusals_and_errors_carry_their_codes() -> None:
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await admin_stub.InspectCluster(Empty(), timeout=5)
-        # InspectCluster reads the cluster's KV bucket: no NATS here.
+        # InspectCluster asks the admin service, which is not there.
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -11,10 +11,10 @@ from libs.api.events import pps_pb2 as ev
 from libs.api.pps import pps_pb2 as pps
 from libs.errors import InvalidArgument, MalformedMessage
 from libs.events import EventRegistry
-from libs.events.upcasters import add_upcasters, datums_processed_v1_to_v2
 from services.pps.adapters import jobs_view
 from services.pps.app.jobs import datum_info
 from services.pps.domain.events import registry
+from services.pps.domain.upcasters import add_upcasters, datums_processed_v1_to_v2
 
 
 def v1_event() -> ev.DatumsProcessedV1:

@@ -223,7 +223,7 @@ async def _restore_stream(source: BinaryIO, progress: Progress) -> None:
     import grpc
     import grpc.aio
 
-    from libs.backup.frames import decode_frames
+    from libs.extract_format import decode_frames
 
     failed: list[PachError] = []
 

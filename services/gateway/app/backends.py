@@ -21,7 +21,7 @@ from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus
 from libs.errors import PachError
 
-BACKENDS: tuple[str, ...] = ("pfs", "pps", "auth", "enterprise")
+BACKENDS: tuple[str, ...] = ("pfs", "pps", "auth", "enterprise", "admin")
 
 Listener = Callable[["BackendMonitor"], Awaitable[None]]
 

@@ -14,17 +14,26 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from libs.api.admin import admin_pb2 as admin
+from libs.bus import Bus
 from libs.config import Config
 from libs.errors import InvalidArgument
-from services.gateway.grpc.admin import cluster_id, extract_frames
+from libs.objects.base import ObjectStore
+from libs.transfer import open_transfer_store
+from services.gateway.app.admin import AdminClient
+from services.gateway.principal import http_principal
 
-CONFIG = web.AppKey("admin_config", Config)
+BUS = web.AppKey("admin_bus", Bus)
+TRANSFERS = web.AppKey("admin_transfers", ObjectStore)
 TRUE = ("1", "true", "yes")
 FALSE = ("", "0", "false", "no")
 
 
+def _client(request: web.Request) -> AdminClient:
+    return AdminClient(request.app[BUS], request.app[TRANSFERS], principal=http_principal(request))
+
+
 async def inspect_cluster(request: web.Request) -> web.Response:
-    info = admin.ClusterInfo(id=await cluster_id(request.app[CONFIG]))
+    info = admin.ClusterInfo(id=await _client(request).cluster_id())
     return web.json_response(json_format.MessageToDict(info))
 
 
@@ -38,13 +47,14 @@ def _flag(request: web.Request, name: str) -> bool:
 
 
 async def extract(request: web.Request) -> web.StreamResponse:
-    cfg = request.app[CONFIG]
-    blocks = extract_frames(cfg, objects=not _flag(request, "no_objects"))
+    client = _client(request)
+    blocks = client.extract_bytes(objects=not _flag(request, "no_objects"))
     try:
-        # The magic and the header frame before the status: an extract that
-        # cannot start is an error response, not a short download.
-        first = await anext(blocks, b"") + await anext(blocks, b"")
-        cid = await cluster_id(cfg)
+        # The first block (the magic and the header frame) before the
+        # status: an extract that cannot start is an error response, not a
+        # short download.
+        first = await anext(blocks, b"")
+        cid = await client.cluster_id()
         response = web.StreamResponse(
             headers={
                 "Content-Type": "application/octet-stream",
@@ -61,9 +71,10 @@ async def extract(request: web.Request) -> web.StreamResponse:
         await blocks.aclose()  # a client gone mid-download ends the extract's reads now
 
 
-def mount(app: web.Application, cfg: Config) -> None:
+def mount(app: web.Application, cfg: Config, bus: Bus) -> None:
     """Register before the generic ``/api/{service}/{method}`` routes."""
-    app[CONFIG] = cfg
+    app[BUS] = bus
+    app[TRANSFERS] = open_transfer_store(cfg.objects)
     app.router.add_get("/api/admin/InspectCluster", inspect_cluster)
     app.router.add_post("/api/admin/InspectCluster", inspect_cluster)
     app.router.add_get("/api/admin/extract", extract)

@@ -47,7 +47,7 @@ def build_app(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.Application
     app[MONITOR] = monitor
     app.router.add_get("/health", health)
     app.router.add_get("/version", get_version)
-    admin.mount(app, cfg)
+    admin.mount(app, cfg, bus)
     api.mount(app, bus)
     files.mount(app, open_object_store(cfg.objects))
     return app

@@ -37,11 +37,11 @@ from nats.js import JetStreamContext
 
 from libs.api.internal import gc_pb2
 from libs.bus import Bus, Context
-from libs.cluster_state import ReactionGate
 from libs.errors import InvalidArgument
 from libs.events import EventStore
 from libs.objects import ObjectStore
 from libs.readmodels import DocumentStore
+from libs.restore_gate import ReactionGate
 from services.pfs.app.gc_live import pfs_live, pps_live
 from services.pfs.app.gc_mark import TreeMarker
 from services.pfs.app.gc_marks import MarkSet

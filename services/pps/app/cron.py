@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 import structlog
 
 from libs.api.pps import pps_pb2 as pps
-from libs.cluster_state import ReactionGate
 from libs.errors import PachError
 from libs.events.background import ResumingTask
 from libs.filedata import FileWriter
@@ -41,6 +40,7 @@ from libs.objects import ObjectStore
 from libs.pps.cron import CronSchedule
 from libs.pps.spec import cron_inputs
 from libs.readmodels import DocumentStore
+from libs.restore_gate import ReactionGate
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import PipelineRecord, get_pipeline, list_pipelines
 

@@ -29,9 +29,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from libs.api.pps import pps_pb2 as pps
-from libs.cluster_state import ReactionGate
 from libs.errors import PachError
 from libs.readmodels import Document
+from libs.restore_gate import ReactionGate
 from services.pps.adapters import jobs_view as view
 from services.pps.adapters import work_queue
 from services.pps.adapters.leases import Leases

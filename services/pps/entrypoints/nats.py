@@ -9,10 +9,10 @@ masters, the workers and the job/datum/log queries join here."""
 from __future__ import annotations
 
 from libs.api.events import pfs_pb2 as pfs_events
-from libs.cluster_state import ReactionGate
 from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.objects import ObjectStore, open_object_store
 from libs.readmodels import DocumentStore, open_document_store
+from libs.restore_gate import ReactionGate
 from libs.service import ServiceContext
 from services.pps.adapters.jobs_view import JobsProjection, job_counts
 from services.pps.adapters.leases import Leases

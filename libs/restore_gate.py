@@ -1,9 +1,10 @@
-"""The cluster's own state: its id and the restore in progress.
+"""The restore gate: what every service needs to honour a restore.
 
-Both live in the JetStream key-value bucket ``PACH_CLUSTER``:
+The admin service owns the cluster's state (``services/admin``); it keeps it
+in the JetStream key-value bucket ``PACH_CLUSTER``, and this module is the
+read-only contract the other services share:
 
-- ``cluster_id``: a uuid4 hex, created once (a KV create, so two racing
-  callers agree) and kept;
+- ``cluster_id``: a uuid4 hex, created once by admin and kept;
 - ``restore``: the last restore into this cluster, as JSON ``{id, state,
   last_seq, reaction_floors, started, finished}``; ``state`` is ``running``
   while its events are appended and ``done`` afterwards.
@@ -13,11 +14,8 @@ restore (docs/decisions/0011-extract-restore-gc.md, Restore): while one runs
 they wait; afterwards a reaction acknowledges, without handling, every event
 at or below its floor (it was handled before the extract) and handles the
 rest. The gate keeps the ``restore`` key cached through a KV watch, so the
-per-event check is an in-memory comparison.
-
-``wait_applied`` waits until services report (``qry.<svc>.Health``,
-``applied_seq``) that their read models have applied the log up to a
-sequence.
+per-event check is an in-memory comparison. ``libs.events.Reactor`` takes it
+as its ``Gate`` protocol (libs/events knows nothing of restores).
 """
 
 from __future__ import annotations
@@ -25,11 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import nats.errors
 import nats.js.errors
@@ -37,11 +33,9 @@ import structlog
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
-from libs.bus import Bus
-from libs.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, PachError
+from libs.errors import FailedPrecondition, InvalidArgument, PachError
 
-_log = structlog.get_logger("cluster_state")
+_log = structlog.get_logger("restore_gate")
 
 CLUSTER_BUCKET = "PACH_CLUSTER"
 CLUSTER_ID_KEY = "cluster_id"
@@ -111,15 +105,18 @@ class RestoreStatus:
         return status
 
 
-class ClusterState:
-    """The ``PACH_CLUSTER`` bucket (file storage, history 1)."""
+class ClusterView:
+    """The ``PACH_CLUSTER`` bucket (file storage, history 1), read only:
+    what every service needs of it. The admin service alone writes it
+    (``services/admin/adapters/cluster_state.py``)."""
 
     def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
         self.js = js
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, *, replicas: int = 1) -> ClusterState:
+    async def open_bucket(cls, js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+        """The bucket, created when missing (two racing creators agree)."""
         config = api.KeyValueConfig(
             bucket=CLUSTER_BUCKET,
             history=1,
@@ -127,26 +124,21 @@ class ClusterState:
             replicas=replicas,
         )
         try:
-            kv = await js.create_key_value(config)
+            return await js.create_key_value(config)
         except nats.js.errors.BadRequestError:
-            kv = await js.key_value(CLUSTER_BUCKET)
-        return cls(js, kv)
+            return await js.key_value(CLUSTER_BUCKET)
 
-    async def cluster_id(self) -> str:
-        """This cluster's id, created by the first caller ever."""
+    @classmethod
+    async def open(cls, js: JetStreamContext, *, replicas: int = 1) -> Self:
+        return cls(js, await cls.open_bucket(js, replicas=replicas))
+
+    async def stored_cluster_id(self) -> str:
+        """This cluster's id; "" while none was made yet (admin makes it)."""
         try:
             entry = await self.kv.get(CLUSTER_ID_KEY)
-            if entry.value:
-                return entry.value.decode()
         except _NO_KEY:
-            pass
-        fresh = uuid.uuid4().hex
-        try:
-            await self.kv.create(CLUSTER_ID_KEY, fresh.encode())
-            return fresh
-        except nats.js.errors.KeyWrongLastSequenceError:
-            entry = await self.kv.get(CLUSTER_ID_KEY)  # another caller won the race
-            return (entry.value or b"").decode()
+            return ""
+        return (entry.value or b"").decode()
 
     async def restore_status(self) -> RestoreStatus | None:
         """The last restore into this cluster; None when there never was one."""
@@ -158,75 +150,18 @@ class ClusterState:
             return None
         return RestoreStatus.from_json(entry.value)
 
-    async def begin_restore(
-        self, restore_id: str, last_seq: int, reaction_floors: Mapping[str, int]
-    ) -> None:
-        """Record a restore as running: from now on the gates hold every
-        reaction, master and cron ticker until ``finish_restore``."""
-        if not restore_id:
-            raise InvalidArgument("a restore needs an id")
-        if last_seq < 0:
-            raise InvalidArgument(f"a restore's last_seq must be >= 0, not {last_seq}")
-        bad = {k: v for k, v in reaction_floors.items() if not 0 <= v <= last_seq}
-        if bad:
-            raise InvalidArgument(
-                f"reaction floors must lie in 0..{last_seq} (the restore's last_seq): {bad}"
-            )
-        status = RestoreStatus(
-            restore_id=restore_id,
-            state=RUNNING,
-            last_seq=last_seq,
-            reaction_floors=dict(reaction_floors),
-            started=time.time(),
-            finished=0.0,
+
+async def check_cluster_id(view: ClusterView, expected: str) -> None:
+    """FailedPrecondition unless the cluster's id is ``expected`` (a service
+    pinned to one cluster refuses to serve another's log)."""
+    found = await view.stored_cluster_id()
+    if found != expected:
+        raise FailedPrecondition(
+            f"this service belongs to cluster {expected!r}, but the event log is "
+            f"cluster {found or 'without an id'!r}",
+            expected=expected,
+            found=found,
         )
-        await self.kv.put(RESTORE_KEY, status.to_json())
-
-    async def finish_restore(self, restore_id: str) -> None:
-        """Mark restore ``restore_id`` done: the gates open."""
-        current, revision = await self._restore_entry()
-        if current is None or current.restore_id != restore_id:
-            found = "no restore" if current is None else f"restore {current.restore_id!r}"
-            raise FailedPrecondition(
-                f"cannot finish restore {restore_id!r}: the cluster records {found}",
-                restore_id=restore_id,
-            )
-        if not current.running:
-            return
-        done = RestoreStatus(
-            restore_id=current.restore_id,
-            state=DONE,
-            last_seq=current.last_seq,
-            reaction_floors=current.reaction_floors,
-            started=current.started,
-            finished=time.time(),
-        )
-        try:
-            await self.kv.update(RESTORE_KEY, done.to_json(), last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            raise FailedPrecondition(
-                f"cannot finish restore {restore_id!r}: its record changed meanwhile",
-                restore_id=restore_id,
-            ) from None
-
-    async def abandon_restore(self, restore_id: str) -> None:
-        """Forget restore ``restore_id`` while it still runs (it was refused
-        before any event landed): the gates open as if it never began. A
-        restore that finished, or another one, is left alone."""
-        current, revision = await self._restore_entry()
-        if current is None or current.restore_id != restore_id or not current.running:
-            return
-        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-            await self.kv.delete(RESTORE_KEY, last=revision)
-
-    async def _restore_entry(self) -> tuple[RestoreStatus | None, int]:
-        try:
-            entry = await self.kv.get(RESTORE_KEY)
-        except _NO_KEY:
-            return None, 0
-        if not entry.value:
-            return None, int(entry.revision or 0)
-        return RestoreStatus.from_json(entry.value), int(entry.revision or 0)
 
 
 @dataclass
@@ -250,7 +185,7 @@ class ReactionGate:
     that is still catching up.
     """
 
-    state: ClusterState
+    state: ClusterView
     stream: str = "EVENTS"
     applied: Callable[[], int] | None = None
     poll: float = 0.05
@@ -360,48 +295,3 @@ class ReactionGate:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
-
-
-async def wait_applied(
-    bus: Bus,
-    seq: int,
-    services: Sequence[str] = ("pfs", "pps"),
-    timeout: float = 300.0,
-    poll: float = 0.2,
-) -> None:
-    """Return once every service in ``services`` reports (``qry.<svc>.Health``,
-    ``applied_seq``) that its read models applied the event log up to ``seq``.
-
-    Limitation: with several replicas of a service, each poll reaches one
-    replica of the queue group; this returns once *a* replica of each service
-    reports ``seq``, not every replica.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    pending = list(services)
-    seen: dict[str, str] = {}
-    while pending:
-        svc = pending[0]
-        try:
-            reply = await bus.request(
-                svc,
-                "Health",
-                HealthRequest(),
-                HealthResponse,
-                kind="qry",
-                timeout=max(0.1, min(5.0, deadline - loop.time())),
-            )
-            if reply.applied_seq >= seq:
-                pending.pop(0)
-                continue
-            seen[svc] = f"at {reply.applied_seq}"
-        except PachError as err:
-            seen[svc] = f"not answering ({err})"
-        if loop.time() >= deadline:
-            raise DeadlineExceeded(
-                f"{svc} did not apply the event log up to sequence {seq} within "
-                f"{timeout:g}s ({seen[svc]})",
-                service=svc,
-                seq=seq,
-            )
-        await asyncio.sleep(poll)

@@ -24,10 +24,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from libs.api.internal.backup_pb2 import ExtractHeader, ExtractRecord, StoredEvents
-from libs.backup.frames import FORMAT_VERSION, Checksum, decode_frames_raw, record_bytes
-from libs.backup.spool import EventSpool
 from libs.bus import Bus
-from libs.cluster_state import ClusterState, RestoreStatus, wait_applied
 from libs.config import Config
 from libs.errors import (
     FailedPrecondition,
@@ -40,7 +37,12 @@ from libs.events.envelope import SUBJECT_PREFIX, encode_token, parse_batch
 from libs.events.publisher import Ack, NoStream, Outgoing, Publisher, PublishError
 from libs.events.registry import EventRegistry
 from libs.events.store import ERR_WRONG_LAST_SEQUENCE, ensure_stream
+from libs.extract_format import FORMAT_VERSION, Checksum, decode_frames_raw, record_bytes
 from libs.objects.base import ObjectStore
+from libs.restore_gate import RestoreStatus
+from services.admin.adapters.cluster_state import ClusterState
+from services.admin.adapters.spool import EventSpool
+from services.admin.app.wait_applied import wait_applied
 
 _log = structlog.get_logger("backup")
 

@@ -1,8 +1,8 @@
-"""Upcasters: old schema versions of events lifted to the next one.
+"""pps's upcasters: old schema versions of its events lifted to the next one.
 
-The one place listing every schema migration of the cluster's events (the
-services' registries and the cluster-wide one of ``libs.events.catalog`` add
-them), so a restore and the services read an old log alike.
+``services.pps.domain.events.registry()`` adds them; any other registry that
+decodes pps events (a test, a tool) must call ``add_upcasters`` too. The
+mechanism is ``libs.events.registry``'s; the migrations are pps's own.
 
 - ``pps.DatumsProcessed`` v1 -> v2: v1's ``DatumResult.data`` held each input
   file as ``InputFile{path, hash}``; v2's ``inputs`` also name the input, its

@@ -28,7 +28,9 @@ from libs.api.internal.backup_pb2 import (
     ObjectStart,
     StoredEvents,
 )
-from libs.backup.frames import (
+from libs.errors import FailedPrecondition, Internal, ObjectNotFound, Unavailable
+from libs.events.registry import EventRegistry
+from libs.extract_format import (
     FORMAT_VERSION,
     MAGIC,
     Checksum,
@@ -36,11 +38,10 @@ from libs.backup.frames import (
     record_bytes,
     stored_events_bytes,
 )
-from libs.backup.log_reader import StoredMessage, read_stream
-from libs.backup.schemas import event_schemas, event_types
-from libs.errors import FailedPrecondition, Internal, ObjectNotFound, Unavailable
-from libs.events.registry import EventRegistry
 from libs.objects.base import ObjectStore
+from libs.transfer import is_transfer
+from services.admin.adapters.log_reader import StoredMessage, read_stream
+from services.admin.domain.schemas import event_schemas, event_types
 
 _log = structlog.get_logger("backup")
 
@@ -95,6 +96,8 @@ async def _object_records(store: ObjectStore, counts: list[int]) -> AsyncIterato
     """Every object in the store, in blocks; counts[0] objects and counts[1]
     bytes are updated as they go."""
     async for info in store.list(""):
+        if is_transfer(info.key):
+            continue  # scratch parts of transfers in flight (this extract's own, say)
         blocks = aiter(store.get_stream(info.key, block_size=OBJECT_BLOCK))
         try:
             first: bytes | None = await anext(blocks)

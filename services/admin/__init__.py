@@ -1,0 +1,1 @@
+"""The admin service: extract, restore, inspect-cluster and the cluster's state."""
