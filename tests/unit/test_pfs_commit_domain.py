@@ -227,3 +227,52 @@ def test_a_commit_repeating_the_heads_provenance_opens_only_again() -> None:
     assert s.branches["out"].head == "2" * 32
     assert s.commits["2" * 32].parent == "1" * 32
     assert run(s, decide)[1] == []
+
+
+# --- put sessions ----------------------------------------------------------------
+
+
+def test_a_put_session_opens_a_held_commit_only_on_a_branch_without_an_open_head() -> None:
+    s, events = run(chain(A), commits.open_put_commit("data", "master", B, "s1"))
+    assert events == [
+        ev.CommitStarted(id=B, branch="master", parent=A, lease="s1"),
+        ev.BranchSet(name="master", head=B),
+    ]
+    assert s.commits[B].lease == "s1"
+    # the head is open (held by s1): another session decides nothing and waits
+    s2, events = run(s, commits.open_put_commit("data", "master", C, "s2"))
+    assert events == [] and s2 is s
+    # a caller's open commit (start-commit) takes the writes: nothing to open
+    user = chain(A, finish_last=False)
+    assert run(user, commits.open_put_commit("data", "master", B, "s1"))[1] == []
+    # a new branch gets one too
+    _, events = run(created(), commits.open_put_commit("data", "dev", A, "s1"))
+    assert events[0] == ev.CommitStarted(id=A, branch="dev", lease="s1")
+
+
+def test_a_put_session_cannot_open_a_commit_on_an_output_branch() -> None:
+    s, _ = run(chain(A), branches.create_branch("data", "out", provenance=[("data", "master")]))
+    with pytest.raises(FailedPrecondition, match="output branch data/out"):
+        run(s, commits.open_put_commit("data", "out", A, "s1"))
+
+
+def test_an_explicit_start_commit_behind_a_held_commit_keeps_1_7s_rule() -> None:
+    s, _ = run(chain(A), commits.open_put_commit("data", "master", B, "s1"))
+    with pytest.raises(FailedPrecondition, match="has not been finished"):
+        run(s, commits.start_commit("data", C, "master"))
+
+
+def test_expiring_a_put_deletes_only_an_open_commit_its_session_holds() -> None:
+    s, _ = run(chain(A), commits.open_put_commit("data", "master", B, "s1"))
+    assert run(s, commits.expire_put("data", B, "s2"))[1] == []  # another session's
+    gone, events = run(s, commits.expire_put("data", B, "s1"))
+    assert events == [
+        ev.CommitDeleted(id=B, parent=A),
+        ev.BranchSet(name="master", head=A),
+    ]
+    assert B not in gone.commits and gone.branches["master"].head == A
+    finished, _ = run(s, commits.finish_commit("data", B))
+    assert run(finished, commits.expire_put("data", B, "s1"))[1] == []  # finished: stays
+    user = chain(A, finish_last=False)  # a caller's commit is no session's
+    assert run(user, commits.expire_put("data", A, ""))[1] == []
+    assert run(created(), commits.expire_put("data", A, "s1"))[1] == []  # gone already

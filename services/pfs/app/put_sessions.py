@@ -43,6 +43,7 @@ from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.bus import Bus, Context
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.events.background import ResumingTask
 from libs.readmodels import DocumentStore
 from services.pfs.adapters.commits_view import PUT_LEASES
 from services.pfs.app.commits import Commits
@@ -182,7 +183,7 @@ class PutSessions:
     def __post_init__(self) -> None:
         self.leases = Leases(self.settings.lease_s)
         self._queues: dict[tuple[str, str], BranchQueue] = {}
-        self._reaper: asyncio.Task[None] | None = None
+        self._reaper = ResumingTask("put lease expiry", self._expire_forever, pause=1.0)
         self._abandoned: OrderedDict[str, None] = OrderedDict()  # the latest ABANDONED
 
     async def register(self, bus: Bus) -> None:
@@ -195,13 +196,10 @@ class PutSessions:
     async def start(self) -> None:
         """Grant every held commit a full lease from now, and start expiring."""
         await self._adopt()
-        self._reaper = asyncio.create_task(self._expire_forever())
+        self._reaper.start()
 
     async def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        await self._reaper.stop()
 
     # --- commands ----------------------------------------------------------------
 
@@ -350,21 +348,18 @@ class PutSessions:
                 self.leases.renew(doc["repo"], doc["id"], doc["session"], branch)
 
     async def _expire_forever(self) -> None:
+        """Delete the commits whose lease lapsed; adopt unknown held commits
+        every lease period. A failure is logged and the loop resumes."""
         tick = min(self.settings.lease_s / 4, 1.0)
         adopted = time.monotonic()
         while True:
             await asyncio.sleep(tick)
-            try:
-                await self.gate.wait_open()  # a restore appends; nothing expires meanwhile
-                if time.monotonic() - adopted >= self.settings.lease_s:
-                    await self._adopt()
-                    adopted = time.monotonic()
-                for repo, commit_id, held in self.leases.lapsed():
-                    await self._expire(repo, commit_id, held.session, "pfs", "lease lapsed")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the next tick tries again
-                _log.warning("put_lease_expiry_failed", error=repr(exc))
+            await self.gate.wait_open()  # a restore appends; nothing expires meanwhile
+            if time.monotonic() - adopted >= self.settings.lease_s:
+                await self._adopt()
+                adopted = time.monotonic()
+            for repo, commit_id, held in self.leases.lapsed():
+                await self._expire(repo, commit_id, held.session, "pfs", "lease lapsed")
 
 
 def _commit(repo: str, commit_id: str) -> pfs.Commit:
