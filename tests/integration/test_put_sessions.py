@@ -19,10 +19,15 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import nats
 import pytest
+from google.protobuf.empty_pb2 import Empty
 
+from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
+from libs.bus import Bus
+from libs.errors import FailedPrecondition, InvalidArgument
 from tests.support.cluster import ROOT, Cluster, running, wait_until
 
 LEASE_S = 3.0
@@ -237,3 +242,39 @@ async def test_cancelled_put_streams_leave_no_commit_20_times_in_a_row(
             assert [c.commit.id for c in commits(api)] == before, f"run {run}"
     listing = api.ListFile(pfs.ListFileRequest(file=first), timeout=30)
     assert [f.file.path for f in listing.file_info] == ["/kept"]
+
+
+async def test_a_session_cannot_take_or_drop_what_another_holds(
+    cluster: Cluster, api: pfs_pb2_grpc.APIStub
+) -> None:
+    """Over pfs's own bus commands, as a confused or hostile gateway would
+    send them: another session's AbandonPut, EndPut or writes leave a held
+    commit alone; EndPut needs a session; an abandoned session is refused."""
+    nc = await nats.connect(cluster.state()["nats"]["url"])
+    bus = Bus(nc, service="test")
+    master = pfs.Commit(repo=pfs.Repo(name=REPO), id="master")
+
+    async def ask(name: str, session: str, commit: pfs.Commit) -> internal.PutFileRefsResponse:
+        req = internal.PutFileRefsRequest(commit=commit, session=session)
+        return await bus.request("pfs", name, req, internal.PutFileRefsResponse)
+
+    def abandon_of(session: str, commit: pfs.Commit) -> internal.AbandonPutRequest:
+        return internal.AbandonPutRequest(session=session, commits=[commit])
+
+    try:
+        held = (await ask("PutFileRefs", "s1", master)).commit
+        assert open_commits(api) == [held.id]
+        abandon = internal.AbandonPutRequest(session="s2", commits=[held, master])
+        await bus.request("pfs", "AbandonPut", abandon, Empty)
+        assert open_commits(api) == [held.id]  # not s2's to drop
+        # s3 waits behind s1 (queued), it does not write into s1's commit
+        assert (await ask("PutFileRefs", "s3", master)).queued
+        with pytest.raises(InvalidArgument, match="EndPut ends a put session"):
+            await ask("EndPut", "", held)
+        await bus.request("pfs", "AbandonPut", abandon_of("s1", master), Empty)
+        assert open_commits(api) == []
+        with pytest.raises(FailedPrecondition, match="put session s1 was abandoned"):
+            await ask("PutFileRefs", "s1", master)
+        await bus.request("pfs", "AbandonPut", abandon_of("s3", master), Empty)
+    finally:
+        await nc.close()
