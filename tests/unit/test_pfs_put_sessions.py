@@ -64,3 +64,11 @@ def test_settings_come_from_the_environment_in_ms() -> None:
     for bad in ("0", "-1", "ten", "1.5"):
         with pytest.raises(InvalidArgument, match="PACH_PUT_LEASE_MS must be"):
             PutSettings.from_env({"PACH_PUT_LEASE_MS": bad})
+
+
+def test_a_lease_names_the_session_that_renewed_it_last() -> None:
+    leases = Leases(lease_s=10)
+    leases.renew("r", "c1", "s1", "master")
+    assert leases.holds("r", "c1", "s1") and not leases.holds("r", "c1", "s2")
+    leases.renew("r", "c1", "s2")  # a renewal from another session re-keys it
+    assert leases.holds("r", "c1", "s2") and not leases.holds("r", "c2", "s2")

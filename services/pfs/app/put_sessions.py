@@ -117,6 +117,10 @@ class Leases:
     def knows(self, repo: str, commit_id: str) -> bool:
         return (repo, commit_id) in self._held
 
+    def holds(self, repo: str, commit_id: str, session: str) -> bool:
+        held = self._held.get((repo, commit_id))
+        return held is not None and held.session == session
+
     def drop(self, repo: str, commit_id: str) -> str:
         """Forget a lease; the branch it was on ("" when unknown)."""
         held = self._held.pop((repo, commit_id), None)
@@ -233,7 +237,7 @@ class PutSessions:
         await self.files.write(name, commit_id, writes, ctx)
         reply = internal.PutFileRefsResponse(commit=_commit(name, commit_id))
         if held and end:
-            await self._finish(name, commit_id, req.session, ctx)
+            await self._finish(name, commit_id, ctx)
         elif held:
             reply.lease_ms = int(self.settings.lease_s * 1000)
         return reply
@@ -311,7 +315,7 @@ class PutSessions:
 
     # --- ending ------------------------------------------------------------------
 
-    async def _finish(self, repo: str, commit_id: str, session: str, ctx: Context) -> None:
+    async def _finish(self, repo: str, commit_id: str, ctx: Context) -> None:
         try:
             await self.commits.finish_commit(
                 pfs.FinishCommitRequest(commit=_commit(repo, commit_id)), ctx
@@ -329,7 +333,14 @@ class PutSessions:
         )
         if done.events:
             _log.info("put_commit_deleted", repo=repo, commit=commit_id, session=session, why=why)
-        self._released(repo, commit_id)
+            self._released(repo, commit_id)
+            return
+        commit = done.state.commits.get(commit_id) if done.state.exists else None
+        if commit is None or commit.finished or not commit.lease:
+            self._released(repo, commit_id)  # nothing left to hold
+        elif not self.leases.holds(repo, commit_id, commit.lease):
+            # the table named another session: the one that holds it gets a lease
+            self.leases.renew(repo, commit_id, commit.lease, commit.branch)
 
     def _released(self, repo: str, commit_id: str) -> None:
         """Wake the sessions waiting for the branch the commit held."""
