@@ -6,6 +6,7 @@ same bus commands as gRPC)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -13,12 +14,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import nats
 import pytest
 from google.protobuf.empty_pb2 import Empty
 
 from libs.api.events import pfs_pb2 as ev
+from libs.api.internal import pfs_branches_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
+from libs.bus import Bus
 from services.pfs.domain import branches, commits, repo
 from services.pfs.domain.commits import downstream_id, propagated_id
 from tests.integration.test_pfs_repos import code_of
@@ -206,6 +210,60 @@ def test_create_branch_opens_a_commit_over_existing_heads(api: pfs_pb2_grpc.APIS
     create_branch(api, "empty")
     create_branch(api, "down", "master", branch("empty"))
     assert ids(api, "down") == []
+
+
+def propagate(cluster: Cluster, r: str, commit_id: str, name: str = "master") -> None:
+    """The internal PropagateBranch (update-pipeline's new job), over the bus."""
+
+    async def run() -> None:
+        nc = await nats.connect(cluster.state()["nats"]["url"])
+        try:
+            req = internal.PropagateBranchRequest(branch=branch(r, name), commit_id=commit_id)
+            await Bus(nc, service="test", timeout=30.0).request(
+                "pfs", "PropagateBranch", req, Empty
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+def test_propagate_branch_opens_a_commit_on_everything_downstream(
+    cluster: Cluster, api: pfs_pb2_grpc.APIStub
+) -> None:
+    """Issue 17: PropagateBranch on u1 opens its new commit and, below it, a
+    commit on every downstream branch (chain and cross) over that commit,
+    upstream first; a retry opens nothing more."""
+    make_repos(api, "src", "u1", "d1", "e1", "x")
+    s1 = commit_on(api, "src")
+    create_branch(api, "u1", "master", branch("src"))
+    create_branch(api, "d1", "master", branch("u1"))
+    create_branch(api, "e1", "master", branch("d1"))
+    create_branch(api, "x", "master", branch("src"), branch("u1"))
+    old = {r: head(api, r) for r in ("u1", "d1", "e1", "x")}
+
+    again = "f" * 32
+    for _ in range(2):  # the second time is a retry: a no-op
+        propagate(cluster, "u1", again)
+    d1, e1, x = (downstream_id(again, r, "master") for r in ("d1", "e1", "x"))
+    assert [head(api, r) for r in ("u1", "d1", "e1", "x")] == [again, d1, e1, x]
+    assert provenance(inspect(api, "u1", again)) == {("src", s1)}
+    assert provenance(inspect(api, "d1", d1)) == {("src", s1), ("u1", again)}
+    assert provenance(inspect(api, "e1", e1)) == {("src", s1), ("u1", again), ("d1", d1)}
+    assert provenance(inspect(api, "x", x)) == {("src", s1), ("u1", again)}
+    for r in ("u1", "d1", "e1", "x"):
+        assert inspect(api, r, "master").parent_commit.id == old[r]
+        assert len(ids(api, r)) == 2
+
+    # An open input head holds it all back: the reaction opens the chain
+    # when that commit finishes.
+    pending = str(
+        api.StartCommit(pfs.StartCommitRequest(branch="master", parent=commit("src", ""))).id
+    )
+    propagate(cluster, "u1", "e" * 32)
+    assert [len(ids(api, r)) for r in ("u1", "d1", "e1", "x")] == [2, 2, 2, 2]
+    api.FinishCommit(pfs.FinishCommitRequest(commit=commit("src", pending)))
+    wait_until(lambda: head(api, "e1") == downstream_id(pending, "e1", "master"))
 
 
 def test_propagation_and_the_reaction_open_one_commit_for_the_same_heads() -> None:

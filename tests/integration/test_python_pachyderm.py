@@ -104,3 +104,30 @@ def test_pipelines_jobs_and_datums_with_python_pachyderm(cluster: Cluster) -> No
     assert seen["logs"] == ["upper-cased /pfs/pp_words/a.txt", "upper-cased /pfs/pp_words/b.txt"]
     assert seen["missing"] == "NOT_FOUND"
     assert seen["after_delete"] == []
+
+
+def test_update_pipeline_in_a_chain_with_python_pachyderm(cluster: Cluster) -> None:
+    """Issue 17: after update-pipeline pp_u1 (plain, then --reprocess), a
+    flush of u1's new head waits for d1 and the cross x, which ran on it."""
+    seen = run_scenario(cluster, "pp_chain.py")
+
+    def ran_on_u1(ver: str) -> dict[str, object]:
+        on_u1 = {"finished": True, "on_new_u1": True}
+        return {
+            "u1_ver": ver,
+            "pp_d1": on_u1,
+            "pp_x": on_u1,
+            "d1_ver": ver,
+            "x_both": "a\n" + ver,
+        }
+
+    assert seen["flushed_src"] == ["pp_d1", "pp_u1", "pp_x"]
+    assert seen["created"] == ran_on_u1("v1\n")
+    # Without reprocess the salt stays: u1's datum is skipped and its v1
+    # output reused (1.7), in a new output commit that d1 and x run on.
+    assert seen["updated_new_u1_commit"] is True
+    assert seen["flushed_update"] == ["pp_d1", "pp_x"]
+    assert seen["updated"] == ran_on_u1("v1\n")
+    assert seen["reprocessed_new_u1_commit"] is True
+    assert seen["flushed_reprocess"] == ["pp_d1", "pp_x"]
+    assert seen["reprocessed"] == ran_on_u1("v3\n")

@@ -23,9 +23,12 @@ class PropagateBranchRequest(_message.Message):
     with provenance) whose provenance is the current heads of the branch's
     provenance, even when the branch's head already has that provenance:
     update-pipeline runs a new job this way (1.7 did it with a new commit in
-    its spec repo). Nothing is opened while an input head is still open: the
-    downstream reaction opens a commit when it finishes. An existing
-    `commit_id` makes this a no-op.
+    its spec repo). Every branch downstream of `branch` gets a commit too, id
+    `downstream_id(commit_id, repo, branch)`, whose provenance names
+    `commit_id` (and the commits opened between them), so the pipelines below
+    an updated one run on its new output. Nothing is opened while an input
+    head is still open: the downstream reaction opens the commits when it
+    finishes. Existing ids make this a no-op.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

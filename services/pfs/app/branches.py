@@ -84,18 +84,22 @@ class Branches:
                 repo=name,
                 branch=branch,
             )
-        provenance = await self._heads(doc, {})
-        if provenance:
-            decide = commits.start_commit(
-                name, req.commit_id, branch, provenance=provenance, again=True
-            )
-            await self.writer.run(name, decide, ctx)
+        await self._propagate(name, branch, ctx, again=req.commit_id)
         return Empty()
 
-    async def _propagate(self, repo: str, branch: str, ctx: Context) -> None:
+    async def _propagate(self, repo: str, branch: str, ctx: Context, again: str = "") -> None:
         """Open a commit on ``repo``/``branch`` and each branch downstream of
         it whose provenance heads changed, upstream branches first so that a
-        downstream commit has the new upstream commits in its provenance."""
+        downstream commit has the new upstream commits in its provenance.
+
+        ``again`` (PropagateBranch): open commit ``again`` on ``repo``/
+        ``branch`` even though its provenance repeats its head's, and on every
+        branch downstream of it a commit over it (id
+        ``downstream_id(again, ...)``, as the downstream reaction names the
+        commits an upstream commit opens), so that the whole chain below an
+        updated pipeline runs on its new output. Nothing downstream opens
+        when ``again`` could not be opened (an input head still open: the
+        reaction propagates when it finishes)."""
         edges = self.docs.query(EDGES, where={"up_key": branch_key(repo, branch)})
         targets = {(e["repo"], e["branch"]) async for e in edges} | {(repo, branch)}
         found = [await self.docs.get(BRANCHES, branch_key(*t)) for t in sorted(targets)]
@@ -109,8 +113,18 @@ class Branches:
             if not provenance:
                 continue
             target: Key = (doc["repo"], doc["name"])
-            cid = commits.propagated_id(*target, doc["head"], provenance)
-            decide = commits.start_commit(target[0], cid, target[1], provenance=provenance)
+            root = target == (repo, branch)
+            if not again:
+                cid = commits.propagated_id(*target, doc["head"], provenance)
+            elif root:
+                cid = again
+            elif (repo, branch) in opened:
+                cid = commits.downstream_id(again, *target)
+            else:
+                return  # ``again`` was not opened: nothing below it either
+            decide = commits.start_commit(
+                target[0], cid, target[1], provenance=provenance, again=bool(again) and root
+            )
             try:
                 done = await self.writer.run(target[0], decide, ctx)
             except NotFound:
