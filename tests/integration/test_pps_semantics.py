@@ -1,7 +1,8 @@
 """Pipeline semantics of Pachyderm 1.7 through pachctl, as a user sees them:
 jobs run one at a time in output-commit order; a stopped pipeline makes
 no jobs and start-pipeline runs one over the current inputs; delete-commit
-on an input takes its job and output commit along; union inputs; update-pipeline with and without --reprocess;
+on an input takes its job and output commit along; union inputs (whose
+members may share a name); update-pipeline with and without --reprocess;
 incremental pipelines; job_timeout; YAML specs."""
 
 from __future__ import annotations
@@ -185,6 +186,64 @@ def test_union_is_the_sum_of_its_inputs(cluster: Cluster, tmp_path: Path) -> Non
     assert job.state == pps.JOB_SUCCESS and job.data_total == 3, job
     listing = ok(pachctl(cluster, "list-file", "unioned", "master")).decode()
     assert sorted(re.findall(r"^/?([abc])\s", listing, re.M)) == ["a", "b", "c"]
+
+
+def test_union_members_may_share_a_name(cluster: Cluster, tmp_path: Path) -> None:
+    """1.7: several repos of a union may all be mounted as /pfs/in; each
+    datum sees its own repo there, with its own ``in`` and ``in_COMMIT``."""
+    heads = {}
+    for repo, names in (("same1", ["a", "b"]), ("same2", ["c"])):
+        ok(pachctl(cluster, "create-repo", repo))
+        ok(pachctl(cluster, "start-commit", repo, "master"))
+        for name in names:
+            put(cluster, repo, f"/{name}", name.encode())
+        ok(pachctl(cluster, "finish-commit", repo, "master"))
+        head = ok(pachctl(cluster, "inspect-commit", repo, "master")).decode()
+        found = re.search(r"Commit:\s+\w+/(\w+)", head)
+        assert found, head
+        heads[repo] = found.group(1)
+    spec = {
+        "pipeline": {"name": "same_named"},
+        "transform": {
+            "cmd": ["sh"],
+            "stdin": [
+                'f=$(basename "$in")',
+                'cp "$in" /pfs/out/$f',
+                'echo "$in $in_COMMIT" > /pfs/out/$f.env',
+            ],
+        },
+        "input": {
+            "union": [
+                {"atom": {"repo": "same1", "glob": "/*", "name": "in"}},
+                {"atom": {"repo": "same2", "glob": "/*", "name": "in"}},
+            ]
+        },
+    }
+    create(cluster, tmp_path, spec)
+    [job] = all_done(cluster, "same_named", 1)
+    assert job.state == pps.JOB_SUCCESS and job.data_total == 3, job
+    for name, repo in (("a", "same1"), ("b", "same1"), ("c", "same2")):
+        assert get(cluster, "same_named", "master", f"/{name}") == name.encode()
+        env = get(cluster, "same_named", "master", f"/{name}.env").decode()
+        assert env == f"/pfs/in/{name} {heads[repo]}\n"
+
+    # A name still may not clash with an input crossed with the union.
+    spec = {
+        "pipeline": {"name": "same_clash"},
+        "transform": {"cmd": ["true"]},
+        "input": {
+            "cross": [
+                {"union": spec["input"]["union"]},  # type: ignore[index]
+                {"atom": {"repo": "u1", "glob": "/", "name": "in"}},
+            ]
+        },
+    }
+    f = tmp_path / "same_clash.json"
+    f.write_text(json.dumps(spec))
+    failed = pachctl(cluster, "create-pipeline", "-f", str(f))
+    assert failed.returncode != 0
+    assert "input name 'in' is used more than once" in failed.stderr.decode(), failed.stderr
+    assert "same_clash" not in ok(pachctl(cluster, "list-pipeline")).decode()
 
 
 def test_update_keeps_datums_and_reprocess_runs_them_again(

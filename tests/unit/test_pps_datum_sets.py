@@ -189,6 +189,27 @@ async def test_union_is_each_input_in_turn(store):
     assert await count_datums(store, spec, commits) == 3
 
 
+async def test_union_members_sharing_a_name_read_their_own_commits(store):
+    a = await tree(store, ["/x", "/a1"])
+    b = await tree(store, ["/x", "/b1"], seed=50)
+    spec = pps_pb2.Input(union=[atom("in", "/*", repo="ra"), atom("in", "/*", repo="rb")])
+    inputs = [commit("in", a, repo="ra"), commit("in", b, repo="rb")]
+    inputs[1].commit = "rb-commit"
+    commits = datum_sets.commit_map(inputs)
+    assert sorted(commits) == ["in", "in#1"]
+    tasks = await datums(store, spec, commits)
+    assert paths_of(tasks) == [("/a1",), ("/x",), ("/b1",), ("/x",)]
+    assert [(i.name, i.repo, i.commit, i.tree) for t in tasks for i in t.inputs] == [
+        ("in", "ra", "in-commit", a),
+        ("in", "ra", "in-commit", a),
+        ("in", "rb", "rb-commit", b),
+        ("in", "rb", "rb-commit", b),
+    ]
+    # Same name and path, different content: different datums.
+    assert len({t.id for t in tasks}) == 4
+    assert await count_datums(store, spec, commits) == 4
+
+
 async def test_nested_cross_of_a_union(store):
     a = await tree(store, ["/a1", "/a2"])
     b = await tree(store, ["/b1"], seed=50)
