@@ -66,11 +66,11 @@ def commit_map(inputs: Iterable[JobInputCommit]) -> dict[str, JobInputCommit]:
     for i in inputs:
         n = seen.get(i.name, 0)
         seen[i.name] = n + 1
-        out[_key(i.name, n)] = i
+        out[input_key(i.name, n)] = i
     return out
 
 
-def _key(name: str, repeat: int) -> str:
+def input_key(name: str, repeat: int) -> str:
     return name if repeat == 0 else f"{name}#{repeat}"
 
 
@@ -85,7 +85,7 @@ def _leaf_keys(input: pps_pb2.Input, path: str = "") -> dict[str, str]:
             name = _atom_view(node).name
             n = seen.get(name, 0)
             seen[name] = n + 1
-            keys[at] = _key(name, n)
+            keys[at] = input_key(name, n)
         for i, child in enumerate(node.cross):
             walk(child, f"{at}.cross[{i}]")
         for i, child in enumerate(node.union):
@@ -109,7 +109,7 @@ async def enumerate_datums(
     index = 0
     if input.HasField("atom") or input.HasField("cron"):
         # The common case, without the layers a cross or union needs.
-        atom, commit = _resolve(input, commits, _key(_atom_view(input).name, 0))
+        atom, commit = _resolve(input, commits, input_key(_atom_view(input).name, 0))
         if not commit.tree:
             return
         template = _template(atom, commit)
@@ -179,7 +179,7 @@ async def enumerate_new_datums(
         raise InvalidArgument(
             "incremental datums need a single atom or cron input, not a cross, union or git"
         )
-    atom, commit = _resolve(input, commits, _key(_atom_view(input).name, 0))
+    atom, commit = _resolve(input, commits, input_key(_atom_view(input).name, 0))
     before = previous.get(atom.name)
     if not commit.tree:
         return
