@@ -58,6 +58,13 @@ def all_done(cluster: Cluster, pipeline: str, n: int, timeout: float = 60) -> li
     return jobs(cluster, pipeline)
 
 
+def head_of(cluster: Cluster, repo: str) -> str:
+    head = ok(pachctl(cluster, "inspect-commit", repo, "master")).decode()
+    found = re.search(r"Commit:\s+\w+/(\w+)", head)
+    assert found, head
+    return found.group(1)
+
+
 def output_commits(cluster: Cluster, repo: str) -> int:
     listed = ok(pachctl(cluster, "list-commit", repo)).decode().splitlines()
     return len(listed) - 1  # the header
@@ -190,18 +197,20 @@ def test_union_is_the_sum_of_its_inputs(cluster: Cluster, tmp_path: Path) -> Non
 
 def test_union_members_may_share_a_name(cluster: Cluster, tmp_path: Path) -> None:
     """1.7: several repos of a union may all be mounted as /pfs/in; each
-    datum sees its own repo there, with its own ``in`` and ``in_COMMIT``."""
+    datum sees its own repo there, with its own ``in`` and ``in_COMMIT``.
+    The same path and content in two members are two datums (two ids), each
+    with its own output, also when a later job reuses them."""
     heads = {}
     for repo, names in (("same1", ["a", "b"]), ("same2", ["c"])):
         ok(pachctl(cluster, "create-repo", repo))
         ok(pachctl(cluster, "start-commit", repo, "master"))
         for name in names:
             put(cluster, repo, f"/{name}", name.encode())
+        if repo == "same2":
+            # The same path with the very same content (refs, so node hash).
+            ok(pachctl(cluster, "copy-file", "same1", "master", "/a", repo, "master", "/a"))
         ok(pachctl(cluster, "finish-commit", repo, "master"))
-        head = ok(pachctl(cluster, "inspect-commit", repo, "master")).decode()
-        found = re.search(r"Commit:\s+\w+/(\w+)", head)
-        assert found, head
-        heads[repo] = found.group(1)
+        heads[repo] = head_of(cluster, repo)
     spec = {
         "pipeline": {"name": "same_named"},
         "transform": {
@@ -221,11 +230,40 @@ def test_union_members_may_share_a_name(cluster: Cluster, tmp_path: Path) -> Non
     }
     create(cluster, tmp_path, spec)
     [job] = all_done(cluster, "same_named", 1)
-    assert job.state == pps.JOB_SUCCESS and job.data_total == 3, job
-    for name, repo in (("a", "same1"), ("b", "same1"), ("c", "same2")):
-        assert get(cluster, "same_named", "master", f"/{name}") == name.encode()
-        env = get(cluster, "same_named", "master", f"/{name}.env").decode()
-        assert env == f"/pfs/in/{name} {heads[repo]}\n"
+    assert job.state == pps.JOB_SUCCESS and job.data_total == 4, job
+    # Each member's commit, in inspect-job and in list-datum.
+    assert [u.atom.commit for u in job.input.union] == [heads["same1"], heads["same2"]]
+    listed = ok(pachctl(cluster, "list-datum", job.job.id)).decode().splitlines()[1:]
+    assert len({line.split()[0] for line in listed}) == len(listed) == 4, listed
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+        req = pps.ListDatumRequest(job=job.job)
+        datums = pps_pb2_grpc.APIStub(channel).ListDatum(req, timeout=30).datum_infos
+    assert [(f.file.commit.repo.name, f.file.path) for d in datums for f in d.data] == [
+        ("same1", "/a"),
+        ("same1", "/b"),
+        ("same2", "/a"),
+        ("same2", "/c"),
+    ]
+
+    def check() -> None:
+        # /a from both members, concatenated in datum order.
+        assert get(cluster, "same_named", "master", "/a") == b"aa"
+        env = get(cluster, "same_named", "master", "/a.env").decode()
+        assert env == f"/pfs/in/a {heads['same1']}\n/pfs/in/a {heads['same2']}\n"
+        for name, repo in (("b", "same1"), ("c", "same2")):
+            assert get(cluster, "same_named", "master", f"/{name}") == name.encode()
+            env = get(cluster, "same_named", "master", f"/{name}.env").decode()
+            assert env == f"/pfs/in/{name} {heads[repo]}\n"
+
+    check()
+    # A new file in one member: a job that runs only it and reuses the
+    # outputs of the four datums it has already processed, each its own.
+    put(cluster, "same1", "/d", b"d")
+    second = all_done(cluster, "same_named", 2)[0]
+    assert second.state == pps.JOB_SUCCESS, second
+    assert (second.data_total, second.data_skipped, second.data_processed) == (5, 4, 1), second
+    check()
+    assert get(cluster, "same_named", "master", "/d") == b"d"
 
     # A name still may not clash with an input crossed with the union.
     spec = {

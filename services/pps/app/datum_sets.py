@@ -20,6 +20,10 @@ previous job's commit.
 for a name used again (members of a union may share one, as in 1.7)
 ``<name>#<n>``, n counting the repeats in depth-first spec order
 (``commit_map`` builds it from the job's inputs, which come in that order).
+A repeated name's key (``DatumInput.key``) stands for the name in the
+datum's id, so the same path and content in two members are two datums:
+one id per datum of a job, which the skip index, the outputs reused, the
+datums read model and the stats tree all rely on.
 """
 
 from __future__ import annotations
@@ -250,7 +254,10 @@ class HeldDatums:
 
 
 def _task(datum: Datum, index: int, salt: str) -> pachinternal.DatumTask:
-    ident = datum_id([(d.name, d.path, d.hash) for d in datum], salt)
+    # A repeated name's key stands for the name: two union members' datums
+    # with the same path and content stay two datums (two ids); an input of
+    # a name used once keeps 1.7's id.
+    ident = datum_id([(d.key or d.name, d.path, d.hash) for d in datum], salt)
     return pachinternal.DatumTask(id=ident, index=index, inputs=datum)
 
 
@@ -263,7 +270,7 @@ async def _datums(
 ) -> AsyncIterator[Datum]:
     if input.HasField("atom") or input.HasField("cron"):
         atom, commit = _resolve(input, commits, keys[path])
-        async for datum in _atom_datums(store, atom, commit):
+        async for datum in _atom_datums(store, atom, commit, keys[path]):
             yield datum
     elif input.union:
         for n, sub in enumerate(input.union):
@@ -291,11 +298,13 @@ async def _datums(
 
 
 async def _atom_datums(
-    store: ObjectStore, atom: _Atom, commit: JobInputCommit
+    store: ObjectStore, atom: _Atom, commit: JobInputCommit, key: str
 ) -> AsyncIterator[Datum]:
     if not commit.tree:
         return
     template = _template(atom, commit)
+    if key != atom.name:
+        template.key = key
     async for path, node in glob(store, commit.tree, atom.glob or ROOT):
         yield (_input(template, path, node),)
 
