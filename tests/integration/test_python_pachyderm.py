@@ -104,3 +104,37 @@ def test_pipelines_jobs_and_datums_with_python_pachyderm(cluster: Cluster) -> No
     assert seen["logs"] == ["upper-cased /pfs/pp_words/a.txt", "upper-cased /pfs/pp_words/b.txt"]
     assert seen["missing"] == "NOT_FOUND"
     assert seen["after_delete"] == []
+
+
+@pytest.fixture(scope="module")
+def stop_union(cluster: Cluster) -> dict[str, object]:
+    """pp_stop_union.py runs once for both tests below (the client's start-up
+    is the slow part)."""
+    return run_scenario(cluster, "pp_stop_union.py")
+
+
+def test_stop_and_start_pipeline_with_python_pachyderm(stop_union: dict[str, object]) -> None:
+    seen = stop_union["stop_start"]
+    assert seen == {
+        "stopped": "PIPELINE_PAUSED",
+        "provenance_stopped": [],  # no output commit, no job while stopped
+        "flushed_stopped": 0,
+        "jobs_stopped": 1,
+        "provenance_started": ["pp_held"],
+        "flushed_started": 1,  # start: one output commit over the current input
+        "jobs_started": ["JOB_SUCCESS", "JOB_SUCCESS"],
+        "output": "3\n",
+    }
+
+
+def test_union_members_sharing_a_name_with_python_pachyderm(
+    stop_union: dict[str, object],
+) -> None:
+    seen = stop_union["union"]
+    assert isinstance(seen, dict)
+    u1, u2 = seen.pop("heads")
+    assert seen == {
+        "job": ["JOB_SUCCESS", 4],
+        "datum_ids": 4,  # /a of both members: two datums
+        "output": {"/a": "aa", "/a.c": f"{u1}\n{u2}\n", "/b": "b", "/c.c": f"{u2}\n"},
+    }
