@@ -520,7 +520,7 @@ def _check_cron(name: str, cron: pps_pb2.CronInput, path: str) -> None:
         )
 
 
-def _check_input_name(name: str, leaf: str, path: str, seen: dict[str, str]) -> None:
+def _check_input_name(name: str, leaf: str, path: str, seen: dict[str, list[str]]) -> None:
     if not leaf:
         raise _invalid(name, f"{path}.name is missing: every input needs a name", path)
     _check_name(name, "input name", leaf, f"{path}.name")
@@ -531,20 +531,34 @@ def _check_input_name(name: str, leaf: str, path: str, seen: dict[str, str]) -> 
             "writes its output",
             f"{path}.name",
         )
-    if leaf in seen:
+    clash = [other for other in seen.get(leaf, []) if not _alternatives(other, path)]
+    if clash:
         raise _invalid(
             name,
-            f"input name {leaf!r} is used more than once ({seen[leaf]} and {path}): "
-            "every input needs its own name",
+            f"input name {leaf!r} is used more than once ({clash[0]} and {path}): "
+            "every input needs its own name (only the members of a union may share one)",
             f"{path}.name",
         )
-    seen[leaf] = path
+    seen.setdefault(leaf, []).append(path)
+
+
+def _alternatives(first: str, second: str) -> bool:
+    """Whether two input paths lie in different members of one union (a
+    datum has only one of them, so they may share a name, as in 1.7): their
+    paths part right after a ``union[i]`` step."""
+    a, b = first.split("."), second.split(".")
+    common = 0
+    while common < min(len(a), len(b)) and a[common] == b[common]:
+        common += 1
+    if common >= min(len(a), len(b)):
+        return False
+    return a[common].startswith("union[") and b[common].startswith("union[")
 
 
 def _check_input(name: str, spec: CreatePipelineRequest) -> None:
     if not spec.HasField("input"):
         raise _invalid(name, "input is missing: a pipeline needs at least one input", "input")
-    seen: dict[str, str] = {}
+    seen: dict[str, list[str]] = {}
     for path, node in _walk(spec.input):
         kinds = _set_kinds(node)
         if not kinds:

@@ -1,7 +1,8 @@
 """Pipeline semantics of Pachyderm 1.7 through pachctl, as a user sees them:
-jobs run one at a time in output-commit order and a stopped pipeline holds
-them until it is started; delete-commit on an input takes its job and output
-commit along; union inputs; update-pipeline with and without --reprocess;
+jobs run one at a time in output-commit order; a stopped pipeline makes
+no jobs and start-pipeline runs one over the current inputs; delete-commit
+on an input takes its job and output commit along; union inputs (whose
+members may share a name); update-pipeline with and without --reprocess;
 incremental pipelines; job_timeout; YAML specs."""
 
 from __future__ import annotations
@@ -57,9 +58,19 @@ def all_done(cluster: Cluster, pipeline: str, n: int, timeout: float = 60) -> li
     return jobs(cluster, pipeline)
 
 
-def test_jobs_run_in_order_and_a_stopped_pipeline_holds_them(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+def head_of(cluster: Cluster, repo: str) -> str:
+    head = ok(pachctl(cluster, "inspect-commit", repo, "master")).decode()
+    found = re.search(r"Commit:\s+\w+/(\w+)", head)
+    assert found, head
+    return found.group(1)
+
+
+def output_commits(cluster: Cluster, repo: str) -> int:
+    listed = ok(pachctl(cluster, "list-commit", repo)).decode().splitlines()
+    return len(listed) - 1  # the header
+
+
+def test_jobs_run_in_order(cluster: Cluster, tmp_path: Path) -> None:
     ok(pachctl(cluster, "create-repo", "seq"))
     put(cluster, "seq", "/n", b"1\n")
     spec = {
@@ -68,18 +79,8 @@ def test_jobs_run_in_order_and_a_stopped_pipeline_holds_them(
         "input": {"atom": {"repo": "seq", "glob": "/"}},
     }
     create(cluster, tmp_path, spec)
-    all_done(cluster, "order", 1)
-
-    ok(pachctl(cluster, "stop-pipeline", "order"))
-    assert re.search(r"^order\s.*paused", ok(pachctl(cluster, "list-pipeline")).decode(), re.M)
     for n in (2, 3, 4):
         put(cluster, "seq", "/n", b"%d\n" % n, "-o")
-    wait_until(lambda: len(jobs(cluster, "order")) == 4)
-    time.sleep(1.0)
-    held = jobs(cluster, "order")[:3]
-    assert all(j.state == pps.JOB_STARTING for j in held), [j.state for j in held]
-
-    ok(pachctl(cluster, "start-pipeline", "order"))
     ok(pachctl(cluster, "flush-commit", "seq/master"))
     done = all_done(cluster, "order", 4)
     assert [j.state for j in done] == [pps.JOB_SUCCESS] * 4
@@ -91,6 +92,52 @@ def test_jobs_run_in_order_and_a_stopped_pipeline_holds_them(
     finished = [j.finished.ToNanoseconds() for j in done]
     assert finished == sorted(finished)
     assert get(cluster, "order", "master", "/n") == b"4\n"
+
+
+def test_a_stopped_pipeline_makes_no_jobs_and_start_runs_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """1.7: stop-pipeline removes the output branch's provenance, so new
+    input commits open no output commit and create no job; start-pipeline
+    restores it, which runs one job over the current inputs."""
+    ok(pachctl(cluster, "create-repo", "held"))
+    put(cluster, "held", "/n", b"1\n")
+    spec = {
+        "pipeline": {"name": "holder"},
+        "transform": {"cmd": ["sh"], "stdin": ["cp /pfs/held/n /pfs/out/n"]},
+        "input": {"atom": {"repo": "held", "glob": "/"}},
+    }
+    create(cluster, tmp_path, spec)
+    all_done(cluster, "holder", 1)
+
+    ok(pachctl(cluster, "stop-pipeline", "holder"))
+    assert re.search(r"^holder\s.*paused", ok(pachctl(cluster, "list-pipeline")).decode(), re.M)
+    branch = ok(pachctl(cluster, "inspect-branch", "holder", "master")).decode()
+    assert "held" not in branch, branch  # no provenance while stopped
+    for n in (2, 3, 4):
+        put(cluster, "held", "/n", b"%d\n" % n, "-o")
+    ok(pachctl(cluster, "flush-commit", "held/master"))
+    time.sleep(1.5)
+    assert len(jobs(cluster, "holder")) == 1
+    assert output_commits(cluster, "holder") == 1
+    # Stopping again changes nothing.
+    ok(pachctl(cluster, "stop-pipeline", "holder"))
+
+    ok(pachctl(cluster, "start-pipeline", "holder"))
+    assert "held" in ok(pachctl(cluster, "inspect-branch", "holder", "master")).decode()
+    ok(pachctl(cluster, "flush-commit", "held/master"))
+    done = all_done(cluster, "holder", 2)
+    assert [j.state for j in done] == [pps.JOB_SUCCESS] * 2
+    assert get(cluster, "holder", done[0].output_commit.id, "/n") == b"4\n"
+    assert output_commits(cluster, "holder") == 2
+    # Starting a running pipeline again runs nothing more; new input does.
+    ok(pachctl(cluster, "start-pipeline", "holder"))
+    time.sleep(1.0)
+    assert len(jobs(cluster, "holder")) == 2
+    put(cluster, "held", "/n", b"5\n", "-o")
+    ok(pachctl(cluster, "flush-commit", "held/master"))
+    all_done(cluster, "holder", 3)
+    assert get(cluster, "holder", "master", "/n") == b"5\n"
 
 
 def test_delete_commit_of_an_input_deletes_its_job_and_output(
@@ -146,6 +193,95 @@ def test_union_is_the_sum_of_its_inputs(cluster: Cluster, tmp_path: Path) -> Non
     assert job.state == pps.JOB_SUCCESS and job.data_total == 3, job
     listing = ok(pachctl(cluster, "list-file", "unioned", "master")).decode()
     assert sorted(re.findall(r"^/?([abc])\s", listing, re.M)) == ["a", "b", "c"]
+
+
+def test_union_members_may_share_a_name(cluster: Cluster, tmp_path: Path) -> None:
+    """1.7: several repos of a union may all be mounted as /pfs/in; each
+    datum sees its own repo there, with its own ``in`` and ``in_COMMIT``.
+    The same path and content in two members are two datums (two ids), each
+    with its own output, also when a later job reuses them."""
+    heads = {}
+    for repo, names in (("same1", ["a", "b"]), ("same2", ["c"])):
+        ok(pachctl(cluster, "create-repo", repo))
+        ok(pachctl(cluster, "start-commit", repo, "master"))
+        for name in names:
+            put(cluster, repo, f"/{name}", name.encode())
+        if repo == "same2":
+            # The same path with the very same content (refs, so node hash).
+            ok(pachctl(cluster, "copy-file", "same1", "master", "/a", repo, "master", "/a"))
+        ok(pachctl(cluster, "finish-commit", repo, "master"))
+        heads[repo] = head_of(cluster, repo)
+    spec = {
+        "pipeline": {"name": "same_named"},
+        "transform": {
+            "cmd": ["sh"],
+            "stdin": [
+                'f=$(basename "$in")',
+                'cp "$in" /pfs/out/$f',
+                'echo "$in $in_COMMIT" > /pfs/out/$f.env',
+            ],
+        },
+        "input": {
+            "union": [
+                {"atom": {"repo": "same1", "glob": "/*", "name": "in"}},
+                {"atom": {"repo": "same2", "glob": "/*", "name": "in"}},
+            ]
+        },
+    }
+    create(cluster, tmp_path, spec)
+    [job] = all_done(cluster, "same_named", 1)
+    assert job.state == pps.JOB_SUCCESS and job.data_total == 4, job
+    # Each member's commit, in inspect-job and in list-datum.
+    assert [u.atom.commit for u in job.input.union] == [heads["same1"], heads["same2"]]
+    listed = ok(pachctl(cluster, "list-datum", job.job.id)).decode().splitlines()[1:]
+    assert len({line.split()[0] for line in listed}) == len(listed) == 4, listed
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+        req = pps.ListDatumRequest(job=job.job)
+        datums = pps_pb2_grpc.APIStub(channel).ListDatum(req, timeout=30).datum_infos
+    assert [(f.file.commit.repo.name, f.file.path) for d in datums for f in d.data] == [
+        ("same1", "/a"),
+        ("same1", "/b"),
+        ("same2", "/a"),
+        ("same2", "/c"),
+    ]
+
+    def check() -> None:
+        # /a from both members, concatenated in datum order.
+        assert get(cluster, "same_named", "master", "/a") == b"aa"
+        env = get(cluster, "same_named", "master", "/a.env").decode()
+        assert env == f"/pfs/in/a {heads['same1']}\n/pfs/in/a {heads['same2']}\n"
+        for name, repo in (("b", "same1"), ("c", "same2")):
+            assert get(cluster, "same_named", "master", f"/{name}") == name.encode()
+            env = get(cluster, "same_named", "master", f"/{name}.env").decode()
+            assert env == f"/pfs/in/{name} {heads[repo]}\n"
+
+    check()
+    # A new file in one member: a job that runs only it and reuses the
+    # outputs of the four datums it has already processed, each its own.
+    put(cluster, "same1", "/d", b"d")
+    second = all_done(cluster, "same_named", 2)[0]
+    assert second.state == pps.JOB_SUCCESS, second
+    assert (second.data_total, second.data_skipped, second.data_processed) == (5, 4, 1), second
+    check()
+    assert get(cluster, "same_named", "master", "/d") == b"d"
+
+    # A name still may not clash with an input crossed with the union.
+    spec = {
+        "pipeline": {"name": "same_clash"},
+        "transform": {"cmd": ["true"]},
+        "input": {
+            "cross": [
+                {"union": spec["input"]["union"]},  # type: ignore[index]
+                {"atom": {"repo": "u1", "glob": "/", "name": "in"}},
+            ]
+        },
+    }
+    f = tmp_path / "same_clash.json"
+    f.write_text(json.dumps(spec))
+    failed = pachctl(cluster, "create-pipeline", "-f", str(f))
+    assert failed.returncode != 0
+    assert "input name 'in' is used more than once" in failed.stderr.decode(), failed.stderr
+    assert "same_clash" not in ok(pachctl(cluster, "list-pipeline")).decode()
 
 
 def test_update_keeps_datums_and_reprocess_runs_them_again(

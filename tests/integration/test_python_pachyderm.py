@@ -131,3 +131,37 @@ def test_update_pipeline_in_a_chain_with_python_pachyderm(cluster: Cluster) -> N
     assert seen["reprocessed_new_u1_commit"] is True
     assert seen["flushed_reprocess"] == ["pp_d1", "pp_x"]
     assert seen["reprocessed"] == ran_on_u1("v3\n")
+
+
+@pytest.fixture(scope="module")
+def stop_union(cluster: Cluster) -> dict[str, object]:
+    """pp_stop_union.py runs once for both tests below (the client's start-up
+    is the slow part)."""
+    return run_scenario(cluster, "pp_stop_union.py")
+
+
+def test_stop_and_start_pipeline_with_python_pachyderm(stop_union: dict[str, object]) -> None:
+    seen = stop_union["stop_start"]
+    assert seen == {
+        "stopped": "PIPELINE_PAUSED",
+        "provenance_stopped": [],  # no output commit, no job while stopped
+        "flushed_stopped": 0,
+        "jobs_stopped": 1,
+        "provenance_started": ["pp_held"],
+        "flushed_started": 1,  # start: one output commit over the current input
+        "jobs_started": ["JOB_SUCCESS", "JOB_SUCCESS"],
+        "output": "3\n",
+    }
+
+
+def test_union_members_sharing_a_name_with_python_pachyderm(
+    stop_union: dict[str, object],
+) -> None:
+    seen = stop_union["union"]
+    assert isinstance(seen, dict)
+    u1, u2 = seen.pop("heads")
+    assert seen == {
+        "job": ["JOB_SUCCESS", 4],
+        "datum_ids": 4,  # /a of both members: two datums
+        "output": {"/a": "aa", "/a.c": f"{u1}\n{u2}\n", "/b": "b", "/c.c": f"{u2}\n"},
+    }

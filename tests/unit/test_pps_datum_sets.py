@@ -189,6 +189,71 @@ async def test_union_is_each_input_in_turn(store):
     assert await count_datums(store, spec, commits) == 3
 
 
+async def test_union_members_sharing_a_name_read_their_own_commits(store):
+    a = await tree(store, ["/x", "/a1"])
+    b = await tree(store, ["/x", "/b1"], seed=50)
+    spec = pps_pb2.Input(union=[atom("in", "/*", repo="ra"), atom("in", "/*", repo="rb")])
+    inputs = [commit("in", a, repo="ra"), commit("in", b, repo="rb")]
+    inputs[1].commit = "rb-commit"
+    commits = datum_sets.commit_map(inputs)
+    assert sorted(commits) == ["in", "in#1"]
+    tasks = await datums(store, spec, commits)
+    assert paths_of(tasks) == [("/a1",), ("/x",), ("/b1",), ("/x",)]
+    assert [(i.name, i.repo, i.commit, i.tree) for t in tasks for i in t.inputs] == [
+        ("in", "ra", "in-commit", a),
+        ("in", "ra", "in-commit", a),
+        ("in", "rb", "rb-commit", b),
+        ("in", "rb", "rb-commit", b),
+    ]
+    # Same name and path, different content: different datums.
+    assert len({t.id for t in tasks}) == 4
+    assert await count_datums(store, spec, commits) == 4
+
+
+async def test_union_members_sharing_a_name_with_the_same_path_and_content_are_two_datums(
+    store,
+):
+    # Two repos mounted as /pfs/in, both holding /x with the same content: two
+    # datums, so two ids (one id per datum of a job: the skip index and the
+    # outputs reused are keyed by it). The first member keeps 1.7's id, the
+    # repeat's key `in#1` stands for its name.
+    a = await tree(store, ["/x"])
+    b = await tree(store, ["/x"])
+    assert a == b
+    spec = pps_pb2.Input(union=[atom("in", "/*", repo="ra"), atom("in", "/*", repo="rb")])
+    commits = datum_sets.commit_map([commit("in", a, repo="ra"), commit("in", b, repo="rb")])
+    tasks = await datums(store, spec, commits)
+    node = await get(store, a, "/x")
+    assert node is not None
+    assert [t.id for t in tasks] == [
+        datum_id((("in", "/x", node.hash),), "salt"),
+        datum_id((("in#1", "/x", node.hash),), "salt"),
+    ]
+    assert [(i.name, i.key, i.repo) for t in tasks for i in t.inputs] == [
+        ("in", "", "ra"),
+        ("in", "in#1", "rb"),
+    ]
+    # Crossed with another input, still one id per datum.
+    crossed = pps_pb2.Input(cross=[atom("c", "/*"), spec])
+    commits["c"] = commit("c", await tree(store, ["/c1", "/c2"], seed=70))
+    ids = [t.id for t in await datums(store, crossed, commits)]
+    assert len(ids) == len(set(ids)) == 4
+
+
+async def test_ids_without_a_repeated_name_are_unchanged(store):
+    a = await tree(store, ["/x"])
+    spec = pps_pb2.Input(union=[atom("in", "/*", repo="ra"), atom("other", "/*", repo="rb")])
+    commits = datum_sets.commit_map([commit("in", a, repo="ra"), commit("other", a, repo="rb")])
+    node = await get(store, a, "/x")
+    assert node is not None
+    tasks = await datums(store, spec, commits)
+    assert [t.id for t in tasks] == [
+        datum_id((("in", "/x", node.hash),), "salt"),
+        datum_id((("other", "/x", node.hash),), "salt"),
+    ]
+    assert not any(i.key for t in tasks for i in t.inputs)
+
+
 async def test_nested_cross_of_a_union(store):
     a = await tree(store, ["/a1", "/a2"])
     b = await tree(store, ["/b1"], seed=50)

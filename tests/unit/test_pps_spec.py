@@ -303,6 +303,25 @@ def test_input_names() -> None:
     assert input_names(check_spec(spec(input={"cross": twice})).input) == ["a", "a2"]
 
 
+def test_union_members_may_share_a_name() -> None:
+    """1.7: a datum of a union has one of its members, so several repos may
+    all be mounted as /pfs/in; a name crossed with the union still clashes."""
+    one = {"atom": {"repo": "r1", "name": "in", "glob": "/*"}}
+    two = {"atom": {"repo": "r2", "name": "in", "glob": "/*"}}
+    union = {"union": [one, two]}
+    assert input_names(check_spec(spec(input=union)).input) == ["in", "in"]
+    nested = {"union": [one, {"union": [two, {"atom": {"repo": "in", "glob": "/"}}]}]}
+    check_spec(spec(input=nested))
+    crossed = {"cross": [union, {"atom": {"repo": "x", "glob": "/"}}]}
+    check_spec(spec(input=crossed))
+    msg = invalid(spec(input={"cross": [union, {"atom": {"repo": "in", "glob": "/"}}]}), "'in'")
+    assert "input.cross[0].union[0].atom and input.cross[1].atom" in msg
+    # Inside one member the names must still differ.
+    inner = {"union": [one, {"cross": [two, {"atom": {"repo": "r3", "name": "in", "glob": "/"}}]}]}
+    msg = invalid(spec(input=inner), "used more than once")
+    assert "input.union[1].cross[0].atom and input.union[1].cross[1].atom" in msg
+
+
 def test_atom_inputs() -> None:
     invalid(spec(input={"atom": {"glob": "/"}}), "input.atom.repo is missing")
     invalid(spec(input={"atom": {"repo": "a"}}), "input.atom.glob is missing")

@@ -26,7 +26,7 @@ from libs.api.pps import pps_pb2 as pps_dot_pps__pb2
 from libs.api.events import pps_pb2 as events_dot_pps__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17internal/pps_work.proto\x12\x0cpachinternal\x1a\rpps/pps.proto\x1a\x10\x65vents/pps.proto\"\xbc\x01\n\nDatumInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04repo\x18\x02 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x03 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\t\x12\x0c\n\x04tree\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x0c\n\x04hash\x18\x07 \x01(\t\x12\x0c\n\x04lazy\x18\x08 \x01(\x08\x12\x13\n\x0b\x65mpty_files\x18\t \x01(\x08\x12\x0e\n\x06is_dir\x18\n \x01(\x08\x12\x15\n\rprevious_tree\x18\x0b \x01(\t\"P\n\tDatumTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12(\n\x06inputs\x18\x03 \x03(\x0b\x32\x18.pachinternal.DatumInput\"\xaf\x01\n\tWorkChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x18\n\x10pipeline_version\x18\x03 \x01(\x04\x12\r\n\x05\x63hunk\x18\x04 \x01(\x03\x12\'\n\x06\x64\x61tums\x18\x05 \x03(\x0b\x32\x17.pachinternal.DatumTask\x12\x15\n\routput_commit\x18\x06 \x01(\t\x12\x17\n\x0fprevious_output\x18\x07 \x01(\t\"r\n\x10\x43hunkDoneRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x63hunk\x18\x02 \x01(\x03\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.pachevents.pps.DatumResult\x12\x11\n\tworker_id\x18\x04 \x01(\t\"X\n\x12GetLogsPageRequest\x12$\n\x07request\x18\x01 \x01(\x0b\x32\x13.pps.GetLogsRequest\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\x05\":\n\x07LogPage\x12!\n\x08messages\x18\x01 \x03(\x0b\x32\x0f.pps.LogMessage\x12\x0c\n\x04next\x18\x02 \x01(\x04\"6\n\x13PipelineSpecRequest\x12\x1f\n\x08pipeline\x18\x01 \x01(\x0b\x32\r.pps.Pipeline\"W\n\x0cPipelineSpec\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.pps.CreatePipelineRequest\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04salt\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17internal/pps_work.proto\x12\x0cpachinternal\x1a\rpps/pps.proto\x1a\x10\x65vents/pps.proto\"\xc9\x01\n\nDatumInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04repo\x18\x02 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x03 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\t\x12\x0c\n\x04tree\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x0c\n\x04hash\x18\x07 \x01(\t\x12\x0c\n\x04lazy\x18\x08 \x01(\x08\x12\x13\n\x0b\x65mpty_files\x18\t \x01(\x08\x12\x0e\n\x06is_dir\x18\n \x01(\x08\x12\x15\n\rprevious_tree\x18\x0b \x01(\t\x12\x0b\n\x03key\x18\x0c \x01(\t\"P\n\tDatumTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12(\n\x06inputs\x18\x03 \x03(\x0b\x32\x18.pachinternal.DatumInput\"\xaf\x01\n\tWorkChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x18\n\x10pipeline_version\x18\x03 \x01(\x04\x12\r\n\x05\x63hunk\x18\x04 \x01(\x03\x12\'\n\x06\x64\x61tums\x18\x05 \x03(\x0b\x32\x17.pachinternal.DatumTask\x12\x15\n\routput_commit\x18\x06 \x01(\t\x12\x17\n\x0fprevious_output\x18\x07 \x01(\t\"r\n\x10\x43hunkDoneRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x63hunk\x18\x02 \x01(\x03\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.pachevents.pps.DatumResult\x12\x11\n\tworker_id\x18\x04 \x01(\t\"X\n\x12GetLogsPageRequest\x12$\n\x07request\x18\x01 \x01(\x0b\x32\x13.pps.GetLogsRequest\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\x05\":\n\x07LogPage\x12!\n\x08messages\x18\x01 \x03(\x0b\x32\x0f.pps.LogMessage\x12\x0c\n\x04next\x18\x02 \x01(\x04\"6\n\x13PipelineSpecRequest\x12\x1f\n\x08pipeline\x18\x01 \x01(\x0b\x32\r.pps.Pipeline\"W\n\x0cPipelineSpec\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.pps.CreatePipelineRequest\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04salt\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'libs.api.internal.pps_work_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DATUMINPUT']._serialized_start=75
-  _globals['_DATUMINPUT']._serialized_end=263
-  _globals['_DATUMTASK']._serialized_start=265
-  _globals['_DATUMTASK']._serialized_end=345
-  _globals['_WORKCHUNK']._serialized_start=348
-  _globals['_WORKCHUNK']._serialized_end=523
-  _globals['_CHUNKDONEREQUEST']._serialized_start=525
-  _globals['_CHUNKDONEREQUEST']._serialized_end=639
-  _globals['_GETLOGSPAGEREQUEST']._serialized_start=641
-  _globals['_GETLOGSPAGEREQUEST']._serialized_end=729
-  _globals['_LOGPAGE']._serialized_start=731
-  _globals['_LOGPAGE']._serialized_end=789
-  _globals['_PIPELINESPECREQUEST']._serialized_start=791
-  _globals['_PIPELINESPECREQUEST']._serialized_end=845
-  _globals['_PIPELINESPEC']._serialized_start=847
-  _globals['_PIPELINESPEC']._serialized_end=934
+  _globals['_DATUMINPUT']._serialized_end=276
+  _globals['_DATUMTASK']._serialized_start=278
+  _globals['_DATUMTASK']._serialized_end=358
+  _globals['_WORKCHUNK']._serialized_start=361
+  _globals['_WORKCHUNK']._serialized_end=536
+  _globals['_CHUNKDONEREQUEST']._serialized_start=538
+  _globals['_CHUNKDONEREQUEST']._serialized_end=652
+  _globals['_GETLOGSPAGEREQUEST']._serialized_start=654
+  _globals['_GETLOGSPAGEREQUEST']._serialized_end=742
+  _globals['_LOGPAGE']._serialized_start=744
+  _globals['_LOGPAGE']._serialized_end=802
+  _globals['_PIPELINESPECREQUEST']._serialized_start=804
+  _globals['_PIPELINESPECREQUEST']._serialized_end=858
+  _globals['_PIPELINESPEC']._serialized_start=860
+  _globals['_PIPELINESPEC']._serialized_end=947
 # @@protoc_insertion_point(module_scope)

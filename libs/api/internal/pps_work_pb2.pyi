@@ -41,6 +41,7 @@ class DatumInput(_message.Message):
     EMPTY_FILES_FIELD_NUMBER: _builtins.int
     IS_DIR_FIELD_NUMBER: _builtins.int
     PREVIOUS_TREE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     repo: _builtins.str
     branch: _builtins.str
@@ -59,6 +60,13 @@ class DatumInput(_message.Message):
     files new or changed since then are laid out (1.7: an incremental
     pipeline sees only what is new).
     """
+    key: _builtins.str
+    """The input's key in the job when its name is used again (members of a
+    union may share a name): `<name>#<n>`, n counting the repeats in
+    depth-first spec order; empty for the first (or only) input of a name.
+    It stands for the name in the datum's id, so two members' datums with
+    the same path and content are still two datums.
+    """
     def __init__(
         self,
         *,
@@ -73,10 +81,11 @@ class DatumInput(_message.Message):
         empty_files: _builtins.bool = ...,
         is_dir: _builtins.bool = ...,
         previous_tree: _builtins.str = ...,
+        key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "commit", b"commit", "empty_files", b"empty_files", "hash", b"hash", "is_dir", b"is_dir", "lazy", b"lazy", "name", b"name", "path", b"path", "previous_tree", b"previous_tree", "repo", b"repo", "tree", b"tree"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "commit", b"commit", "empty_files", b"empty_files", "hash", b"hash", "is_dir", b"is_dir", "key", b"key", "lazy", b"lazy", "name", b"name", "path", b"path", "previous_tree", b"previous_tree", "repo", b"repo", "tree", b"tree"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,13 +15,22 @@ spilled to a temporary file. Put the biggest input first.
 ``enumerate_new_datums`` is the datum set of an incremental pipeline: the
 datums of a single atom input whose matched node is new or changed since the
 previous job's commit.
+
+``commits`` maps an input's key to the job's commit of it: its name, and
+for a name used again (members of a union may share one, as in 1.7)
+``<name>#<n>``, n counting the repeats in depth-first spec order
+(``commit_map`` builds it from the job's inputs, which come in that order).
+A repeated name's key (``DatumInput.key``) stands for the name in the
+datum's id, so the same path and content in two members are two datums:
+one id per datum of a job, which the skip index, the outputs reused, the
+datums read model and the stats tree all rely on.
 """
 
 from __future__ import annotations
 
 import struct
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +63,42 @@ class _Atom:
     branch: str
 
 
+def commit_map(inputs: Iterable[JobInputCommit]) -> dict[str, JobInputCommit]:
+    """The job's input commits (in depth-first spec order) by input key."""
+    out: dict[str, JobInputCommit] = {}
+    seen: dict[str, int] = {}
+    for i in inputs:
+        n = seen.get(i.name, 0)
+        seen[i.name] = n + 1
+        out[input_key(i.name, n)] = i
+    return out
+
+
+def input_key(name: str, repeat: int) -> str:
+    return name if repeat == 0 else f"{name}#{repeat}"
+
+
+def _leaf_keys(input: pps_pb2.Input, path: str = "") -> dict[str, str]:
+    """The key of every atom/cron input of the tree by its path (``""``: the
+    root; ``.cross[i]`` / ``.union[i]`` below), depth-first in spec order."""
+    keys: dict[str, str] = {}
+    seen: dict[str, int] = {}
+
+    def walk(node: pps_pb2.Input, at: str) -> None:
+        if node.HasField("atom") or node.HasField("cron"):
+            name = _atom_view(node).name
+            n = seen.get(name, 0)
+            seen[name] = n + 1
+            keys[at] = input_key(name, n)
+        for i, child in enumerate(node.cross):
+            walk(child, f"{at}.cross[{i}]")
+        for i, child in enumerate(node.union):
+            walk(child, f"{at}.union[{i}]")
+
+    walk(input, path)
+    return keys
+
+
 async def enumerate_datums(
     store: ObjectStore,
     input: pps_pb2.Input,
@@ -68,7 +113,7 @@ async def enumerate_datums(
     index = 0
     if input.HasField("atom") or input.HasField("cron"):
         # The common case, without the layers a cross or union needs.
-        atom, commit = _resolve(input, commits)
+        atom, commit = _resolve(input, commits, input_key(_atom_view(input).name, 0))
         if not commit.tree:
             return
         template = _template(atom, commit)
@@ -79,17 +124,22 @@ async def enumerate_datums(
                 yield pachinternal.DatumTask(id=ident, index=index, inputs=(datum_input,))
                 index += 1
         return
-    async for datum in _datums(store, input, commits):
+    async for datum in _datums(store, input, commits, _leaf_keys(input), ""):
         yield _task(datum, index, salt)
         index += 1
 
 
 async def count_datums(
-    store: ObjectStore, input: pps_pb2.Input, commits: Mapping[str, JobInputCommit]
+    store: ObjectStore,
+    input: pps_pb2.Input,
+    commits: Mapping[str, JobInputCommit],
+    keys: Mapping[str, str] | None = None,
+    path: str = "",
 ) -> int:
     """How many datums ``enumerate_datums`` yields, without building them."""
+    keys = _leaf_keys(input) if keys is None else keys
     if input.HasField("atom") or input.HasField("cron"):
-        atom, commit = _resolve(input, commits)
+        atom, commit = _resolve(input, commits, keys[path])
         if not commit.tree:
             return 0
         if atom.glob in ("/", ""):
@@ -99,9 +149,19 @@ async def count_datums(
             count += 1
         return count
     if input.union:
-        return union_count([await count_datums(store, i, commits) for i in input.union])
+        return union_count(
+            [
+                await count_datums(store, i, commits, keys, f"{path}.union[{n}]")
+                for n, i in enumerate(input.union)
+            ]
+        )
     if input.cross:
-        return cross_count([await count_datums(store, i, commits) for i in input.cross])
+        return cross_count(
+            [
+                await count_datums(store, i, commits, keys, f"{path}.cross[{n}]")
+                for n, i in enumerate(input.cross)
+            ]
+        )
     raise _bad_input(input)
 
 
@@ -123,7 +183,7 @@ async def enumerate_new_datums(
         raise InvalidArgument(
             "incremental datums need a single atom or cron input, not a cross, union or git"
         )
-    atom, commit = _resolve(input, commits)
+    atom, commit = _resolve(input, commits, input_key(_atom_view(input).name, 0))
     before = previous.get(atom.name)
     if not commit.tree:
         return
@@ -194,32 +254,40 @@ class HeldDatums:
 
 
 def _task(datum: Datum, index: int, salt: str) -> pachinternal.DatumTask:
-    ident = datum_id([(d.name, d.path, d.hash) for d in datum], salt)
+    # A repeated name's key stands for the name: two union members' datums
+    # with the same path and content stay two datums (two ids); an input of
+    # a name used once keeps 1.7's id.
+    ident = datum_id([(d.key or d.name, d.path, d.hash) for d in datum], salt)
     return pachinternal.DatumTask(id=ident, index=index, inputs=datum)
 
 
 async def _datums(
-    store: ObjectStore, input: pps_pb2.Input, commits: Mapping[str, JobInputCommit]
+    store: ObjectStore,
+    input: pps_pb2.Input,
+    commits: Mapping[str, JobInputCommit],
+    keys: Mapping[str, str],
+    path: str,
 ) -> AsyncIterator[Datum]:
     if input.HasField("atom") or input.HasField("cron"):
-        atom, commit = _resolve(input, commits)
-        async for datum in _atom_datums(store, atom, commit):
+        atom, commit = _resolve(input, commits, keys[path])
+        async for datum in _atom_datums(store, atom, commit, keys[path]):
             yield datum
     elif input.union:
-        for sub in input.union:
-            async for datum in _datums(store, sub, commits):
+        for n, sub in enumerate(input.union):
+            async for datum in _datums(store, sub, commits, keys, f"{path}.union[{n}]"):
                 yield datum
     elif input.cross:
         rest: list[HeldDatums] = []
         try:
-            for sub in input.cross[1:]:
+            for n, sub in enumerate(input.cross[1:], start=1):
                 held = HeldDatums()
                 rest.append(held)
-                async for d in _datums(store, sub, commits):
+                async for d in _datums(store, sub, commits, keys, f"{path}.cross[{n}]"):
                     held.add(d)
                 if not held:
                     return
-            async for head in _datums(store, input.cross[0], commits):
+            first = _datums(store, input.cross[0], commits, keys, f"{path}.cross[0]")
+            async for head in first:
                 for datum in cross([head], rest):
                     yield datum
         finally:
@@ -230,11 +298,13 @@ async def _datums(
 
 
 async def _atom_datums(
-    store: ObjectStore, atom: _Atom, commit: JobInputCommit
+    store: ObjectStore, atom: _Atom, commit: JobInputCommit, key: str
 ) -> AsyncIterator[Datum]:
     if not commit.tree:
         return
     template = _template(atom, commit)
+    if key != atom.name:
+        template.key = key
     async for path, node in glob(store, commit.tree, atom.glob or ROOT):
         yield (_input(template, path, node),)
 
@@ -261,17 +331,25 @@ def _input(template: pachinternal.DatumInput, path: str, node: Node) -> pachinte
     return datum_input
 
 
-def _resolve(
-    input: pps_pb2.Input, commits: Mapping[str, JobInputCommit]
-) -> tuple[_Atom, JobInputCommit]:
-    """The atom view of an atom or cron input and the job's commit of it."""
+def _atom_view(input: pps_pb2.Input) -> _Atom:
+    """The atom view of an atom or cron input."""
     if input.HasField("atom"):
         a = input.atom
-        atom = _Atom(a.name or a.repo, a.glob, a.lazy, a.empty_files, a.branch or "master")
-    else:
-        c = input.cron
-        atom = _Atom(c.name or c.repo, ROOT, False, False, "master")
-    commit = commits.get(atom.name)
+        return _Atom(a.name or a.repo, a.glob, a.lazy, a.empty_files, a.branch or "master")
+    c = input.cron
+    return _Atom(c.name or c.repo, ROOT, False, False, "master")
+
+
+def _resolve(
+    input: pps_pb2.Input, commits: Mapping[str, JobInputCommit], key: str
+) -> tuple[_Atom, JobInputCommit]:
+    """The atom view of an atom or cron input and the job's commit of it
+    (by its key; a map with one commit per name serves every input of that
+    name)."""
+    atom = _atom_view(input)
+    commit = commits.get(key)
+    if commit is None:
+        commit = commits.get(atom.name)
     if commit is None:
         raise InvalidArgument(f"the job has no commit for input {atom.name!r}", input=atom.name)
     return atom, commit

@@ -35,7 +35,7 @@ from services.pps.adapters import work_queue
 from services.pps.adapters.leases import Leases
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import PipelineRecord, get_pipeline
-from services.pps.app.datum_sets import enumerate_datums, enumerate_new_datums
+from services.pps.app.datum_sets import commit_map, enumerate_datums, enumerate_new_datums
 from services.pps.app.egress import egress
 from services.pps.app.jobs import JobWriter, input_commit
 from services.pps.app.merge import merge_incremental, merge_outputs
@@ -240,7 +240,7 @@ class JobRun:
     async def plan(self, state: domain.Job, inputs: Sequence[JobInputCommit]) -> Plan:
         """Every datum of the job; those processed under the salt by another
         job are skipped (their outputs are reused)."""
-        commits = {i.name: i for i in inputs}
+        commits = commit_map(inputs)
         if self.spec.incremental:
             previous = await self.previous_inputs(state)
             total = 0
@@ -305,7 +305,7 @@ class JobRun:
         if self.spec.incremental:
             parent = await self.previous_success(state)
             previous_output = parent["output_tree"] if parent is not None else ""
-        commits = {i.name: i for i in state.inputs}
+        commits = commit_map(state.inputs)
         bounds = chunk_bounds(plan.todo, state.chunks)
         current: list[work.DatumTask] = []
         current_chunk = -1
@@ -454,7 +454,7 @@ class JobRun:
         if prev is None or prev["salt"] != self.salt or not prev["output_tree"]:
             return None
         before = {row[0]: input_commit(row) for row in prev["inputs"]}
-        now = {i.name: i for i in state.inputs}
+        now = commit_map(state.inputs)
         limit = max(16, plan.total // 4)
         store = self.deps.store
         added = await _some(enumerate_new_datums(store, spec_input, now, before, self.salt), limit)

@@ -30,7 +30,7 @@ from libs.readmodels import Document, DocumentStore
 from services.pps.adapters import jobs_view as view
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import get_pipeline
-from services.pps.app.datum_sets import enumerate_datums
+from services.pps.app.datum_sets import commit_map, enumerate_datums, input_key
 from services.pps.domain import jobs as domain
 
 _COMMIT_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -64,14 +64,24 @@ def _ts(ns: int, into: object) -> None:
     into.FromNanoseconds(ns)  # type: ignore[attr-defined]
 
 
-def _fill_input(node: pps.Input, commits: dict[str, str]) -> None:
-    """The spec's input with each atom/cron input's job commit filled in."""
+def _fill_input(
+    node: pps.Input, commits: dict[str, str], seen: dict[str, int] | None = None
+) -> None:
+    """The spec's input with each atom/cron input's job commit filled in
+    (``commits`` by input key, as ``commit_map``: union members may share a
+    name; ``seen`` counts the names met so far, depth-first in spec order)."""
+    seen = {} if seen is None else seen
+    leaf: pps.AtomInput | pps.CronInput | None = None
     if node.HasField("atom"):
-        node.atom.commit = commits.get(node.atom.name, node.atom.commit)
-    if node.HasField("cron"):
-        node.cron.commit = commits.get(node.cron.name, node.cron.commit)
+        leaf = node.atom
+    elif node.HasField("cron"):
+        leaf = node.cron
+    if leaf is not None:
+        n = seen.get(leaf.name, 0)
+        seen[leaf.name] = n + 1
+        leaf.commit = commits.get(input_key(leaf.name, n), leaf.commit)
     for child in [*node.cross, *node.union]:
-        _fill_input(child, commits)
+        _fill_input(child, commits, seen)
 
 
 _SPEC_MESSAGES: tuple[
@@ -136,7 +146,8 @@ def job_info(doc: Document, spec: pps.CreatePipelineRequest | None) -> pps.JobIn
             if spec.HasField(field):
                 getattr(info, field).CopyFrom(getattr(spec, field))
         info.input.CopyFrom(spec.input)
-        _fill_input(info.input, {i[0]: i[3] for i in doc["inputs"]})
+        inputs = commit_map(input_commit(i) for i in doc["inputs"])
+        _fill_input(info.input, {key: i.commit for key, i in inputs.items()})
         info.incremental = spec.incremental
         info.enable_stats = spec.enable_stats
         info.batch = spec.batch
@@ -350,7 +361,8 @@ class Jobs:
         first = req.page * size
         last = first + size if size else None
         if enumerate_all and record is not None:
-            commits = {i[0]: input_commit(i) for i in doc["inputs"]}
+            # By key, not name: union members may share a name.
+            commits = commit_map(input_commit(i) for i in doc["inputs"])
             tasks = enumerate_datums(self.store, record.spec.input, commits, doc["salt"])
             async with aclosing(tasks):  # type: ignore[type-var]
                 async for task in tasks:

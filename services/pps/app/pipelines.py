@@ -199,14 +199,17 @@ class Pipelines:
                 name, domain.create_pipeline(spec, salt, req.update, req.reprocess), ctx
             )
             recorded = not req.update
-            provenance = [(repo, branch) for _, repo, branch in input_branches(spec)]
+            # A stopped pipeline's output branch stays without provenance
+            # (1.7): an update takes effect when it is started.
+            stopped = done.state.stopped
+            provenance = [] if stopped else [(r, b) for _, r, b in input_branches(spec)]
             await pfs.create_branch(name, spec.output_branch, provenance)
         except Exception:
             if recorded:
                 await self.writer.run(name, domain.delete_pipeline(name), ctx)
             await self._undo(pfs, name, created)
             raise
-        if req.update:
+        if req.update and not done.state.stopped:
             await self._rerun(pfs, spec.output_branch, before, done.state)
         await self._changed(name)
         return Empty()
@@ -343,13 +346,31 @@ class Pipelines:
     # --- start / stop -----------------------------------------------------------
 
     async def stop_pipeline(self, req: pps.StopPipelineRequest, ctx: Context) -> Empty:
+        """1.7: the output branch loses its provenance (its head stays), so
+        new input commits open no output commit and create no job. The pfs
+        step runs on every call, so a retry after a crash completes it."""
         name = _name(req.pipeline)
-        await self.writer.run(name, domain.stop_pipeline(name), ctx)
+        done = await self.writer.run(name, domain.stop_pipeline(name), ctx)
+        pfs = self.pfs.as_principal(ctx.principal)
+        assert done.state.spec is not None  # require() in the decision
+        await pfs.create_branch(name, done.state.spec.output_branch, [])
         await self._changed(name)
         return Empty()
 
     async def start_pipeline(self, req: pps.StartPipelineRequest, ctx: Context) -> Empty:
+        """1.7: the output branch gets its provenance back; pfs opens an
+        output commit over the current input heads unless the head has them
+        already, so what came in while stopped runs as one job."""
         name = _name(req.pipeline)
-        await self.writer.run(name, domain.start_pipeline(name), ctx)
+        done = await self.writer.run(name, domain.start_pipeline(name), ctx)
+        if done.state.spec is not None and not done.state.stopped:
+            await self._restore_provenance(name, done.state.spec, ctx)
         await self._changed(name)
         return Empty()
+
+    async def _restore_provenance(
+        self, name: str, spec: pps.CreatePipelineRequest, ctx: Context
+    ) -> None:
+        provenance = [(repo, branch) for _, repo, branch in input_branches(spec)]
+        pfs = self.pfs.as_principal(ctx.principal)
+        await pfs.create_branch(name, spec.output_branch, provenance)
