@@ -97,7 +97,7 @@ def stop_start(pfs: Any, pps: Any) -> dict[str, Any]:
 def union(pfs: Any, pps: Any) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     heads = []
-    for repo, names in (("pp_u1", ["a", "b"]), ("pp_u2", ["a", "c"])):
+    for repo, names in (("pp_un1", ["a", "b"]), ("pp_un2", ["a", "c"])):
         pfs.create_repo(repo)
         with pfs.commit(repo, "master") as commit:
             for name in names:
@@ -106,7 +106,7 @@ def union(pfs: Any, pps: Any) -> dict[str, Any]:
     seen["heads"] = [c.id for c in heads]
     members = [
         python_pachyderm.Input(atom=python_pachyderm.AtomInput(repo=r, glob="/*", name="in"))
-        for r in ("pp_u1", "pp_u2")
+        for r in ("pp_un1", "pp_un2")
     ]
     pps.create_pipeline(
         "pp_same",
