@@ -85,8 +85,7 @@ async def read_part(store: ObjectStore, key: str, *, delete: bool = True) -> Asy
             yield block
     finally:
         if delete:
-            with contextlib.suppress(Exception):
-                await store.delete(key)
+            await delete_parts(store, [key])
 
 
 async def delete_parts(store: ObjectStore, keys: list[str]) -> None:

@@ -197,7 +197,7 @@ async def test_32_concurrent_auto_commit_puts_each_get_their_own_commit(
 
 
 class ClientGaveUp(Exception):
-    pass
+    """The client's stream fails in the middle of a file."""
 
 
 async def _torn(

@@ -32,12 +32,8 @@ class ClusterState(ClusterView):
 
     async def cluster_id(self) -> str:
         """This cluster's id, created by the first caller ever."""
-        try:
-            entry = await self.kv.get(CLUSTER_ID_KEY)
-            if entry.value:
-                return entry.value.decode()
-        except _NO_KEY:
-            pass
+        if stored := await self.stored_cluster_id():
+            return stored
         fresh = uuid.uuid4().hex
         try:
             await self.kv.create(CLUSTER_ID_KEY, fresh.encode())

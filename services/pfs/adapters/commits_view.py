@@ -69,7 +69,13 @@ class CommitsProjection(Projection):
             )
             self.keys.wrote(view, COMMITS, repo, key)
             if msg.lease:
-                lease = {"key": key, "repo": repo, "id": msg.id, "session": msg.lease}
+                lease = {
+                    "key": key,
+                    "repo": repo,
+                    "id": msg.id,
+                    "branch": msg.branch,
+                    "session": msg.lease,
+                }
                 view.put(PUT_LEASES, key, lease)
                 self.keys.wrote(view, PUT_LEASES, repo, key)
             for p in msg.provenance:

@@ -353,10 +353,7 @@ class PutSessions:
         """Lease every held commit this replica does not know of yet."""
         async for doc in self.docs.query(PUT_LEASES):
             if not self.leases.knows(doc["repo"], doc["id"]):
-                state = await self.writer.load(doc["repo"])
-                commit = state.commits.get(doc["id"]) if state.exists else None
-                branch = commit.branch if commit is not None else ""
-                self.leases.renew(doc["repo"], doc["id"], doc["session"], branch)
+                self.leases.renew(doc["repo"], doc["id"], doc["session"], doc["branch"])
 
     async def _expire_forever(self) -> None:
         """Delete the commits whose lease lapsed; adopt unknown held commits

@@ -202,7 +202,7 @@ class Pipelines:
             # A stopped pipeline's output branch stays without provenance
             # (1.7): an update takes effect when it is started.
             stopped = done.state.stopped
-            provenance = [] if stopped else [(r, b) for _, r, b in input_branches(spec)]
+            provenance = [] if stopped else _input_provenance(spec)
             await pfs.create_branch(name, spec.output_branch, provenance)
         except Exception:
             if recorded:
@@ -371,6 +371,10 @@ class Pipelines:
     async def _restore_provenance(
         self, name: str, spec: pps.CreatePipelineRequest, ctx: Context
     ) -> None:
-        provenance = [(repo, branch) for _, repo, branch in input_branches(spec)]
         pfs = self.pfs.as_principal(ctx.principal)
-        await pfs.create_branch(name, spec.output_branch, provenance)
+        await pfs.create_branch(name, spec.output_branch, _input_provenance(spec))
+
+
+def _input_provenance(spec: pps.CreatePipelineRequest) -> list[tuple[str, str]]:
+    """The output branch's provenance: every input's (repo, branch)."""
+    return [(repo, branch) for _, repo, branch in input_branches(spec)]
