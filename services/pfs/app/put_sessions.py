@@ -353,7 +353,7 @@ class PutSessions:
         """Lease every held commit this replica does not know of yet."""
         async for doc in self.docs.query(PUT_LEASES):
             if not self.leases.knows(doc["repo"], doc["id"]):
-                self.leases.renew(doc["repo"], doc["id"], doc["session"], doc["branch"])
+                self.leases.renew(doc["repo"], doc["id"], doc["session"], doc.get("branch", ""))
 
     async def _expire_forever(self) -> None:
         """Delete the commits whose lease lapsed; adopt unknown held commits
