@@ -180,3 +180,43 @@ async def test_close_lets_inflight_requests_finish(nc: Client, nats_server: Nats
     await bus.close()
     assert (await pending).ready
     await server_nc.close()
+
+
+async def test_a_note_reaches_every_replica_and_bad_notes_are_dropped(
+    nats_server: NatsServer,
+) -> None:
+    """``notify`` is heard by every listening replica (no queue group); a
+    note that does not decode, is too large, or whose handler fails is
+    dropped and the listener goes on."""
+    clients = [await nats.connect(nats_server.url) for _ in range(3)]
+    heard: dict[str, list[str]] = {"a": [], "b": []}
+
+    def replica(name: str):  # type: ignore[no-untyped-def]
+        async def handler(note: HealthResponse, ctx: Context) -> None:
+            if note.service == "boom":
+                raise RuntimeError("a handler bug")
+            heard[name].append(f"{note.service}/{ctx.principal}")
+
+        return handler
+
+    buses = [Bus(clients[0], service="svc"), Bus(clients[1], service="svc")]
+    for bus, name in zip(buses, "ab", strict=True):
+        await bus.listen("Seen", HealthResponse, replica(name))
+    sender = Bus(clients[2], service="caller", max_message_bytes=64)
+    with pytest.raises(MessageTooLarge):
+        await sender.notify("svc", "Seen", HealthResponse(service="x" * 100))
+    await clients[2].publish("note.svc.Seen", b"\xff\xff not protobuf")
+    await sender.notify("svc", "Seen", HealthResponse(service="boom"))
+    await sender.notify("svc", "Seen", HealthResponse(service="one"), principal="robot:me")
+    await clients[2].flush()
+    for _ in range(100):
+        if heard["a"] and heard["b"]:
+            break
+        await asyncio.sleep(0.02)
+    assert heard == {"a": ["one/robot:me"], "b": ["one/robot:me"]}
+    with pytest.raises(InvalidArgument):
+        await sender.notify("svc", "bad name!", HealthResponse())
+    for b in buses:
+        await b.close()
+    for c in clients:
+        await c.close()
