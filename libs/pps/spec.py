@@ -40,7 +40,8 @@ MAX_PIPELINE_NAME = 50
 OUTPUT_INPUT_NAME = "out"
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_S3_URL = re.compile(r"^s3://[^/\s]+(/\S*)?$")
+# Object-store URLs egress writes to (1.7: s3, gs, as/wasb).
+_EGRESS_URL = re.compile(r"^(s3|gs|as|wasb|wasbs)://[^/\s]+(/\S*)?$")
 
 # ---- reading ---------------------------------------------------------------
 
@@ -602,11 +603,11 @@ def _check_incremental(name: str, spec: CreatePipelineRequest) -> None:
 
 def _check_settings(name: str, spec: CreatePipelineRequest) -> None:
     _check_name(name, "branch name", spec.output_branch, "output_branch")
-    if spec.HasField("egress") and not _S3_URL.match(spec.egress.URL):
+    if spec.HasField("egress") and not _EGRESS_URL.match(spec.egress.URL):
         raise _invalid(
             name,
             f"egress.URL {spec.egress.URL!r} is not an object-store URL: expected "
-            "s3://<bucket>/<path>",
+            "s3://, gs://, as:// or wasb:// then <bucket>/<path>",
             "egress.URL",
         )
     par = spec.parallelism_spec

@@ -343,7 +343,15 @@ def test_cron_inputs() -> None:
 def test_egress_urls() -> None:
     invalid(spec(egress={"URL": "http://x/y"}), "egress.URL 'http://x/y' is not")
     invalid(spec(egress={"URL": ""}), "egress.URL")
-    for url in ("s3://bucket", "s3://bucket/", "s3://bucket/dir/sub"):
+    invalid(spec(egress={"URL": "gs:///nobucket"}), "egress.URL 'gs:///nobucket' is not")
+    for url in (
+        "s3://bucket",
+        "s3://bucket/",
+        "s3://bucket/dir/sub",
+        "gs://bucket/dir",
+        "as://container/dir",
+        "wasb://container@account.blob.core.windows.net/dir",
+    ):
         out = check_spec(spec(egress={"URL": url}))
         assert url == out.egress.URL
 
