@@ -26,7 +26,8 @@ from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus, Context, kind_for
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PachError
 from libs.events import AggregateWriter, EventStore, ProjectionRunner
-from libs.pps.spec import check_spec, cron_inputs, input_branches
+from libs.pps.git import allowed_prefixes, url_problem
+from libs.pps.spec import check_spec, cron_inputs, git_inputs, input_branches
 from libs.readmodels import DocumentStore
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import (
@@ -86,6 +87,10 @@ def cron_repos(spec: pps.CreatePipelineRequest) -> list[str]:
     return [cron.repo for cron in cron_inputs(spec.input)]
 
 
+def git_repos(spec: pps.CreatePipelineRequest) -> list[str]:
+    return [git.name for git in git_inputs(spec.input)]
+
+
 def read_repos(spec: pps.CreatePipelineRequest) -> set[str]:
     return {repo for _, repo, _ in input_branches(spec)}
 
@@ -128,6 +133,7 @@ class Pipelines:
     pfs: Pfs
     job_counts: JobCounts
     listeners: list[PipelineListener] = field(default_factory=list)
+    git_allowed: tuple[str, ...] = field(default_factory=allowed_prefixes)
     new_salt: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -163,9 +169,14 @@ class Pipelines:
             raise AlreadyExists(f"pipeline {name} already exists", pipeline=name)
         if not current.exists and req.update:
             raise NotFound(f"pipeline {name} not found: cannot update it", pipeline=name)
+        for git in git_inputs(spec.input):
+            problem = url_problem(git.url, self.git_allowed)
+            if problem is not None:
+                raise InvalidArgument(f"pipeline {name!r}: {problem}", pipeline=name, url=git.url)
         crons = set(cron_repos(spec))
+        gits = set(git_repos(spec))
         for _, repo, _ in input_branches(spec):
-            if repo not in crons and await pfs.inspect_repo(repo) is None:
+            if repo not in crons | gits and await pfs.inspect_repo(repo) is None:
                 raise NotFound(
                     f"pipeline {name}: input repo {repo} not found", pipeline=name, repo=repo
                 )
@@ -183,7 +194,9 @@ class Pipelines:
         created: list[str] = []
         recorded = False
         try:
-            for repo in crons:
+            # A git input's repo (named after the input) is created with the
+            # pipeline, as a cron input's is; it outlives the pipeline (1.7).
+            for repo in sorted(crons | gits):
                 if await pfs.inspect_repo(repo) is None:
                     await pfs.create_repo(repo)
                     created.append(repo)
