@@ -36,6 +36,7 @@ from services.pps.adapters.pipelines_view import (
     list_pipelines,
 )
 from services.pps.domain import pipelines as domain
+from services.pps.domain.secrets import check_transform_secrets
 
 _log = structlog.get_logger("pps.pipelines")
 
@@ -169,6 +170,7 @@ class Pipelines:
             raise AlreadyExists(f"pipeline {name} already exists", pipeline=name)
         if not current.exists and req.update:
             raise NotFound(f"pipeline {name} not found: cannot update it", pipeline=name)
+        check_transform_secrets(name, spec.transform.secrets)
         for git in git_inputs(spec.input):
             problem = url_problem(git.url, self.git_allowed)
             if problem is not None:

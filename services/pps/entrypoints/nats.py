@@ -19,6 +19,7 @@ from services.pps.adapters.leases import Leases
 from services.pps.adapters.logs import LogStore
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import PipelinesProjection
+from services.pps.adapters.secrets import SecretStore, default_root
 from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
 from services.pps.app import job_trigger
 from services.pps.app.cron import CronTicks
@@ -27,6 +28,7 @@ from services.pps.app.job_run import MasterDeps
 from services.pps.app.jobs import Jobs, JobWriter
 from services.pps.app.master import Master
 from services.pps.app.pipelines import Pipelines, PipelineWriter
+from services.pps.app.secrets import Secrets
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
 
@@ -56,6 +58,7 @@ async def setup(ctx: ServiceContext) -> None:
     pipelines.listeners.append(cron.sync)
     await pipelines.register(ctx.bus)
     await ObjectRoots(docs).register(ctx.bus)
+    await Secrets(SecretStore(default_root(cfg.data_dir))).register(ctx.bus)
     await cron.start()
     ctx.stack.push_async_callback(cron.stop)
     await start_jobs(ctx, events, views, docs, pfs, store, pipelines, pipeline_writer, gate)
