@@ -29,8 +29,10 @@ from services.pps.app.jobs import Jobs, JobWriter
 from services.pps.app.master import Master
 from services.pps.app.pipelines import Pipelines, PipelineWriter
 from services.pps.app.secrets import Secrets
+from services.pps.app.service import ServiceHost
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
+from services.pps.runners.local import LocalRunner
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -92,6 +94,7 @@ async def start_jobs(
     # One master per pipeline across replicas; a restarted replica (same
     # PACH_REPLICA) takes its leases back at once.
     leases = Leases(ctx.js, owner=f"pps-{cfg.replica}", replicas=cfg.events_replicas)
+    scratch = cfg.data_dir / "pps-scratch" / f"services-{cfg.replica}"
     deps = MasterDeps(
         docs,
         writer,
@@ -103,6 +106,13 @@ async def start_jobs(
         local_pools(),
         cfg.objects,
         leases=leases,
+        services=ServiceHost(
+            store,
+            lambda: LocalRunner(hide=[scratch, cfg.data_dir]),
+            scratch_root=scratch,
+            logs=logs,
+            secrets=SecretStore(default_root(cfg.data_dir)),
+        ),
     )
     master = Master(deps, ctx.nc, gate=gate)
     pipelines.listeners.append(master.poke)
