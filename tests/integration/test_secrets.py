@@ -203,6 +203,7 @@ def test_bad_secret_references_are_refused(cluster: Cluster, tmp_path: Path) -> 
     for secret, what in (
         ({"name": "x"}, "neither env_var nor mount_path"),
         ({"name": "x", "mount_path": "/pfs/x"}, "outside /pfs"),
+        ({"name": "x", "mount_path": "/etc/x"}, "new top-level directory"),
         ({"name": "Bad_Name", "mount_path": "/s"}, "secret name"),
     ):
         spec = {

@@ -11,6 +11,7 @@ repo, its cron repos) is deleted again."""
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,21 @@ def _name(pipeline: pps.Pipeline) -> str:
     return domain.validate_pipeline_name(pipeline.name)
 
 
+def _check_mount_points(name: str, spec: pps.CreatePipelineRequest) -> None:
+    """The local sandbox shows this machine's top-level directories read-only
+    (``/tmp`` is its own): a secret cannot be mounted inside one of them."""
+    for secret in spec.transform.secrets:
+        top = secret.mount_path.split("/")[1] if secret.mount_path else ""
+        if top and top != "tmp" and os.path.lexists("/" + top):
+            raise InvalidArgument(
+                f"pipeline {name!r}: transform.secrets mount_path {secret.mount_path!r} lies in "
+                f"/{top}, which the sandbox shows read-only: use a new top-level directory "
+                f"(e.g. /secrets/{secret.name})",
+                pipeline=name,
+                field="transform.secrets",
+            )
+
+
 # --- the handlers -------------------------------------------------------------
 
 
@@ -171,6 +187,7 @@ class Pipelines:
         if not current.exists and req.update:
             raise NotFound(f"pipeline {name} not found: cannot update it", pipeline=name)
         check_transform_secrets(name, spec.transform.secrets)
+        _check_mount_points(name, spec)
         for git in git_inputs(spec.input):
             problem = url_problem(git.url, self.git_allowed)
             if problem is not None:
