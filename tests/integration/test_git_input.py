@@ -156,6 +156,8 @@ def test_push_webhook_runs_the_pipeline(
     assert "src" in ok(pachctl(cluster, "list-repo")).decode()
     listed = ok(pachctl(cluster, "list-pipeline")).decode()
     assert f"src:{url}" in listed, listed
+    shown = ok(pachctl(cluster, "inspect-pipeline", "wc")).decode()
+    assert f"127.0.0.1:{cluster.http_port}/v1/handle/push" in shown, shown
     inspected = json.loads(ok(pachctl(cluster, "extract-pipeline", "wc")))
     assert inspected["input"]["git"] == {"name": "src", "URL": url, "branch": "master"}
 

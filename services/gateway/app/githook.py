@@ -139,7 +139,7 @@ def parse_push(body: bytes, content_type: str) -> Push:
 # --- fetching -------------------------------------------------------------------
 
 
-def _git_env(home: Path) -> dict[str, str]:
+def _git_env(home: Path, local: bool) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -148,8 +148,13 @@ def _git_env(home: Path) -> dict[str, str]:
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_ASKPASS": "/bin/false",
         "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
-        "GIT_ALLOW_PROTOCOL": "http:https:git:ssh",
+        "GIT_ALLOW_PROTOCOL": "http:https:git:ssh" + (":file" if local else ""),
     }
+
+
+def _local(url: str) -> bool:
+    """A ``file://`` URL or a path (fetched only when the allow-list says so)."""
+    return url.startswith(("file://", "/", "./", "../"))
 
 
 @dataclass
@@ -157,16 +162,16 @@ class GitFetcher:
     timeout_s: float = 300.0
     scratch: Path | None = None
 
-    async def _git(self, cwd: Path, *args: str) -> bytes:
+    async def _git(self, cwd: Path, *args: str, local: bool = False) -> bytes:
         proc = await asyncio.create_subprocess_exec(
             "git",
             "-c",
             "core.hooksPath=/dev/null",
             "-c",
-            "protocol.file.allow=never",
+            f"protocol.file.allow={'always' if local else 'never'}",
             *args,
             cwd=cwd,
-            env=_git_env(cwd),
+            env=_git_env(cwd, local),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -188,12 +193,14 @@ class GitFetcher:
         git = into / "git"
         git.mkdir()
         await self._git(git, "init", "-q", "--bare", ".")
+        local = _local(url)
         try:
-            await self._git(git, "fetch", "-q", "--no-tags", "--", url, f"refs/heads/{branch}")
+            ref = f"refs/heads/{branch}"
+            await self._git(git, "fetch", "-q", "--no-tags", "--", url, ref, local=local)
             await self._git(git, "cat-file", "-e", f"{sha}^{{commit}}")
         except Unavailable:
             # Not on the branch (any more): ask for the commit itself.
-            await self._git(git, "fetch", "-q", "--no-tags", "--", url, sha)
+            await self._git(git, "fetch", "-q", "--no-tags", "--", url, sha, local=local)
         archive = into / "tree.tar"
         await self._git(git, "archive", "--format=tar", "-o", str(archive), sha)
         tree = into / "tree"

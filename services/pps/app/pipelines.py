@@ -151,6 +151,8 @@ class Pipelines:
     job_counts: JobCounts
     listeners: list[PipelineListener] = field(default_factory=list)
     git_allowed: tuple[str, ...] = field(default_factory=allowed_prefixes)
+    # Shown as PipelineInfo.githook_url for pipelines with git inputs.
+    githook_url: str = ""
     new_salt: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -299,7 +301,10 @@ class Pipelines:
         return record
 
     async def _info(self, record: PipelineRecord) -> pps.PipelineInfo:
-        return pipeline_info(record, await self.job_counts(self.docs, record.name))
+        info = pipeline_info(record, await self.job_counts(self.docs, record.name))
+        if self.githook_url and git_inputs(record.spec.input):
+            info.githook_url = self.githook_url
+        return info
 
     async def inspect_pipeline(
         self, req: pps.InspectPipelineRequest, ctx: Context

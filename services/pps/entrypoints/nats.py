@@ -57,6 +57,8 @@ async def setup(ctx: ServiceContext) -> None:
     cron = CronTicks(docs, pfs, store, gate=gate)
     pipeline_writer = PipelineWriter.create(events, views)
     pipelines = Pipelines(pipeline_writer, docs, pfs, job_counts)
+    host = "localhost" if cfg.grpc_host in ("", "0.0.0.0", "::") else cfg.grpc_host
+    pipelines.githook_url = f"http://{host}:{cfg.http_port}/v1/handle/push"
     pipelines.listeners.append(cron.sync)
     await pipelines.register(ctx.bus)
     await ObjectRoots(docs).register(ctx.bus)
