@@ -119,8 +119,12 @@ class LocalRunner:
         self._root = root_args(hide)
         self._env = base_env()
 
-    def sandbox_args(self, pfs_dir: Path, working_dir: str) -> list[str]:
+    def sandbox_args(
+        self, pfs_dir: Path, working_dir: str, extra_ro_binds: Sequence[tuple[Path, str]] = ()
+    ) -> list[str]:
         args = [self._bwrap, *self._root, "--bind", str(pfs_dir), "/pfs"]
+        for host, inside in extra_ro_binds:
+            args += ["--ro-bind", str(host), inside]
         with os.scandir(pfs_dir) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
                 if entry.name != "out" and entry.is_dir(follow_symlinks=False):
@@ -140,6 +144,7 @@ class LocalRunner:
         working_dir: str,
         timeout: float | None,
         on_line: LineSink,
+        extra_ro_binds: Sequence[tuple[Path, str]] = (),
     ) -> RunResult:
         if not cmd:
             raise InvalidArgument("transform.cmd is empty: nothing to run")
@@ -148,7 +153,7 @@ class LocalRunner:
         full_env = {**self._env, **env}
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            *self.sandbox_args(pfs_dir, working_dir),
+            *self.sandbox_args(pfs_dir, working_dir, extra_ro_binds),
             "--",
             *cmd,
             stdin=asyncio.subprocess.PIPE,
