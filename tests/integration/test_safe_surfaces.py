@@ -31,7 +31,7 @@ SECRET = b"SECRET-CONTENT-root:$6$abcdef"
 class Pages(httpserver.BaseHTTPRequestHandler):
     """``/file`` answers bytes; ``/to?u=<url>`` redirects there."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.startswith("/to?u="):
             self.send_response(302)
             self.send_header("Location", self.path.removeprefix("/to?u="))
@@ -302,7 +302,7 @@ def test_put_file_urls_reach_no_internal_address(
 ) -> None:
     nats_port = cluster.state()["nats"]["port"]
     loopback_name = socket.gethostname()
-    if not any(i[4][0].startswith("127.") for i in socket.getaddrinfo(loopback_name, None)):
+    if not any(str(i[4][0]).startswith("127.") for i in socket.getaddrinfo(loopback_name, None)):
         loopback_name = "localhost"
     refused = {
         f"http://127.0.0.1:{nats_port}/": "127.0.0.1",  # NATS: no INFO banner in the answer

@@ -119,7 +119,7 @@ async def test_uploads_by_post_need_a_type_no_form_can_send(client: Client) -> N
 
 
 async def test_foreign_origins_are_refused(client: Client, bus: FakeBus) -> None:
-    for origin in ("http://evil.example", "null", f"http://127.0.0.1:{client.port + 1}"):
+    for origin in ("http://evil.example", "null", f"http://127.0.0.1:{int(client.port or 0) + 1}"):
         headers = {**JSON, "Origin": origin}
         resp = await client.post("/api/pfs/DeleteAll", data=b"{}", headers=headers)
         assert resp.status == 403, origin

@@ -65,8 +65,7 @@ async def call(request: web.Request) -> web.Response:
             f"POST it with Content-Type: application/json (GET and HEAD only read)",
             method=method.name,
         )
-        body = {"error": to_wire(err)}
-        return web.json_response(body, status=405, headers={"Allow": "POST"})
+        return web.json_response({"error": to_wire(err)}, status=405, headers={"Allow": "POST"})
     req: Message = message_factory.GetMessageClass(method.input_type)()
     body = await request.read()
     if body.strip():

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from libs.config import Config
 from libs.errors import PermissionDenied
@@ -156,9 +157,7 @@ def check(settings: GuardSettings, request: web.Request) -> None:
         )
 
 
-def guard(
-    settings: GuardSettings,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def guard(settings: GuardSettings) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         check(settings, request)
