@@ -78,9 +78,11 @@ def test_upload_and_download_a_large_file(cluster: Cluster, api: pfs_pb2_grpc.AP
     assert int(down.headers["Content-Length"]) == len(data)
     assert down.headers["Accept-Ranges"] == "bytes"
 
-    # A streamed (chunked) body, in pieces.
+    # A streamed (chunked) body, in pieces (a POST names a type no
+    # cross-site form can send).
     pieces = [os.urandom(700_000) for _ in range(4)]
-    up = http(cluster, "POST", "/pfs/web/master/chunked.bin", iter(pieces))
+    binary = {"Content-Type": "application/octet-stream"}
+    up = http(cluster, "POST", "/pfs/web/master/chunked.bin", iter(pieces), binary)
     assert up.status == 201 and up.json()["bytes"] == sum(map(len, pieces))
     assert http(cluster, "GET", "/pfs/web/master/chunked.bin").body == b"".join(pieces)
 
