@@ -179,7 +179,9 @@ def test_dashboard_repo_page_and_file_browser(cluster: Cluster, api: pfs_pb2_grp
     second, first = (i.commit.id for i in infos)
 
     index = http(cluster, "GET", "/")
-    assert index.status == 200 and b'"/repos/" + encodeURIComponent' in index.body
+    assert index.status == 200 and b'<script src="/static/index.js">' in index.body
+    script = http(cluster, "GET", "/static/index.js")
+    assert script.status == 200 and b'"/repos/" + encodeURIComponent' in script.body
     page = http(cluster, "GET", "/repos/web")
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
     text = page.body.decode()

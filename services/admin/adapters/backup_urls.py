@@ -186,8 +186,8 @@ def _open_read(path: Path) -> BinaryIO:
         raise NotFound(f"no extract at {path}") from None
     except OSError as exc:
         raise Unavailable(f"cannot read the extract at {path}: {exc.strerror}") from None
-    f = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        f.close()
+        os.close(fd)
         raise InvalidArgument(f"cannot restore from {path}: it is not a regular file")
-    return f
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
