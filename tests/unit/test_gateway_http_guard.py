@@ -173,3 +173,12 @@ def test_hosts_and_origins() -> None:
     assert not same_origin("http://localhost:30081", "localhost:30080")
     assert not same_origin("http://evil.example", "localhost:30080")
     assert not same_origin("null", "localhost:30080")
+
+
+async def test_repo_files_are_sandboxed(client: Client) -> None:
+    """A file from a repo (an .html a pipeline wrote) never runs script as
+    the gateway's origin."""
+    resp = await client.get("/pfs/r/master/page.html")
+    csp = resp.headers["Content-Security-Policy"]
+    assert "sandbox" in csp and "default-src 'none'" in csp and "script" not in csp
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"

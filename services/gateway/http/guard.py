@@ -16,7 +16,8 @@ One aiohttp middleware and one response hook, for every route:
 - GET and HEAD never change state (the JSON API answers 405 for a command
   asked with GET; see ``api.py``).
 - Every response says ``Content-Security-Policy: default-src 'self';
-  frame-ancestors 'none'``, ``X-Content-Type-Options: nosniff``,
+  frame-ancestors 'none'`` (a file from a repo, under ``/pfs/``, gets a
+  sandbox of its own with no script at all), ``X-Content-Type-Options: nosniff``,
   ``Referrer-Policy: same-origin`` and ``X-Frame-Options: DENY``; no
   ``Access-Control-Allow-*`` header is ever sent.
 """
@@ -44,9 +45,13 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# Files served from repos are anyone's bytes (an .html a pipeline wrote):
+# shown in a sandbox of their own origin, never running script as ours.
+FILE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; sandbox; frame-ancestors 'none'"
+)
 # What a cross-site <form> (or a no-cors fetch) may send without a preflight.
 SIMPLE_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain", "")
-UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -166,8 +171,10 @@ def guard(settings: GuardSettings) -> Middleware:
     return middleware
 
 
-async def security_headers(_: web.Request, response: web.StreamResponse) -> None:
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: every response (errors, 404s, downloads too)."""
+    if request.path.startswith("/pfs/"):
+        response.headers["Content-Security-Policy"] = FILE_CSP
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     for name in list(response.headers):
