@@ -124,7 +124,13 @@ async def _http_blocks(url: str, policy: UrlPolicy) -> Blocks:
                 async with session.get(current, allow_redirects=False) as resp:
                     location = resp.headers.get("Location")
                     if resp.status in _REDIRECTS and location:
-                        current = str(resp.url.join(yarl.URL(location)))
+                        try:
+                            current = str(resp.url.join(yarl.URL(location)))
+                        except ValueError:
+                            raise Unavailable(
+                                f"put-file from {where}: the server redirects to a bad URL",
+                                url=where,
+                            ) from None
                         if urlsplit(current).scheme.lower() not in ("http", "https"):
                             raise PermissionDenied(
                                 f"put-file from {where}: refused: it redirects to a "
