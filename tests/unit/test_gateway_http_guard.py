@@ -58,6 +58,7 @@ async def client(bus: FakeBus) -> AsyncIterator[Client]:
         return web.json_response({"bytes": len(await request.read())}, status=201)
 
     app.router.add_route("*", "/pfs/{tail:.*}", upload)
+    app.router.add_post("/v1/handle/push", upload)
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -182,3 +183,16 @@ async def test_repo_files_are_sandboxed(client: Client) -> None:
     csp = resp.headers["Content-Security-Policy"]
     assert "sandbox" in csp and "default-src 'none'" in csp and "script" not in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_the_signed_webhook_keeps_its_own_rules(client: Client) -> None:
+    """The git push webhook proves each request by its HMAC signature (its
+    handler's business): a git host's form-encoded post under its public
+    name passes the guard; a browser's foreign Origin still does not."""
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Host": "pachd.public.example"}
+    resp = await client.post("/v1/handle/push", data=b"payload=%7B%7D", headers=form)
+    assert resp.status == 201
+    resp = await client.post(
+        "/v1/handle/push", data=b"{}", headers={**JSON, "Origin": "http://evil.example"}
+    )
+    assert resp.status == 403

@@ -13,6 +13,8 @@ One aiohttp middleware and one response hook, for every route:
   for the JSON API, and anything but ``application/x-www-form-urlencoded``,
   ``multipart/form-data``, ``text/plain`` or none for a file upload. PUT and
   DELETE always need a preflight, which no CORS header here ever grants.
+- A route that checks a signature on every request (the git push webhook,
+  ``SIGNED_PATHS``) is exempt from the Host and content-type rules.
 - GET and HEAD never change state (the JSON API answers 405 for a command
   asked with GET; see ``api.py``).
 - Every response says ``Content-Security-Policy: default-src 'self';
@@ -50,6 +52,11 @@ SECURITY_HEADERS = {
 FILE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; sandbox; frame-ancestors 'none'"
 )
+# Routes that authenticate each request by its own signature (git inputs'
+# push webhook, HMAC-signed by the git host, which posts form-encoded or
+# JSON bodies under the public name it was given): no page can forge one,
+# so the Host and content-type rules do not apply; Origin still does.
+SIGNED_PATHS = frozenset({"/v1/handle/push"})
 # What a cross-site <form> (or a no-cors fetch) may send without a preflight.
 SIMPLE_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain", "")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -131,7 +138,8 @@ def _json_type(media: str) -> bool:
 def check(settings: GuardSettings, request: web.Request) -> None:
     """PermissionDenied (403) unless ``request`` may be served."""
     host = request.headers.get("Host")
-    if host is not None and not host_allowed(settings, host):
+    signed = request.path in SIGNED_PATHS
+    if host is not None and not signed and not host_allowed(settings, host):
         raise PermissionDenied(
             f"HTTP Host {host!r} is not one this gateway answers to (localhost, an IP address, "
             "or a name in PACH_HTTP_ALLOWED_HOSTS): refused as a possible DNS-rebinding page",
@@ -144,7 +152,7 @@ def check(settings: GuardSettings, request: web.Request) -> None:
             "pages only",
             origin=origin,
         )
-    if request.method != "POST":
+    if request.method != "POST" or signed:
         return
     media = _media_type(request)
     if request.path.startswith("/pfs/"):
