@@ -161,7 +161,8 @@ class LogGuard:
         applied = min(r.position for r in runners)
         known = await self._known_epoch(runners)
         if known != ident.epoch:
-            if applied == 0:
+            if applied == 0 or (known == 0 and ident.last_seq >= applied):
+                # A first start, or read models from before logs had epochs.
                 await self._record_epoch(runners, ident.epoch)
                 return GuardState(OK, None, ident)
             status = await view.restore_status()
