@@ -79,6 +79,9 @@ class ServiceContext:
     def applied_seq(self) -> int:
         return min((r.position for r in self.read_models), default=0)
 
+    def _log_served(self) -> bool:
+        return self.log_guard is None or self.log_guard.ok
+
     async def restore_gate(self) -> ReactionGate:
         """This process's restore gate (one per process, started on first
         use, stopped with ``stack``): reactions, masters and cron ticks wait
@@ -86,7 +89,12 @@ class ServiceContext:
         models (``watch_applied``) applied the restored log."""
         if self._gate is None:
             state = await ClusterView.open(self.js, replicas=self.config.events_replicas)
-            gate = ReactionGate(state, stream=self.config.events_stream, applied=self.applied_seq)
+            gate = ReactionGate(
+                state,
+                stream=self.config.events_stream,
+                applied=self.applied_seq,
+                log_ok=self._log_served,
+            )
             await gate.start()
             self.stack.push_async_callback(gate.stop)
             self._gate = gate
