@@ -13,9 +13,10 @@ finds no stream. Its states:
 - ``emptied``: the stream ends before what this service's read models
   applied (an empty log made anew under read models that are not).
 
-In every state but ``ok`` each request is refused (``admit``) with the
-precise error, and nothing recreates the stream: only a restore (admin)
-brings it back. The stream's epoch tells a restored log from the one the read
+In every state but ``ok`` (and ``unreachable``, where the handlers meet the
+outage themselves) each request is refused (``admit``) with the precise
+error, and nothing recreates the stream: only a restore (admin) brings it
+back. The stream's epoch tells a restored log from the one the read
 models applied: on a new epoch with events in it (or a restore running), the
 guard rebuilds the read models from the restored log and serves again.
 """
@@ -103,6 +104,10 @@ class LogGuard:
         ``subject`` is exempt: Health, and what brings the log back)."""
         error = self.current.error
         if error is None or subject.endswith(".Health"):
+            return
+        if self.current.state == UNREACHABLE:
+            # A request came over NATS, so it is back (or JetStream alone is
+            # slow): the handler finds out itself, as before the guard.
             return
         if any(subject.startswith(prefix) for prefix in self.exempt):
             return

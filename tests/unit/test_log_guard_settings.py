@@ -9,9 +9,9 @@ from typing import Any, cast
 
 import pytest
 
-from libs.errors import EventLogLost, InvalidArgument
+from libs.errors import EventLogLost, InvalidArgument, Unavailable
 from libs.events.identity import log_missing
-from libs.log_guard import MISSING, GuardSettings, GuardState, LogGuard, disk_free
+from libs.log_guard import MISSING, UNREACHABLE, GuardSettings, GuardState, LogGuard, disk_free
 
 
 def test_settings_default_and_parse() -> None:
@@ -51,3 +51,10 @@ def test_a_lost_log_refuses_all_but_health_and_the_exempt() -> None:
 
 def test_disk_free_looks_at_the_nearest_existing_parent(tmp_path: Path) -> None:
     assert disk_free(tmp_path / "not" / "yet" / "made") > 0
+
+
+def test_an_unreachable_event_store_is_left_to_the_handlers() -> None:
+    guard = LogGuard(cast(Any, None), "EVENTS")
+    guard.current = GuardState(UNREACHABLE, Unavailable("event store unreachable"))
+    guard.admit("cmd.pfs.CreateRepo")
+    assert not guard.ok  # (reactions and Health still hold)
