@@ -90,6 +90,9 @@ class Bus:
         self.timeout = timeout
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        # Called with each request's subject before its handler; raising a
+        # PachError refuses the request (e.g. while the event log is lost).
+        self.admission: Callable[[str], None] | None = None
 
     # --- serving -----------------------------------------------------------
 
@@ -120,6 +123,20 @@ class Bus:
         self._subs.append(sub)
         # Once serve returns, requests from any connection must reach us: wait
         # until the server has registered the subscription.
+        await self._nc.flush()
+        return sub
+
+    async def refuse(self, kind: str, error: Callable[[], PachError]) -> Subscription:
+        """Answer every ``<kind>.<service>.*`` request with ``error()`` (while
+        the service cannot set up its handlers); end it with ``unserve``."""
+        subject = f"{kind}.{self.service}.>"
+
+        async def on_msg(msg: Msg) -> None:
+            if not msg.subject.endswith(".Health"):
+                await self._respond(msg, b"", error())
+
+        sub = await self._nc.subscribe(subject, queue=self.service, cb=on_msg)
+        self._subs.append(sub)
         await self._nc.flush()
         return sub
 
@@ -154,6 +171,8 @@ class Bus:
             subject, context=parent, kind=trace.SpanKind.SERVER
         ) as span:
             try:
+                if self.admission is not None:
+                    self.admission(subject)
                 reply = await handler(self._decode(msg.data, request_type), ctx)
                 body = reply.SerializeToString()
                 if len(body) > self.max_message_bytes:
