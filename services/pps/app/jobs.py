@@ -281,7 +281,11 @@ class Jobs:
             inputs.append((c.repo.name, ref))
         output = None
         if req.HasField("output_commit"):
-            output = (req.output_commit.repo.name, req.output_commit.id)
+            repo, ref = req.output_commit.repo.name, req.output_commit.id
+            if ref and not _COMMIT_ID.match(ref):  # repo/branch: its head, as 1.7
+                info = await self.pfs.as_principal(ctx.principal).inspect_commit(repo, ref)
+                ref = info.commit.id
+            output = (repo, ref)
         out = pps.JobInfos()
         specs: dict[str, pps.CreatePipelineRequest | None] = {}
         async for doc in view.list_jobs(self.docs, req.pipeline.name, inputs, output):
