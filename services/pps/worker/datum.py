@@ -28,7 +28,7 @@ from libs.api.internal import pps_work_pb2 as pachinternal
 from libs.api.pps import pps_pb2
 from libs.errors import PachError
 from libs.objects import ObjectStore
-from services.pps.runners.base import Runner
+from services.pps.runners.base import Runner, RunResult
 from services.pps.worker.layout import PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
 from services.pps.worker.upload import stats_tree, upload
 
@@ -97,9 +97,12 @@ async def run_datum(
     log: LogSink,
     previous_output: str = "",
     worker_id: str = "",
+    restart: asyncio.Event | None = None,
 ) -> pachevents.DatumResult:
     """Process ``task`` with up to ``datum_tries`` tries; never raises for a
-    failure of the datum itself (the result says FAILED and why)."""
+    failure of the datum itself (the result says FAILED and why). Setting
+    ``restart`` (restart-datum) stops the user code and runs the try again
+    from a fresh ``/pfs/out``; the stopped try does not count."""
     run = _DatumRun(task, job_id, spec, log, worker_id, keep=spec.enable_stats)
     tries = spec.datum_tries if spec.datum_tries > 0 else DEFAULT_DATUM_TRIES
     env = datum_env(task, job_id, output_commit, spec)
@@ -113,8 +116,10 @@ async def run_datum(
     reason = ""
     output = ""
     used = 0
+    attempt = 0
     try:
-        for attempt in range(1, tries + 1):
+        while attempt < tries:
+            attempt += 1
             used = attempt
             try:
                 if layout is None:
@@ -130,7 +135,7 @@ async def run_datum(
                 feeder.start()
                 await run.log_worker("beginning to run user code")
                 try:
-                    result = await runner.run(
+                    user_code = runner.run(
                         list(spec.transform.cmd),
                         pfs_dir=layout.pfs_dir,
                         stdin=stdin,
@@ -139,8 +144,13 @@ async def run_datum(
                         timeout=timeout,
                         on_line=run.log_user,
                     )
+                    result = await _unless_restarted(user_code, restart)
                 finally:
                     stats.download_bytes += await feeder.stop()
+                if result is None:
+                    await run.log_worker("restarted by restart-datum: running the user code again")
+                    attempt -= 1
+                    continue
                 process_s += result.seconds
                 if result.timed_out:
                     reason = f"{describe(task)} timed out after {timeout:g}s (datum_timeout)"
@@ -189,6 +199,31 @@ async def run_datum(
         inputs=datum_files(task),
         stats_tree=stats_root,
     )
+
+
+async def _unless_restarted(
+    code: Awaitable[RunResult], restart: asyncio.Event | None
+) -> RunResult | None:
+    """``code``'s result, or None when ``restart`` is set first (``code`` is
+    cancelled: the runner kills the process)."""
+    if restart is None:
+        return await code
+    running = asyncio.ensure_future(code)
+    restarted = asyncio.ensure_future(restart.wait())
+    try:
+        await asyncio.wait({running, restarted}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        restarted.cancel()
+        if not running.done():
+            running.cancel()
+        await asyncio.gather(running, restarted, return_exceptions=True)
+    if running.cancelled():
+        if not restart.is_set():  # cancelled from outside: pass it on
+            raise asyncio.CancelledError
+        restart.clear()
+        return None
+    restart.clear()  # finished first: nothing left to restart
+    return running.result()
 
 
 async def _fresh_out(
