@@ -153,13 +153,13 @@ def test_empty_put_header_and_footer_delete_them(cluster: Cluster) -> None:
 )
 def test_unserved_rpcs_say_so(cluster: Cluster, method: str, expected: str) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
-        unary = channel.unary_unary(method)
+        unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
         with pytest.raises(grpc.RpcError) as err:
             unary(b"", timeout=10)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         details = err.value.details() or ""
         assert expected in details and "\n" not in details, details
-        streaming = channel.stream_stream(method)
+        streaming: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
         with pytest.raises(grpc.RpcError) as err:
             list(streaming(iter([b"", b""]), timeout=10))
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -551,8 +551,7 @@ def restart_text(job: str, result: work.RestartDatumResult) -> str:
         )
     if result.failed:
         text += (
-            f"Restarted failed datum(s) {', '.join(result.failed)} of job {job}: "
-            "they run again\n"
+            f"Restarted failed datum(s) {', '.join(result.failed)} of job {job}: they run again\n"
         )
     return text
 
