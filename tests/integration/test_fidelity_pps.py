@@ -66,6 +66,16 @@ def test_incremental_counts_list_job_by_branch_and_tail(cluster: Cluster, tmp_pa
             "input": {"atom": {"repo": "inc_in", "glob": "/*"}},
         },
     )
+    create(
+        cluster,
+        tmp_path,
+        {
+            "pipeline": {"name": "inc_incr"},
+            "transform": {"cmd": ["sh"], "stdin": ["cp /pfs/inc_in/* /pfs/out/"]},
+            "input": {"atom": {"repo": "inc_in", "glob": "/*"}},
+            "incremental": True,
+        },
+    )
     put(cluster, "inc_in", {"/a": b"1", "/b": b"2", "/c": b"3"})
     ok(pachctl(cluster, "flush-commit", "inc_in/master"))
     # One changed, one new, two unchanged: 2 processed + 2 skipped of 4.
@@ -76,6 +86,16 @@ def test_incremental_counts_list_job_by_branch_and_tail(cluster: Cluster, tmp_pa
     assert (first.data_processed, first.data_skipped, first.data_total) == (3, 0, 3)
     assert (newest.data_processed, newest.data_skipped, newest.data_total) == (2, 2, 4)
     assert newest.data_failed == 0
+    # An incremental pipeline runs only the new and changed datums too, and
+    # counts every datum as 1.7 does: the unchanged ones skipped.
+    newest_incr, first_incr = jobs(cluster, "inc_incr")
+    assert (first_incr.data_processed, first_incr.data_skipped, first_incr.data_total) == (3, 0, 3)
+    counts = (newest_incr.data_processed, newest_incr.data_skipped, newest_incr.data_total)
+    assert counts == (2, 2, 4)
+    assert newest_incr.state == pps.JOB_SUCCESS
+    out = ok(pachctl(cluster, "get-file", "inc_incr", "master", "/a"))
+    assert out == b"changed"
+    assert ok(pachctl(cluster, "get-file", "inc_incr", "master", "/b")) == b"2"
     rows = table(ok(pachctl(cluster, "list-job", "-p", "inc")))
     assert "2 + 2 / 4" in rows[0] and "3 + 0 / 3" in rows[1], rows
     detail = ok(pachctl(cluster, "inspect-job", newest.job.id)).decode()

@@ -129,7 +129,7 @@ async def run_datum(
                     download_s += layout.seconds
                     stats.download_bytes += layout.download_bytes
                 started = time.monotonic()
-                await _fresh_out(layout, spec, store, previous_output)
+                laid_out_ns = await _fresh_out(layout, spec, store, previous_output)
                 download_s += time.monotonic() - started
                 feeder = LazyFeeder(store, layout.lazy)
                 feeder.start()
@@ -159,7 +159,13 @@ async def run_datum(
                     reason = f"{describe(task)} failed: user code exited with code {code}"
                 else:
                     await run.log_worker(f"finished running user code after {result.seconds:.3f}s")
-                    done = await upload(store, layout.pfs_dir, InputIndex(store, task.inputs))
+                    done = await upload(
+                        store,
+                        layout.pfs_dir,
+                        InputIndex(store, task.inputs),
+                        previous=previous_output if laid_out_ns else "",
+                        laid_out_ns=laid_out_ns,
+                    )
                     upload_s += done.seconds
                     stats.upload_bytes += done.upload_bytes
                     output = done.root.hash
@@ -228,13 +234,31 @@ async def _unless_restarted(
 
 async def _fresh_out(
     layout: Layout, spec: pps_pb2.CreatePipelineRequest, store: ObjectStore, previous: str
-) -> None:
+) -> int:
+    """An empty ``/pfs/out``, or for an incremental pipeline the previous
+    output; then the ctime (ns) every file laid out here is older than and
+    every later change is not (0: nothing laid out)."""
     out = layout.out_dir
     if out.exists():
         await asyncio.to_thread(shutil.rmtree, out)
     out.mkdir()
-    if spec.incremental and previous:
-        await write_tree(store, previous, "/", out)
+    if not (spec.incremental and previous):
+        return 0
+    await write_tree(store, previous, "/", out)
+    return await asyncio.to_thread(_next_tick, layout.pfs_dir.parent / ".laid-out")
+
+
+def _next_tick(marker: Path) -> int:
+    """A ctime later than that of every file written before the call (file
+    times are coarse: wait for the clock to move past the last one)."""
+    marker.write_bytes(b"x")
+    first = marker.stat().st_ctime_ns
+    while True:
+        marker.write_bytes(b"x")
+        now = marker.stat().st_ctime_ns
+        if now > first:
+            return now
+        time.sleep(0.001)
 
 
 class _DatumRun:
