@@ -18,6 +18,7 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from tests.integration.test_pachctl_file_ops import fails
 from tests.integration.test_pachctl_files import ok, pachctl
+from tests.integration.test_python_pachyderm import run_scenario
 from tests.support.cluster import Cluster, running
 
 CSV = b"".join(b"%d,user%d\n" % (n, n) for n in range(7))
@@ -163,3 +164,15 @@ def test_unserved_rpcs_say_so(cluster: Cluster, method: str, expected: str) -> N
         with pytest.raises(grpc.RpcError) as err:
             list(streaming(iter([b"", b""]), timeout=10))
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_glob_get_file_with_python_pachyderm(cluster: Cluster) -> None:
+    seen = run_scenario(cluster, "pp_fidelity.py")
+    rows = "".join(f"row {n}\n" for n in range(10))
+    assert seen == {
+        "pieces": 4,
+        "whole": rows,
+        "range": rows[6:18],
+        "missing": ["NOT_FOUND", seen["missing"][1]],  # type: ignore[index]
+    }
+    assert "no file(s) found that match /nothing*" in seen["missing"][1]  # type: ignore[index]
