@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,6 +150,13 @@ def test_restart_datum_restarts_a_stuck_datum(cluster: Cluster, tmp_path: Path) 
     # The user code ran again (and the try it lost is not one of its tries).
     wait_for(lambda: logs_of(cluster, "stuck").count("start x") == 2)
     assert jobs(cluster, "stuck")[0].state == pps.JOB_RUNNING
+    # Over HTTP, the answer names the datum restarted.
+    body = json.dumps({"job": {"id": job.job.id}, "data_filters": ["/x"]}).encode()
+    url = f"http://127.0.0.1:{cluster.http_port}/api/pps/RestartDatum"
+    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as resp:
+        answer = json.loads(resp.read())
+    assert len(answer["running"]) == 1 and answer["running"][0] in said, answer
+    wait_for(lambda: logs_of(cluster, "stuck").count("start x") == 3)
     ok(pachctl(cluster, "stop-job", job.job.id))
 
 
