@@ -114,6 +114,19 @@ def test_glob_of_plain_files_and_errors(cluster: Cluster, stub: pfs_pb2_grpc.API
     with pytest.raises(grpc.RpcError) as err:
         get(stub, "plain", "/[a")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Climbing out of the tree, or a negative range, finds nothing and
+    # breaks nothing.
+    for pattern in ("/../*", "/a/../../*", "../**"):
+        with pytest.raises(grpc.RpcError) as err:
+            get(stub, "plain", pattern)
+        assert err.value.code() in (
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ), (pattern, err.value.details())
+    with pytest.raises(grpc.RpcError) as err:
+        get(stub, "plain", "/a*", offset=-1)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ok(pachctl(cluster, "get-file", "plain", "master", "/a*")) == b"AAB"
 
 
 def test_many_pieces_stream_in_pages(cluster: Cluster, stub: pfs_pb2_grpc.APIStub) -> None:
