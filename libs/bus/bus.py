@@ -219,11 +219,12 @@ class Bus:
         self,
         name: str,
         message_type: type[Req],
-        handler: Callable[[Req, Context], Awaitable[None]],
+        handler: Callable[[Req, Context], Awaitable[Message | None]],
     ) -> None:
         """Take every ``note.<service>.<name>`` published, in every replica
         (no queue group): what replicas tell each other. A note that does not
-        decode, or whose handler fails, is logged and dropped."""
+        decode, or whose handler fails, is logged and dropped. What the
+        handler returns answers a ``survey`` (a plain note wants none)."""
         subject = subject_for("note", self.service, name)
 
         async def on_msg(msg: Msg) -> None:
@@ -234,7 +235,9 @@ class Bus:
                 subject=subject,
             )
             try:
-                await handler(self._decode(msg.data, message_type), ctx)
+                answer = await handler(self._decode(msg.data, message_type), ctx)
+                if answer is not None and msg.reply:
+                    await self._nc.publish(msg.reply, answer.SerializeToString())
             except Exception as exc:
                 _log.warning("note dropped", subject=subject, error=repr(exc))
 
@@ -254,6 +257,44 @@ class Bus:
             await self._nc.publish(subject, body, headers={H_PRINCIPAL: principal})
         except nats.errors.Error as exc:
             raise Unavailable(f"cannot publish {subject}: {exc}") from None
+
+    async def survey(
+        self,
+        service: str,
+        name: str,
+        message: Message,
+        response_type: type[Resp],
+        *,
+        window: float,
+        principal: str = "",
+    ) -> list[Resp]:
+        """Publish ``note.<service>.<name>`` and gather the answers of every
+        listener that gives one within ``window`` seconds (a listener that
+        is down, slow or has nothing to say is simply not among them)."""
+        subject = subject_for("note", service, name)
+        body = message.SerializeToString()
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLarge(len(body), self.max_message_bytes, f"survey of {subject}")
+        answers: list[Resp] = []
+
+        async def on_answer(msg: Msg) -> None:
+            try:
+                answers.append(self._reply(msg, subject, response_type))
+            except PachError as exc:
+                _log.warning("survey answer dropped", subject=subject, error=str(exc))
+
+        try:
+            sub = await self._nc.subscribe(self._nc.new_inbox(), cb=on_answer)
+            try:
+                await self._nc.publish(
+                    subject, body, reply=sub.subject, headers={H_PRINCIPAL: principal}
+                )
+                await asyncio.sleep(window)
+            finally:
+                await sub.unsubscribe()
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot survey {subject}: {exc}") from None
+        return answers
 
     # --- calling -----------------------------------------------------------
 

@@ -21,6 +21,7 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from libs.api.internal import pps_work_pb2 as work
 from libs.api.pfs import pfs_pb2
 from libs.api.pps import pps_pb2
 from libs.bus import Bus, kind_for
@@ -124,6 +125,11 @@ async def _garbage_collect(app: web.Application, ask: Ask, req: Any) -> Message:
     return await garbage_collect(ask, req)
 
 
+async def _restart_datum(app: web.Application, ask: Ask, req: Any) -> Message:
+    # Over HTTP the answer is which datums were restarted (gRPC: trailing metadata).
+    return await ask("RestartDatum", req, work.RestartDatumResult, "cmd")
+
+
 def _refuse(rpc: str) -> Callable[[web.Application, Ask, Any], Awaitable[Message]]:
     async def refuse(app: web.Application, ask: Ask, req: Any) -> Message:
         raise refusal(rpc)
@@ -145,6 +151,7 @@ GATHERED: dict[tuple[str, str], Callable[[web.Application, Ask, Any], Awaitable[
     ("pps", "InspectJob"): _inspect_job,
     ("pps", "ListDatum"): _list_datum,
     ("pps", "GarbageCollect"): _garbage_collect,
+    ("pps", "RestartDatum"): _restart_datum,
     **{("pps", rpc): _refuse(rpc) for rpc in REFUSED},
 }
 
