@@ -153,7 +153,10 @@ def test_restart_datum_restarts_a_stuck_datum(cluster: Cluster, tmp_path: Path) 
     # Over HTTP, the answer names the datum restarted.
     body = json.dumps({"job": {"id": job.job.id}, "data_filters": ["/x"]}).encode()
     url = f"http://127.0.0.1:{cluster.http_port}/api/pps/RestartDatum"
-    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as resp:
+    with urllib.request.urlopen(
+        urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}),
+        timeout=30,
+    ) as resp:
         answer = json.loads(resp.read())
     assert len(answer["running"]) == 1 and answer["running"][0] in said, answer
     wait_for(lambda: logs_of(cluster, "stuck").count("start x") == 3)
