@@ -209,15 +209,24 @@ class LimitExceeded(InvalidArgument):
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def disk_full(exc: BaseException, path: str) -> DiskFull | None:
+    """``exc`` as ``DiskFull`` naming ``path`` (the store or directory being
+    written), when it is ENOSPC / EDQUOT; None otherwise."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        reason = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
+        return DiskFull(str(exc.filename or path), reason)
+    return None
+
+
 def from_unexpected(exc: BaseException, where: str = "") -> PachError:
     """An exception nobody raised on purpose as the ``PachError`` a caller gets:
     a full disk is ``DiskFull`` (naming the path), a ``PachError`` stays what
     it is, anything else is ``Internal`` with a one-line message."""
     if isinstance(exc, PachError):
         return exc
-    if isinstance(exc, OSError) and exc.errno in _FULL:
-        reason = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
-        return DiskFull(str(exc.filename or where or ""), reason)
+    full = disk_full(exc, where)
+    if full is not None:
+        return full
     if isinstance(exc, RecursionError):
         return InvalidArgument(f"{where or 'request'} is nested too deeply to process")
     prefix = f"internal error in {where}: " if where else "internal error: "
