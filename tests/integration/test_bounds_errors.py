@@ -144,14 +144,14 @@ def test_spec_nesting_depth_is_bounded(api: pfs_pb2_grpc.APIStub, channel: grpc.
 
 def test_malformed_protobuf_is_invalid_argument(channel: grpc.Channel) -> None:
     for method in ("/pfs.API/CreateRepo", "/pps.API/InspectPipeline", "/pfs.API/ListFile"):
-        raw = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        raw: Any = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as info:
             raw(b"\xff\xff\xff\xff\x0f garbage", timeout=10)
         err: Any = info.value
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
         assert "malformed request" in err.details()
     # a streaming upload with a bad message in it
-    stream = channel.stream_unary(
+    stream: Any = channel.stream_unary(
         "/pfs.API/PutFile", request_serializer=None, response_deserializer=None
     )
     with pytest.raises(grpc.RpcError) as info:
