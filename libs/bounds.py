@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf.message import Message
+
 from libs.errors import LimitExceeded
 
 MAX_REPO_NAME = 63
@@ -119,3 +121,33 @@ def check_value_depth(what: str, value: Any, limit: int = MAX_JSON_DEPTH) -> Non
         if depth > limit:
             raise LimitExceeded(what, "document", limit, "levels of nesting", depth)
         stack.extend((c, depth + 1) for c in children)
+
+
+# Where the names and paths sit in the public API's messages, for the
+# gateway's check of a request before anything of it reaches NATS.
+_MESSAGE_FIELDS: dict[str, tuple[str, str, int]] = {
+    "pfs.Repo": ("name", "repo name", MAX_REPO_NAME),
+    "pfs.Branch": ("name", "branch name", MAX_BRANCH_NAME),
+    "pps.Pipeline": ("name", "pipeline name", MAX_PIPELINE_NAME),
+}
+
+
+def check_message(msg: Message) -> None:
+    """Every repo, branch and pipeline name and every file path in ``msg``
+    (at any depth, walked with a stack) within its bound."""
+    stack: list[Message] = [msg]
+    while stack:
+        item = stack.pop()
+        rule = _MESSAGE_FIELDS.get(item.DESCRIPTOR.full_name)
+        if rule is not None:
+            field, what, limit = rule
+            check_name(what, getattr(item, field), limit)
+        elif item.DESCRIPTOR.full_name == "pfs.File":
+            check_path(item.path)  # type: ignore[attr-defined]
+        for field_desc, value in item.ListFields():
+            if field_desc.message_type is None or field_desc.message_type.GetOptions().map_entry:
+                continue
+            if field_desc.is_repeated:
+                stack.extend(value)
+            else:
+                stack.append(value)

@@ -14,7 +14,9 @@ from typing import Any
 import grpc
 import grpc.aio
 from aiohttp import web
+from google.protobuf.message import Message
 
+from libs.bounds import check_message
 from libs.errors import (
     DiskFull,
     MalformedMessage,
@@ -58,8 +60,12 @@ def _safe_deserializer(
 
 
 def _checked(request: Any) -> Any:
+    """The request, or its error: malformed, or a name or path over its bound
+    (checked here, before any of it reaches NATS)."""
     if isinstance(request, _Malformed):
         raise request.error
+    if isinstance(request, Message):
+        check_message(request)
     return request
 
 

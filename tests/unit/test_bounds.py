@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from typing import Any
 
 import grpc
 import pytest
@@ -223,3 +224,60 @@ async def test_trees_handle_paths_two_thousand_levels_deep(tmp_path) -> None:  #
 
 def test_pach_error_root_unchanged() -> None:
     assert issubclass(LimitExceeded, InvalidArgument) and issubclass(DiskFull, PachError)
+
+
+# --- the gateway's request check ----------------------------------------------------
+
+
+def test_check_message_finds_names_and_paths_at_any_depth() -> None:
+    from libs.api.pfs import pfs_pb2 as pfs
+
+    ok = pfs.PutFileRequest(file=pfs.File(commit=pfs.Commit(repo=pfs.Repo(name="r")), path="/a"))
+    bounds.check_message(ok)
+    with pytest.raises(LimitExceeded, match="repo name"):
+        bounds.check_message(
+            pfs.PutFileRequest(file=pfs.File(commit=pfs.Commit(repo=pfs.Repo(name="r" * 64))))
+        )
+    with pytest.raises(LimitExceeded, match="path"):
+        bounds.check_message(pfs.InspectFileRequest(file=pfs.File(path="/" + "x" * 300)))
+    with pytest.raises(LimitExceeded, match="pipeline name"):
+        bounds.check_message(
+            pps_pb2.InspectPipelineRequest(pipeline=pps_pb2.Pipeline(name="p" * 49))
+        )
+    with pytest.raises(LimitExceeded, match="branch name"):
+        bounds.check_message(pfs.CreateBranchRequest(branch=pfs.Branch(name="b" * 256)))
+
+
+# --- pachctl: no answer is not "cannot reach" ---------------------------------------------
+
+
+def test_pachctl_says_no_answer_when_connected_and_cannot_reach_when_not() -> None:
+    import time
+    from concurrent import futures
+
+    from programs.cluster.natsserver import free_port
+    from programs.pachctl.address import parse_address
+    from programs.pachctl.client import CannotReach, NoAnswer, Pachd
+
+    def slow(request: bytes, context: grpc.ServicerContext) -> bytes:
+        time.sleep(1.5)
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "pfs.API", {"CreateRepo": grpc.unary_unary_rpc_method_handler(slow)}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Pachd(parse_address(f"127.0.0.1:{port}"), timeout=0.5) as pachd:
+            call: Any = pachd.channel.unary_unary("/pfs.API/CreateRepo")
+            with pytest.raises(NoAnswer, match=r"did not answer within 0\.5s; the request may"):
+                pachd.call(call, b"")
+    finally:
+        server.stop(0)
+    with Pachd(parse_address(f"127.0.0.1:{free_port()}"), timeout=0.5) as pachd:
+        call2: Any = pachd.channel.unary_unary("/pfs.API/CreateRepo")
+        with pytest.raises(CannotReach):
+            pachd.call(call2, b"")

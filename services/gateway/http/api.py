@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from libs.api.pfs import pfs_pb2
 from libs.api.pps import pps_pb2
-from libs.bounds import check_json_depth
+from libs.bounds import check_json_depth, check_message
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented
 from services.gateway.app import file_pages, jobs
@@ -72,6 +72,7 @@ def parse_body(body: bytes, req: Message) -> None:
         json_format.Parse(text, req)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise InvalidArgument(f"bad {what}: {exc}") from None
+    check_message(req)
 
 
 async def call(request: web.Request) -> web.Response:
