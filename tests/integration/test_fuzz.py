@@ -57,7 +57,14 @@ SKIP = {
     "ActivateAuth",
 }
 _F = FieldDescriptor
-BAD_STATUS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
+# UNAVAILABLE: nothing here depends on anything outside the cluster, so it
+# means a service died; DEADLINE_EXCEEDED means a hang.
+BAD_STATUS = {
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAVAILABLE,
+}
 
 
 def _methods() -> list[tuple[str, MethodDescriptor]]:
