@@ -218,6 +218,12 @@ def disk_full(exc: BaseException, path: str) -> DiskFull | None:
     return None
 
 
+# JetStream's answers when its store is full ("insufficient resources",
+# "insufficient storage resources available"), recognised by their codes
+# so that this module needs no NATS import.
+_JETSTREAM_FULL = (10023, 10047)
+
+
 def from_unexpected(exc: BaseException, where: str = "") -> PachError:
     """An exception nobody raised on purpose as the ``PachError`` a caller gets:
     a full disk is ``DiskFull`` (naming the path), a ``PachError`` stays what
@@ -227,6 +233,9 @@ def from_unexpected(exc: BaseException, where: str = "") -> PachError:
     full = disk_full(exc, where)
     if full is not None:
         return full
+    if getattr(exc, "err_code", None) in _JETSTREAM_FULL:
+        reason = str(getattr(exc, "description", "") or "insufficient storage")
+        return DiskFull("the event log (JetStream store)", reason)
     if isinstance(exc, RecursionError):
         return InvalidArgument(f"{where or 'request'} is nested too deeply to process")
     prefix = f"internal error in {where}: " if where else "internal error: "

@@ -60,6 +60,13 @@ def test_disk_full_is_resource_exhausted_507_naming_the_path() -> None:
     assert type(from_wire(to_wire(err))) is DiskFull
 
 
+def test_a_full_jetstream_store_is_disk_full() -> None:
+    from nats.js.errors import APIError
+
+    err = from_unexpected(APIError(500, "insufficient storage resources available", 10047))
+    assert isinstance(err, DiskFull) and "JetStream" in err.message
+
+
 def test_other_unexpected_errors_are_internal_one_line() -> None:
     err = from_unexpected(ValueError("boom\nsecond line"), "cmd.pfs.X")
     assert isinstance(err, Internal) and "\n" not in err.message
