@@ -127,5 +127,11 @@ async def test_an_output_deeper_than_the_recursion_limit(
         deep = deep / "d"
         deep.mkdir()
     (deep / "f").write_bytes(b"deep")
-    done = await upload(store, out.parent, index)
-    assert await _files(store, done.root.hash) == {"/d" * 1100 + "/f": b"deep"}
+    try:
+        done = await upload(store, out.parent, index)
+        assert await _files(store, done.root.hash) == {"/d" * 1100 + "/f": b"deep"}
+    finally:  # bottom up: the test's cleanup (rmtree) recurses
+        (deep / "f").unlink()
+        while deep != out:
+            deep.rmdir()
+            deep = deep.parent
