@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 from libs import version
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus, Context, guard
-from libs.config import Config
+from libs.config import NATS_CREDENTIAL_VARS, Config
 from libs.errors import PachError, Unavailable
 from libs.events import ensure_stream
 from libs.observe import configure_logging, configure_tracing
@@ -288,6 +288,10 @@ def run_service(name: str, setup: Setup, argv: list[str] | None = None) -> None:
     del argv  # services take their settings from the environment only
     try:
         cfg = Config.from_env(name)
+        # Read once into the config; nothing this process starts inherits
+        # its NATS credential (pps hands workers their own: worker_env).
+        for var in NATS_CREDENTIAL_VARS:
+            os.environ.pop(var, None)
         configure_logging(cfg)
         configure_tracing(name)
     except PachError as err:
