@@ -22,6 +22,7 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import api
 
 from libs.api.internal import pps_work_pb2 as work
@@ -194,7 +195,7 @@ async def test_the_gateway_calls_services_and_nothing_else(login: dict[str, As])
 async def test_replies_reach_only_the_asker(login: dict[str, As]) -> None:
     pfs_conn, gw = login["pfs"], login["gateway"]
 
-    async def answer(msg: nats.aio.msg.Msg) -> None:
+    async def answer(msg: Msg) -> None:
         await msg.respond(b"pong")
 
     sub = await pfs_conn.nc.subscribe("qry.pfs.Probe", cb=answer)
