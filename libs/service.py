@@ -131,7 +131,12 @@ async def connect_nats(
         log.info("nats reconnected", url=cfg.nats_url)
 
     async def on_error(exc: Exception) -> None:
-        log.debug("nats error", error=str(exc))
+        if "permissions violation" in str(exc).lower():
+            # this process's NATS user may not do what it tried: a bug or a
+            # permission list (programs/cluster/credentials.py) out of date
+            log.warning("nats refused", error=str(exc), user=cfg.nats_user)
+        else:
+            log.debug("nats error", error=str(exc))
 
     async def on_closed() -> None:
         if stop.is_set() and (lost is None or not lost.is_set()):

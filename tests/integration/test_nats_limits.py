@@ -40,7 +40,8 @@ LONG = "r" * 4100
 
 
 def test_check_publish_names_what_is_too_long() -> None:
-    with pytest.raises(SubjectTooLong, match=r"NATS subject ev\.pfs\.repo\.rrr.*4112 characters.*over the server.s limit of 4096"):
+    named = r"NATS subject ev\.pfs\.repo\.rrr.*4112 characters.*over the server.s limit of 4096"
+    with pytest.raises(SubjectTooLong, match=named):
         check_publish(f"ev.pfs.repo.{LONG}", max_payload=1 << 20)
     with pytest.raises(MessageTooLarge, match="headers"):
         check_publish("a.b", headers={"H": "x" * 2000}, max_payload=1000)
