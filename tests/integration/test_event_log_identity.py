@@ -72,8 +72,12 @@ def fail(done: Any) -> str:
 
 
 def admin_nats(c: Cluster) -> Any:
-    """A privileged NATS connection to the cluster (the launcher's)."""
-    return nats.connect(c.state()["nats"]["url"])
+    """A NATS connection with the admin service's credential: the only one
+    that may delete or replace the event stream."""
+    user, password = c.nats_credential("admin")
+    return nats.connect(
+        c.nats_address(), user=user, password=password, inbox_prefix=f"_INBOX.{user}"
+    )
 
 
 def run(coro: Any) -> Any:
