@@ -33,6 +33,10 @@ from libs.errors import (
 H_PRINCIPAL = "Pach-Principal"
 H_REQUEST_ID = "Pach-Request-Id"
 H_ERROR = "Pach-Error"
+# Set by the gateway on every request it forwards for a client: the auth
+# view's position it authenticated the caller at. Requests without it come
+# from inside the cluster (service to service) and are not authorized again.
+H_AUTH_SEQ = "Pach-Auth-Seq"
 # cmd and qry are request/reply in a queue group (one replica answers);
 # note is published to every replica of the service, with no answer.
 KINDS = ("cmd", "qry", "note")
@@ -52,6 +56,28 @@ class Context:
     principal: str
     request_id: str
     subject: str
+    # The gateway's auth-view position for a client's request; -1 for a
+    # request from inside the cluster.
+    auth_seq: int = -1
+
+    @property
+    def external(self) -> bool:
+        """Forwarded by the gateway on behalf of a client."""
+        return self.auth_seq >= 0
+
+
+# Decides whether a request may run (``Bus.guard``): raises to refuse it.
+Guard = Callable[[str, Message, Context], Awaitable[None]]
+
+
+def _auth_seq(headers: dict[str, str]) -> int:
+    raw = headers.get(H_AUTH_SEQ)
+    if raw is None:
+        return -1
+    try:
+        return max(int(raw), 0)
+    except ValueError:
+        return 0
 
 
 # Requests whose names start with these read state; everything else changes it.
@@ -90,6 +116,12 @@ class Bus:
         self.timeout = timeout
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        # Authorization of the commands and queries this bus serves (set by
+        # the service once its auth view runs); None lets everything in.
+        self.guard: Guard | None = None
+        # The gateway's: every request it sends is on a client's behalf and
+        # carries this auth-view position (``H_AUTH_SEQ``).
+        self.auth_seq_source: Callable[[], int] | None = None
 
     # --- serving -----------------------------------------------------------
 
@@ -146,6 +178,7 @@ class Bus:
             principal=headers.get(H_PRINCIPAL, ""),
             request_id=headers.get(H_REQUEST_ID, "") or uuid.uuid4().hex,
             subject=subject,
+            auth_seq=_auth_seq(headers),
         )
         started = time.perf_counter()
         status = "ok"
@@ -154,7 +187,10 @@ class Bus:
             subject, context=parent, kind=trace.SpanKind.SERVER
         ) as span:
             try:
-                reply = await handler(self._decode(msg.data, request_type), ctx)
+                request = self._decode(msg.data, request_type)
+                if self.guard is not None:
+                    await self.guard(subject.split(".", 2)[2], request, ctx)
+                reply = await handler(request, ctx)
                 body = reply.SerializeToString()
                 if len(body) > self.max_message_bytes:
                     raise MessageTooLarge(len(body), self.max_message_bytes, "reply")
@@ -249,6 +285,7 @@ class Bus:
         principal: str = "",
         timeout: float | None = None,
         request_id: str | None = None,
+        auth_seq: int | None = None,
     ) -> Resp:
         subject = subject_for(kind, service, name)
         body = request.SerializeToString()
@@ -258,6 +295,10 @@ class Bus:
             H_PRINCIPAL: principal,
             H_REQUEST_ID: request_id or uuid.uuid4().hex,
         }
+        if auth_seq is None and self.auth_seq_source is not None:
+            auth_seq = self.auth_seq_source()
+        if auth_seq is not None:
+            headers[H_AUTH_SEQ] = str(auth_seq)
         wait = self.timeout if timeout is None else timeout
         with _tracer.start_as_current_span(subject, kind=trace.SpanKind.CLIENT):
             propagate.inject(headers)

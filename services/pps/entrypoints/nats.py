@@ -9,6 +9,7 @@ masters, the workers and the job/datum/log queries join here."""
 from __future__ import annotations
 
 from libs.api.events import pfs_pb2 as pfs_events
+from libs.authz.guard import install_guard
 from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.objects import ObjectStore, open_object_store
 from libs.readmodels import DocumentStore, open_document_store
@@ -27,12 +28,14 @@ from services.pps.app.job_run import MasterDeps
 from services.pps.app.jobs import Jobs, JobWriter
 from services.pps.app.master import Master
 from services.pps.app.pipelines import Pipelines, PipelineWriter
+from services.pps.app.rules import RULES
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
 
 
 async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
+    await install_guard(ctx, RULES, "pps")
     reg = registry()
     events = EventStore.from_config(ctx.nc, reg, cfg)
     ctx.stack.push_async_callback(events.close)
