@@ -20,7 +20,7 @@ from libs.api.events import auth_pb2 as aev
 from libs.authz.state import NONE, OWNER, token_hash
 from libs.authz.view import AuthView
 from libs.bus import Bus, Context
-from libs.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from libs.events import AggregateCache, EventStore
 from libs.events.envelope import AggregateRef
 from services.auth.domain import auth as domain
@@ -75,7 +75,7 @@ class Auth:
             ("GetOneTimePassword", auth.GetOneTimePasswordRequest, self.get_one_time_password),
         ]
         for name, request_type, handler in handlers:
-            kind = "qry" if name.startswith("Get") and name not in _GET_COMMANDS else "cmd"
+            kind = "qry" if name in READS else "cmd"
             await bus.serve(name, request_type, handler, kind=kind)  # type: ignore[arg-type]
 
     # --- helpers -------------------------------------------------------------
@@ -243,6 +243,8 @@ class Auth:
             raise InvalidArgument("revoke needs the token to revoke")
         ref = domain.token_ref(token_hash(req.token))
         token = (await self.tokens.load(ref)).state
+        if not token.live(time.time(), cluster.generation):
+            raise NotFound("token not found: it is unknown, expired or revoked")
         if ctx.external and token.subject != ctx.principal and not self._is_admin(ctx.principal):
             raise PermissionDenied(
                 f"{ctx.principal} is not authorized to revoke a token of another subject",
@@ -341,5 +343,8 @@ class Auth:
         return auth.GetUsersResponse(usernames=sorted(members))
 
 
-# Names starting with Get that change state (they issue tokens).
-_GET_COMMANDS = frozenset({"GetAuthToken", "GetOneTimePassword"})
+# The auth.API requests that only read (``qry.auth.*``); the others are
+# commands (GetAuthToken and GetOneTimePassword issue tokens).
+READS = frozenset(
+    {"GetConfiguration", "GetAdmins", "Authorize", "GetScope", "GetACL", "GetGroups", "GetUsers"}
+)

@@ -16,6 +16,7 @@ from libs.api.auth import auth_pb2 as auth
 from libs.api.auth import auth_pb2_grpc
 from libs.api.enterprise import enterprise_pb2 as ent
 from libs.api.enterprise import enterprise_pb2_grpc
+from libs.authz.state import ANYONE
 from libs.bus import Bus
 from libs.errors import FailedPrecondition, Unauthenticated
 from services.gateway.app.authn import Authenticator
@@ -42,8 +43,10 @@ AUTH_CHANGES = frozenset(
         "GetOneTimePassword",
     }
 )
-AUTH_READS = frozenset(
+# What only reads (``qry.*``); everything else is a command.
+READS = frozenset(
     {"GetConfiguration", "GetAdmins", "Authorize", "GetScope", "GetACL", "GetGroups", "GetUsers"}
+    | {"GetState"}
 )
 
 
@@ -55,7 +58,7 @@ class _Forward:
         self.changes = changes
 
     async def __call__(self, name: str, request: Message, context: Ctx, response: type[R]) -> R:
-        kind = "cmd" if name in self.changes else "qry"
+        kind = "cmd" if name in self.changes or name not in READS else "qry"
         reply = await ask(self.bus, context, self.service, name, request, response, kind=kind)
         if name in self.changes:
             await self.authn.changed()
@@ -81,6 +84,7 @@ class AuthServicer(auth_pb2_grpc.APIServicer):
             raise Unauthenticated("not logged in: run 'pachctl auth login'")
         rec = state.token(token, time.time())
         ttl = max(int(rec.expires - time.time()), 0) if rec and rec.expires else 0
+        state.check(subject, ANYONE, time.time())  # admin-only state: admins only
         return auth.WhoAmIResponse(username=subject, is_admin=subject in state.admins, ttl=ttl)
 
     async def Activate(  # type: ignore[override]
