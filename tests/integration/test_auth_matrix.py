@@ -269,7 +269,7 @@ def invoke(channel: grpc.Channel, method: Any, request: Message, token: str) -> 
         "request_serializer": lambda m: m.SerializeToString(),
         "response_deserializer": out.FromString,
     }
-    metadata = [("authn-token", token)] if token else []
+    metadata: tuple[tuple[str, str | bytes], ...] = (("authn-token", token),) if token else ()
     timeout = 4.0
     try:
         if method.client_streaming and method.server_streaming:
