@@ -38,9 +38,12 @@ AUTH_TYPES = frozenset(
         "enterprise.ActivationCleared",
         "pfs.RepoCreated",
         "pfs.RepoDeleted",
+        "pps.PipelineCreated",
+        "pps.PipelineUpdated",
+        "pps.PipelineDeleted",
     }
 )
-SUBJECTS = ("ev.auth.>", "ev.enterprise.>", "ev.pfs.repo.>")
+SUBJECTS = ("ev.auth.>", "ev.enterprise.>", "ev.pfs.repo.>", "ev.pps.pipeline.>")
 
 NOT_LOGGED_IN = "not logged in: run 'pachctl auth login' or send an authn-token"
 
@@ -98,6 +101,8 @@ class AuthState:
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
     acls: dict[str, dict[str, int]] = field(default_factory=dict)
     repos: set[str] = field(default_factory=set)
+    # Who created (or last updated) each pipeline: its jobs read as them.
+    pipeline_creators: dict[str, str] = field(default_factory=dict)
     groups: dict[str, set[str]] = field(default_factory=dict)
     configuration: bytes = b""
     enterprise_expires: int = 0  # 0: never activated
@@ -110,6 +115,11 @@ class AuthState:
             self._enterprise(event)
         elif event_type.startswith("pfs."):
             self._pfs(event_type, aggregate_id, principal)
+        elif event_type.startswith("pps."):
+            if event_type == "pps.PipelineDeleted":
+                self.pipeline_creators.pop(aggregate_id, None)
+            else:
+                self.pipeline_creators[aggregate_id] = principal
         else:
             self._auth(aggregate_id, event)
 
@@ -217,6 +227,22 @@ class AuthState:
         for group in self.groups_of(subject):
             best = max(best, acl.get(f"group/{group}", NONE))
         return best
+
+    def pipeline_denial(self, pipeline: str, inputs: list[str], now: float) -> str:
+        """Why a job of ``pipeline`` may not read its inputs ("" when it
+        may): its creator must still hold READER on every input repo."""
+        creator = self.pipeline_creators.get(pipeline, "")
+        if not self.active or not creator:
+            return ""  # created with auth off: it runs as the cluster
+        for repo in inputs:
+            if repo and self.scope(creator, repo) < READER:
+                return (
+                    f"{creator}, who created pipeline {pipeline}, is not authorized to read "
+                    f"input repo {repo}: it needs READER"
+                )
+        if self.admin_only(now) and creator not in self.admins:
+            return f"{creator} is not an admin and the enterprise activation expired"
+        return ""
 
     def check(self, subject: str, need: Need, now: float) -> None:
         """Raise unless ``subject`` may do what ``need`` says (auth active)."""

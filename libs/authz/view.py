@@ -20,7 +20,7 @@ import nats.errors
 import structlog
 from nats.js import JetStreamContext, api
 
-from libs.api.events import auth_pb2, enterprise_pb2, pfs_pb2
+from libs.api.events import auth_pb2, enterprise_pb2, pfs_pb2, pps_pb2
 from libs.authz.state import AUTH_TYPES, SUBJECTS, AuthState
 from libs.errors import DeadlineExceeded, PachError
 from libs.events.background import ResumingTask
@@ -35,6 +35,7 @@ def registry() -> EventRegistry:
     reg.register_module(auth_pb2)
     reg.register_module(enterprise_pb2)
     reg.register_module(pfs_pb2)
+    reg.register_module(pps_pb2)
     return reg
 
 
@@ -74,6 +75,12 @@ class AuthView:
                 f"the auth view did not reach sequence {seq} within {timeout:g}s "
                 f"(at {self.position})"
             ) from None
+
+    async def pipeline_denial(self, pipeline: str, inputs: list[str]) -> str:
+        """Why a new job of ``pipeline`` may not run ("" when it may), on
+        the log as it is now (a revocation holds from the next job on)."""
+        await self.sync()
+        return self.state.pipeline_denial(pipeline, inputs, self.now())
 
     async def sync(self, timeout: float = 5.0) -> None:
         """Return once every event in the stream now is applied."""

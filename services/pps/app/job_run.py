@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -70,6 +70,9 @@ class MasterDeps:
     s3: ObjectStoreConfig | None = None  # egress credentials
     poll: float = 1.0  # re-check while waiting, without hints
     leases: Leases | None = None  # None: this is the only pps replica
+    # Why a new job of a pipeline may not read its inputs ("" when it may):
+    # the pipeline's capability, checked from the local auth view.
+    may_read: Callable[[str, list[str]], Awaitable[str]] | None = None
 
 
 TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
@@ -188,6 +191,11 @@ class JobRun:
         except NotFound:
             await self.drop(f"its output commit {state.output_repo}/{state.output_commit} is gone")
         if not state.started:
+            if self.deps.may_read is not None:
+                denial = await self.deps.may_read(self.record.name, [i.repo for i in state.inputs])
+                if denial:
+                    await self.fail(state, denial)
+                    return
             inputs = await self.wait_inputs(state)
             plan = await self.plan(state, inputs)
             chunks = chunk_count(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from libs.api.events import pfs_pb2 as pfs_events
 from libs.authz.guard import install_guard
+from libs.authz.view import AuthView
 from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.objects import ObjectStore, open_object_store
 from libs.readmodels import DocumentStore, open_document_store
@@ -35,7 +36,7 @@ from services.pps.domain.events import registry
 
 async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
-    await install_guard(ctx, RULES, "pps")
+    auth_view = await install_guard(ctx, RULES, "pps")
     reg = registry()
     events = EventStore.from_config(ctx.nc, reg, cfg)
     ctx.stack.push_async_callback(events.close)
@@ -61,7 +62,9 @@ async def setup(ctx: ServiceContext) -> None:
     await ObjectRoots(docs).register(ctx.bus)
     await cron.start()
     ctx.stack.push_async_callback(cron.stop)
-    await start_jobs(ctx, events, views, docs, pfs, store, pipelines, pipeline_writer, gate)
+    await start_jobs(
+        ctx, events, views, docs, pfs, store, pipelines, pipeline_writer, gate, auth_view
+    )
     ctx.log.info("pps ready", projection_positions=[v.position for v in views])
 
 
@@ -75,6 +78,7 @@ async def start_jobs(
     pipelines: Pipelines,
     pipeline_writer: PipelineWriter,
     gate: ReactionGate | None = None,
+    auth_view: AuthView | None = None,
 ) -> None:
     """Jobs (helper D): the work and log streams, the job/datum/log
     handlers, the job trigger reaction and the pipeline masters."""
@@ -103,6 +107,7 @@ async def start_jobs(
         local_pools(),
         cfg.objects,
         leases=leases,
+        may_read=auth_view.pipeline_denial if auth_view is not None else None,
     )
     master = Master(deps, ctx.nc, gate=gate)
     pipelines.listeners.append(master.poke)
