@@ -104,6 +104,16 @@ def test_enterprise_and_auth_flow(
     assert err.value.code() == DENIED
     assert "robot:bob" in str(err.value.details()) and "READER" in str(err.value.details())
     assert "mine" in str(err.value.details())
+    # HTTP: 401 without a token, 403 naming the subject, scope and repo
+    url = f"http://127.0.0.1:{cluster.http_port}/api/pfs/InspectRepo"
+    body = json.dumps({"repo": {"name": "mine"}}).encode()
+    assert http(url, body)[0] == 401
+    status, answer = http(url, body, bob_token)
+    assert status == 403, answer
+    assert "robot:bob" in answer and "READER" in answer and "mine" in answer
+    assert http(url, body, alice_token)[0] == 200
+    download = f"http://127.0.0.1:{cluster.http_port}/pfs/mine/master/x"
+    assert http(download, None, bob_token)[0] == 403
     alice.call(
         alice.auth.SetScope,
         auth.SetScopeRequest(username="robot:bob", repo="mine", scope=auth.READER),
