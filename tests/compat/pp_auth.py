@@ -8,12 +8,18 @@ against an auth-activated gateway; prints what it saw as JSON.
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import json
 import sys
 from typing import Any
 
 import grpc
 import python_pachyderm
+
+# python-pachyderm 1.8.6 (2018) still uses collections.Iterable, gone since
+# Python 3.10.
+collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
 
 
 def code_of(call: Any) -> str:
