@@ -45,6 +45,11 @@ class AuthView:
         self.stream = stream
         self.state = AuthState()
         self.position = 0
+        # The sequence of the last auth or enterprise event applied: what the
+        # gateway sends along (a service's view must have reached it; the
+        # pfs and pps events it follows matter for grants only, and a
+        # refusal catches up with the log before it is final).
+        self.auth_position = 0
         self._received = 0
         self._sub: Any = None
         self._registry = registry()
@@ -81,6 +86,12 @@ class AuthView:
         the log as it is now (a revocation holds from the next job on)."""
         await self.sync()
         return self.state.pipeline_denial(pipeline, inputs, self.now())
+
+    async def has_auth_events(self) -> bool:
+        """Whether auth was ever activated in this log (else there is
+        nothing to catch up with before authenticating)."""
+        info = await self.js.stream_info(self.stream, subjects_filter="ev.auth.>")
+        return bool(info.state.subjects)
 
     async def sync(self, timeout: float = 5.0) -> None:
         """Return once every event in the stream now is applied."""
@@ -151,6 +162,8 @@ class AuthView:
                     for ev in events:
                         env = ev.envelope
                         self.state.apply(ev.type, env.aggregate_id, env.principal, ev.event)
+                        if ev.type.startswith(("auth.", "enterprise.")):
+                            self.auth_position = seq
                     last = seq
                 await self._advance(last)
         finally:

@@ -4,8 +4,9 @@ checked against the gateway's own auth view (token hashes, no round trip)
 and becomes the subject the services authorize.
 
 With auth not active every call goes on as before, with no principal. Every
-request the gateway sends carries its view's position (``Pach-Auth-Seq``),
-so a service decides on state at least as new as the gateway's; after an
+request the gateway sends carries the sequence of the last auth event its
+view applied (``Pach-Auth-Seq``), so a service decides on auth state at
+least as new as the gateway's; after an
 auth or enterprise change the gateway catches its view up before it
 answers, so the change holds from the caller's next call on."""
 
@@ -21,7 +22,7 @@ class Authenticator:
 
     def attach(self, bus: Bus) -> None:
         """Mark every request ``bus`` sends as a client's (see module doc)."""
-        bus.auth_seq_source = lambda: self.view.position
+        bus.auth_seq_source = lambda: self.view.auth_position
 
     def subject(self, token: str) -> str:
         """The subject ``token`` stands for while auth is active ("" when

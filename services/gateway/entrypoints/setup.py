@@ -43,8 +43,9 @@ async def setup(ctx: ServiceContext) -> None:
     view = AuthView(ctx.js, stream=cfg.events_stream)
     await view.start()
     ctx.stack.push_async_callback(view.stop)
-    with contextlib.suppress(DeadlineExceeded):
-        await view.sync(timeout=STARTUP_SYNC_S)  # serve with the log's auth state
+    if await view.has_auth_events():  # serve with the log's auth state
+        with contextlib.suppress(DeadlineExceeded):
+            await view.sync(timeout=STARTUP_SYNC_S)
     authn = Authenticator(view)
     authn.attach(ctx.bus)
     principal.install(authn)
