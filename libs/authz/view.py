@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.js import JetStreamContext, api
 
@@ -28,6 +29,9 @@ from libs.events.envelope import decode_batch
 from libs.events.registry import EventRegistry
 
 _log = structlog.get_logger("authz")
+
+# Where auth's activation is recorded: no message there, auth was never on.
+CLUSTER_SUBJECT = "ev.auth.cluster.auth"
 
 
 def registry() -> EventRegistry:
@@ -84,14 +88,21 @@ class AuthView:
     async def pipeline_denial(self, pipeline: str, inputs: list[str]) -> str:
         """Why a new job of ``pipeline`` may not run ("" when it may), on
         the log as it is now (a revocation holds from the next job on)."""
+        if not await self.has_auth_events():
+            return ""
         await self.sync()
         return self.state.pipeline_denial(pipeline, inputs, self.now())
 
     async def has_auth_events(self) -> bool:
         """Whether auth was ever activated in this log (else there is
         nothing to catch up with before authenticating)."""
-        info = await self.js.stream_info(self.stream, subjects_filter="ev.auth.>")
-        return bool(info.state.subjects)
+        if self.state.active or self.auth_position:
+            return True
+        try:
+            await self.js.get_last_msg(self.stream, CLUSTER_SUBJECT)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
 
     async def sync(self, timeout: float = 5.0) -> None:
         """Return once every event in the stream now is applied."""
