@@ -33,9 +33,10 @@ from libs.errors import (
 H_PRINCIPAL = "Pach-Principal"
 H_REQUEST_ID = "Pach-Request-Id"
 H_ERROR = "Pach-Error"
-# Set by the gateway on every request it forwards for a client: the auth
-# view's position it authenticated the caller at. Requests without it come
-# from inside the cluster (service to service) and are not authorized again.
+# Set by the gateway on every request it forwards for a client: the stream
+# sequence of the last auth event its view applied when it authenticated
+# the caller. Requests without it come from inside the cluster (service to
+# service) and are not authorized again.
 H_AUTH_SEQ = "Pach-Auth-Seq"
 # cmd and qry are request/reply in a queue group (one replica answers);
 # note is published to every replica of the service, with no answer.
@@ -56,8 +57,8 @@ class Context:
     principal: str
     request_id: str
     subject: str
-    # The gateway's auth-view position for a client's request; -1 for a
-    # request from inside the cluster.
+    # ``H_AUTH_SEQ`` of a client's request; -1 for a request from inside
+    # the cluster.
     auth_seq: int = -1
 
     @property
@@ -120,7 +121,7 @@ class Bus:
         # the service once its auth view runs); None lets everything in.
         self.guard: Guard | None = None
         # The gateway's: every request it sends is on a client's behalf and
-        # carries this auth-view position (``H_AUTH_SEQ``).
+        # carries this as ``H_AUTH_SEQ``.
         self.auth_seq_source: Callable[[], int] | None = None
 
     # --- serving -----------------------------------------------------------
