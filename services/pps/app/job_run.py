@@ -68,11 +68,11 @@ class MasterDeps:
     logs: LogSink
     pools: PoolFactory
     s3: ObjectStoreConfig | None = None  # egress credentials
-    poll: float = 1.0  # re-check while waiting, without hints
-    leases: Leases | None = None  # None: this is the only pps replica
     # Why a new job of a pipeline may not read its inputs ("" when it may):
     # the pipeline's capability, checked from the local auth view.
     may_read: Callable[[str, list[str]], Awaitable[str]] | None = None
+    poll: float = 1.0  # re-check while waiting, without hints
+    leases: Leases | None = None  # None: this is the only pps replica
 
 
 TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
@@ -191,11 +191,6 @@ class JobRun:
         except NotFound:
             await self.drop(f"its output commit {state.output_repo}/{state.output_commit} is gone")
         if not state.started:
-            if self.deps.may_read is not None:
-                denial = await self.deps.may_read(self.record.name, [i.repo for i in state.inputs])
-                if denial:
-                    await self.fail(state, denial)
-                    return
             inputs = await self.wait_inputs(state)
             plan = await self.plan(state, inputs)
             chunks = chunk_count(
@@ -227,6 +222,11 @@ class JobRun:
 
     async def wait_inputs(self, state: domain.Job) -> list[JobInputCommit]:
         """The job's input commits with their trees, once all are finished."""
+        if self.deps.may_read is not None:  # the pipeline's capability
+            denial = await self.deps.may_read(self.record.name, [i.repo for i in state.inputs])
+            if denial:
+                await self.fail(state, denial)
+                raise JobGone(denial)
         out = []
         for i in state.inputs:
             done = JobInputCommit()

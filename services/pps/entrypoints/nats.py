@@ -23,13 +23,13 @@ from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import PipelinesProjection
 from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
 from services.pps.app import job_trigger
+from services.pps.app.authorize import RULES
 from services.pps.app.cron import CronTicks
 from services.pps.app.gc_roots import ObjectRoots
 from services.pps.app.job_run import MasterDeps
 from services.pps.app.jobs import Jobs, JobWriter
 from services.pps.app.master import Master
 from services.pps.app.pipelines import Pipelines, PipelineWriter
-from services.pps.app.rules import RULES
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
 
@@ -107,10 +107,11 @@ async def start_jobs(
         local_pools(),
         cfg.objects,
         leases=leases,
-        may_read=auth_view.pipeline_denial if auth_view is not None else None,
     )
     master = Master(deps, ctx.nc, gate=gate)
     pipelines.listeners.append(master.poke)
+    if auth_view is not None:  # jobs read their inputs as their pipeline's creator
+        deps.may_read = auth_view.pipeline_denial
     await master.start()
     ctx.stack.push_async_callback(master.stop)
     trigger_registry = registry()

@@ -44,4 +44,9 @@ RULES: dict[str, Callable[[Any], Need]] = {
     "GetLogsPage": lambda _: ANYONE,
     "ChunkDone": lambda _: admin("ChunkDone (workers only)"),
     "ObjectRoots": lambda _: admin("garbage-collect"),
+    # Secrets (Pachyderm 2.x's RPCs): cluster-wide and sensitive.
+    "CreateSecret": lambda _: admin("create-secret"),
+    "DeleteSecret": lambda _: admin("delete-secret"),
+    "InspectSecret": lambda _: admin("inspect-secret"),
+    "ListSecret": lambda _: admin("list-secret"),
 }
