@@ -12,7 +12,6 @@ from typing import TextIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from libs.activation_code import load_private_key, mint
 from libs.api.enterprise import enterprise_pb2 as ent
 from libs.api.enterprise import enterprise_pb2_grpc
 from libs.errors import InvalidArgument
@@ -93,6 +92,9 @@ def get_state(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def mint_code(args: argparse.Namespace, out: TextIO) -> int:
+    # Imported here: the other pachctl commands do not pay for the crypto.
+    from libs.activation_code import load_private_key, mint
+
     key = load_private_key(Path(args.signing_key))
     expires = parse_expiry(args.expires)
     if expires <= time.time():
