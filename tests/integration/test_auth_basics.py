@@ -133,3 +133,21 @@ def test_enterprise_and_auth_flow(
     assert alice.code_of(alice.pfs.InspectRepo, before) == OK
     admin.call(admin.auth.ModifyAdmins, auth.ModifyAdminsRequest(remove=["robot:alice"]))
     assert alice.code_of(alice.pfs.InspectRepo, before) == DENIED
+    # deactivation (admins only) drops every ACL and token: open access again
+    assert alice.code_of(alice.auth.Deactivate, auth.DeactivateRequest()) == DENIED
+    admin.call(admin.auth.Deactivate, auth.DeactivateRequest())
+    assert anon.code_of(anon.pfs.InspectRepo, before) == OK
+    assert anon.code_of(anon.pfs.InspectRepo, mine) == OK
+    with pytest.raises(grpc.RpcError) as err:
+        admin.call(admin.auth.WhoAmI, auth.WhoAmIRequest())
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # activating again starts afresh: old tokens stay dead
+    again = anon.call(anon.auth.Activate, auth.ActivateRequest(subject="robot:admin2"))
+    assert (
+        Client(cluster.grpc_port, again.pach_token).code_of(
+            anon.pfs.ListRepo, pfs.ListRepoRequest()
+        )
+        == OK
+    )
+    assert admin.code_of(admin.pfs.ListRepo, pfs.ListRepoRequest()) == UNAUTH
+    assert anon.code_of(anon.pfs.InspectRepo, mine) == UNAUTH
