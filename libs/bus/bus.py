@@ -115,14 +115,14 @@ class Bus:
         self.service = service
         self.max_message_bytes = max_message_bytes
         self.timeout = timeout
-        self._subs: list[Subscription] = []
-        self._inflight: set[asyncio.Task[None]] = set()
         # Authorization of the commands and queries this bus serves (set by
         # the service once its auth view runs); None lets everything in.
         self.guard: Guard | None = None
         # The gateway's: every request it sends is on a client's behalf and
         # carries this as ``H_AUTH_SEQ``.
         self.auth_seq_source: Callable[[], int] | None = None
+        self._subs: list[Subscription] = []
+        self._inflight: set[asyncio.Task[None]] = set()
 
     # --- serving -----------------------------------------------------------
 
@@ -142,10 +142,15 @@ class Bus:
         subject = subject_for(kind, self.service, name)
         log = _log.debug if quiet else _log.info
 
+        async def guarded(request: Req, ctx: Context) -> Message:
+            if self.guard is not None:  # authorization, before the handler
+                await self.guard(name, request, ctx)
+            return await handler(request, ctx)
+
         async def on_msg(msg: Msg) -> None:
             # Each request runs in its own task so one slow handler does not
             # hold up the subscription's other requests.
-            task = asyncio.create_task(self._handle(msg, subject, request_type, handler, log))
+            task = asyncio.create_task(self._handle(msg, subject, request_type, guarded, log))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
@@ -188,10 +193,7 @@ class Bus:
             subject, context=parent, kind=trace.SpanKind.SERVER
         ) as span:
             try:
-                request = self._decode(msg.data, request_type)
-                if self.guard is not None:
-                    await self.guard(subject.split(".", 2)[2], request, ctx)
-                reply = await handler(request, ctx)
+                reply = await handler(self._decode(msg.data, request_type), ctx)
                 body = reply.SerializeToString()
                 if len(body) > self.max_message_bytes:
                     raise MessageTooLarge(len(body), self.max_message_bytes, "reply")
