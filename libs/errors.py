@@ -189,6 +189,13 @@ class UnknownCommand(NotFound):
         super().__init__(f"no handler serves {subject!r}", subject=subject)
 
 
+class InvalidActivationCode(InvalidArgument):
+    """An enterprise activation code that is malformed, not signed by the
+    key the cluster trusts, or expired."""
+
+    code = "invalid_activation_code"
+
+
 class ObjectNotFound(NotFound):
     code = "object_not_found"
 

@@ -7,7 +7,9 @@ Requests and replies are protobuf messages. Errors travel back as the
 caller's side as the same typed error.
 
 Headers on a request: ``Pach-Principal`` (who asks), ``Pach-Request-Id``,
-and the W3C trace context, so a handler's span continues the caller's trace.
+``Pach-Auth-Seq`` (set by the gateway only: the request is a client's and
+``Bus.guard`` authorizes it), and the W3C trace context, so a handler's
+span continues the caller's trace.
 """
 
 from __future__ import annotations

@@ -35,6 +35,11 @@ from libs.errors import (
 H_PRINCIPAL = "Pach-Principal"
 H_REQUEST_ID = "Pach-Request-Id"
 H_ERROR = "Pach-Error"
+# Set by the gateway on every request it forwards for a client: the stream
+# sequence of the last auth event its view applied when it authenticated
+# the caller. Requests without it come from inside the cluster (service to
+# service) and are not authorized again.
+H_AUTH_SEQ = "Pach-Auth-Seq"
 # cmd and qry are request/reply in a queue group (one replica answers);
 # note is published to every replica of the service, with no answer.
 KINDS = ("cmd", "qry", "note")
@@ -54,6 +59,28 @@ class Context:
     principal: str
     request_id: str
     subject: str
+    # ``H_AUTH_SEQ`` of a client's request; -1 for a request from inside
+    # the cluster.
+    auth_seq: int = -1
+
+    @property
+    def external(self) -> bool:
+        """Forwarded by the gateway on behalf of a client."""
+        return self.auth_seq >= 0
+
+
+# Decides whether a request may run (``Bus.guard``): raises to refuse it.
+Guard = Callable[[str, Message, Context], Awaitable[None]]
+
+
+def _auth_seq(headers: dict[str, str]) -> int:
+    raw = headers.get(H_AUTH_SEQ)
+    if raw is None:
+        return -1
+    try:
+        return max(int(raw), 0)
+    except ValueError:
+        return 0
 
 
 # Requests whose names start with these read state; everything else changes it.
@@ -92,6 +119,12 @@ class Bus:
         self.service = service
         self.max_message_bytes = max_message_bytes
         self.timeout = timeout
+        # Authorization of the commands and queries this bus serves (set by
+        # the service once its auth view runs); None lets everything in.
+        self.guard: Guard | None = None
+        # The gateway's: every request it sends is on a client's behalf and
+        # carries this as ``H_AUTH_SEQ``.
+        self.auth_seq_source: Callable[[], int] | None = None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
         # Called with each request's subject before its handler; raising a
@@ -116,10 +149,15 @@ class Bus:
         subject = subject_for(kind, self.service, name)
         log = _log.debug if quiet else _log.info
 
+        async def guarded(request: Req, ctx: Context) -> Message:
+            if self.guard is not None:  # authorization, before the handler
+                await self.guard(name, request, ctx)
+            return await handler(request, ctx)
+
         async def on_msg(msg: Msg) -> None:
             # Each request runs in its own task so one slow handler does not
             # hold up the subscription's other requests.
-            task = asyncio.create_task(self._handle(msg, subject, request_type, handler, log))
+            task = asyncio.create_task(self._handle(msg, subject, request_type, guarded, log))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
@@ -167,6 +205,7 @@ class Bus:
             principal=headers.get(H_PRINCIPAL, ""),
             request_id=headers.get(H_REQUEST_ID, "") or uuid.uuid4().hex,
             subject=subject,
+            auth_seq=_auth_seq(headers),
         )
         started = time.perf_counter()
         status = "ok"
@@ -313,6 +352,7 @@ class Bus:
         principal: str = "",
         timeout: float | None = None,
         request_id: str | None = None,
+        auth_seq: int | None = None,
     ) -> Resp:
         subject = subject_for(kind, service, name)
         body = request.SerializeToString()
@@ -322,6 +362,10 @@ class Bus:
             H_PRINCIPAL: principal,
             H_REQUEST_ID: request_id or uuid.uuid4().hex,
         }
+        if auth_seq is None and self.auth_seq_source is not None:
+            auth_seq = self.auth_seq_source()
+        if auth_seq is not None:
+            headers[H_AUTH_SEQ] = str(auth_seq)
         wait = self.timeout if timeout is None else timeout
         with _tracer.start_as_current_span(subject, kind=trace.SpanKind.CLIENT):
             propagate.inject(headers)

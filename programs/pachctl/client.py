@@ -10,6 +10,7 @@ import grpc
 
 from libs.errors import PachError
 from programs.pachctl.address import Address
+from programs.pachctl.config import session_token
 
 T = TypeVar("T")
 
@@ -81,19 +82,52 @@ def _transport(details: str) -> bool:
     return not details or any(needle in lowered for needle in _TRANSPORT)
 
 
-class Pachd:
-    """A connection to pachd; use as a context manager."""
+class _Token(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Sends the session token (metadata ``authn-token``) with every call."""
 
-    def __init__(self, address: Address, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def _details(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("authn-token", self.token)]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+class Pachd:
+    """A connection to pachd; use as a context manager. Calls carry the
+    session token of pachctl's config (``auth login``), unless ``anonymous``."""
+
+    def __init__(
+        self, address: Address, timeout: float = DEFAULT_TIMEOUT_S, *, anonymous: bool = False
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address.target)
+        self._raw = grpc.insecure_channel(address.target)
+        token = "" if anonymous else session_token()
+        self.channel = grpc.intercept_channel(self._raw, _Token(token)) if token else self._raw
 
     def __enter__(self) -> Pachd:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.channel.close()
+        self._raw.close()
 
     def call(self, rpc: Callable[..., T], request: object) -> T:
         try:

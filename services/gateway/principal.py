@@ -1,5 +1,8 @@
-"""Who is calling: the ``authn-token`` metadata becomes the principal passed
-to the bus (empty when absent). Checking the token is a later issue.
+"""Who is calling: the ``authn-token`` metadata (HTTP: also ``Authorization:
+Bearer``) becomes the principal passed to the bus. Once the gateway
+installed its ``Authenticator`` (``app/authn.py``), the token is checked and
+the principal is the subject it stands for; without one (a bare bus in a
+test) the token itself is passed on.
 
 Servicers call backends through ``ask`` so the principal always travels."""
 
@@ -11,8 +14,22 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from libs.bus import Bus
+from services.gateway.app.authn import Authenticator
 
 TOKEN_KEY = "authn-token"
+
+_authenticator: Authenticator | None = None
+
+
+def install(authenticator: Authenticator | None) -> None:
+    """Check every caller's token with ``authenticator`` from now on."""
+    global _authenticator
+    _authenticator = authenticator
+
+
+def _who(token: str) -> str:
+    return token if _authenticator is None else _authenticator.subject(token)
+
 
 Resp = TypeVar("Resp", bound=Message)
 R = TypeVar("R", bound=Message)
@@ -54,15 +71,28 @@ def timeout_for(name: str, default: float, remaining: float | None = None) -> fl
     return max(wait, 0.001)
 
 
-def grpc_principal(context: HasMetadata) -> str:
+def grpc_token(context: HasMetadata) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == TOKEN_KEY and isinstance(value, str):
             return value
     return ""
 
 
+def grpc_principal(context: HasMetadata) -> str:
+    return _who(grpc_token(context))
+
+
+def http_token(request: web.Request) -> str:
+    token = request.headers.get(TOKEN_KEY, "")
+    if not token:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            token = value.strip()
+    return token
+
+
 def http_principal(request: web.Request) -> str:
-    return request.headers.get(TOKEN_KEY, "")
+    return _who(http_token(request))
 
 
 async def ask(

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from programs.pachctl.commands import (
     admin,
+    auth,
     branch,
     commit,
+    enterprise,
     file,
     job,
     pipeline,
@@ -18,4 +20,17 @@ from programs.pachctl.commands import (
 )
 from programs.pachctl.commands import gc as garbage_collect
 
-GROUPS = (version, repo, commit, branch, file, job, pipeline, secret, admin, garbage_collect)
+GROUPS = (
+    version,
+    repo,
+    commit,
+    branch,
+    file,
+    job,
+    pipeline,
+    secret,
+    admin,
+    garbage_collect,
+    auth,
+    enterprise,
+)

@@ -6,7 +6,7 @@ in its own registry (e.g. ``services/pps/domain/upcasters.py``)."""
 
 from __future__ import annotations
 
-from libs.api.events import pfs_pb2, pps_pb2
+from libs.api.events import auth_pb2, enterprise_pb2, pfs_pb2, pps_pb2
 from libs.events.registry import EventRegistry
 
 
@@ -14,4 +14,6 @@ def cluster_registry() -> EventRegistry:
     reg = EventRegistry()
     reg.register_module(pfs_pb2)
     reg.register_module(pps_pb2)
+    reg.register_module(auth_pb2)
+    reg.register_module(enterprise_pb2)
     return reg

@@ -20,6 +20,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from libs.api.admin import admin_pb2 as admin
 from libs.api.internal import admin_service_pb2 as msg
+from libs.authz.guard import install_guard
 from libs.bus import Context
 from libs.objects import open_object_store
 from libs.service import ServiceContext
@@ -27,6 +28,7 @@ from libs.transfer import open_transfer_store
 from services.admin.adapters.cluster_state import ClusterState
 from services.admin.app.bootstrap import bootstrap_log
 from services.admin.app.operations import Admin
+from services.admin.domain.rules import RULES
 
 SERVED: tuple[str, ...] = (
     "cmd.admin.Extract",
@@ -38,6 +40,7 @@ SERVED: tuple[str, ...] = (
 
 async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
+    await install_guard(ctx, RULES, "admin")
     state = await ClusterState.open(ctx.js, replicas=cfg.events_replicas)
     await bootstrap_log(ctx.js, cfg, state, ctx.stopping)
     cluster_id = await state.cluster_id()

@@ -14,15 +14,19 @@ import ipaddress
 
 from aiohttp import web
 
+from libs.authz.view import AuthView
 from libs.bus import Bus
 from libs.config import Config
+from libs.errors import DeadlineExceeded
 from libs.service import ServiceContext
-from services.gateway import dashboard
+from services.gateway import dashboard, principal
+from services.gateway.app.authn import Authenticator
 from services.gateway.app.backends import BackendMonitor
 from services.gateway.grpc.server import start_grpc
 from services.gateway.http.app import build_app, serve_http
 
 GRACE_S = 5.0
+STARTUP_SYNC_S = 60.0
 
 
 def loopback_only(host: str) -> bool:
@@ -46,8 +50,19 @@ async def start_http(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.AppR
 async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
     monitor = BackendMonitor(ctx.nc, ctx.bus)
+    # Authentication: the gateway's own view of tokens, admins and ACLs.
+    view = AuthView(ctx.js, stream=cfg.events_stream)
+    await view.start()
+    ctx.stack.push_async_callback(view.stop)
+    if await view.has_auth_events():  # serve with the log's auth state
+        with contextlib.suppress(DeadlineExceeded):
+            await view.sync(timeout=STARTUP_SYNC_S)
+    authn = Authenticator(view)
+    authn.attach(ctx.bus)
+    principal.install(authn)
+    ctx.stack.callback(principal.install, None)
 
-    server, grpc_port = await start_grpc(cfg, monitor, ctx.bus)
+    server, grpc_port = await start_grpc(cfg, monitor, ctx.bus, authn)
 
     async def stop_grpc() -> None:
         await server.stop(GRACE_S)

@@ -13,15 +13,18 @@ from libs.config import Config
 from libs.errors import Unavailable
 from libs.objects import open_object_store
 from libs.observe import GrpcRequestLog
+from services.gateway.app.authn import Authenticator
 from services.gateway.app.backends import BackendMonitor
 from services.gateway.errors import GrpcErrors
-from services.gateway.grpc import admin, pfs, pps, unserved, version
+from services.gateway.grpc import admin, auth, pfs, pps, unserved, version
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[aio.Server, int]:
+async def start_grpc(
+    cfg: Config, monitor: BackendMonitor, bus: Bus, authn: Authenticator
+) -> tuple[aio.Server, int]:
     server = aio.server(
         interceptors=[GrpcRequestLog(), GrpcErrors()],
         options=[
@@ -34,6 +37,7 @@ async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[ai
     pfs.register(server, bus, open_object_store(cfg.objects), cfg.grpc_max_message_bytes)
     pps.register(server, bus, cfg.grpc_max_message_bytes)
     admin.register(server, bus, cfg)
+    auth.register(server, bus, authn)
 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

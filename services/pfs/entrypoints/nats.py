@@ -5,6 +5,7 @@ projections, and serve the commands and queries (``cmd.pfs.*``,
 
 from __future__ import annotations
 
+from libs.authz.guard import install_guard
 from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.objects import open_object_store
 from libs.readmodels import open_document_store
@@ -22,10 +23,12 @@ from services.pfs.app.put_sessions import PutSessions, PutSettings
 from services.pfs.app.repos import Repos
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain.events import registry
+from services.pfs.domain.rules import RULES
 
 
 async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
+    await install_guard(ctx, RULES, "pfs")
     reg = registry()
     events = EventStore.from_config(ctx.nc, reg, cfg)
     ctx.stack.push_async_callback(events.close)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -77,6 +77,9 @@ class MasterDeps:
     logs: LogSink
     pools: PoolFactory
     s3: ObjectStoreConfig | None = None  # egress credentials
+    # Why a new job of a pipeline may not read its inputs ("" when it may):
+    # the pipeline's capability, checked from the local auth view.
+    may_read: Callable[[str, list[str]], Awaitable[str]] | None = None
     poll: float = 1.0  # re-check while waiting, without hints
     leases: Leases | None = None  # None: this is the only pps replica
     services: ServiceHost | None = None  # runs service pipelines (None: refused)
@@ -292,6 +295,11 @@ class JobRun:
 
     async def wait_inputs(self, state: domain.Job) -> list[JobInputCommit]:
         """The job's input commits with their trees, once all are finished."""
+        if self.deps.may_read is not None:  # the pipeline's capability
+            denial = await self.deps.may_read(self.record.name, [i.repo for i in state.inputs])
+            if denial:
+                await self.fail(state, denial)
+                raise JobGone(denial)
         out = []
         for i in state.inputs:
             done = JobInputCommit()

@@ -9,6 +9,8 @@ masters, the workers and the job/datum/log queries join here."""
 from __future__ import annotations
 
 from libs.api.events import pfs_pb2 as pfs_events
+from libs.authz.guard import install_guard
+from libs.authz.view import AuthView
 from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.objects import ObjectStore, open_object_store
 from libs.readmodels import DocumentStore, open_document_store
@@ -22,6 +24,7 @@ from services.pps.adapters.pipelines_view import PipelinesProjection
 from services.pps.adapters.secrets import SecretStore, default_root
 from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
 from services.pps.app import job_trigger
+from services.pps.app.authorize import RULES
 from services.pps.app.cron import CronTicks
 from services.pps.app.gc_roots import ObjectRoots
 from services.pps.app.job_run import MasterDeps
@@ -37,6 +40,7 @@ from services.pps.runners.local import LocalRunner
 
 async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
+    auth_view = await install_guard(ctx, RULES, "pps")
     reg = registry()
     events = EventStore.from_config(ctx.nc, reg, cfg)
     ctx.stack.push_async_callback(events.close)
@@ -65,7 +69,9 @@ async def setup(ctx: ServiceContext) -> None:
     await Secrets(SecretStore(default_root(cfg.data_dir))).register(ctx.bus)
     await cron.start()
     ctx.stack.push_async_callback(cron.stop)
-    await start_jobs(ctx, events, views, docs, pfs, store, pipelines, pipeline_writer, gate)
+    await start_jobs(
+        ctx, events, views, docs, pfs, store, pipelines, pipeline_writer, gate, auth_view
+    )
     ctx.log.info("pps ready", projection_positions=[v.position for v in views])
 
 
@@ -79,6 +85,7 @@ async def start_jobs(
     pipelines: Pipelines,
     pipeline_writer: PipelineWriter,
     gate: ReactionGate | None = None,
+    auth_view: AuthView | None = None,
 ) -> None:
     """Jobs (helper D): the work and log streams, the job/datum/log
     handlers, the job trigger reaction and the pipeline masters."""
@@ -118,6 +125,8 @@ async def start_jobs(
     )
     master = Master(deps, ctx.nc, gate=gate)
     pipelines.listeners.append(master.poke)
+    if auth_view is not None:  # jobs read their inputs as their pipeline's creator
+        deps.may_read = auth_view.pipeline_denial
     await master.start()
     ctx.stack.push_async_callback(master.stop)
     trigger_registry = registry()

@@ -1,0 +1,225 @@
+"""``auth.API`` and ``enterprise.API``: each RPC is forwarded to its service
+with the caller's principal; WhoAmI is answered here, from the gateway's
+auth view (it is about the caller's token, which only the gateway sees).
+After a call that changes auth or enterprise state, the gateway's view
+catches up before the answer goes back (``Authenticator.changed``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypeVar
+
+import grpc.aio
+from google.protobuf.message import Message
+
+from libs.api.auth import auth_pb2 as auth
+from libs.api.auth import auth_pb2_grpc
+from libs.api.enterprise import enterprise_pb2 as ent
+from libs.api.enterprise import enterprise_pb2_grpc
+from libs.authz.state import ANYONE
+from libs.bus import Bus
+from libs.errors import FailedPrecondition, Unauthenticated
+from services.gateway.app.authn import Authenticator
+from services.gateway.principal import ask, grpc_token
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R", bound=Message)
+
+# auth.API RPCs that change state (everything else only reads).
+AUTH_CHANGES = frozenset(
+    {
+        "Activate",
+        "Deactivate",
+        "SetConfiguration",
+        "ModifyAdmins",
+        "Authenticate",
+        "SetScope",
+        "SetACL",
+        "GetAuthToken",
+        "ExtendAuthToken",
+        "RevokeAuthToken",
+        "SetGroupsForUser",
+        "ModifyMembers",
+        "GetOneTimePassword",
+    }
+)
+# What only reads (``qry.*``); everything else is a command.
+READS = frozenset(
+    {"GetConfiguration", "GetAdmins", "Authorize", "GetScope", "GetACL", "GetGroups", "GetUsers"}
+    | {"GetState"}
+)
+
+
+class _Forward:
+    def __init__(self, bus: Bus, authn: Authenticator, service: str, changes: frozenset[str]):
+        self.bus = bus
+        self.authn = authn
+        self.service = service
+        self.changes = changes
+
+    async def __call__(self, name: str, request: Message, context: Ctx, response: type[R]) -> R:
+        kind = "cmd" if name in self.changes or name not in READS else "qry"
+        reply = await ask(self.bus, context, self.service, name, request, response, kind=kind)
+        if name in self.changes:
+            await self.authn.changed()
+        return reply
+
+
+class AuthServicer(auth_pb2_grpc.APIServicer):
+    def __init__(self, bus: Bus, authn: Authenticator) -> None:
+        self.authn = authn
+        self._forward = _Forward(bus, authn, "auth", AUTH_CHANGES)
+
+    async def WhoAmI(  # type: ignore[override]
+        self, request: auth.WhoAmIRequest, context: Ctx
+    ) -> auth.WhoAmIResponse:
+        state = self.authn.view.state
+        if not state.active:
+            raise FailedPrecondition(
+                "the auth service is not activated: run 'pachctl auth activate'"
+            )
+        token = grpc_token(context)
+        subject = self.authn.subject(token)
+        if not subject:
+            raise Unauthenticated("not logged in: run 'pachctl auth login'")
+        rec = state.token(token, time.time())
+        ttl = max(int(rec.expires - time.time()), 0) if rec and rec.expires else 0
+        state.check(subject, ANYONE, time.time())  # admin-only state: admins only
+        return auth.WhoAmIResponse(username=subject, is_admin=subject in state.admins, ttl=ttl)
+
+    async def Activate(  # type: ignore[override]
+        self, request: auth.ActivateRequest, context: Ctx
+    ) -> auth.ActivateResponse:
+        return await self._forward("Activate", request, context, auth.ActivateResponse)
+
+    async def Deactivate(  # type: ignore[override]
+        self, request: auth.DeactivateRequest, context: Ctx
+    ) -> auth.DeactivateResponse:
+        return await self._forward("Deactivate", request, context, auth.DeactivateResponse)
+
+    async def GetConfiguration(  # type: ignore[override]
+        self, request: auth.GetConfigurationRequest, context: Ctx
+    ) -> auth.GetConfigurationResponse:
+        return await self._forward(
+            "GetConfiguration", request, context, auth.GetConfigurationResponse
+        )
+
+    async def SetConfiguration(  # type: ignore[override]
+        self, request: auth.SetConfigurationRequest, context: Ctx
+    ) -> auth.SetConfigurationResponse:
+        return await self._forward(
+            "SetConfiguration", request, context, auth.SetConfigurationResponse
+        )
+
+    async def GetAdmins(  # type: ignore[override]
+        self, request: auth.GetAdminsRequest, context: Ctx
+    ) -> auth.GetAdminsResponse:
+        return await self._forward("GetAdmins", request, context, auth.GetAdminsResponse)
+
+    async def ModifyAdmins(  # type: ignore[override]
+        self, request: auth.ModifyAdminsRequest, context: Ctx
+    ) -> auth.ModifyAdminsResponse:
+        return await self._forward("ModifyAdmins", request, context, auth.ModifyAdminsResponse)
+
+    async def Authenticate(  # type: ignore[override]
+        self, request: auth.AuthenticateRequest, context: Ctx
+    ) -> auth.AuthenticateResponse:
+        return await self._forward("Authenticate", request, context, auth.AuthenticateResponse)
+
+    async def Authorize(  # type: ignore[override]
+        self, request: auth.AuthorizeRequest, context: Ctx
+    ) -> auth.AuthorizeResponse:
+        return await self._forward("Authorize", request, context, auth.AuthorizeResponse)
+
+    async def GetScope(  # type: ignore[override]
+        self, request: auth.GetScopeRequest, context: Ctx
+    ) -> auth.GetScopeResponse:
+        return await self._forward("GetScope", request, context, auth.GetScopeResponse)
+
+    async def SetScope(  # type: ignore[override]
+        self, request: auth.SetScopeRequest, context: Ctx
+    ) -> auth.SetScopeResponse:
+        return await self._forward("SetScope", request, context, auth.SetScopeResponse)
+
+    async def GetACL(  # type: ignore[override]
+        self, request: auth.GetACLRequest, context: Ctx
+    ) -> auth.GetACLResponse:
+        return await self._forward("GetACL", request, context, auth.GetACLResponse)
+
+    async def SetACL(  # type: ignore[override]
+        self, request: auth.SetACLRequest, context: Ctx
+    ) -> auth.SetACLResponse:
+        return await self._forward("SetACL", request, context, auth.SetACLResponse)
+
+    async def GetAuthToken(  # type: ignore[override]
+        self, request: auth.GetAuthTokenRequest, context: Ctx
+    ) -> auth.GetAuthTokenResponse:
+        return await self._forward("GetAuthToken", request, context, auth.GetAuthTokenResponse)
+
+    async def ExtendAuthToken(  # type: ignore[override]
+        self, request: auth.ExtendAuthTokenRequest, context: Ctx
+    ) -> auth.ExtendAuthTokenResponse:
+        return await self._forward(
+            "ExtendAuthToken", request, context, auth.ExtendAuthTokenResponse
+        )
+
+    async def RevokeAuthToken(  # type: ignore[override]
+        self, request: auth.RevokeAuthTokenRequest, context: Ctx
+    ) -> auth.RevokeAuthTokenResponse:
+        return await self._forward(
+            "RevokeAuthToken", request, context, auth.RevokeAuthTokenResponse
+        )
+
+    async def SetGroupsForUser(  # type: ignore[override]
+        self, request: auth.SetGroupsForUserRequest, context: Ctx
+    ) -> auth.SetGroupsForUserResponse:
+        return await self._forward(
+            "SetGroupsForUser", request, context, auth.SetGroupsForUserResponse
+        )
+
+    async def ModifyMembers(  # type: ignore[override]
+        self, request: auth.ModifyMembersRequest, context: Ctx
+    ) -> auth.ModifyMembersResponse:
+        return await self._forward("ModifyMembers", request, context, auth.ModifyMembersResponse)
+
+    async def GetGroups(  # type: ignore[override]
+        self, request: auth.GetGroupsRequest, context: Ctx
+    ) -> auth.GetGroupsResponse:
+        return await self._forward("GetGroups", request, context, auth.GetGroupsResponse)
+
+    async def GetUsers(  # type: ignore[override]
+        self, request: auth.GetUsersRequest, context: Ctx
+    ) -> auth.GetUsersResponse:
+        return await self._forward("GetUsers", request, context, auth.GetUsersResponse)
+
+    async def GetOneTimePassword(  # type: ignore[override]
+        self, request: auth.GetOneTimePasswordRequest, context: Ctx
+    ) -> auth.GetOneTimePasswordResponse:
+        return await self._forward(
+            "GetOneTimePassword", request, context, auth.GetOneTimePasswordResponse
+        )
+
+
+class EnterpriseServicer(enterprise_pb2_grpc.APIServicer):
+    def __init__(self, bus: Bus, authn: Authenticator) -> None:
+        self._forward = _Forward(bus, authn, "enterprise", frozenset({"Activate", "Deactivate"}))
+
+    async def Activate(  # type: ignore[override]
+        self, request: ent.ActivateRequest, context: Ctx
+    ) -> ent.ActivateResponse:
+        return await self._forward("Activate", request, context, ent.ActivateResponse)
+
+    async def GetState(  # type: ignore[override]
+        self, request: ent.GetStateRequest, context: Ctx
+    ) -> ent.GetStateResponse:
+        return await self._forward("GetState", request, context, ent.GetStateResponse)
+
+    async def Deactivate(  # type: ignore[override]
+        self, request: ent.DeactivateRequest, context: Ctx
+    ) -> ent.DeactivateResponse:
+        return await self._forward("Deactivate", request, context, ent.DeactivateResponse)
+
+
+def register(server: grpc.aio.Server, bus: Bus, authn: Authenticator) -> None:
+    auth_pb2_grpc.add_APIServicer_to_server(AuthServicer(bus, authn), server)
+    enterprise_pb2_grpc.add_APIServicer_to_server(EnterpriseServicer(bus, authn), server)
