@@ -97,7 +97,22 @@ def permissions(role: str, *, events_stream: str = "EVENTS") -> dict[str, object
                 f"$JS.API.STREAM.UPDATE.{events_stream}",
             ]
     elif role == GATEWAY:
-        pub = ["cmd.>", "qry.>"]  # no events, no JetStream at all
+        # Commands and queries, and reading the event log (never appending):
+        # it authenticates every call from its own view of the auth events.
+        es = events_stream
+        pub = [
+            "cmd.>",
+            "qry.>",
+            "$JS.API.INFO",
+            f"$JS.API.STREAM.INFO.{es}",
+            f"$JS.API.STREAM.MSG.GET.{es}",
+            f"$JS.API.DIRECT.GET.{es}.>",
+            f"$JS.API.CONSUMER.CREATE.{es}",
+            f"$JS.API.CONSUMER.CREATE.{es}.>",
+            f"$JS.API.CONSUMER.INFO.{es}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{es}.>",
+            f"$JS.API.CONSUMER.DELETE.{es}.>",
+        ]
         sub = [*own, inbox]
     elif role == WORKER:
         # Its pipeline's chunks (PPS_WORK), its log lines (PPS_LOGS), its

@@ -27,6 +27,8 @@ UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 
 def http(url: str, body: bytes | None, token: str = "") -> tuple[int, str]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=body, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:

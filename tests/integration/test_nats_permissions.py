@@ -182,13 +182,19 @@ async def test_the_gateway_calls_services_and_nothing_else(login: dict[str, As])
     gw = login["gateway"]
     for subject in ("cmd.pfs.CreateRepo", "qry.pps.ListPipeline"):
         assert not await gw.publish_refused(subject)
+    # It reads the event log (its view of the auth events) ...
+    for subject in ("$JS.API.STREAM.INFO.EVENTS", "$JS.API.CONSUMER.CREATE.EVENTS"):
+        assert not await gw.publish_refused(subject), subject
+    # ... but appends nothing, touches no other stream and removes nothing.
     for subject in (
         "ev.pfs.repo.images",
         "pps.work.edges",
         "$JS.API.STREAM.NAMES",
-        "$JS.API.STREAM.INFO.EVENTS",
-        "$JS.API.DIRECT.GET.EVENTS",
-        "$JS.API.CONSUMER.CREATE.EVENTS",
+        "$JS.API.STREAM.INFO.PPS_WORK",
+        "$JS.API.CONSUMER.CREATE.PPS_WORK",
+        "$JS.API.STREAM.DELETE.EVENTS",
+        "$JS.API.STREAM.PURGE.EVENTS",
+        "$JS.API.STREAM.MSG.DELETE.EVENTS",
     ):
         assert await gw.publish_refused(subject), subject
     # It cannot answer in pfs's place, read the log or others' replies.
