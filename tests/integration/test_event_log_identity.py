@@ -66,6 +66,11 @@ def wait_states(c: Cluster, want: str, timeout: float = 30.0) -> None:
     wait_until(lambda: set(states(c).values()) == {want}, timeout)
 
 
+def last_seqs(c: Cluster) -> list[int]:
+    body = health(c)[1]
+    return [int(body["services"][n]["event_log"]["last_seq"]) for n in BACKENDS]
+
+
 def fail(done: Any) -> str:
     assert done.returncode != 0, done.stdout
     return str(done.stderr.decode())
@@ -147,6 +152,9 @@ def test_first_start_stamps_the_log_and_a_restart_keeps_serving(
     cluster: Cluster, backup: bytes
 ) -> None:
     wait_states(cluster, "ok")
+    # (a health answer carries each service's latest look at the log, fresh
+    # when the look takes under a second; under load it may trail the put)
+    wait_until(lambda: min(last_seqs(cluster)) > 0, 30)
     status, body = health(cluster)
     assert status == 200 and body["status"] == "degraded"  # (low disk: still serving)
     cid = run(stored_cluster_id(cluster))

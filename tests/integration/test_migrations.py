@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,11 +48,16 @@ def extract_path(version: int) -> Path:
 
 
 def restore(cluster: Cluster, extract: Path) -> None:
-    """``admin.Restore`` of the extract file (by URL: an absolute local
-    path); returns once pfs and pps have applied the restored log."""
+    """``admin.Restore`` of the extract file (by URL: a copy of it in the
+    cluster's backup directory, the only place restore -u reads); returns
+    once pfs and pps have applied the restored log."""
+    backups = cluster.data_dir / "backups"
+    backups.mkdir(parents=True, exist_ok=True)
+    copy = backups / extract.name
+    shutil.copyfile(extract, copy)
     with grpc.insecure_channel(cluster.state()["grpc_address"]) as channel:
         stub = admin_pb2_grpc.APIStub(channel)
-        stub.Restore(iter([admin.RestoreRequest(URL=str(extract))]), timeout=RESTORE_TIMEOUT_S)
+        stub.Restore(iter([admin.RestoreRequest(URL=str(copy))]), timeout=RESTORE_TIMEOUT_S)
 
 
 def answers_of(cluster: Cluster) -> dict[str, Any]:

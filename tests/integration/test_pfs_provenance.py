@@ -372,12 +372,12 @@ def test_delete_all_removes_every_repo_branch_and_commit(
     old = commit_on(api, "one")
     create_branch(api, "two", "master", branch("one"))
     assert head(api, "two")
-    assert http(cluster, "DeleteAll") == (200, {})
+    assert http(cluster, "DeleteAll", {}) == (200, {})
     assert list(api.ListRepo(pfs.ListRepoRequest()).repo_info) == []
     api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="one")))
     assert code_of(lambda: inspect(api, "one", old)) == grpc.StatusCode.NOT_FOUND
     assert ids(api, "one") == []
     assert list(api.ListBranch(pfs.ListBranchRequest(repo=pfs.Repo(name="one"))).branch_info) == []
-    assert http(cluster, "DeleteAll") == (200, {})  # nothing left: still fine
+    assert http(cluster, "DeleteAll", {}) == (200, {})  # nothing left: still fine
     api.DeleteAll(Empty())  # and over gRPC
     assert list(api.ListRepo(pfs.ListRepoRequest()).repo_info) == []
