@@ -14,6 +14,7 @@ import pytest
 from libs.errors import InvalidArgument
 from services.pps.runners.local import (
     MAX_LINE,
+    SYSTEM_PATH,
     LocalRunner,
     base_env,
     python_dirs_in_tmp,
@@ -23,11 +24,20 @@ from services.pps.runners.local import (
 
 @pytest.fixture
 def pfs(tmp_path: Path) -> Path:
-    root = tmp_path / "pfs"
+    # The scratch root (as the worker's): the sandbox uid walks into it
+    # through the runner's stage (tmp_path's parents are private).
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o755)
+    root = scratch / "pfs"
     (root / "out").mkdir(parents=True)
     (root / "in").mkdir()
     (root / "in" / "a").write_text("input\n")
     return root
+
+
+def _runner(pfs: Path, **kwargs: object) -> LocalRunner:
+    hide = [pfs.parent, *kwargs.pop("hide", [])]  # type: ignore[misc]
+    return LocalRunner(hide=hide, **kwargs)  # type: ignore[arg-type]
 
 
 class Lines:
@@ -62,7 +72,7 @@ async def _sh(
 
 
 async def test_sees_pfs_host_read_only_and_private_tmp(pfs: Path, tmp_path: Path) -> None:
-    runner = LocalRunner(hide=[tmp_path])  # under /tmp: private anyway
+    runner = _runner(pfs)
     code, _, lines = await _sh(
         runner,
         pfs,
@@ -83,13 +93,13 @@ async def test_hidden_directories_look_empty(pfs: Path) -> None:
     # A host directory the sandbox shows (the Python environment is visible
     # even in a checkout under /tmp).
     hidden = Path(sys.prefix) / "lib"
-    runner = LocalRunner(hide=[hidden])
+    runner = _runner(pfs, hide=[hidden])
     _, _, lines = await _sh(runner, pfs, f"ls {hidden} | wc -l; ls {hidden.parent} | wc -l")
     assert lines[0] == "0" and int(lines[1]) > 0
 
 
 async def test_stdin_env_path_and_working_dir(pfs: Path) -> None:
-    runner = LocalRunner()
+    runner = _runner(pfs)
     code, _, lines = await _sh(
         runner,
         pfs,
@@ -103,7 +113,7 @@ async def test_stdin_env_path_and_working_dir(pfs: Path) -> None:
 
 
 async def test_exit_codes_stderr_and_long_lines(pfs: Path) -> None:
-    runner = LocalRunner()
+    runner = _runner(pfs)
     long = f"head -c {MAX_LINE + 10} /dev/zero | tr '\\0' x"
     script = f"echo err >&2; {long}; echo; printf tail; exit 7"
     code, timed_out, lines = await _sh(runner, pfs, script)
@@ -113,14 +123,14 @@ async def test_exit_codes_stderr_and_long_lines(pfs: Path) -> None:
 
 
 async def test_code_not_reading_stdin_is_fine(pfs: Path) -> None:
-    code, _, _ = await _sh(LocalRunner(), pfs, "exit 0", stdin=b"x" * (1 << 20))
+    code, _, _ = await _sh(_runner(pfs), pfs, "exit 0", stdin=b"x" * (1 << 20))
     assert code == 0
 
 
 async def test_timeout_kills_the_whole_tree(pfs: Path) -> None:
     started = time.monotonic()
     code, timed_out, lines = await _sh(
-        LocalRunner(), pfs, "sleep 31.4159 & echo started; sleep 31.4159", timeout=1.0
+        _runner(pfs), pfs, "sleep 31.4159 & echo started; sleep 31.4159", timeout=1.0
     )
     assert timed_out and code != 0 and lines == ["started"]
     assert time.monotonic() - started < 5
@@ -129,7 +139,7 @@ async def test_timeout_kills_the_whole_tree(pfs: Path) -> None:
 
 
 async def test_cancel_kills_the_sandbox(pfs: Path) -> None:
-    task = asyncio.create_task(_sh(LocalRunner(), pfs, "sleep 27.1828"))
+    task = asyncio.create_task(_sh(_runner(pfs), pfs, "sleep 27.1828"))
     async with asyncio.timeout(10):
         while not _running("27.1828"):  # noqa: ASYNC110 - polls the process table
             await asyncio.sleep(0.05)
@@ -141,7 +151,7 @@ async def test_cancel_kills_the_sandbox(pfs: Path) -> None:
 
 
 async def test_bad_calls(pfs: Path) -> None:
-    runner = LocalRunner()
+    runner = _runner(pfs)
     with pytest.raises(InvalidArgument, match="empty"):
         await runner.run(
             [], pfs_dir=pfs, stdin=b"", env={}, working_dir="", timeout=None, on_line=Lines()
@@ -161,9 +171,9 @@ def test_base_env_drops_secrets_and_puts_this_python_first() -> None:
             "HOME": "/root",
         }
     )
-    assert env["PATH"].split(":") == [str(Path(sys.executable).parent), "/usr/bin", "/bin"]
+    assert env["PATH"].split(":") == [str(Path(sys.executable).parent), *SYSTEM_PATH]
     assert "PACH_S3_SECRET_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env
-    assert env["HOME"] == "/root"
+    assert env["HOME"] == "/tmp"
 
 
 def test_root_args_bind_the_host_read_only() -> None:

@@ -8,6 +8,8 @@ masters, the workers and the job/datum/log queries join here."""
 
 from __future__ import annotations
 
+import os
+
 from libs.api.events import pfs_pb2 as pfs_events
 from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.objects import ObjectStore, open_object_store
@@ -29,6 +31,7 @@ from services.pps.app.master import Master
 from services.pps.app.pipelines import Pipelines, PipelineWriter
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
+from services.pps.domain.resources import WorkerCaps
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -52,7 +55,9 @@ async def setup(ctx: ServiceContext) -> None:
 
     cron = CronTicks(docs, pfs, store, gate=gate)
     pipeline_writer = PipelineWriter.create(events, views)
-    pipelines = Pipelines(pipeline_writer, docs, pfs, job_counts)
+    pipelines = Pipelines(
+        pipeline_writer, docs, pfs, job_counts, caps=WorkerCaps.from_env(os.environ)
+    )
     pipelines.listeners.append(cron.sync)
     await pipelines.register(ctx.bus)
     await ObjectRoots(docs).register(ctx.bus)

@@ -28,6 +28,7 @@ from libs.api.internal import pps_work_pb2 as pachinternal
 from libs.api.pps import pps_pb2
 from libs.errors import PachError
 from libs.objects import ObjectStore
+from services.pps.domain.resources import limits_of
 from services.pps.runners.base import Runner
 from services.pps.worker.layout import PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
 from services.pps.worker.upload import stats_tree, upload
@@ -106,6 +107,7 @@ async def run_datum(
     stdin = stdin_bytes(spec)
     timeout = timeout_s(spec)
     accept = {0, *spec.transform.accept_return_code}
+    limits = limits_of(spec)
     scratch = scratch_root / f"{job_id[:12]}-{task.id[:12]}-{secrets.token_hex(4)}"
     stats = pps_pb2.ProcessStats()
     download_s = process_s = upload_s = 0.0
@@ -138,6 +140,8 @@ async def run_datum(
                         working_dir=spec.transform.working_dir,
                         timeout=timeout,
                         on_line=run.log_user,
+                        user=spec.transform.user,
+                        limits=limits,
                     )
                 finally:
                     stats.download_bytes += await feeder.stop()
@@ -147,9 +151,16 @@ async def run_datum(
                 elif result.returncode not in accept:
                     code = result.returncode
                     reason = f"{describe(task)} failed: user code exited with code {code}"
+                    if result.reason:
+                        reason += f": {result.reason}"
                 else:
                     await run.log_worker(f"finished running user code after {result.seconds:.3f}s")
-                    done = await upload(store, layout.pfs_dir, InputIndex(store, task.inputs))
+                    done = await upload(
+                        store,
+                        layout.pfs_dir,
+                        InputIndex(store, task.inputs),
+                        host_readable=runner.sees,
+                    )
                     upload_s += done.seconds
                     stats.upload_bytes += done.upload_bytes
                     output = done.root.hash

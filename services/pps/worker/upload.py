@@ -17,7 +17,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,17 +48,33 @@ class Uploaded:
 
 
 async def upload(
-    store: ObjectStore, pfs_dir: Path, index: InputIndex, *, spill_dir: Path | None = None
+    store: ObjectStore,
+    pfs_dir: Path,
+    index: InputIndex,
+    *,
+    spill_dir: Path | None = None,
+    host_readable: Callable[[Path], bool] | None = None,
 ) -> Uploaded:
-    """Store ``<pfs_dir>/out`` as a tree (see the module docstring)."""
+    """Store ``<pfs_dir>/out`` as a tree (see the module docstring).
+    ``host_readable``: whether the sandbox could read a host file (the
+    runner's ``sees``); a symlink out of ``/pfs`` is followed only to such a
+    file (None: to none), so user code cannot have the worker read for it
+    what it could not read itself."""
     started = time.monotonic()
-    walker = _Walker(store, pfs_dir, index)
+    walker = _Walker(store, pfs_dir, index, host_readable)
     root = await build(store, None, walker.ops(), spill_dir=spill_dir)
     return Uploaded(root, walker.stored, time.monotonic() - started)
 
 
 class _Walker:
-    def __init__(self, store: ObjectStore, pfs_dir: Path, index: InputIndex) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        pfs_dir: Path,
+        index: InputIndex,
+        host_readable: Callable[[Path], bool] | None = None,
+    ) -> None:
+        self._readable = host_readable
         self._pfs = pfs_dir
         self._index = index
         self._writer = FileWriter(store)
@@ -82,7 +98,13 @@ class _Walker:
                 async for op in self._dir(Path(entry.path), dst, where, depth):
                     yield op
             elif entry.is_file(follow_symlinks=False):
-                yield await self._file(Path(entry.path), dst)
+                path = Path(entry.path)
+                if not self._inside(path) and not self._may_read(path):
+                    raise FailedPrecondition(
+                        f"output {PFS}/{OUT}{dst} is {where}, which user code cannot read",
+                        path=dst,
+                    )
+                yield await self._file(path, dst)
             # fifos, sockets and devices are not files: skipped
 
     async def _link(self, sandbox: str, dst: str, depth: int) -> AsyncIterator[Op]:
@@ -95,6 +117,8 @@ class _Walker:
             return
         host = self._host(target)
         st = None if host is None else _stat(host)
+        if host is not None and not self._inside(host) and not self._may_read(host):
+            st = None
         if host is None or st is None:
             raise FailedPrecondition(
                 f"output {PFS}/{OUT}{dst} is a symlink to {target}, which the worker cannot read",
@@ -117,6 +141,14 @@ class _Walker:
         size = sum(r.length for r in refs)
         self.stored += size
         return Put(dst, refs)
+
+    def _inside(self, host: Path) -> bool:
+        return host.absolute().is_relative_to(self._pfs.absolute())
+
+    def _may_read(self, host: Path) -> bool:
+        """A host file out of /pfs: only what the sandbox itself could read
+        (a directory: each file is checked as it is reached)."""
+        return self._readable is not None and self._readable(host)
 
     def _host(self, sandbox: str) -> Path | None:
         """Where a sandbox path is on this machine (None: private to the sandbox)."""
