@@ -642,7 +642,7 @@ class LocalRunner:
         times: list[float] = []
         with tempfile.TemporaryDirectory(prefix="pps-floor-") as tmp:
             pfs = Path(tmp)
-            os.chmod(tmp, 0o755)  # noqa: ASYNC240 - the sandbox uid walks to it
+            os.chmod(tmp, 0o755)  # the sandbox uid walks to it
             (pfs / "out").mkdir()
             for _ in range(max(1, runs)):
                 result = await self.run(
