@@ -159,7 +159,8 @@ def _whole(env: Mapping[str, str], key: str, default: int) -> int:
 
 
 def _bytes(n: int) -> str:
-    for unit, size in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+    units = (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10), ("G", 10**9), ("M", 10**6))
+    for unit, size in (*units, ("k", 10**3)):
         if n >= size and n % size == 0:
             return f"{n // size}{unit}"
     return f"{n} bytes"
