@@ -136,7 +136,12 @@ def repo(cluster: Cluster, made: str) -> Iterator[str]:
 
 
 ATTACKS = r"""
-chk() { name=$1; shift; if "$@" >/dev/null 2>&1 </dev/null; then echo "$name:ESCAPED"; else echo "$name:BLOCKED"; fi >> /pfs/out/report; }
+chk() {
+  name=$1; shift
+  if "$@" >/dev/null 2>&1 </dev/null; then v=ESCAPED; else v=BLOCKED; fi
+  echo "$name:$v" >> /pfs/out/report
+}
+export W="^(PACH_NATS_|NATS_|AWS_|PACH_S3_|MONGODB_URI|PACH_DATA_DIR|PACH_PPS_)"
 chk remount-usr mount -o remount,bind,rw /usr
 chk remount-root mount -o remount,rw /
 chk bind-over-usr mount --bind /tmp /usr
@@ -167,7 +172,7 @@ chk no-nnp sh -c '! grep -q "^NoNewPrivs:[[:space:]]*1" /proc/self/status'
 chk uid-0 sh -c '[ "$(id -u)" = 0 ]'
 chk host-pids sh -c '[ "$(ls /proc | grep -c "^[0-9]")" -gt 20 ]'
 chk secret-env sh -c 'env | grep -q "$SECRET_PATTERN"'
-chk worker-env sh -c 'env | grep -qE "^(PACH_NATS_|NATS_|AWS_|PACH_S3_|MONGODB_URI|PACH_DATA_DIR|PACH_PPS_)"'
+chk worker-env sh -c 'env | grep -qE "$W"'
 python3 -c 'import sys; print(sys.prefix)' > /pfs/out/python
 id -u > /pfs/out/uid
 mkdir -p /pfs/out/d && echo deep > /pfs/out/d/f && chmod 600 /pfs/out/d/f

@@ -25,7 +25,7 @@ def test_memory_quantities(text: str, size: int) -> None:
 
 @pytest.mark.parametrize("text", ["lots", "", "-1M", "10 MB", "1e9", "M"])
 def test_bad_memory_quantities_name_the_field(text: str) -> None:
-    with pytest.raises(InvalidArgument, match="resource_limits.memory .* is not a memory size"):
+    with pytest.raises(InvalidArgument, match=r"resource_limits\.memory .* is not a memory size"):
         parse_memory(text)
 
 

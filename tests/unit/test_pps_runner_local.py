@@ -24,6 +24,8 @@ from services.pps.runners.local import (
     root_args,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def pfs(tmp_path: Path) -> Path:
@@ -308,7 +310,7 @@ async def test_environment_is_an_allow_list(pfs: Path, monkeypatch: pytest.Monke
 
 async def test_secrets_of_etc_and_private_host_dirs_are_not_there(pfs: Path) -> None:
     runner = _runner(pfs)
-    project = Path(__file__).resolve().parents[2]
+    project = ROOT
     _, _, lines = await _sh(
         runner,
         pfs,
@@ -336,7 +338,7 @@ async def test_memory_and_process_limits(pfs: Path) -> None:
     )
     assert hog.returncode != 0
     assert "exceeded its memory limit of 32Mi (resource_limits.memory)" in hog.reason
-    code, _, lines = await _sh(
+    code, _, _ = await _sh(
         runner, pfs, "i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; exit 1"
     )
     assert code != 0
