@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from libs.api.pps import pps_pb2
 from libs.errors import InvalidArgument
+from services.pps.app.workers import LocalWorkerPool
 from services.pps.domain.resources import (
     Limits,
     WorkerCaps,
@@ -82,3 +85,16 @@ def test_worker_caps() -> None:
         caps.check("p", 4, 7)
     with pytest.raises(InvalidArgument, match="PACH_MAX_WORKERS must be a whole number"):
         WorkerCaps.from_env({"PACH_MAX_WORKERS": "0"})
+
+
+async def test_a_local_pool_never_runs_more_than_the_cap() -> None:
+    """A spec recorded before the caps existed still gets at most the cap."""
+    pool = LocalWorkerPool(
+        "p", command=(sys.executable, "-c", "import time; time.sleep(30)"), max_size=2, grace=0.5
+    )
+    try:
+        await pool.scale(100000)
+        assert pool.size == 2
+    finally:
+        await pool.stop()
+    assert pool.size == 0

@@ -25,6 +25,7 @@ from typing import Protocol
 import structlog
 
 from libs.api.pps import pps_pb2 as pps
+from services.pps.domain.resources import DEFAULT_MAX_WORKERS_PER_PIPELINE, WorkerCaps
 
 _log = structlog.get_logger("pps.workers")
 
@@ -82,6 +83,8 @@ class LocalWorkerPool:
     env: Mapping[str, str] | None = None
     grace: float = 5.0
     max_backoff: float = 30.0
+    # The per-pipeline cap also holds for a spec recorded before it existed.
+    max_size: int = DEFAULT_MAX_WORKERS_PER_PIPELINE
     _workers: dict[int, _Worker] = field(default_factory=dict)
     _quick_exits: int = 0
     _failure: str = ""
@@ -99,6 +102,11 @@ class LocalWorkerPool:
         return [w.proc.pid for w in self._workers.values() if w.proc is not None]
 
     async def scale(self, count: int) -> None:
+        if count > self.max_size:
+            _log.warning(
+                "parallelism over the cap", pipeline=self.pipeline, asked=count, cap=self.max_size
+            )
+            count = self.max_size
         async with self._lock:
             for n in range(count):
                 if n not in self._workers:
@@ -173,7 +181,9 @@ class LocalWorkerPool:
 def local_pools(env: Mapping[str, str] | None = None) -> PoolFactory:
     """A factory of local process pools sharing ``env`` (default: ours)."""
 
+    cap = WorkerCaps.from_env(os.environ if env is None else env).per_pipeline
+
     def make(pipeline: str) -> WorkerPool:
-        return LocalWorkerPool(pipeline, env=env)
+        return LocalWorkerPool(pipeline, env=env, max_size=cap)
 
     return make
