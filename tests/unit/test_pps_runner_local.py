@@ -247,16 +247,19 @@ async def test_runs_as_an_unprivileged_uid_without_capabilities(pfs: Path) -> No
 
 async def test_the_host_sees_the_sandbox_uid_not_root(pfs: Path) -> None:
     task = asyncio.create_task(_sh(_runner(pfs), pfs, "sleep 13.5791", user="0"))
+
+    def sleepers() -> set[tuple[int, ...]]:
+        found = set()
+        for p in psutil.process_iter(["name", "cmdline", "uids"]):
+            if p.info["name"] == "sleep" and "13.5791" in (p.info["cmdline"] or []):
+                found.add(tuple(p.info["uids"]))
+        return found
+
     try:
         async with asyncio.timeout(10):
-            while not _running("13.5791"):  # noqa: ASYNC110 - polls the process table
+            while not sleepers():  # noqa: ASYNC110 - polls the process table
                 await asyncio.sleep(0.05)
-        uids = {
-            tuple(p.uids())
-            for p in psutil.process_iter(["cmdline"])
-            if "13.5791" in " ".join(p.info["cmdline"] or []) and p.name() == "sleep"
-        }
-        assert uids == {(65534, 65534, 65534)}  # uid 0 inside is 65534 outside
+        assert sleepers() == {(65534, 65534, 65534)}  # uid 0 inside is 65534 outside
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
