@@ -26,7 +26,8 @@ system-deps:
 	  $$SUDO apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y --no-install-recommends bubblewrap; }; }
 
-# The real S3 server the object-store tests run against (Ceph radosgw), and
+# The real S3 server the object-store tests run against (Ceph radosgw), the
+# Azure Storage emulator the as:// tests run (Azurite, from npm), and
 # the published python-pachyderm 1.8.6 client in its own virtualenv (its
 # protobuf modules clash with ours in one process).
 COMPAT := .venv-compat/.installed
@@ -39,6 +40,7 @@ $(COMPAT):
 
 test-deps: install $(COMPAT)
 	@sh tests/servers/install-s3.sh
+	@sh tests/servers/install-azurite.sh
 
 # Starts the embedded cluster in the foreground: nats-server with JetStream,
 # every service, the gateway (gRPC :30650, HTTP :30080). Ctrl-C stops it.

@@ -40,7 +40,8 @@ MAX_PIPELINE_NAME = 50
 OUTPUT_INPUT_NAME = "out"
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_S3_URL = re.compile(r"^s3://[^/\s]+(/\S*)?$")
+# Object-store URLs egress writes to (1.7: s3, gs, as/wasb).
+_EGRESS_URL = re.compile(r"^(s3|gs|as|wasb|wasbs)://[^/\s]+(/\S*)?$")
 
 # ---- reading ---------------------------------------------------------------
 
@@ -275,6 +276,8 @@ def _fields_by_key(descriptor: Descriptor | Any) -> dict[str, FieldDescriptor]:
     for field in descriptor.fields:
         fields[field.name] = field
         fields[field.json_name] = field
+    if descriptor.full_name == "pps.GitInput":
+        fields["URL"] = descriptor.fields_by_name["url"]  # 1.7's JSON spells it so
     return fields
 
 
@@ -380,6 +383,18 @@ def cron_inputs(input: pps_pb2.Input) -> list[pps_pb2.CronInput]:
     return [node.cron for _, node in _walk(input) if node.HasField("cron")]
 
 
+def git_inputs(input: pps_pb2.Input) -> list[pps_pb2.GitInput]:
+    """The git inputs, depth-first in spec order."""
+    return [node.git for _, node in _walk(input) if node.HasField("git")]
+
+
+def git_repo_name(url: str) -> str:
+    """1.7's default name of a git input: the last path segment of its URL
+    without ``.git`` (``https://github.com/a/b.git`` -> ``b``)."""
+    tail = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return tail[: -len(".git")] if tail.endswith(".git") else tail
+
+
 def _leaf_name(node: pps_pb2.Input) -> str | None:
     if node.HasField("atom"):
         return node.atom.name or node.atom.repo
@@ -413,6 +428,10 @@ def input_branches(spec: CreatePipelineRequest) -> list[tuple[str, str, str]]:
         elif node.HasField("cron"):
             cron = node.cron
             result.append((cron.name, _cron_repo(spec.pipeline.name, cron), "master"))
+        elif node.HasField("git"):
+            git = node.git
+            name = git.name or git_repo_name(git.url)
+            result.append((name, name, git.branch or DEFAULT_INPUT_BRANCH))
     return result
 
 
@@ -520,6 +539,36 @@ def _check_cron(name: str, cron: pps_pb2.CronInput, path: str) -> None:
         )
 
 
+_GIT_URL = re.compile(r"^(https?|git|ssh|file)://\S+$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+$")
+
+
+def _check_git(name: str, git: pps_pb2.GitInput, path: str) -> None:
+    if not git.url:
+        raise _invalid(
+            name, f"{path}.git.url is missing: a git input names a repository", f"{path}.git.url"
+        )
+    if not _GIT_URL.match(git.url) or git.url.startswith("-"):
+        raise _invalid(
+            name,
+            f"{path}.git.url {git.url!r} is not a git URL: expected https://host/owner/repo.git "
+            "(or http://, git://, ssh://, user@host:path)",
+            f"{path}.git.url",
+        )
+    _check_name(name, "branch name", git.branch, f"{path}.git.branch")
+    if git.commit:
+        raise _invalid(
+            name,
+            f"{path}.git.commit is set: it is filled in by the cluster, not the spec",
+            f"{path}.git.commit",
+        )
+    if git.name == name:
+        raise _invalid(
+            name,
+            f"{path}.git.name {git.name!r} is the pipeline's own output repo",
+            f"{path}.git.name",
+        )
+
+
 def _check_input_name(name: str, leaf: str, path: str, seen: dict[str, list[str]]) -> None:
     if not leaf:
         raise _invalid(name, f"{path}.name is missing: every input needs a name", path)
@@ -576,8 +625,9 @@ def _check_input(name: str, spec: CreatePipelineRequest) -> None:
                 path,
             )
         if node.HasField("git"):
-            raise _invalid(name, f"{path}.git: git inputs are not supported by this cluster", path)
-        if node.HasField("atom"):
+            _check_git(name, node.git, path)
+            _check_input_name(name, node.git.name, f"{path}.git", seen)
+        elif node.HasField("atom"):
             _check_atom(name, node.atom, path)
             _check_input_name(name, node.atom.name, f"{path}.atom", seen)
         elif node.HasField("cron"):
@@ -602,11 +652,11 @@ def _check_incremental(name: str, spec: CreatePipelineRequest) -> None:
 
 def _check_settings(name: str, spec: CreatePipelineRequest) -> None:
     _check_name(name, "branch name", spec.output_branch, "output_branch")
-    if spec.HasField("egress") and not _S3_URL.match(spec.egress.URL):
+    if spec.HasField("egress") and not _EGRESS_URL.match(spec.egress.URL):
         raise _invalid(
             name,
             f"egress.URL {spec.egress.URL!r} is not an object-store URL: expected "
-            "s3://<bucket>/<path>",
+            "s3://, gs://, as:// or wasb:// then <bucket>/<path>",
             "egress.URL",
         )
     par = spec.parallelism_spec
@@ -667,6 +717,11 @@ def _fill_defaults(spec: CreatePipelineRequest) -> None:
                 node.atom.branch = DEFAULT_INPUT_BRANCH
         elif node.HasField("cron") and not node.cron.repo and node.cron.name:
             node.cron.repo = _cron_repo(spec.pipeline.name, node.cron)
+        elif node.HasField("git"):
+            if not node.git.name:
+                node.git.name = git_repo_name(node.git.url)
+            if not node.git.branch:
+                node.git.branch = DEFAULT_INPUT_BRANCH
     if spec.datum_tries == 0:
         spec.datum_tries = DEFAULT_DATUM_TRIES
     par = spec.parallelism_spec
@@ -720,7 +775,8 @@ def message_to_dict(msg: Message) -> object:
         elif field.is_repeated:
             out[field.name] = [_value(field, v) for v in value]
         else:
-            out[field.name] = _value(field, value)
+            key = "URL" if field.full_name == "pps.GitInput.url" else field.name
+            out[key] = _value(field, value)
     return out
 
 

@@ -614,6 +614,11 @@ SERVICES: dict[str, list[tuple[str, bool, bool]]] = {
         ("GetLogs", False, True),
         ("GarbageCollect", False, False),
         ("ActivateAuth", False, False),
+        # Additions (not in 1.7): Pachyderm 2.x's secret RPCs.
+        ("CreateSecret", False, False),
+        ("DeleteSecret", False, False),
+        ("ListSecret", False, False),
+        ("InspectSecret", False, False),
     ],
     "auth.API": [
         ("Activate", False, False),

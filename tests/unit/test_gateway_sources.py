@@ -84,7 +84,7 @@ async def test_unreachable_server_is_unavailable() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://h/f", "gs://b/k", "file:///etc/hosts", "relative/path", "HTTPX://h"]
+    "url", ["ftp://h/f", "gcs://b/k", "file:///etc/hosts", "relative/path", "HTTPX://h"]
 )
 def test_unknown_schemes_are_invalid(url: str) -> None:
     with pytest.raises(InvalidArgument, match="unsupported URL scheme") as err:

@@ -295,7 +295,7 @@ async def test_bad_inputs_are_invalid_arguments(store):
         await datums(store, atom(name="missing"), {"in": commit("in", root)})
     with pytest.raises(InvalidArgument, match="none of atom"):
         await datums(store, pps_pb2.Input(), {})
-    with pytest.raises(InvalidArgument, match="git input 'g'"):
+    with pytest.raises(InvalidArgument, match="no commit for input 'g'"):
         await datums(store, pps_pb2.Input(git=pps_pb2.GitInput(name="g", url="x")), {})
     with pytest.raises(InvalidArgument, match="glob pattern"):
         await datums(store, atom(glob="/[ab"), {"in": commit("in", root)})

@@ -352,3 +352,28 @@ def test_rlimits_when_no_cgroup(pfs: Path) -> None:
     runner = _runner(pfs, cgroups=False, settings=SandboxSettings(pids=7))
     argv = runner._command(["bwrap"], None, Limits(memory=64 << 20, pids=7))
     assert argv[4:6] == [str(64 << 10), "7"]  # ulimit -v KiB, ulimit -u
+
+
+async def test_a_private_extra_bind_is_copied_in_read_only(pfs: Path, tmp_path: Path) -> None:
+    """A secret's directory (0700 root, files 0600) is readable by the
+    sandbox user at its mount path, read-only, without opening the host's."""
+    secret = tmp_path / "secret"
+    secret.mkdir(mode=0o700)
+    (secret / "password").write_text("hunter2\n")
+    (secret / "password").chmod(0o600)
+    runner = _runner(pfs)
+    out = Lines()
+    result = await runner.run(
+        ["sh", "-c", "cat /secrets/s/password; echo x > /secrets/s/password || echo ro"],
+        pfs_dir=pfs,
+        stdin=b"",
+        env={},
+        working_dir="",
+        timeout=20,
+        on_line=out,
+        extra_ro_binds=[(secret, "/secrets/s")],
+    )
+    assert result.returncode == 0
+    assert out.lines[0] == "hunter2" and out.lines[-1] == "ro"
+    assert (secret / "password").read_text() == "hunter2\n"
+    assert oct(secret.stat().st_mode & 0o777) == "0o700"

@@ -10,6 +10,7 @@ import pytest
 
 from libs.api.pps import pps_pb2 as pps
 from libs.errors import InvalidArgument
+from libs.pps.git import same_repository, url_problem
 from libs.pps.spec import (
     atom_inputs,
     check_spec,
@@ -284,8 +285,40 @@ def test_input_is_required_and_has_exactly_one_kind() -> None:
     )
 
 
-def test_git_inputs_are_refused() -> None:
-    invalid(spec(input={"git": {"url": "https://github.com/a/b.git"}}), "git inputs are not")
+def test_git_inputs() -> None:
+    # 1.7's defaults: the name is the repository's, the branch master.
+    got = check_spec(spec(input={"git": {"URL": "https://github.com/a/b.git"}}))
+    assert (got.input.git.name, got.input.git.branch) == ("b", "master")
+    assert input_branches(got) == [("b", "b", "master")]
+    assert spec_to_dict(got)["input"] == {
+        "git": {"name": "b", "URL": "https://github.com/a/b.git", "branch": "master"}
+    }
+    invalid(spec(input={"git": {"branch": "master"}}), "git.url is missing")
+    invalid(spec(input={"git": {"url": "not a url"}}), "is not a git URL")
+    invalid(spec(input={"git": {"url": "-uhttps://x/y"}}), "is not a git URL")
+    invalid(spec(input={"git": {"url": "https://x/p.git"}}), "pipeline's own output repo")
+    invalid(spec(input={"git": {"url": "https://x/y", "commit": "abc"}}), "git.commit is set")
+    invalid(spec(input={"git": {"url": "https://x/y", "branch": "a b"}}), "not a valid branch")
+
+
+def test_git_url_policy() -> None:
+    assert url_problem("https://github.com/a/b.git") is None
+    assert url_problem("git@github.com:a/b.git") is None
+    for bad in (
+        "file:///etc/x",
+        "/srv/x.git",
+        "ext::sh -c id",
+        "http://127.0.0.1/x",
+        "http://localhost:80/x",
+        "https://10.1.2.3/x",
+        "http://[::1]/x",
+        "git@127.0.0.1:a/b",
+        "ftp://host/x",
+    ):
+        assert url_problem(bad) is not None, bad
+    assert url_problem("http://127.0.0.1:9/x.git", ("http://127.0.0.1:9/",)) is None
+    assert same_repository("https://github.com/a/b.git", "https://GitHub.com/a/b/")
+    assert not same_repository("https://github.com/a/b", "https://github.com/a/c")
 
 
 def test_input_names() -> None:
@@ -343,7 +376,15 @@ def test_cron_inputs() -> None:
 def test_egress_urls() -> None:
     invalid(spec(egress={"URL": "http://x/y"}), "egress.URL 'http://x/y' is not")
     invalid(spec(egress={"URL": ""}), "egress.URL")
-    for url in ("s3://bucket", "s3://bucket/", "s3://bucket/dir/sub"):
+    invalid(spec(egress={"URL": "gs:///nobucket"}), "egress.URL 'gs:///nobucket' is not")
+    for url in (
+        "s3://bucket",
+        "s3://bucket/",
+        "s3://bucket/dir/sub",
+        "gs://bucket/dir",
+        "as://container/dir",
+        "wasb://container@account.blob.core.windows.net/dir",
+    ):
         out = check_spec(spec(egress={"URL": url}))
         assert url == out.egress.URL
 

@@ -1997,6 +1997,118 @@ class GarbageCollectResponse(_message.Message):
 Global___GarbageCollectResponse: _TypeAlias = GarbageCollectResponse  # noqa: Y015
 
 @_typing.final
+class CreateSecretRequest(_message.Message):
+    """Secrets (not in 1.7: Pachyderm 2.x's messages and RPC names, added here;
+    pps.Secret's field 1, name, is 2.x's Secret). CreateSecretRequest.file is
+    a Kubernetes Secret manifest (JSON): kind Secret, metadata.name, data
+    (base64) and/or stringData.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    file: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        file: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSecretRequest: _TypeAlias = CreateSecretRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSecretRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def secret(self) -> Global___Secret: ...
+    def __init__(
+        self,
+        *,
+        secret: Global___Secret | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSecretRequest: _TypeAlias = DeleteSecretRequest  # noqa: Y015
+
+@_typing.final
+class InspectSecretRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def secret(self) -> Global___Secret: ...
+    def __init__(
+        self,
+        *,
+        secret: Global___Secret | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectSecretRequest: _TypeAlias = InspectSecretRequest  # noqa: Y015
+
+@_typing.final
+class SecretInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    @_builtins.property
+    def secret(self) -> Global___Secret: ...
+    @_builtins.property
+    def creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        secret: Global___Secret | None = ...,
+        type: _builtins.str = ...,
+        creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["creation_timestamp", b"creation_timestamp", "secret", b"secret"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_timestamp", b"creation_timestamp", "secret", b"secret", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretInfo: _TypeAlias = SecretInfo  # noqa: Y015
+
+@_typing.final
+class SecretInfos(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_INFO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def secret_info(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretInfo]: ...
+    def __init__(
+        self,
+        *,
+        secret_info: _abc.Iterable[Global___SecretInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret_info", b"secret_info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretInfos: _TypeAlias = SecretInfos  # noqa: Y015
+
+@_typing.final
 class ActivateAuthRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

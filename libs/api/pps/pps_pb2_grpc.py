@@ -145,6 +145,26 @@ class APIStub:
                 request_serializer=pps_dot_pps__pb2.ActivateAuthRequest.SerializeToString,
                 response_deserializer=pps_dot_pps__pb2.ActivateAuthResponse.FromString,
                 _registered_method=True)
+        self.CreateSecret = channel.unary_unary(
+                '/pps.API/CreateSecret',
+                request_serializer=pps_dot_pps__pb2.CreateSecretRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/pps.API/DeleteSecret',
+                request_serializer=pps_dot_pps__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListSecret = channel.unary_unary(
+                '/pps.API/ListSecret',
+                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                response_deserializer=pps_dot_pps__pb2.SecretInfos.FromString,
+                _registered_method=True)
+        self.InspectSecret = channel.unary_unary(
+                '/pps.API/InspectSecret',
+                request_serializer=pps_dot_pps__pb2.InspectSecretRequest.SerializeToString,
+                response_deserializer=pps_dot_pps__pb2.SecretInfo.FromString,
+                _registered_method=True)
 
 
 class APIServicer:
@@ -282,6 +302,31 @@ class APIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSecret(self, request, context):
+        """Not in 1.7 (Pachyderm 2.x's names): the local secret store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_APIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -394,6 +439,26 @@ def add_APIServicer_to_server(servicer, server):
                     servicer.ActivateAuth,
                     request_deserializer=pps_dot_pps__pb2.ActivateAuthRequest.FromString,
                     response_serializer=pps_dot_pps__pb2.ActivateAuthResponse.SerializeToString,
+            ),
+            'CreateSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSecret,
+                    request_deserializer=pps_dot_pps__pb2.CreateSecretRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=pps_dot_pps__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecret,
+                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    response_serializer=pps_dot_pps__pb2.SecretInfos.SerializeToString,
+            ),
+            'InspectSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectSecret,
+                    request_deserializer=pps_dot_pps__pb2.InspectSecretRequest.FromString,
+                    response_serializer=pps_dot_pps__pb2.SecretInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -990,6 +1055,114 @@ class API:
             '/pps.API/ActivateAuth',
             pps_dot_pps__pb2.ActivateAuthRequest.SerializeToString,
             pps_dot_pps__pb2.ActivateAuthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.API/CreateSecret',
+            pps_dot_pps__pb2.CreateSecretRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.API/DeleteSecret',
+            pps_dot_pps__pb2.DeleteSecretRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.API/ListSecret',
+            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            pps_dot_pps__pb2.SecretInfos.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pps.API/InspectSecret',
+            pps_dot_pps__pb2.InspectSecretRequest.SerializeToString,
+            pps_dot_pps__pb2.SecretInfo.FromString,
             options,
             channel_credentials,
             insecure,

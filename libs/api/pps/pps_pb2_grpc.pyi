@@ -56,6 +56,11 @@ class APIStub:
     GetLogs: _grpc.UnaryStreamMultiCallable[_pps_pb2.GetLogsRequest, _pps_pb2.LogMessage]
     GarbageCollect: _grpc.UnaryUnaryMultiCallable[_pps_pb2.GarbageCollectRequest, _pps_pb2.GarbageCollectResponse]
     ActivateAuth: _grpc.UnaryUnaryMultiCallable[_pps_pb2.ActivateAuthRequest, _pps_pb2.ActivateAuthResponse]
+    CreateSecret: _grpc.UnaryUnaryMultiCallable[_pps_pb2.CreateSecretRequest, _empty_pb2.Empty]
+    """Not in 1.7 (Pachyderm 2.x's names): the local secret store."""
+    DeleteSecret: _grpc.UnaryUnaryMultiCallable[_pps_pb2.DeleteSecretRequest, _empty_pb2.Empty]
+    ListSecret: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _pps_pb2.SecretInfos]
+    InspectSecret: _grpc.UnaryUnaryMultiCallable[_pps_pb2.InspectSecretRequest, _pps_pb2.SecretInfo]
 
 @_typing.type_check_only
 class APIAsyncStub(APIStub):
@@ -82,6 +87,11 @@ class APIAsyncStub(APIStub):
     GetLogs: _aio.UnaryStreamMultiCallable[_pps_pb2.GetLogsRequest, _pps_pb2.LogMessage]  # type: ignore[assignment]
     GarbageCollect: _aio.UnaryUnaryMultiCallable[_pps_pb2.GarbageCollectRequest, _pps_pb2.GarbageCollectResponse]  # type: ignore[assignment]
     ActivateAuth: _aio.UnaryUnaryMultiCallable[_pps_pb2.ActivateAuthRequest, _pps_pb2.ActivateAuthResponse]  # type: ignore[assignment]
+    CreateSecret: _aio.UnaryUnaryMultiCallable[_pps_pb2.CreateSecretRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Not in 1.7 (Pachyderm 2.x's names): the local secret store."""
+    DeleteSecret: _aio.UnaryUnaryMultiCallable[_pps_pb2.DeleteSecretRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    ListSecret: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _pps_pb2.SecretInfos]  # type: ignore[assignment]
+    InspectSecret: _aio.UnaryUnaryMultiCallable[_pps_pb2.InspectSecretRequest, _pps_pb2.SecretInfo]  # type: ignore[assignment]
 
 class APIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -237,5 +247,34 @@ class APIServicer(metaclass=_abc_1.ABCMeta):
         request: _pps_pb2.ActivateAuthRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pps_pb2.ActivateAuthResponse, _abc.Awaitable[_pps_pb2.ActivateAuthResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateSecret(
+        self,
+        request: _pps_pb2.CreateSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Not in 1.7 (Pachyderm 2.x's names): the local secret store."""
+
+    @_abc_1.abstractmethod
+    def DeleteSecret(
+        self,
+        request: _pps_pb2.DeleteSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSecret(
+        self,
+        request: _empty_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pps_pb2.SecretInfos, _abc.Awaitable[_pps_pb2.SecretInfos]]: ...
+
+    @_abc_1.abstractmethod
+    def InspectSecret(
+        self,
+        request: _pps_pb2.InspectSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pps_pb2.SecretInfo, _abc.Awaitable[_pps_pb2.SecretInfo]]: ...
 
 def add_APIServicer_to_server(servicer: APIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,7 +5,17 @@ A later group (repo, file, pipeline …) adds a module here and a line in
 
 from __future__ import annotations
 
-from programs.pachctl.commands import admin, branch, commit, file, job, pipeline, repo, version
+from programs.pachctl.commands import (
+    admin,
+    branch,
+    commit,
+    file,
+    job,
+    pipeline,
+    repo,
+    secret,
+    version,
+)
 from programs.pachctl.commands import gc as garbage_collect
 
-GROUPS = (version, repo, commit, branch, file, job, pipeline, admin, garbage_collect)
+GROUPS = (version, repo, commit, branch, file, job, pipeline, secret, admin, garbage_collect)

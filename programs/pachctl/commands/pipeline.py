@@ -116,6 +116,8 @@ def shorthand_input(node: pps.Input) -> str:
         return "(" + UNION.join(shorthand_input(i) for i in node.union) + ")"
     if node.HasField("cron"):
         return f"{node.cron.name}:{node.cron.spec}"
+    if node.HasField("git"):
+        return f"{node.git.name}:{node.git.url}"
     return ""
 
 

@@ -2,6 +2,9 @@
 stream of byte blocks read as they are stored (never a whole file in memory).
 
 * ``http://`` / ``https://``: one file, the body of a GET (aiohttp).
+* ``gs://bucket/key``, ``as://container/key``, ``wasb://container@account...``:
+  as ``s3://``, with the cluster's GCS / Azure settings
+  (``libs.objects.cloud``).
 * ``s3://bucket/key``: one object; with ``recursive``, every object under
   the prefix ``key`` (``s3://bucket`` for the whole bucket), each named by
   its key relative to the prefix. Credentials, region and endpoint come from
@@ -29,6 +32,7 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
 from libs.errors import InvalidArgument, NotFound, PachError, PermissionDenied, Unavailable
+from libs.objects.cloud import CLOUD_SCHEMES, CloudConfig, open_bucket, parse_cloud_url
 
 # Bytes per block handed on to the file writer.
 BLOCK = 1 << 20
@@ -48,9 +52,11 @@ def url_files(url: str, recursive: bool) -> Files:
         return _one(_http_blocks(url))
     if scheme == "s3":
         return _s3_files(url, recursive)
+    if scheme in (*CLOUD_SCHEMES, "wasbs"):
+        return _cloud_files(url, recursive)
     raise InvalidArgument(
         f"put-file from {shown(url)}: unsupported URL scheme {scheme or '(none)'!r}; "
-        "use http://, https:// or s3://bucket/key",
+        "use http://, https://, s3://, gs://, as:// or wasb://",
         url=shown(url),
     )
 
@@ -205,3 +211,33 @@ def _s3_error(url: str, bucket: str, exc: Exception) -> PachError:
             url=url,
         )
     return Unavailable(f"put-file from {url}: {type(exc).__name__}: {exc}", url=url)
+
+
+# --- gs, as, wasb ----------------------------------------------------------------
+
+
+async def _cloud_files(url: str, recursive: bool) -> Files:
+    cfg = CloudConfig.from_env()
+    loc = parse_cloud_url(url, cfg)
+    if not recursive and (not loc.key or loc.key.endswith("/")):
+        raise InvalidArgument(
+            f"put-file from {url}: names a prefix, not an object; put it with --recursive",
+            url=url,
+        )
+    bucket = open_bucket(loc, url, cfg)
+    try:
+        if not recursive:
+            yield "", bucket.read(loc.key)
+            return
+        prefix = loc.key.rstrip("/") + "/" if loc.key else ""
+        found = False
+        async with contextlib.aclosing(bucket.keys(prefix)) as keys:
+            async for name in keys:
+                if name.endswith("/"):
+                    continue  # a "directory marker": not a file
+                found = True
+                yield name[len(prefix) :], bucket.read(name)
+        if not found:
+            raise NotFound(f"put-file from {url}: no objects under this prefix", url=url)
+    finally:
+        await bucket.close()

@@ -98,6 +98,26 @@ class PpsServicer(pps_pb2_grpc.APIServicer):
     async def DeleteAll(self, request: Empty, context: Ctx) -> Empty:  # type: ignore[override]
         return await self._cmd(context, "DeleteAll", request)
 
+    # --- secrets (not in 1.7: Pachyderm 2.x's RPCs) --------------------------
+
+    async def CreateSecret(  # type: ignore[override]
+        self, request: pps.CreateSecretRequest, context: Ctx
+    ) -> Empty:
+        return await self._cmd(context, "CreateSecret", request)
+
+    async def DeleteSecret(  # type: ignore[override]
+        self, request: pps.DeleteSecretRequest, context: Ctx
+    ) -> Empty:
+        return await self._cmd(context, "DeleteSecret", request)
+
+    async def InspectSecret(  # type: ignore[override]
+        self, request: pps.InspectSecretRequest, context: Ctx
+    ) -> pps.SecretInfo:
+        return await self._ask(context)("InspectSecret", request, pps.SecretInfo, "qry")
+
+    async def ListSecret(self, request: Empty, context: Ctx) -> pps.SecretInfos:  # type: ignore[override]
+        return await self._ask(context)("ListSecret", request, pps.SecretInfos, "qry")
+
     # --- jobs --------------------------------------------------------------
 
     async def CreateJob(  # type: ignore[override]

@@ -16,7 +16,7 @@ from libs.objects import open_object_store
 from libs.observe import http_request_log
 from services.gateway.app.backends import BackendMonitor
 from services.gateway.errors import http_errors
-from services.gateway.http import admin, api, files
+from services.gateway.http import admin, api, files, githook
 
 MONITOR = web.AppKey("monitor", BackendMonitor)
 
@@ -50,6 +50,7 @@ def build_app(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.Application
     admin.mount(app, cfg, bus)
     api.mount(app, bus)
     files.mount(app, open_object_store(cfg.objects))
+    githook.mount(app)
     return app
 
 

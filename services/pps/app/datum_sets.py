@@ -85,7 +85,7 @@ def _leaf_keys(input: pps_pb2.Input, path: str = "") -> dict[str, str]:
     seen: dict[str, int] = {}
 
     def walk(node: pps_pb2.Input, at: str) -> None:
-        if node.HasField("atom") or node.HasField("cron"):
+        if _is_leaf(node):
             name = _atom_view(node).name
             n = seen.get(name, 0)
             seen[name] = n + 1
@@ -111,7 +111,7 @@ async def enumerate_datums(
     InvalidArgument for an input with no kind set, a git input, or an input
     ``commits`` has no entry for."""
     index = 0
-    if input.HasField("atom") or input.HasField("cron"):
+    if _is_leaf(input):
         # The common case, without the layers a cross or union needs.
         atom, commit = _resolve(input, commits, input_key(_atom_view(input).name, 0))
         if not commit.tree:
@@ -138,7 +138,7 @@ async def count_datums(
 ) -> int:
     """How many datums ``enumerate_datums`` yields, without building them."""
     keys = _leaf_keys(input) if keys is None else keys
-    if input.HasField("atom") or input.HasField("cron"):
+    if _is_leaf(input):
         atom, commit = _resolve(input, commits, keys[path])
         if not commit.tree:
             return 0
@@ -179,7 +179,7 @@ async def enumerate_new_datums(
     For a glob without ``**`` the trees are diffed, so the cost follows the
     changes; otherwise both trees are globbed and compared path by path.
     InvalidArgument for a cross, union or git input."""
-    if not (input.HasField("atom") or input.HasField("cron")):
+    if not _is_leaf(input):
         raise InvalidArgument(
             "incremental datums need a single atom or cron input, not a cross, union or git"
         )
@@ -268,7 +268,7 @@ async def _datums(
     keys: Mapping[str, str],
     path: str,
 ) -> AsyncIterator[Datum]:
-    if input.HasField("atom") or input.HasField("cron"):
+    if _is_leaf(input):
         atom, commit = _resolve(input, commits, keys[path])
         async for datum in _atom_datums(store, atom, commit, keys[path]):
             yield datum
@@ -331,11 +331,20 @@ def _input(template: pachinternal.DatumInput, path: str, node: Node) -> pachinte
     return datum_input
 
 
+def _is_leaf(input: pps_pb2.Input) -> bool:
+    """An input that reads one repo: atom, cron or git."""
+    return input.HasField("atom") or input.HasField("cron") or input.HasField("git")
+
+
 def _atom_view(input: pps_pb2.Input) -> _Atom:
-    """The atom view of an atom or cron input."""
+    """The atom view of an atom, cron or git input (a git input's repo holds
+    the pushed tree; the whole tree is its one datum, as in 1.7)."""
     if input.HasField("atom"):
         a = input.atom
         return _Atom(a.name or a.repo, a.glob, a.lazy, a.empty_files, a.branch or "master")
+    if input.HasField("git"):
+        g = input.git
+        return _Atom(g.name, ROOT, False, False, g.branch or "master")
     c = input.cron
     return _Atom(c.name or c.repo, ROOT, False, False, "master")
 
@@ -356,9 +365,6 @@ def _resolve(
 
 
 def _bad_input(input: pps_pb2.Input) -> InvalidArgument:
-    if input.HasField("git"):
-        name = input.git.name
-        return InvalidArgument(f"git input {name!r} is not supported", input=name)
     return InvalidArgument("input has none of atom, cross, union or cron set")
 
 

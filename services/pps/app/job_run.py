@@ -26,7 +26,15 @@ from libs.api.internal import pps_work_pb2 as work
 from libs.api.pfs import pfs_pb2 as pfs_pb
 from libs.api.pps import pps_pb2 as pps
 from libs.config import ObjectStoreConfig
-from libs.errors import ConcurrencyError, DeadlineExceeded, NotFound, PachError, Unavailable
+from libs.errors import (
+    ConcurrencyError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PachError,
+    Unavailable,
+)
 from libs.objects import ObjectStore
 from libs.readmodels import Document, DocumentStore
 from libs.trees import Put, TreeRoot, build, file_refs, walk
@@ -40,6 +48,7 @@ from services.pps.app.egress import egress
 from services.pps.app.jobs import JobWriter, input_commit
 from services.pps.app.merge import merge_incremental, merge_outputs
 from services.pps.app.pipelines import PipelineWriter
+from services.pps.app.service import ServiceHost
 from services.pps.app.stats import record_stats
 from services.pps.app.workers import PoolFactory, WorkerPool, worker_count
 from services.pps.domain import jobs as domain
@@ -70,6 +79,7 @@ class MasterDeps:
     s3: ObjectStoreConfig | None = None  # egress credentials
     poll: float = 1.0  # re-check while waiting, without hints
     leases: Leases | None = None  # None: this is the only pps replica
+    services: ServiceHost | None = None  # runs service pipelines (None: refused)
 
 
 TRANSIENT = (Unavailable, DeadlineExceeded, ConcurrencyError)
@@ -187,6 +197,9 @@ class JobRun:
             await self.inspect_commit(state.output_repo, state.output_commit)
         except NotFound:
             await self.drop(f"its output commit {state.output_repo}/{state.output_commit} is gone")
+        if self.spec.HasField("service"):
+            await self.run_service(state)
+            return
         if not state.started:
             inputs = await self.wait_inputs(state)
             plan = await self.plan(state, inputs)
@@ -216,6 +229,59 @@ class JobRun:
         if state.finished:
             return
         await self.finish(state, plan)
+
+    # --- service pipelines ------------------------------------------------------------
+
+    async def newer_job(self) -> bool:
+        """Whether an unfinished job of the pipeline came after this one."""
+        async for doc in view.unfinished_jobs(self.deps.docs, self.record.name):
+            if doc["id"] != self.job:
+                return True
+        return False
+
+    async def service_datum(self, inputs: Sequence[JobInputCommit]) -> work.DatumTask:
+        tasks: list[work.DatumTask] = []
+        async for task in enumerate_datums(
+            self.deps.store, self.spec.input, commit_map(inputs), self.salt
+        ):
+            tasks.append(task)
+            if len(tasks) > 1:
+                break
+        if len(tasks) != 1:
+            raise InvalidArgument(
+                f"services must have a single datum: this job's input has "
+                f"{'more than one' if tasks else 'none'} (use glob '/')",
+                job=self.job,
+            )
+        return tasks[0]
+
+    async def run_service(self, state: domain.Job) -> None:
+        """1.7's service pipelines: the newest job's service runs (its job
+        stays running); a newer job stops it, and the replaced job succeeds
+        with its output commit finished as it is."""
+        host = self.deps.services
+        name = self.record.name
+        if host is None:
+            raise FailedPrecondition(f"pipeline {name}: this pps runs no service pipelines")
+        if not state.started:
+            inputs = await self.wait_inputs(state)
+            task = await self.service_datum(inputs)
+            await self.deps.jobs.run_as(
+                self.job, domain.start_job(self.job, 1, 0, 0, inputs, service=True)
+            )
+            state = await self.state()
+        if await self.newer_job():
+            if host.current(name) == self.job:
+                await host.stop(name)
+            await self.deps.pfs.finish_commit(state.output_repo, state.output_commit)
+            await self.deps.jobs.run_as(self.job, domain.finish_job(self.job, pps.JOB_SUCCESS))
+            await self.log("service replaced by a newer job")
+            return
+        if host.current(name) != self.job:
+            task = await self.service_datum(list(state.inputs))
+            await host.replace(name, self.job, state.output_commit, self.spec, task)
+            await self.log(f"service running (internal port {self.spec.service.internal_port})")
+        await self.pause()
 
     async def wait_inputs(self, state: domain.Job) -> list[JobInputCommit]:
         """The job's input commits with their trees, once all are finished."""

@@ -71,11 +71,13 @@ def _fill_input(
     (``commits`` by input key, as ``commit_map``: union members may share a
     name; ``seen`` counts the names met so far, depth-first in spec order)."""
     seen = {} if seen is None else seen
-    leaf: pps.AtomInput | pps.CronInput | None = None
+    leaf: pps.AtomInput | pps.CronInput | pps.GitInput | None = None
     if node.HasField("atom"):
         leaf = node.atom
     elif node.HasField("cron"):
         leaf = node.cron
+    elif node.HasField("git"):
+        leaf = node.git
     if leaf is not None:
         n = seen.get(leaf.name, 0)
         seen[leaf.name] = n + 1

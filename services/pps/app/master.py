@@ -66,7 +66,7 @@ class PipelineMaster:
         try:
             while True:
                 if leases is not None and not await leases.hold(self.name):
-                    await self.pool.stop()
+                    await self.stop_all()
                     await self.pause()
                     if await get_pipeline(self.deps.docs, self.name) is None:
                         return
@@ -84,11 +84,17 @@ class PipelineMaster:
                 if work.done() and not work.cancelled() and work.exception() is None:
                     return  # the pipeline is gone
                 _log.info("pipeline lease lost", pipeline=self.name)
-                await self.pool.stop()
+                await self.stop_all()
         finally:
-            await self.pool.stop()
+            await self.stop_all()
             if leases is not None:
                 await leases.release(self.name)
+
+    async def stop_all(self) -> None:
+        """Stop the pipeline's workers and its service (if it has one)."""
+        await self.pool.stop()
+        if self.deps.services is not None:
+            await self.deps.services.stop(self.name)
 
     async def heartbeat(self, leases: Leases) -> None:
         """Keep the lease; return when it is lost."""
@@ -130,14 +136,16 @@ class PipelineMaster:
         if record is None:
             return False
         if record.stopped:
-            await self.pool.stop()
+            await self.stop_all()
             await self.pause()
             return True
-        workers = worker_count(record.spec.parallelism_spec)
+        # A service runs in pps itself (``ServiceHost``): no workers.
+        service = record.spec.HasField("service")
+        workers = 0 if service else worker_count(record.spec.parallelism_spec)
         job = await self.next_job()
         if job is None:
             if record.spec.standby:
-                await self.pool.stop()
+                await self.stop_all()
                 await self.set_state(pps.PIPELINE_STANDBY)
             else:
                 await self.pool.scale(workers)

@@ -11,6 +11,7 @@ repo, its cron repos) is deleted again."""
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus, Context, kind_for
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PachError
 from libs.events import AggregateWriter, EventStore, ProjectionRunner
-from libs.pps.spec import check_spec, cron_inputs, input_branches
+from libs.pps.git import allowed_prefixes, url_problem
+from libs.pps.spec import check_spec, cron_inputs, git_inputs, input_branches
 from libs.readmodels import DocumentStore
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import (
@@ -37,6 +39,7 @@ from services.pps.adapters.pipelines_view import (
 from services.pps.app.workers import worker_count
 from services.pps.domain import pipelines as domain
 from services.pps.domain.resources import WorkerCaps, check_resources
+from services.pps.domain.secrets import check_transform_secrets
 
 _log = structlog.get_logger("pps.pipelines")
 
@@ -88,6 +91,10 @@ def cron_repos(spec: pps.CreatePipelineRequest) -> list[str]:
     return [cron.repo for cron in cron_inputs(spec.input)]
 
 
+def git_repos(spec: pps.CreatePipelineRequest) -> list[str]:
+    return [git.name for git in git_inputs(spec.input)]
+
+
 def read_repos(spec: pps.CreatePipelineRequest) -> set[str]:
     return {repo for _, repo, _ in input_branches(spec)}
 
@@ -120,6 +127,21 @@ def _name(pipeline: pps.Pipeline) -> str:
     return domain.validate_pipeline_name(pipeline.name)
 
 
+def _check_mount_points(name: str, spec: pps.CreatePipelineRequest) -> None:
+    """The local sandbox shows this machine's top-level directories read-only
+    (``/tmp`` is its own): a secret cannot be mounted inside one of them."""
+    for secret in spec.transform.secrets:
+        top = secret.mount_path.split("/")[1] if secret.mount_path else ""
+        if top and top != "tmp" and os.path.lexists("/" + top):
+            raise InvalidArgument(
+                f"pipeline {name!r}: transform.secrets mount_path {secret.mount_path!r} lies in "
+                f"/{top}, which the sandbox shows read-only: use a new top-level directory "
+                f"(e.g. /secrets/{secret.name})",
+                pipeline=name,
+                field="transform.secrets",
+            )
+
+
 # --- the handlers -------------------------------------------------------------
 
 
@@ -130,6 +152,9 @@ class Pipelines:
     pfs: Pfs
     job_counts: JobCounts
     listeners: list[PipelineListener] = field(default_factory=list)
+    git_allowed: tuple[str, ...] = field(default_factory=allowed_prefixes)
+    # Shown as PipelineInfo.githook_url for pipelines with git inputs.
+    githook_url: str = ""
     new_salt: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     caps: WorkerCaps = field(default_factory=WorkerCaps)
@@ -168,9 +193,16 @@ class Pipelines:
             raise AlreadyExists(f"pipeline {name} already exists", pipeline=name)
         if not current.exists and req.update:
             raise NotFound(f"pipeline {name} not found: cannot update it", pipeline=name)
+        check_transform_secrets(name, spec.transform.secrets)
+        _check_mount_points(name, spec)
+        for git in git_inputs(spec.input):
+            problem = url_problem(git.url, self.git_allowed)
+            if problem is not None:
+                raise InvalidArgument(f"pipeline {name!r}: {problem}", pipeline=name, url=git.url)
         crons = set(cron_repos(spec))
+        gits = set(git_repos(spec))
         for _, repo, _ in input_branches(spec):
-            if repo not in crons and await pfs.inspect_repo(repo) is None:
+            if repo not in crons | gits and await pfs.inspect_repo(repo) is None:
                 raise NotFound(
                     f"pipeline {name}: input repo {repo} not found", pipeline=name, repo=repo
                 )
@@ -188,7 +220,9 @@ class Pipelines:
         created: list[str] = []
         recorded = False
         try:
-            for repo in crons:
+            # A git input's repo (named after the input) is created with the
+            # pipeline, as a cron input's is; it outlives the pipeline (1.7).
+            for repo in sorted(crons | gits):
                 if await pfs.inspect_repo(repo) is None:
                     await pfs.create_repo(repo)
                     created.append(repo)
@@ -283,7 +317,10 @@ class Pipelines:
         return record
 
     async def _info(self, record: PipelineRecord) -> pps.PipelineInfo:
-        return pipeline_info(record, await self.job_counts(self.docs, record.name))
+        info = pipeline_info(record, await self.job_counts(self.docs, record.name))
+        if self.githook_url and git_inputs(record.spec.input):
+            info.githook_url = self.githook_url
+        return info
 
     async def inspect_pipeline(
         self, req: pps.InspectPipelineRequest, ctx: Context

@@ -231,14 +231,22 @@ def create_job(created: ev.JobCreated) -> Decide:
 
 
 def start_job(
-    job: str, total: int, skipped: int, chunks: int, inputs: Sequence[ev.JobInputCommit]
+    job: str,
+    total: int,
+    skipped: int,
+    chunks: int,
+    inputs: Sequence[ev.JobInputCommit],
+    *,
+    service: bool = False,
 ) -> Decide:
+    """JobStarted. A service pipeline's job has its one datum and no chunks:
+    pps runs it until a newer job replaces it."""
     if total < 0 or skipped < 0 or chunks < 0 or skipped > total:
         raise InvalidArgument(
             f"job {job}: bad datum counts (total {total}, skipped {skipped}, chunks {chunks})",
             job=job,
         )
-    if chunks == 0 and skipped != total:
+    if chunks == 0 and skipped != total and not service:
         raise InvalidArgument(f"job {job}: {total - skipped} datums to do need chunks", job=job)
 
     def decide(state: Job) -> Sequence[Message]:

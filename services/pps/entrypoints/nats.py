@@ -21,6 +21,7 @@ from services.pps.adapters.leases import Leases
 from services.pps.adapters.logs import LogStore
 from services.pps.adapters.pfs import Pfs
 from services.pps.adapters.pipelines_view import PipelinesProjection
+from services.pps.adapters.secrets import SecretStore, default_root
 from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
 from services.pps.app import job_trigger
 from services.pps.app.cron import CronTicks
@@ -29,9 +30,12 @@ from services.pps.app.job_run import MasterDeps
 from services.pps.app.jobs import Jobs, JobWriter
 from services.pps.app.master import Master
 from services.pps.app.pipelines import Pipelines, PipelineWriter
+from services.pps.app.secrets import Secrets
+from services.pps.app.service import ServiceHost
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
 from services.pps.domain.resources import WorkerCaps
+from services.pps.runners.local import LocalRunner
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -58,9 +62,12 @@ async def setup(ctx: ServiceContext) -> None:
     pipelines = Pipelines(
         pipeline_writer, docs, pfs, job_counts, caps=WorkerCaps.from_env(os.environ)
     )
+    host = "localhost" if cfg.grpc_host in ("", "0.0.0.0", "::") else cfg.grpc_host
+    pipelines.githook_url = f"http://{host}:{cfg.http_port}/v1/handle/push"
     pipelines.listeners.append(cron.sync)
     await pipelines.register(ctx.bus)
     await ObjectRoots(docs).register(ctx.bus)
+    await Secrets(SecretStore(default_root(cfg.data_dir))).register(ctx.bus)
     await cron.start()
     ctx.stack.push_async_callback(cron.stop)
     await start_jobs(ctx, events, views, docs, pfs, store, pipelines, pipeline_writer, gate)
@@ -94,6 +101,7 @@ async def start_jobs(
     # One master per pipeline across replicas; a restarted replica (same
     # PACH_REPLICA) takes its leases back at once.
     leases = Leases(ctx.js, owner=f"pps-{cfg.replica}", replicas=cfg.events_replicas)
+    scratch = cfg.data_dir / "pps-scratch" / f"services-{cfg.replica}"
     deps = MasterDeps(
         docs,
         writer,
@@ -105,6 +113,13 @@ async def start_jobs(
         local_pools(),
         cfg.objects,
         leases=leases,
+        services=ServiceHost(
+            store,
+            lambda: LocalRunner(hide=[scratch, cfg.data_dir]),
+            scratch_root=scratch,
+            logs=logs,
+            secrets=SecretStore(default_root(cfg.data_dir)),
+        ),
     )
     master = Master(deps, ctx.nc, gate=gate)
     pipelines.listeners.append(master.poke)

@@ -41,18 +41,18 @@ class Runner(Protocol):
         working_dir: str,
         timeout: float | None,
         on_line: LineSink,
+        extra_ro_binds: Sequence[tuple[Path, str]] = (),
         user: str = "",
         limits: Limits | None = None,
-        ro_binds: Sequence[tuple[Path, str]] = (),
     ) -> RunResult:
         """Run ``cmd`` with ``pfs_dir`` as ``/pfs``; ``env`` adds to (and
         overrides) the runner's base environment; ``working_dir`` empty: the
         runner's default; ``timeout``
         None: no limit (on expiry the whole process tree is killed and
-        ``timed_out`` is set); ``user``: ``transform.user`` (empty: the
-        runner's unprivileged default); ``limits``: what the code may use
-        (None: the runner's defaults); ``ro_binds``: extra (host path,
-        sandbox path) pairs bound read-only for this run."""
+        ``timed_out`` is set); ``extra_ro_binds``: (host path, sandbox path)
+        pairs made visible read-only (a secret's ``mount_path``); ``user``:
+        ``transform.user`` (empty: the runner's unprivileged default);
+        ``limits``: what the code may use (None: the runner's defaults)."""
         ...
 
     def sees(self, path: Path) -> bool:

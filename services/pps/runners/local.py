@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import grp
 import os
+import posixpath
 import pwd
 import re
 import shutil
@@ -466,11 +467,15 @@ class LocalRunner:
         *,
         uid: int | None = None,
         gid: int | None = None,
-        ro_binds: Sequence[tuple[Path, str]] = (),
+        extra_ro_binds: Sequence[tuple[Path, str]] = (),
+        fds: list[int] | None = None,
     ) -> list[str]:
-        """The bwrap command line of one sandbox; ``ro_binds`` adds (host
-        path, sandbox path) pairs bound read-only for this run only (after
-        the runner's own)."""
+        """The bwrap command line of one sandbox; ``extra_ro_binds`` adds
+        (host path, sandbox path) pairs bound read-only for this run only
+        (after the runner's own). One the sandbox uid could not read (a
+        secret's directory, 0700 root) is copied in instead, its files
+        opened here into ``fds`` (to be passed to bwrap and closed after
+        its start) and made the sandbox user's, read-only."""
         s = self.settings
         args = [
             self._bwrap,
@@ -495,8 +500,13 @@ class LocalRunner:
         for d in self._python:
             args += ["--ro-bind", self._source(d), str(d)]
         args += self._hide_python
-        for src, dest in [*self._ro_binds, *ro_binds]:
+        for src, dest in self._ro_binds:
             args += ["--ro-bind", self._source(Path(src)), dest]
+        for src, dest in extra_ro_binds:
+            if fds is None or readable_tree(Path(src), s.uid, s.gid):
+                args += ["--ro-bind", self._source(Path(src)), dest]
+            else:
+                args += _copied_in(Path(src), dest, fds)
         args += ["--ro-bind", self._source(pfs_dir), "/pfs"]
         with os.scandir(pfs_dir) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
@@ -542,9 +552,9 @@ class LocalRunner:
         working_dir: str,
         timeout: float | None,
         on_line: LineSink,
+        extra_ro_binds: Sequence[tuple[Path, str]] = (),
         user: str = "",
         limits: Limits | None = None,
-        ro_binds: Sequence[tuple[Path, str]] = (),
     ) -> RunResult:
         if not cmd:
             raise InvalidArgument("transform.cmd is empty: nothing to run")
@@ -561,23 +571,27 @@ class LocalRunner:
             except OSError as err:
                 raise FailedPrecondition(f"cannot make the sandbox's control group: {err}") from err
         started = time.monotonic()
+        fds: list[int] = []
         try:
-            argv = self._command(
-                self.sandbox_args(pfs_dir, working_dir, uid=uid, gid=gid, ro_binds=ro_binds),
-                group,
-                lim,
-            )
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                "--",
-                *cmd,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=full_env,
-                start_new_session=True,
-                pass_fds=[self.stage.fd] if self.stage is not None else (),
-            )
+            try:
+                sandbox = self.sandbox_args(
+                    pfs_dir, working_dir, uid=uid, gid=gid, extra_ro_binds=extra_ro_binds, fds=fds
+                )
+                proc = await asyncio.create_subprocess_exec(
+                    *self._command(sandbox, group, lim),
+                    "--",
+                    *cmd,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=full_env,
+                    start_new_session=True,
+                    pass_fds=[*fds, *([self.stage.fd] if self.stage is not None else [])],
+                )
+            finally:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             result = await self._wait(proc, stdin, timeout, on_line, group, lim, started)
         finally:
             if group is not None:
@@ -672,6 +686,52 @@ def _limit_reason(group: RunGroup, limits: Limits) -> str:
             f"user code reached its limit of {limits.pids} processes ({refused} fork(s) refused)"
         )
     return "; ".join(parts)
+
+
+def _may(st: os.stat_result, uid: int, gid: int, want: int) -> bool:
+    """Whether ``uid``/``gid`` has the permission bits ``want`` (of r=4, x=1)."""
+    if st.st_uid == uid:
+        shift = 6
+    elif st.st_gid == gid:
+        shift = 3
+    else:
+        shift = 0
+    return (st.st_mode >> shift) & want == want
+
+
+def readable_tree(top: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid``/``gid`` can read everything in ``top``."""
+    try:
+        if not _may(top.stat(), uid, gid, 5 if top.is_dir() else 4):
+            return False
+        for root, dirs, files in os.walk(top):
+            for name in dirs:
+                if not _may(os.stat(os.path.join(root, name)), uid, gid, 5):
+                    return False
+            for name in files:
+                if not _may(os.stat(os.path.join(root, name)), uid, gid, 4):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def _copied_in(src: Path, dest: str, fds: list[int]) -> list[str]:
+    """bwrap arguments copying the regular files of ``src`` to ``dest``
+    (read-only, the sandbox user's) from descriptors opened into ``fds``."""
+    args: list[str] = []
+    if src.is_file():
+        fds.append(os.open(src, os.O_RDONLY | os.O_CLOEXEC))
+        return ["--perms", "0400", "--ro-bind-data", str(fds[-1]), dest]
+    for root, _, files in os.walk(src):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            inside = posixpath.join(dest, os.path.relpath(path, src))
+            args += ["--perms", "0400", "--ro-bind-data", str(fds[-1]), inside]
+    return args
 
 
 def _outermost(paths: Sequence[Path]) -> list[Path]:

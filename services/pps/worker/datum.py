@@ -26,8 +26,9 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from libs.api.events import pps_pb2 as pachevents
 from libs.api.internal import pps_work_pb2 as pachinternal
 from libs.api.pps import pps_pb2
-from libs.errors import PachError
+from libs.errors import FailedPrecondition, PachError
 from libs.objects import ObjectStore
+from services.pps.adapters.secrets import SecretStore
 from services.pps.domain.resources import limits_of
 from services.pps.runners.base import Runner
 from services.pps.worker.layout import PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
@@ -52,6 +53,26 @@ def datum_env(
     env["PACH_JOB_ID"] = job_id
     env["PACH_OUTPUT_COMMIT_ID"] = output_commit
     return env
+
+
+def transform_secrets(
+    store: SecretStore | None, spec: pps_pb2.CreatePipelineRequest
+) -> tuple[dict[str, str], list[tuple[Path, str]]]:
+    """``transform.secrets``: the variables (``env_var`` = the value of
+    ``key``) and the read-only binds (the secret's directory at
+    ``mount_path``). NotFound names a missing secret or key."""
+    env: dict[str, str] = {}
+    binds: list[tuple[Path, str]] = []
+    if not spec.transform.secrets:
+        return env, binds
+    if store is None:
+        raise FailedPrecondition("this worker has no secret store: transform.secrets cannot run")
+    for secret in spec.transform.secrets:
+        if secret.env_var:
+            env[secret.env_var] = store.value(secret.name, secret.key)
+        if secret.mount_path:
+            binds.append((store.dir_of(secret.name), secret.mount_path))
+    return env, binds
 
 
 def stdin_bytes(spec: pps_pb2.CreatePipelineRequest) -> bytes:
@@ -98,6 +119,7 @@ async def run_datum(
     log: LogSink,
     previous_output: str = "",
     worker_id: str = "",
+    secret_store: SecretStore | None = None,
 ) -> pachevents.DatumResult:
     """Process ``task`` with up to ``datum_tries`` tries; never raises for a
     failure of the datum itself (the result says FAILED and why)."""
@@ -119,6 +141,7 @@ async def run_datum(
         for attempt in range(1, tries + 1):
             used = attempt
             try:
+                secret_env, binds = await asyncio.to_thread(transform_secrets, secret_store, spec)
                 if layout is None:
                     # a failed earlier try may have left part of a layout
                     await asyncio.to_thread(shutil.rmtree, scratch / "pfs", True)
@@ -136,10 +159,11 @@ async def run_datum(
                         list(spec.transform.cmd),
                         pfs_dir=layout.pfs_dir,
                         stdin=stdin,
-                        env=env,
+                        env={**env, **secret_env},
                         working_dir=spec.transform.working_dir,
                         timeout=timeout,
                         on_line=run.log_user,
+                        extra_ro_binds=binds,
                         user=spec.transform.user,
                         limits=limits,
                     )

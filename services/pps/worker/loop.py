@@ -49,6 +49,7 @@ from libs.objects import ObjectStore, open_object_store
 from libs.service import ServiceContext, Setup
 from services.pps.adapters import work_queue
 from services.pps.adapters.logs import LogStore
+from services.pps.adapters.secrets import SecretStore, default_root
 from services.pps.runners.base import Runner
 from services.pps.runners.local import LocalRunner
 from services.pps.worker.datum import run_datum
@@ -112,7 +113,9 @@ class Worker:
         runner: Runner,
         logs: LogStore,
         settings: WorkerSettings,
+        secrets: SecretStore | None = None,
     ) -> None:
+        self._secrets = secrets
         self._bus = bus
         self._js = js
         self._store = store
@@ -184,6 +187,7 @@ class Worker:
                     log=self._logs.append,
                     previous_output=chunk.previous_output,
                     worker_id=self.settings.worker_id,
+                    secret_store=self._secrets,
                 )
 
         async with asyncio.TaskGroup() as group:
@@ -301,6 +305,7 @@ async def start_worker(ctx: ServiceContext, parent: int) -> None:
         runner=runner,
         logs=logs,
         settings=settings,
+        secrets=SecretStore(default_root(ctx.config.data_dir)),
     )
     tasks = [
         asyncio.create_task(worker.run(), name="pps-worker"),
