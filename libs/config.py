@@ -61,7 +61,9 @@ class Config:
     data_dir: Path = Path(".pachyderm")
     grpc_port: int = 30650
     http_port: int = 30080
-    grpc_host: str = "0.0.0.0"
+    # The address the gateway's gRPC and HTTP listeners bind: loopback unless
+    # told otherwise (PACH_BIND_ADDRESS; PACH_GRPC_HOST is its older name).
+    grpc_host: str = "127.0.0.1"
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     max_message_bytes: int = 1 << 20  # NATS messages (commands, replies, events)
@@ -73,6 +75,8 @@ class Config:
     events_replicas: int = 1
     objects: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
     readmodels: ReadModelConfig = field(default_factory=ReadModelConfig)
+    # Where extract -u / restore -u may write and read files (PACH_BACKUP_DIR).
+    backup_dir: Path = Path(".pachyderm/backups")
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Config:
@@ -117,7 +121,7 @@ class Config:
             data_dir=data_dir,
             grpc_port=_int(e, "PACH_GRPC_PORT", 30650),
             http_port=_int(e, "PACH_HTTP_PORT", 30080),
-            grpc_host=_str(e, "PACH_GRPC_HOST", "0.0.0.0"),
+            grpc_host=_str(e, "PACH_BIND_ADDRESS", _str(e, "PACH_GRPC_HOST", "127.0.0.1")),
             log_format=log_format,
             log_level=_str(e, "PACH_LOG_LEVEL", "info"),
             max_message_bytes=_int(e, "PACH_MAX_MESSAGE_BYTES", 1 << 20),
@@ -127,4 +131,5 @@ class Config:
             events_replicas=_int(e, "PACH_EVENTS_REPLICAS", 1),
             objects=objects,
             readmodels=readmodels,
+            backup_dir=Path(_str(e, "PACH_BACKUP_DIR", str(data_dir / "backups"))).absolute(),
         )

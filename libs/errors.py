@@ -50,6 +50,11 @@ class FailedPrecondition(PachError):
     code = "failed_precondition"
 
 
+class EventLogLost(FailedPrecondition):
+    """The cluster's event log is gone, emptied or another cluster's: the
+    service refuses to serve until the cluster is restored from a backup."""
+
+
 class Unauthenticated(PachError):
     code = "unauthenticated"
 

@@ -147,7 +147,8 @@ async def decode_frames_raw(
             raise InvalidArgument("extract is empty: expected the magic PACHEXT\\x01 first")
         raise InvalidArgument(f"extract is truncated: {got} bytes, shorter than its magic")
     if magic != MAGIC:
-        raise InvalidArgument(f"not an extract: it starts with {magic!r}, not the magic {MAGIC!r}")
+        # Never quote the bytes: restore -u may be pointed at any file.
+        raise InvalidArgument(f"not an extract: it does not start with the magic {MAGIC!r}")
     index = 0
     while not await reader.at_end():
         start = reader.offset

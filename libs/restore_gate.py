@@ -189,6 +189,9 @@ class ReactionGate:
     stream: str = "EVENTS"
     applied: Callable[[], int] | None = None
     poll: float = 0.05
+    # Whether this process serves the event log (``libs.log_guard``): while
+    # not (the log lost or another cluster's), the gate stays shut too.
+    log_ok: Callable[[], bool] | None = None
     _caught_up: str = ""  # the restore id whose log our read models applied
     _status: RestoreStatus | None = None
     _settled: bool = False
@@ -215,7 +218,14 @@ class ReactionGate:
             self._task = None
 
     async def wait_open(self) -> None:
-        """Return at once when no restore runs; wait while one does."""
+        """Return at once when no restore runs; wait while one does (and
+        while the process does not serve the event log)."""
+        if self.log_ok is not None and not self.log_ok():
+            _log.info("waiting for the event log to be served again")
+            while True:  # a plain flag kept by the guard: polled
+                if self.log_ok():
+                    break
+                await asyncio.sleep(self.poll * 4)
         if self._status is None and not self._settled:
             await self._confirm()
         if self._status is not None and self._status.running:

@@ -34,8 +34,8 @@ from libs import version
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus, Context
 from libs.config import Config
-from libs.errors import PachError
-from libs.events import ensure_stream
+from libs.errors import PachError, Unavailable
+from libs.log_guard import IDENTITY_OK, GuardSettings, LogGuard, disk_free
 from libs.observe import configure_logging, configure_tracing
 from libs.restore_gate import ClusterView, ReactionGate
 
@@ -67,6 +67,8 @@ class ServiceContext:
     not_ready_reason: str = "starting"
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     read_models: list[HasPosition] = field(default_factory=list)
+    log_guard: LogGuard | None = None
+    guard_settings: GuardSettings = field(default_factory=GuardSettings)
     _gate: ReactionGate | None = None
 
     def watch_applied(self, *runners: HasPosition) -> None:
@@ -77,6 +79,9 @@ class ServiceContext:
     def applied_seq(self) -> int:
         return min((r.position for r in self.read_models), default=0)
 
+    def _log_served(self) -> bool:
+        return self.log_guard is None or self.log_guard.ok
+
     async def restore_gate(self) -> ReactionGate:
         """This process's restore gate (one per process, started on first
         use, stopped with ``stack``): reactions, masters and cron ticks wait
@@ -84,7 +89,12 @@ class ServiceContext:
         models (``watch_applied``) applied the restored log."""
         if self._gate is None:
             state = await ClusterView.open(self.js, replicas=self.config.events_replicas)
-            gate = ReactionGate(state, stream=self.config.events_stream, applied=self.applied_seq)
+            gate = ReactionGate(
+                state,
+                stream=self.config.events_stream,
+                applied=self.applied_seq,
+                log_ok=self._log_served,
+            )
             await gate.start()
             self.stack.push_async_callback(gate.stop)
             self._gate = gate
@@ -137,44 +147,88 @@ async def connect_nats(
         delay = min(delay * 2, 2.0)
 
 
-async def ensure_events_stream(
-    js: JetStreamContext, cfg: Config, log: structlog.stdlib.BoundLogger, stop: asyncio.Event
-) -> None:
-    """Create the event log's stream if missing, waiting while JetStream is
-    still starting up."""
-    delay = 0.1
-    while True:
-        try:
-            await ensure_stream(js, cfg)
-            return
-        except (nats.errors.Error, OSError) as exc:
-            log.warning("event stream not ready yet", error=str(exc) or repr(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        if stop.is_set():
-            raise asyncio.CancelledError
-        delay = min(delay * 2, 2.0)
-
-
 async def _drain(nc: Client) -> None:
     with contextlib.suppress(nats.errors.Error, OSError):
         await nc.drain()
+
+
+# What admin serves while the log is lost: the way to bring it back.
+ADMIN_EXEMPT: tuple[str, ...] = ("cmd.admin.Restore", "qry.admin.InspectCluster")
+# Processes that serve whatever state the log is in (the gateway reports it).
+UNGUARDED: tuple[str, ...] = ("gateway",)
+_HEALTH_CHECK_S = 0.8
 
 
 def _health_handler(
     ctx: ServiceContext,
 ) -> Callable[[HealthRequest, Context], Awaitable[HealthResponse]]:
     async def health(_: HealthRequest, __: Context) -> HealthResponse:
-        return HealthResponse(
+        guard = ctx.log_guard
+        if guard is not None and ctx.ready:
+            # A fresh look (shielded: a slow check finishes in the background).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(guard.check()), _HEALTH_CHECK_S)
+        ready = ctx.ready and not ctx.stopping.is_set()
+        reason = "" if ctx.ready else ctx.not_ready_reason
+        reply = HealthResponse(
             service=ctx.config.service,
             replica=ctx.config.replica,
             version=version.pretty(),
-            ready=ctx.ready and not ctx.stopping.is_set(),
-            reason="" if ctx.ready else ctx.not_ready_reason,
-            applied_seq=ctx.applied_seq(),
+            nats_connected=ctx.nc.is_connected,
         )
+        log_ok = True
+        if guard is not None:
+            state = guard.current
+            log_ok = state.state == "ok"
+            reply.event_log = state.state
+            if state.identity is not None:
+                reply.cluster_id = state.identity.cluster_id
+                reply.last_seq = state.identity.last_seq
+            if state.error is not None and ctx.ready:
+                reason = str(state.error)
+        reply.ready = ready and log_ok
+        reply.reason = reason
+        reply.applied_seq = ctx.applied_seq() if log_ok else 0
+        free = disk_free(ctx.config.data_dir)
+        reply.disk_free_bytes = free
+        reply.disk_low = free < ctx.guard_settings.disk_low_bytes
+        return reply
 
     return health
+
+
+async def _guard_start(name: str, ctx: ServiceContext, stop: asyncio.Event) -> LogGuard | None:
+    """The service's log guard; before setup, wait while the log is missing
+    or another cluster's (answering every command with why)."""
+    if name in UNGUARDED:
+        return None
+    cfg = ctx.config
+    guard = LogGuard(
+        ctx.js,
+        cfg.events_stream,
+        read_models=lambda: ctx.read_models,
+        replicas=cfg.events_replicas,
+        exempt=ADMIN_EXEMPT if name == "admin" else (),
+        interval=ctx.guard_settings.interval_s,
+    )
+    ctx.log_guard = guard
+    if name == "admin":  # admin creates the log (first start) or restores it
+        return guard
+    state = await guard.check()
+    if state.state not in IDENTITY_OK:
+        ctx.not_ready_reason = str(state.error)
+        ctx.log.error("not serving: event log", state=state.state, error=str(state.error))
+
+        def why() -> PachError:
+            return guard.current.error or Unavailable(f"{name} is starting")
+
+        refusal = await ctx.bus.refuse("cmd", why)
+        await guard.wait_identity(stop)
+        await ctx.bus.unserve(refusal)
+        if stop.is_set():
+            raise asyncio.CancelledError
+        ctx.not_ready_reason = "starting"
+    return guard
 
 
 async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> None:
@@ -193,9 +247,16 @@ async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> No
         ctx = ServiceContext(
             config=cfg, nc=nc, js=nc.jetstream(), bus=bus, stack=stack, log=log, stopping=stop
         )
+        ctx.guard_settings = GuardSettings.from_env()
         await bus.serve("Health", HealthRequest, _health_handler(ctx), kind="qry", quiet=True)
-        await ensure_events_stream(ctx.js, cfg, log, stop)
+        guard = await _guard_start(name, ctx, stop)
+        if guard is not None:
+            bus.admission = guard.admit
         await setup(ctx)
+        if guard is not None:
+            await guard.check()
+            guard.start()
+            stack.push_async_callback(guard.stop)
         ctx.ready = True
         log.info("service started", nats=cfg.nats_url)
         await stop.wait()

@@ -90,6 +90,9 @@ class Bus:
         self.timeout = timeout
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        # Called with each request's subject before its handler; raising a
+        # PachError refuses the request (e.g. while the event log is lost).
+        self.admission: Callable[[str], None] | None = None
 
     # --- serving -----------------------------------------------------------
 
@@ -120,6 +123,20 @@ class Bus:
         self._subs.append(sub)
         # Once serve returns, requests from any connection must reach us: wait
         # until the server has registered the subscription.
+        await self._nc.flush()
+        return sub
+
+    async def refuse(self, kind: str, error: Callable[[], PachError]) -> Subscription:
+        """Answer every ``<kind>.<service>.*`` request with ``error()`` (while
+        the service cannot set up its handlers); end it with ``unserve``."""
+        subject = f"{kind}.{self.service}.>"
+
+        async def on_msg(msg: Msg) -> None:
+            if not msg.subject.endswith(".Health"):
+                await self._respond(msg, b"", error())
+
+        sub = await self._nc.subscribe(subject, queue=self.service, cb=on_msg)
+        self._subs.append(sub)
         await self._nc.flush()
         return sub
 
@@ -154,6 +171,8 @@ class Bus:
             subject, context=parent, kind=trace.SpanKind.SERVER
         ) as span:
             try:
+                if self.admission is not None:
+                    self.admission(subject)
                 reply = await handler(self._decode(msg.data, request_type), ctx)
                 body = reply.SerializeToString()
                 if len(body) > self.max_message_bytes:
@@ -200,11 +219,12 @@ class Bus:
         self,
         name: str,
         message_type: type[Req],
-        handler: Callable[[Req, Context], Awaitable[None]],
+        handler: Callable[[Req, Context], Awaitable[Message | None]],
     ) -> None:
         """Take every ``note.<service>.<name>`` published, in every replica
         (no queue group): what replicas tell each other. A note that does not
-        decode, or whose handler fails, is logged and dropped."""
+        decode, or whose handler fails, is logged and dropped. What the
+        handler returns answers a ``survey`` (a plain note wants none)."""
         subject = subject_for("note", self.service, name)
 
         async def on_msg(msg: Msg) -> None:
@@ -215,7 +235,9 @@ class Bus:
                 subject=subject,
             )
             try:
-                await handler(self._decode(msg.data, message_type), ctx)
+                answer = await handler(self._decode(msg.data, message_type), ctx)
+                if answer is not None and msg.reply:
+                    await self._nc.publish(msg.reply, answer.SerializeToString())
             except Exception as exc:
                 _log.warning("note dropped", subject=subject, error=repr(exc))
 
@@ -235,6 +257,44 @@ class Bus:
             await self._nc.publish(subject, body, headers={H_PRINCIPAL: principal})
         except nats.errors.Error as exc:
             raise Unavailable(f"cannot publish {subject}: {exc}") from None
+
+    async def survey(
+        self,
+        service: str,
+        name: str,
+        message: Message,
+        response_type: type[Resp],
+        *,
+        window: float,
+        principal: str = "",
+    ) -> list[Resp]:
+        """Publish ``note.<service>.<name>`` and gather the answers of every
+        listener that gives one within ``window`` seconds (a listener that
+        is down, slow or has nothing to say is simply not among them)."""
+        subject = subject_for("note", service, name)
+        body = message.SerializeToString()
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLarge(len(body), self.max_message_bytes, f"survey of {subject}")
+        answers: list[Resp] = []
+
+        async def on_answer(msg: Msg) -> None:
+            try:
+                answers.append(self._reply(msg, subject, response_type))
+            except PachError as exc:
+                _log.warning("survey answer dropped", subject=subject, error=str(exc))
+
+        try:
+            sub = await self._nc.subscribe(self._nc.new_inbox(), cb=on_answer)
+            try:
+                await self._nc.publish(
+                    subject, body, reply=sub.subject, headers={H_PRINCIPAL: principal}
+                )
+                await asyncio.sleep(window)
+            finally:
+                await sub.unsubscribe()
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot survey {subject}: {exc}") from None
+        return answers
 
     # --- calling -----------------------------------------------------------
 

@@ -39,13 +39,13 @@ from libs.errors import (
     Unavailable,
 )
 from libs.events.envelope import (
-    SUBJECT_PREFIX,
     AggregateRef,
     Position,
     RecordedEvent,
     decode_batch,
     parse_batch,
 )
+from libs.events.identity import log_missing, stream_config
 from libs.events.publisher import (
     Ack,
     NoStream,
@@ -60,8 +60,6 @@ from libs.events.registry import EventRegistry
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_MSG_TOO_LARGE = 10054
 ERR_NO_MESSAGE = 10037
-
-DUPLICATE_WINDOW_S = 120.0
 
 
 _H_EXPECTED_SEQ = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
@@ -110,22 +108,14 @@ class Appended:
     duplicate: bool  # True when the server had it already (a retried append)
 
 
-async def ensure_stream(js: JetStreamContext, cfg: Config) -> None:
-    """Create the events stream if missing (idempotent; safe to race)."""
-    config = api.StreamConfig(
-        name=cfg.events_stream,
-        subjects=[f"{SUBJECT_PREFIX}.>"],
-        storage=api.StorageType.FILE,
-        retention=api.RetentionPolicy.LIMITS,
-        num_replicas=cfg.events_replicas,
-        duplicate_window=DUPLICATE_WINDOW_S,
-        max_msg_size=cfg.max_message_bytes,
-        allow_direct=True,
-        deny_delete=True,
-        deny_purge=True,
-    )
+async def ensure_stream(js: JetStreamContext, cfg: Config, cluster_id: str = "") -> None:
+    """Create the events stream if missing (idempotent; safe to race).
+
+    For tools and tests that run parts of the system alone: in a cluster
+    only admin creates the stream, with the cluster's identity
+    (``libs.events.identity.create_stream``); services never do."""
     try:
-        await js.add_stream(config)
+        await js.add_stream(stream_config(cfg, cluster_id))
     except nats.js.errors.BadRequestError as exc:
         # "stream name already in use" with a different config: keep theirs.
         if "already in use" not in str(exc.description or ""):
@@ -330,7 +320,8 @@ class EventStore:
                 subject=item.aggregate.subject,
             ) from None
         except NoStream:
-            raise Unavailable(f"no event stream accepts {item.aggregate.subject}") from None
+            # Our subjects always have a stream: none means the log is gone.
+            raise log_missing(self.stream) from None
         return Appended(Position(ack.seq, item.expected.version + len(item.events)), ack.duplicate)
 
     async def _find_msg_id(

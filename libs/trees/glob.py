@@ -26,6 +26,11 @@ from libs.trees.read import root_entry
 _SPECIAL = "*?[{\\"
 
 
+def is_glob(path: str) -> bool:
+    """Whether ``path`` holds a glob's special characters (``* ? [ { \\``)."""
+    return any(c in _SPECIAL for c in path)
+
+
 @dataclass(frozen=True)
 class _Segment:
     regex: re.Pattern[str]

@@ -1,8 +1,10 @@
 """The launcher's settings, read from the environment (nothing connects here).
 
 ``PACH_DATA_DIR`` (default ``./.pachyderm``), ``PACH_GRPC_PORT`` (30650),
-``PACH_HTTP_PORT`` (30080), ``PACH_GRPC_HOST`` (0.0.0.0) and
-``PACH_REPLICAS`` such as ``pfs=2,pps=2``.
+``PACH_HTTP_PORT`` (30080), ``PACH_BIND_ADDRESS`` (127.0.0.1: the address
+the gRPC and HTTP listeners bind; ``PACH_GRPC_HOST`` is its older name; set
+``0.0.0.0`` to serve other machines, which the gateway warns about while
+auth is not built) and ``PACH_REPLICAS`` such as ``pfs=2,pps=2``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ class ClusterSettings:
     def local_host(self) -> str:
         """Where the launcher itself reaches the gateway."""
         host = self.config.grpc_host
-        return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        if host in ("0.0.0.0", ""):
+            return "127.0.0.1"
+        return "[::1]" if host == "::" else host
 
     def count(self, service: str) -> int:
         return self.replicas.get(service, 1)

@@ -220,3 +220,42 @@ async def test_a_note_reaches_every_replica_and_bad_notes_are_dropped(
         await b.close()
     for c in clients:
         await c.close()
+
+
+async def test_a_survey_gathers_the_answers_of_every_listener(nats_server: NatsServer) -> None:
+    """``survey`` hears every listener that answers within the window; one
+    with nothing to say (None), one that fails and one that is too slow are
+    not among the answers; a plain note to the same listeners wants none."""
+    clients = [await nats.connect(nats_server.url) for _ in range(6)]
+
+    def replica(name: str, delay: float = 0.0):  # type: ignore[no-untyped-def]
+        async def handler(note: HealthRequest, ctx: Context) -> Message | None:
+            await asyncio.sleep(delay)
+            if name == "quiet":
+                return None
+            if name == "broken":
+                raise RuntimeError("a handler bug")
+            return HealthResponse(service=name, replica=ctx.principal)
+
+        return handler
+
+    names = [("a", 0.0), ("b", 0.0), ("quiet", 0.0), ("broken", 0.0), ("slow", 2.0)]
+    buses = [Bus(c, service="svc") for c in clients[:5]]
+    for bus, (name, delay) in zip(buses, names, strict=True):
+        await bus.listen("Who", HealthRequest, replica(name, delay))
+    sender = Bus(clients[5], service="caller", max_message_bytes=64)
+    got = await sender.survey(
+        "svc", "Who", HealthRequest(), HealthResponse, window=0.5, principal="p"
+    )
+    assert sorted((r.service, r.replica) for r in got) == [("a", "p"), ("b", "p")]
+    await sender.notify("svc", "Who", HealthRequest())  # no reply subject: nothing sent
+    with pytest.raises(MessageTooLarge):
+        await sender.survey(
+            "svc", "Who", HealthResponse(service="x" * 100), HealthResponse, window=0.1
+        )
+    with pytest.raises(InvalidArgument):
+        await sender.survey("svc", "bad name!", HealthRequest(), HealthResponse, window=0.1)
+    for b in buses:
+        await b.close()
+    for c in clients:
+        await c.close()

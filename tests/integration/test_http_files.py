@@ -78,9 +78,11 @@ def test_upload_and_download_a_large_file(cluster: Cluster, api: pfs_pb2_grpc.AP
     assert int(down.headers["Content-Length"]) == len(data)
     assert down.headers["Accept-Ranges"] == "bytes"
 
-    # A streamed (chunked) body, in pieces.
+    # A streamed (chunked) body, in pieces (a POST names a type no
+    # cross-site form can send).
     pieces = [os.urandom(700_000) for _ in range(4)]
-    up = http(cluster, "POST", "/pfs/web/master/chunked.bin", iter(pieces))
+    binary = {"Content-Type": "application/octet-stream"}
+    up = http(cluster, "POST", "/pfs/web/master/chunked.bin", iter(pieces), binary)
     assert up.status == 201 and up.json()["bytes"] == sum(map(len, pieces))
     assert http(cluster, "GET", "/pfs/web/master/chunked.bin").body == b"".join(pieces)
 
@@ -177,7 +179,9 @@ def test_dashboard_repo_page_and_file_browser(cluster: Cluster, api: pfs_pb2_grp
     second, first = (i.commit.id for i in infos)
 
     index = http(cluster, "GET", "/")
-    assert index.status == 200 and b'"/repos/" + encodeURIComponent' in index.body
+    assert index.status == 200 and b'<script src="/static/index.js">' in index.body
+    script = http(cluster, "GET", "/static/index.js")
+    assert script.status == 200 and b'"/repos/" + encodeURIComponent' in script.body
     page = http(cluster, "GET", "/repos/web")
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
     text = page.body.decode()

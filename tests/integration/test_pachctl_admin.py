@@ -48,10 +48,18 @@ def s3_env(s3: S3Server | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str]) -> Iterator[Cluster]:
+def backups(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The backup directory both clusters' ``-u`` files go under."""
+    return Path(tmp_path_factory.mktemp("backups"))
+
+
+@pytest.fixture(scope="module")
+def source(
+    tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str], backups: Path
+) -> Iterator[Cluster]:
     """A cluster with a repo, two commits and a finished pipeline job."""
     base = Path(tmp_path_factory.mktemp("admin-src"))
-    c = Cluster(base / "data", **s3_env).start()
+    c = Cluster(base / "data", PACH_BACKUP_DIR=str(backups), **s3_env).start()
     try:
         c.wait_ready()
         ok(pachctl(c, "create-repo", "data"))
@@ -78,8 +86,8 @@ def backup(source: Cluster) -> bytes:
 
 
 @pytest.fixture
-def target(tmp_path: Path, s3_env: dict[str, str]) -> Iterator[Cluster]:
-    yield from running(tmp_path / "target", **s3_env)
+def target(tmp_path: Path, s3_env: dict[str, str], backups: Path) -> Iterator[Cluster]:
+    yield from running(tmp_path / "target", PACH_BACKUP_DIR=str(backups), **s3_env)
 
 
 def fail(done: subprocess.CompletedProcess[bytes]) -> str:
@@ -239,15 +247,15 @@ def test_grpc_extract_and_restore_by_record_and_by_frames(
     assert listings(target) == listings(source)
 
 
-def test_url_round_trip(source: Cluster, target: Cluster, tmp_path: Path) -> None:
-    path = tmp_path / "backup.extract"
+def test_url_round_trip(source: Cluster, target: Cluster, backups: Path) -> None:
+    path = backups / "backup.extract"
     ok(pachctl(source, "extract", "-u", str(path)))
     assert path.read_bytes().startswith(MAGIC)
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    assert not [p for p in backups.iterdir() if p.name.endswith(".part")]
 
     err = fail(pachctl(source, "extract", "-u", "relative/backup"))
     assert "relative path" in err, err
-    err = fail(pachctl(target, "restore", "-u", str(tmp_path / "missing")))
+    err = fail(pachctl(target, "restore", "-u", str(backups / "missing")))
     assert "no extract at" in err, err
     assert_empty(target)
 

@@ -24,7 +24,9 @@ from tests.support.cluster import Cluster, running
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from running(Path(tmp_path_factory.mktemp("file-ops")) / "data")
+    # The test's HTTP server is on loopback, which put-file refuses unless allowed.
+    data = Path(tmp_path_factory.mktemp("file-ops")) / "data"
+    yield from running(data, PACH_URL_ALLOW="127.0.0.1")
 
 
 def fails(done: subprocess.CompletedProcess[bytes], message: str) -> str:

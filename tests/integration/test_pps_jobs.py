@@ -559,12 +559,13 @@ async def test_restart_datum_runs_a_failed_datum_of_a_running_job_again(
         running_datums = (await list_datums(bus, job.job.id)).datum_infos
         states = {d.data[0].file.path: d.state for d in running_datums}
         assert states == {"/bad": pps.FAILED, "/slow": pps.STARTING}
-        with pytest.raises(FailedPrecondition, match="no failed datum"):
-            req_none = pps.RestartDatumRequest(job=job.job, data_filters=["/slow"])
+        with pytest.raises(FailedPrecondition, match="no running or failed datum"):
+            req_none = pps.RestartDatumRequest(job=job.job, data_filters=["/none"])
             await bus.request("pps", "RestartDatum", req_none, Empty)
         marker.write_text("")
         restart = pps.RestartDatumRequest(job=job.job, data_filters=["/bad"])
-        await bus.request("pps", "RestartDatum", restart, Empty)
+        said = await bus.request("pps", "RestartDatum", restart, work.RestartDatumResult)
+        assert len(said.failed) == 1 and not said.running
         [job] = await wait_jobs(bus, "retry", 1)
         assert job.state == pps.JOB_SUCCESS, job.reason
         assert (job.data_processed, job.data_failed) == (2, 0)

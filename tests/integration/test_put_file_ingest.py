@@ -41,9 +41,10 @@ def s3(request: pytest.FixtureRequest) -> S3Server | None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, s3: S3Server | None) -> Iterator[Cluster]:
-    env: dict[str, str] = {}
+    # The test's HTTP server is on loopback, which put-file refuses unless allowed.
+    env: dict[str, str] = {"PACH_URL_ALLOW": "127.0.0.1"}
     if s3 is not None:  # what put-file from s3:// reads (the object store stays local)
-        env = {
+        env |= {
             "AWS_ACCESS_KEY_ID": s3.access_key,
             "AWS_SECRET_ACCESS_KEY": s3.secret_key,
             "AWS_ENDPOINT_URL": s3.endpoint,

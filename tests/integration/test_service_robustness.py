@@ -16,7 +16,9 @@ from nats.aio.client import Client
 from libs.api.events.envelope_pb2 import Envelope, EventBatch
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus
+from libs.config import Config
 from libs.errors import Unavailable
+from libs.events import ensure_stream
 from programs.cluster.natsserver import NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +64,8 @@ async def test_bad_requests_and_bad_events_never_crash_a_service(
     nc: Client, pfs: subprocess.Popen[bytes]
 ) -> None:
     bus = Bus(nc, service="tester")
+    # pfs alone: no admin makes the event log, so the test does (services never do).
+    await ensure_stream(nc.jetstream(), Config())
     assert (await _ready(bus)).service == "pfs"
 
     # Not a protobuf message at all.

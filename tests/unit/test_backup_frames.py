@@ -72,7 +72,7 @@ async def test_magic_only_is_an_empty_record_stream() -> None:
     [
         (b"", "extract is empty"),
         (b"PACH", "truncated: 4 bytes, shorter than its magic"),
-        (b"PK\x03\x04zipfile", "not an extract: it starts with"),
+        (b"PK\x03\x04zipfile", "not an extract: it does not start with the magic"),
         (b"PACHEXT\x02", "not an extract"),
         (MAGIC + b"\x00\x00", "truncated: frame 0 at byte 8 is cut short inside its length"),
         (MAGIC + b"\x00\x00\x00\x09abc", "truncated: frame 0 at byte 8 holds 3 of its 9 bytes"),

@@ -157,6 +157,7 @@ async def test_recent_garbage_is_protected_not_deleted(store: LocalObjectStore) 
     result = await collect(store, [roots(a.hash)], grace_s=60)
     assert result.deleted.objects == 0
     assert result.protected.objects > 0
+    assert result.cutoff_by == "collection"
     assert any(b"SECRET" in data for data in files_on_disk(store).values())
 
 
@@ -164,9 +165,12 @@ async def test_the_oldest_open_commit_moves_the_cutoff_back(store: LocalObjectSt
     a, _, _ = await scene(store)
     age_everything(store, 3600)
     opened = time.time() - 7200  # an open commit older than every object
-    result = await collect(store, [roots(a.hash, oldest_open=opened)])
+    result = await collect(
+        store, [roots(a.hash), roots(a.hash, oldest_open=opened)], names=("job", "open commit")
+    )
     assert result.deleted.objects == 0
     assert result.cutoff == pytest.approx(opened - 1.0)
+    assert result.cutoff_by == "open commit"  # what pachctl's message names
     assert any(b"SECRET" in data for data in files_on_disk(store).values())
 
 
@@ -352,6 +356,12 @@ def test_pachctl_memory_sizes_and_summary() -> None:
         "Deleted 1 object (2KiB)\n"
         "Kept 5 objects (10B) still in use\n"
         "Spared 0 objects (0B) written during the collection\n"
+    )
+    # Kept because an open commit set the cutoff: said so, not "during".
+    result.protected.objects, result.cutoff_by = 3, "open commit"
+    assert gc_cmd.summary(result).splitlines()[-1] == (
+        "Spared 3 objects (0B) not referenced yet but written since the oldest "
+        "open commit began (kept: they may belong to it)"
     )
 
 

@@ -23,6 +23,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs.api.admin import admin_pb2, admin_pb2_grpc
+from libs.api.internal import pps_work_pb2 as work
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
@@ -668,6 +669,11 @@ def test_list_datum_and_restart_datum(pachd: FakePps) -> None:
     assert cli("restart-datum", "j1", "/a,/b", "ff00")[0] == 0
     name, req = pachd.calls[-1]
     assert name == "RestartDatum" and list(req.data_filters) == ["/a", "/b", "ff00"]
+    said = jobcmd.restart_text("j1", work.RestartDatumResult(running=["d1"], failed=["d2", "d3"]))
+    assert said == (
+        "Restarted running datum(s) d1 of job j1: their user code was stopped and runs again\n"
+        "Restarted failed datum(s) d2, d3 of job j1: they run again\n"
+    )
 
 
 def test_pipeline_commands(pachd: FakePps) -> None:

@@ -30,6 +30,7 @@ def _line(
     datum: str = "",
     master: bool = False,
     data: tuple[tuple[str, bytes], ...] = (),
+    user: bool | None = None,
 ) -> pps_pb2.LogMessage:
     return pps_pb2.LogMessage(
         pipeline_name=pipeline,
@@ -37,7 +38,7 @@ def _line(
         datum_id=datum,
         master=master,
         message=text,
-        user=not master,
+        user=not master if user is None else user,
         data=[pps_pb2.InputFile(path=p, hash=h) for p, h in data],
     )
 
@@ -115,6 +116,11 @@ async def test_pages_follow_and_tail(logs: LogStore) -> None:
     assert [m.message for m in page.messages] == ["l8", "l9"]
     rest = await logs.page(tail, after=page.next, limit=2)
     assert [m.message for m in rest.messages] == ["late"]
+    # The tail counts the lines pachctl shows: user code's, not the worker's own.
+    await logs.append(_line("worker says", user=False))
+    await logs.flush()
+    shown_tail = await logs.page(_req(pipeline="edges", tail=2), after=0)
+    assert [m.message for m in shown_tail.messages] == ["l9", "late", "worker says"]
     none = await logs.page(_req(pipeline="nothing", tail=5))
     assert list(none.messages) == [] and none.next > 0  # a follow starts at the end
     info = await logs._js.stream_info(STREAM)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11internal/gc.proto\x12\x06pachgc\"-\n\x15GarbageCollectRequest\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x03\"-\n\x0bObjectCount\x12\x0f\n\x07objects\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"\xe3\x01\n\x14GarbageCollectResult\x12!\n\x04kept\x18\x01 \x01(\x0b\x32\x13.pachgc.ObjectCount\x12$\n\x07\x64\x65leted\x18\x02 \x01(\x0b\x32\x13.pachgc.ObjectCount\x12&\n\tprotected\x18\x03 \x01(\x0b\x32\x13.pachgc.ObjectCount\x12\r\n\x05roots\x18\x04 \x01(\x04\x12\x0e\n\x06marked\x18\x05 \x01(\x04\x12\x0e\n\x06\x63utoff\x18\x06 \x01(\x01\x12\x14\n\x0cmark_seconds\x18\x07 \x01(\x01\x12\x15\n\rsweep_seconds\x18\x08 \x01(\x01\"2\n\x12ObjectRootsRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"Q\n\x13ObjectRootsResponse\x12\r\n\x05trees\x18\x01 \x03(\t\x12\x0c\n\x04next\x18\x02 \x01(\t\x12\x1d\n\x15oldest_unfinished_job\x18\x03 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11internal/gc.proto\x12\x06pachgc\"-\n\x15GarbageCollectRequest\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x03\"-\n\x0bObjectCount\x12\x0f\n\x07objects\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"\xf6\x01\n\x14GarbageCollectResult\x12!\n\x04kept\x18\x01 \x01(\x0b\x32\x13.pachgc.ObjectCount\x12$\n\x07\x64\x65leted\x18\x02 \x01(\x0b\x32\x13.pachgc.ObjectCount\x12&\n\tprotected\x18\x03 \x01(\x0b\x32\x13.pachgc.ObjectCount\x12\r\n\x05roots\x18\x04 \x01(\x04\x12\x0e\n\x06marked\x18\x05 \x01(\x04\x12\x0e\n\x06\x63utoff\x18\x06 \x01(\x01\x12\x14\n\x0cmark_seconds\x18\x07 \x01(\x01\x12\x15\n\rsweep_seconds\x18\x08 \x01(\x01\x12\x11\n\tcutoff_by\x18\t \x01(\t\"2\n\x12ObjectRootsRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"Q\n\x13ObjectRootsResponse\x12\r\n\x05trees\x18\x01 \x03(\t\x12\x0c\n\x04next\x18\x02 \x01(\t\x12\x1d\n\x15oldest_unfinished_job\x18\x03 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBJECTCOUNT']._serialized_start=76
   _globals['_OBJECTCOUNT']._serialized_end=121
   _globals['_GARBAGECOLLECTRESULT']._serialized_start=124
-  _globals['_GARBAGECOLLECTRESULT']._serialized_end=351
-  _globals['_OBJECTROOTSREQUEST']._serialized_start=353
-  _globals['_OBJECTROOTSREQUEST']._serialized_end=403
-  _globals['_OBJECTROOTSRESPONSE']._serialized_start=405
-  _globals['_OBJECTROOTSRESPONSE']._serialized_end=486
+  _globals['_GARBAGECOLLECTRESULT']._serialized_end=370
+  _globals['_OBJECTROOTSREQUEST']._serialized_start=372
+  _globals['_OBJECTROOTSREQUEST']._serialized_end=422
+  _globals['_OBJECTROOTSRESPONSE']._serialized_start=424
+  _globals['_OBJECTROOTSRESPONSE']._serialized_end=505
 # @@protoc_insertion_point(module_scope)

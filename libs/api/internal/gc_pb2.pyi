@@ -85,6 +85,7 @@ class GarbageCollectResult(_message.Message):
     CUTOFF_FIELD_NUMBER: _builtins.int
     MARK_SECONDS_FIELD_NUMBER: _builtins.int
     SWEEP_SECONDS_FIELD_NUMBER: _builtins.int
+    CUTOFF_BY_FIELD_NUMBER: _builtins.int
     roots: _builtins.int
     """Tree roots and chunk refs the mark phase started from."""
     marked: _builtins.int
@@ -93,6 +94,11 @@ class GarbageCollectResult(_message.Message):
     """The cutoff, unix seconds: unmarked objects older than it were deleted."""
     mark_seconds: _builtins.float
     sweep_seconds: _builtins.float
+    cutoff_by: _builtins.str
+    """What set the cutoff: "collection" (its start), "open commit" (the oldest
+    open commit started earlier) or "unfinished job" (likewise a job):
+    `protected` objects were written since then.
+    """
     @_builtins.property
     def kept(self) -> Global___ObjectCount: ...
     @_builtins.property
@@ -110,10 +116,11 @@ class GarbageCollectResult(_message.Message):
         cutoff: _builtins.float = ...,
         mark_seconds: _builtins.float = ...,
         sweep_seconds: _builtins.float = ...,
+        cutoff_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "kept", b"kept", "protected", b"protected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cutoff", b"cutoff", "deleted", b"deleted", "kept", b"kept", "mark_seconds", b"mark_seconds", "marked", b"marked", "protected", b"protected", "roots", b"roots", "sweep_seconds", b"sweep_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cutoff", b"cutoff", "cutoff_by", b"cutoff_by", "deleted", b"deleted", "kept", b"kept", "mark_seconds", b"mark_seconds", "marked", b"marked", "protected", b"protected", "roots", b"roots", "sweep_seconds", b"sweep_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

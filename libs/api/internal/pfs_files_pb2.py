@@ -26,15 +26,15 @@ from libs.api.pfs import pfs_pb2 as pfs_dot_pfs__pb2
 from libs.api.internal import tree_pb2 as internal_dot_tree__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18internal/pfs_files.proto\x12\x15pachinternal.pfsfiles\x1a\rpfs/pfs.proto\x1a\x13internal/tree.proto\"\x92\x01\n\tFileWrite\x12\x0c\n\x04path\x18\x01 \x01(\t\x12(\n\x04refs\x18\x02 \x03(\x0b\x32\x1a.pachinternal.tree.DataRef\x12\x0e\n\x06\x61ppend\x18\x03 \x01(\x08\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .pachinternal.pfsfiles.WriteKind\x12\r\n\x05split\x18\x05 \x01(\x08\"t\n\x12PutFileRefsRequest\x12\x1b\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0b.pfs.Commit\x12\x30\n\x06writes\x18\x02 \x03(\x0b\x32 .pachinternal.pfsfiles.FileWrite\x12\x0f\n\x07session\x18\x03 \x01(\t\"T\n\x13PutFileRefsResponse\x12\x1b\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0b.pfs.Commit\x12\x0e\n\x06queued\x18\x02 \x01(\x08\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\"B\n\x11\x41\x62\x61ndonPutRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1c\n\x07\x63ommits\x18\x02 \x03(\x0b\x32\x0b.pfs.Commit\"@\n\x0fRenewPutRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1c\n\x07\x63ommits\x18\x02 \x03(\x0b\x32\x0b.pfs.Commit\"9\n\x0f\x46ileRefsRequest\x12\x17\n\x04\x66ile\x18\x01 \x01(\x0b\x32\t.pfs.File\x12\r\n\x05\x66irst\x18\x02 \x01(\x04\"^\n\x10\x46ileRefsResponse\x12(\n\x04refs\x18\x01 \x03(\x0b\x32\x1a.pachinternal.tree.DataRef\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"K\n\x13ListFilePageRequest\x12%\n\x07request\x18\x01 \x01(\x0b\x32\x14.pfs.ListFileRequest\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\"K\n\x13GlobFilePageRequest\x12%\n\x07request\x18\x01 \x01(\x0b\x32\x14.pfs.GlobFileRequest\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\"[\n\x0c\x46ileInfoPage\x12 \n\tfile_info\x18\x01 \x03(\x0b\x32\r.pfs.FileInfo\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x1b\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x0b.pfs.Commit\"K\n\x13\x44iffFilePageRequest\x12%\n\x07request\x18\x01 \x01(\x0b\x32\x14.pfs.DiffFileRequest\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\"\xb0\x01\n\x0c\x44iffFilePage\x12 \n\tnew_files\x18\x01 \x03(\x0b\x32\r.pfs.FileInfo\x12 \n\told_files\x18\x02 \x03(\x0b\x32\r.pfs.FileInfo\x12\x0c\n\x04more\x18\x03 \x01(\x08\x12\x0c\n\x04last\x18\x04 \x01(\t\x12\x1f\n\nnew_commit\x18\x05 \x01(\x0b\x32\x0b.pfs.Commit\x12\x1f\n\nold_commit\x18\x06 \x01(\x0b\x32\x0b.pfs.Commit*0\n\tWriteKind\x12\x0b\n\x07\x43ONTENT\x10\x00\x12\n\n\x06HEADER\x10\x01\x12\n\n\x06\x46OOTER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18internal/pfs_files.proto\x12\x15pachinternal.pfsfiles\x1a\rpfs/pfs.proto\x1a\x13internal/tree.proto\"\x92\x01\n\tFileWrite\x12\x0c\n\x04path\x18\x01 \x01(\t\x12(\n\x04refs\x18\x02 \x03(\x0b\x32\x1a.pachinternal.tree.DataRef\x12\x0e\n\x06\x61ppend\x18\x03 \x01(\x08\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .pachinternal.pfsfiles.WriteKind\x12\r\n\x05split\x18\x05 \x01(\x08\"t\n\x12PutFileRefsRequest\x12\x1b\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0b.pfs.Commit\x12\x30\n\x06writes\x18\x02 \x03(\x0b\x32 .pachinternal.pfsfiles.FileWrite\x12\x0f\n\x07session\x18\x03 \x01(\t\"T\n\x13PutFileRefsResponse\x12\x1b\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x0b.pfs.Commit\x12\x0e\n\x06queued\x18\x02 \x01(\x08\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\"B\n\x11\x41\x62\x61ndonPutRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1c\n\x07\x63ommits\x18\x02 \x03(\x0b\x32\x0b.pfs.Commit\"@\n\x0fRenewPutRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1c\n\x07\x63ommits\x18\x02 \x03(\x0b\x32\x0b.pfs.Commit\"9\n\x0f\x46ileRefsRequest\x12\x17\n\x04\x66ile\x18\x01 \x01(\x0b\x32\t.pfs.File\x12\r\n\x05\x66irst\x18\x02 \x01(\x04\"^\n\x10\x46ileRefsResponse\x12(\n\x04refs\x18\x01 \x03(\x0b\x32\x1a.pachinternal.tree.DataRef\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"~\n\x13GlobFileRefsRequest\x12\x17\n\x04\x66ile\x18\x01 \x01(\x0b\x32\t.pfs.File\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05\x66irst\x18\x03 \x01(\x04\x12\x0c\n\x04open\x18\x04 \x03(\t\x12\x0f\n\x07matched\x18\x05 \x01(\x04\x12\x11\n\trefs_sent\x18\x06 \x01(\x04\"\xbb\x01\n\x14GlobFileRefsResponse\x12(\n\x04refs\x18\x01 \x03(\x0b\x32\x1a.pachinternal.tree.DataRef\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x1b\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x0b.pfs.Commit\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\r\n\x05\x66irst\x18\x05 \x01(\x04\x12\x0c\n\x04open\x18\x06 \x03(\t\x12\x0f\n\x07matched\x18\x07 \x01(\x04\x12\x11\n\trefs_sent\x18\x08 \x01(\x04\"K\n\x13ListFilePageRequest\x12%\n\x07request\x18\x01 \x01(\x0b\x32\x14.pfs.ListFileRequest\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\"K\n\x13GlobFilePageRequest\x12%\n\x07request\x18\x01 \x01(\x0b\x32\x14.pfs.GlobFileRequest\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\"[\n\x0c\x46ileInfoPage\x12 \n\tfile_info\x18\x01 \x03(\x0b\x32\r.pfs.FileInfo\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x1b\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x0b.pfs.Commit\"K\n\x13\x44iffFilePageRequest\x12%\n\x07request\x18\x01 \x01(\x0b\x32\x14.pfs.DiffFileRequest\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\"\xb0\x01\n\x0c\x44iffFilePage\x12 \n\tnew_files\x18\x01 \x03(\x0b\x32\r.pfs.FileInfo\x12 \n\told_files\x18\x02 \x03(\x0b\x32\r.pfs.FileInfo\x12\x0c\n\x04more\x18\x03 \x01(\x08\x12\x0c\n\x04last\x18\x04 \x01(\t\x12\x1f\n\nnew_commit\x18\x05 \x01(\x0b\x32\x0b.pfs.Commit\x12\x1f\n\nold_commit\x18\x06 \x01(\x0b\x32\x0b.pfs.Commit*0\n\tWriteKind\x12\x0b\n\x07\x43ONTENT\x10\x00\x12\n\n\x06HEADER\x10\x01\x12\n\n\x06\x46OOTER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'libs.api.internal.pfs_files_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WRITEKIND']._serialized_start=1232
-  _globals['_WRITEKIND']._serialized_end=1280
+  _globals['_WRITEKIND']._serialized_start=1550
+  _globals['_WRITEKIND']._serialized_end=1598
   _globals['_FILEWRITE']._serialized_start=88
   _globals['_FILEWRITE']._serialized_end=234
   _globals['_PUTFILEREFSREQUEST']._serialized_start=236
@@ -49,14 +49,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILEREFSREQUEST']._serialized_end=631
   _globals['_FILEREFSRESPONSE']._serialized_start=633
   _globals['_FILEREFSRESPONSE']._serialized_end=727
-  _globals['_LISTFILEPAGEREQUEST']._serialized_start=729
-  _globals['_LISTFILEPAGEREQUEST']._serialized_end=804
-  _globals['_GLOBFILEPAGEREQUEST']._serialized_start=806
-  _globals['_GLOBFILEPAGEREQUEST']._serialized_end=881
-  _globals['_FILEINFOPAGE']._serialized_start=883
-  _globals['_FILEINFOPAGE']._serialized_end=974
-  _globals['_DIFFFILEPAGEREQUEST']._serialized_start=976
-  _globals['_DIFFFILEPAGEREQUEST']._serialized_end=1051
-  _globals['_DIFFFILEPAGE']._serialized_start=1054
-  _globals['_DIFFFILEPAGE']._serialized_end=1230
+  _globals['_GLOBFILEREFSREQUEST']._serialized_start=729
+  _globals['_GLOBFILEREFSREQUEST']._serialized_end=855
+  _globals['_GLOBFILEREFSRESPONSE']._serialized_start=858
+  _globals['_GLOBFILEREFSRESPONSE']._serialized_end=1045
+  _globals['_LISTFILEPAGEREQUEST']._serialized_start=1047
+  _globals['_LISTFILEPAGEREQUEST']._serialized_end=1122
+  _globals['_GLOBFILEPAGEREQUEST']._serialized_start=1124
+  _globals['_GLOBFILEPAGEREQUEST']._serialized_end=1199
+  _globals['_FILEINFOPAGE']._serialized_start=1201
+  _globals['_FILEINFOPAGE']._serialized_end=1292
+  _globals['_DIFFFILEPAGEREQUEST']._serialized_start=1294
+  _globals['_DIFFFILEPAGEREQUEST']._serialized_end=1369
+  _globals['_DIFFFILEPAGE']._serialized_start=1372
+  _globals['_DIFFFILEPAGE']._serialized_end=1548
 # @@protoc_insertion_point(module_scope)

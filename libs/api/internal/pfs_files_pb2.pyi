@@ -269,6 +269,96 @@ class FileRefsResponse(_message.Message):
 Global___FileRefsResponse: _TypeAlias = FileRefsResponse  # noqa: Y015
 
 @_typing.final
+class GlobFileRefsRequest(_message.Message):
+    """What reading a glob pattern returns (GetFile of `/dir/*`), a page at a
+    time: the matching files in path order, each directory's header once
+    before the first of its files and its footer after the last; a matching
+    directory contributes its own header and footer around what matches below
+    it. The cursor is `after` (the last match done; empty: from the start),
+    `first` (refs of the match after `after` already sent: a file too long for
+    one page), `open` (the directories whose header was sent and whose footer
+    is due) and the counts so far; a reply carries the next cursor.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    REFS_SENT_FIELD_NUMBER: _builtins.int
+    after: _builtins.str
+    first: _builtins.int
+    matched: _builtins.int
+    refs_sent: _builtins.int
+    @_builtins.property
+    def file(self) -> _pfs_pb2.File: ...
+    @_builtins.property
+    def open(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        file: _pfs_pb2.File | None = ...,
+        after: _builtins.str = ...,
+        first: _builtins.int = ...,
+        open: _abc.Iterable[_builtins.str] | None = ...,
+        matched: _builtins.int = ...,
+        refs_sent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "file", b"file", "first", b"first", "matched", b"matched", "open", b"open", "refs_sent", b"refs_sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GlobFileRefsRequest: _TypeAlias = GlobFileRefsRequest  # noqa: Y015
+
+@_typing.final
+class GlobFileRefsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFS_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    REFS_SENT_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """More refs follow: ask again with the cursor below and `commit`."""
+    after: _builtins.str
+    first: _builtins.int
+    matched: _builtins.int
+    refs_sent: _builtins.int
+    @_builtins.property
+    def refs(self) -> _containers.RepeatedCompositeFieldContainer[_tree_pb2.DataRef]: ...
+    @_builtins.property
+    def commit(self) -> _pfs_pb2.Commit: ...
+    @_builtins.property
+    def open(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        refs: _abc.Iterable[_tree_pb2.DataRef] | None = ...,
+        more: _builtins.bool = ...,
+        commit: _pfs_pb2.Commit | None = ...,
+        after: _builtins.str = ...,
+        first: _builtins.int = ...,
+        open: _abc.Iterable[_builtins.str] | None = ...,
+        matched: _builtins.int = ...,
+        refs_sent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "commit", b"commit", "first", b"first", "matched", b"matched", "more", b"more", "open", b"open", "refs", b"refs", "refs_sent", b"refs_sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GlobFileRefsResponse: _TypeAlias = GlobFileRefsResponse  # noqa: Y015
+
+@_typing.final
 class ListFilePageRequest(_message.Message):
     """A page of FileInfos (ListFile, GlobFile): the entries after `after` (a
     full path; empty: from the start), in path order.

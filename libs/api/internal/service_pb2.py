@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16internal/service.proto\x12\x0cpachinternal\"\x0f\n\rHealthRequest\"w\n\x0eHealthResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x61pplied_seq\x18\x06 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16internal/service.proto\x12\x0cpachinternal\"\x0f\n\rHealthRequest\"\xf3\x01\n\x0eHealthResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x61pplied_seq\x18\x06 \x01(\x04\x12\x11\n\tevent_log\x18\x07 \x01(\t\x12\x12\n\ncluster_id\x18\x08 \x01(\t\x12\x10\n\x08last_seq\x18\t \x01(\x04\x12\x16\n\x0enats_connected\x18\n \x01(\x08\x12\x17\n\x0f\x64isk_free_bytes\x18\x0b \x01(\x04\x12\x10\n\x08\x64isk_low\x18\x0c \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HEALTHREQUEST']._serialized_start=40
   _globals['_HEALTHREQUEST']._serialized_end=55
-  _globals['_HEALTHRESPONSE']._serialized_start=57
-  _globals['_HEALTHRESPONSE']._serialized_end=176
+  _globals['_HEALTHRESPONSE']._serialized_start=58
+  _globals['_HEALTHRESPONSE']._serialized_end=301
 # @@protoc_insertion_point(module_scope)

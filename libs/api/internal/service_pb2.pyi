@@ -41,6 +41,12 @@ class HealthResponse(_message.Message):
     READY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     APPLIED_SEQ_FIELD_NUMBER: _builtins.int
+    EVENT_LOG_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    LAST_SEQ_FIELD_NUMBER: _builtins.int
+    NATS_CONNECTED_FIELD_NUMBER: _builtins.int
+    DISK_FREE_BYTES_FIELD_NUMBER: _builtins.int
+    DISK_LOW_FIELD_NUMBER: _builtins.int
     service: _builtins.str
     replica: _builtins.str
     version: _builtins.str
@@ -51,6 +57,21 @@ class HealthResponse(_message.Message):
     """The event-log sequence every read model of this replica has applied
     (the lowest of its projections; 0 when it has none).
     """
+    event_log: _builtins.str
+    """The event log as this replica sees it: "ok", or why it refuses to
+    serve ("missing", "foreign", "emptied", "unreachable", "waiting",
+    "starting"); empty from a replica that does not check it.
+    """
+    cluster_id: _builtins.str
+    """The cluster id the event stream carries."""
+    last_seq: _builtins.int
+    """The event stream's last sequence (0 when it is missing)."""
+    nats_connected: _builtins.bool
+    disk_free_bytes: _builtins.int
+    """Free bytes on the file system of the data dir; disk_low when below the
+    threshold (PACH_DISK_LOW_BYTES): the replica is degraded, still serving.
+    """
+    disk_low: _builtins.bool
     def __init__(
         self,
         *,
@@ -60,10 +81,16 @@ class HealthResponse(_message.Message):
         ready: _builtins.bool = ...,
         reason: _builtins.str = ...,
         applied_seq: _builtins.int = ...,
+        event_log: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
+        last_seq: _builtins.int = ...,
+        nats_connected: _builtins.bool = ...,
+        disk_free_bytes: _builtins.int = ...,
+        disk_low: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_seq", b"applied_seq", "ready", b"ready", "reason", b"reason", "replica", b"replica", "service", b"service", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_seq", b"applied_seq", "cluster_id", b"cluster_id", "disk_free_bytes", b"disk_free_bytes", "disk_low", b"disk_low", "event_log", b"event_log", "last_seq", b"last_seq", "nats_connected", b"nats_connected", "ready", b"ready", "reason", b"reason", "replica", b"replica", "service", b"service", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,9 +66,19 @@ def summary(result: gc_pb2.GarbageCollectResult) -> str:
     lines = [
         part("Deleted", result.deleted),
         part("Kept", result.kept) + " still in use",
-        part("Spared", result.protected) + " written during the collection",
+        part("Spared", result.protected) + _spared(result.cutoff_by),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _spared(cutoff_by: str) -> str:
+    """Why the unreferenced objects ``protected`` counts were kept."""
+    if cutoff_by in ("open commit", "unfinished job"):
+        return (
+            f" not referenced yet but written since the oldest {cutoff_by} began "
+            "(kept: they may belong to it)"
+        )
+    return " written during the collection"
 
 
 def garbage_collect(memory_bytes: int) -> gc_pb2.GarbageCollectResult:

@@ -10,10 +10,12 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
+import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
+from libs.api.internal import pps_work_pb2 as work
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
@@ -26,6 +28,7 @@ from programs.pachctl.tabwriter import StreamingTable, format_table
 
 _RAW = "disable pretty printing, print raw json"
 
+RESTART_RESULT_KEY = "pach-restart-datum-bin"  # as services.gateway.grpc.pps
 JOB_HEADER = "ID\tOUTPUT COMMIT\tSTARTED\tDURATION\tRESTART\tPROGRESS\tDL\tUL\tSTATE\t\n"
 DATUM_HEADER = "ID\tSTATUS\tTIME\t\n"
 WORKER_HEADER = "WORKER\tJOB\tDATUM\tSTARTED\tQUEUE\t\n"
@@ -526,8 +529,31 @@ def restart_datum(args: argparse.Namespace, out: TextIO) -> int:
         raise InvalidArgument("restart-datum needs at least one datum path or id")
     req = pps.RestartDatumRequest(job=_job(args.job), data_filters=filters)
     with Pachd(from_env()) as pachd:
-        pachd.call(_api(pachd).RestartDatum, req)
+        try:
+            _, call = _api(pachd).RestartDatum.with_call(req, timeout=pachd.timeout)
+        except grpc.RpcError as err:
+            raise pachd.translate(err) from None
+    result = work.RestartDatumResult()
+    for key, value in call.trailing_metadata() or ():
+        if key == RESTART_RESULT_KEY and isinstance(value, bytes):
+            result.ParseFromString(value)
+    out.write(restart_text(args.job, result))
     return 0
+
+
+def restart_text(job: str, result: work.RestartDatumResult) -> str:
+    """What restart-datum did, one line per kind of datum restarted."""
+    text = ""
+    if result.running:
+        text += (
+            f"Restarted running datum(s) {', '.join(result.running)} of job {job}: "
+            "their user code was stopped and runs again\n"
+        )
+    if result.failed:
+        text += (
+            f"Restarted failed datum(s) {', '.join(result.failed)} of job {job}: they run again\n"
+        )
+    return text
 
 
 def list_datum_request(args: argparse.Namespace) -> pps.ListDatumRequest:

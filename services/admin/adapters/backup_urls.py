@@ -1,6 +1,10 @@
 """Where ``extract -u URL`` writes and ``restore -u URL`` reads: an object in
 S3 (``s3://bucket/key``, through the cluster's S3 endpoint and credentials)
-or a file on the gateway's machine (``/abs/path`` or ``file:///abs/path``).
+or a file on admin's machine (``/abs/path`` or ``file:///abs/path``) under
+the one backup directory (``PACH_BACKUP_DIR``, by default
+``<data dir>/backups``). Anything else is refused before it is touched: a
+path elsewhere, a ``..`` or a symlink leading out (``PermissionDenied``
+naming the backup directory). Messages never quote a file's bytes.
 
 Writing is atomic: readers see the whole extract or nothing (S3's multipart
 upload completes at the end; a local file is written beside its target and
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -19,7 +24,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from libs.config import ObjectStoreConfig
-from libs.errors import InvalidArgument, NotFound, Unavailable
+from libs.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from libs.objects.base import ObjectStore
 
 BLOCK = 1 << 20
@@ -37,12 +42,13 @@ class BackupUrl:
     path: Path = Path("/")
 
 
-def parse_backup_url(url: str) -> BackupUrl:
-    """InvalidArgument unless ``url`` is one of ``USAGE``."""
+def parse_backup_url(url: str, backup_dir: Path) -> BackupUrl:
+    """InvalidArgument unless ``url`` is one of ``USAGE``; PermissionDenied
+    for a file outside ``backup_dir``."""
     if not url:
         raise InvalidArgument(f"backup URL is empty: give {USAGE}")
     if url.startswith("/"):
-        return BackupUrl(url, "file", path=_local(url, url))
+        return BackupUrl(url, "file", path=_inside(url, _local(url, url), backup_dir))
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         key = parsed.path.lstrip("/")
@@ -55,7 +61,8 @@ def parse_backup_url(url: str) -> BackupUrl:
                 f"backup URL {url!r} names host {parsed.netloc!r}: a file URL is "
                 "file:///absolute/path, on pachd's machine"
             )
-        return BackupUrl(url, "file", path=_local(url, unquote(parsed.path)))
+        path = _local(url, unquote(parsed.path))
+        return BackupUrl(url, "file", path=_inside(url, path, backup_dir))
     if parsed.scheme:
         raise InvalidArgument(
             f"backup URL {url!r}: scheme {parsed.scheme!r} is not supported; give {USAGE}"
@@ -69,10 +76,28 @@ def parse_backup_url(url: str) -> BackupUrl:
 def _local(url: str, path: str) -> Path:
     if not path.startswith("/"):
         raise InvalidArgument(f"backup URL {url!r} needs an absolute path; give {USAGE}")
+    if "\x00" in path:
+        raise InvalidArgument(f"backup URL {url!r} holds a NUL byte")
     p = Path(os.path.normpath(path))
     if p == Path("/"):
         raise InvalidArgument(f"backup URL {url!r} names a directory, not a file")
     return p
+
+
+def _inside(url: str, path: Path, backup_dir: Path) -> Path:
+    """``path`` with its symlinks resolved, when that lies under
+    ``backup_dir`` (itself resolved); else PermissionDenied. (``..`` is
+    already folded away, so it cannot climb out.)"""
+    root = Path(os.path.realpath(backup_dir))
+    real = Path(os.path.realpath(path))
+    if real == root or not real.is_relative_to(root):
+        raise PermissionDenied(
+            f"backup URL {url!r} is refused: extract -u and restore -u use files under the "
+            f"backup directory {backup_dir} (PACH_BACKUP_DIR) or s3://bucket/key",
+            url=url,
+            backup_dir=str(backup_dir),
+        )
+    return real
 
 
 def _s3_store(target: BackupUrl, cfg: ObjectStoreConfig) -> ObjectStore:
@@ -87,9 +112,11 @@ def _s3_store(target: BackupUrl, cfg: ObjectStoreConfig) -> ObjectStore:
     )
 
 
-async def write_url(url: str, chunks: AsyncIterable[bytes], cfg: ObjectStoreConfig) -> int:
+async def write_url(
+    url: str, chunks: AsyncIterable[bytes], cfg: ObjectStoreConfig, backup_dir: Path
+) -> int:
     """Store the stream ``chunks`` at ``url`` atomically; the byte count."""
-    target = parse_backup_url(url)
+    target = parse_backup_url(url, backup_dir)
     if target.scheme == "s3":
         store = _s3_store(target, cfg)
         try:
@@ -134,9 +161,9 @@ def _sync(f: BinaryIO) -> None:
     os.fsync(f.fileno())
 
 
-async def read_url(url: str, cfg: ObjectStoreConfig) -> AsyncIterator[bytes]:
+async def read_url(url: str, cfg: ObjectStoreConfig, backup_dir: Path) -> AsyncIterator[bytes]:
     """The bytes stored at ``url``, in blocks; NotFound when nothing is there."""
-    target = parse_backup_url(url)
+    target = parse_backup_url(url, backup_dir)
     if target.scheme == "s3":
         store = _s3_store(target, cfg)
         try:
@@ -152,11 +179,15 @@ async def read_url(url: str, cfg: ObjectStoreConfig) -> AsyncIterator[bytes]:
 
 
 def _open_read(path: Path) -> BinaryIO:
+    # O_NOFOLLOW: the path was resolved; a symlink put there since is refused.
     try:
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise NotFound(f"no extract at {path}") from None
-    except IsADirectoryError:
-        raise InvalidArgument(f"cannot restore from {path}: it is a directory") from None
     except OSError as exc:
         raise Unavailable(f"cannot read the extract at {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidArgument(f"cannot restore from {path}: it is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")

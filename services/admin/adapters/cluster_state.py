@@ -42,6 +42,15 @@ class ClusterState(ClusterView):
             entry = await self.kv.get(CLUSTER_ID_KEY)  # another caller won the race
             return (entry.value or b"").decode()
 
+    async def adopt_cluster_id(self, cluster_id: str) -> str:
+        """Record ``cluster_id`` (the id the event stream carries) unless an
+        id is stored already; the stored id either way."""
+        try:
+            await self.kv.create(CLUSTER_ID_KEY, cluster_id.encode())
+            return cluster_id
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return await self.stored_cluster_id()
+
     async def begin_restore(
         self, restore_id: str, last_seq: int, reaction_floors: Mapping[str, int]
     ) -> None:

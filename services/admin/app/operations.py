@@ -84,9 +84,11 @@ class Admin:
     async def extract(self, request: msg.ExtractStart, _: Context) -> msg.ExtractStarted:
         cid = await self.cluster_id()
         if request.url:
-            parse_backup_url(request.url)  # a bad URL fails before anything is read
+            backups = self.cfg.backup_dir
+            parse_backup_url(request.url, backups)  # a bad URL fails before anything is read
+            await asyncio.to_thread(backups.mkdir, mode=0o700, parents=True, exist_ok=True)
             written = await write_url(
-                request.url, self._frames(request.objects, cid), self.cfg.objects
+                request.url, self._frames(request.objects, cid), self.cfg.objects, backups
             )
             return msg.ExtractStarted(bytes=written)
         session = ExtractSession(self.transfers)
@@ -131,8 +133,9 @@ class Admin:
     async def restore(self, request: msg.RestoreStart, _: Context) -> msg.RestoreStarted:
         timeout = request.timeout_s or DEFAULT_WAIT_S
         if request.url:
-            parse_backup_url(request.url)
-            summary = await self._restore(read_url(request.url, self.cfg.objects), timeout)
+            parse_backup_url(request.url, self.cfg.backup_dir)
+            data = read_url(request.url, self.cfg.objects, self.cfg.backup_dir)
+            summary = await self._restore(data, timeout)
             return msg.RestoreStarted(done=_done(summary))
         session = RestoreSession(self.transfers)
         parts = await self._open(session, "RestoreParts", msg.RestoreParts, self._take)

@@ -34,9 +34,10 @@ from libs.errors import (
     Unavailable,
 )
 from libs.events.envelope import SUBJECT_PREFIX, encode_token, parse_batch
+from libs.events.identity import create_stream, stream_identity
 from libs.events.publisher import Ack, NoStream, Outgoing, Publisher, PublishError
 from libs.events.registry import EventRegistry
-from libs.events.store import ERR_WRONG_LAST_SEQUENCE, ensure_stream
+from libs.events.store import ERR_WRONG_LAST_SEQUENCE
 from libs.extract_format import FORMAT_VERSION, Checksum, decode_frames_raw, record_bytes
 from libs.objects.base import ObjectStore
 from libs.restore_gate import RestoreStatus
@@ -89,6 +90,26 @@ async def _log_state(js: JetStreamContext, stream: str) -> tuple[int, int]:
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
         raise Unavailable(f"event stream {stream} unavailable") from None
     return int(info.state.messages or 0), int(info.state.last_seq or 0)
+
+
+async def _log_for_restore(js: JetStreamContext, cfg: Config, cluster: ClusterState) -> None:
+    """The stream a restore appends to: a lost one is made again, carrying
+    this cluster's id (a restore is the one way a lost log comes back); an
+    empty one carrying another cluster's id (or none) is replaced."""
+    cluster_id = await cluster.cluster_id()
+    ident = await stream_identity(js, cfg.events_stream)
+    if ident.present and ident.cluster_id != cluster_id and not ident.last_seq:
+        _log.warning(
+            "replacing an empty event stream that is not this cluster's",
+            stream=cfg.events_stream,
+            found=ident.cluster_id,
+            cluster_id=cluster_id,
+        )
+        await js.delete_stream(cfg.events_stream)
+        ident = await stream_identity(js, cfg.events_stream)
+    if not ident.present:
+        ident = await create_stream(js, cfg, cluster_id)
+        _log.info("event log made for the restore", stream=cfg.events_stream, epoch=ident.epoch)
 
 
 def _not_empty(messages: int, last: int, more: str = "") -> FailedPrecondition:
@@ -501,9 +522,9 @@ async def _restore(
 ) -> RestoreSummary:
     started = time.monotonic()
     js = nc.jetstream()
-    await ensure_stream(js, stream_config or Config(events_stream=stream))
-    messages, last = await _log_state(js, stream)
     cluster = await ClusterState.open(js, replicas=kv_replicas)
+    await _log_for_restore(js, stream_config or Config(events_stream=stream), cluster)
+    messages, last = await _log_state(js, stream)
     stopped: RestoreStatus | None = None
     if messages or last:
         # Only a restore that stopped part way may go on: the same extract.

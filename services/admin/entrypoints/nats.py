@@ -9,8 +9,9 @@
 - ``qry.admin.InspectCluster``: the cluster's id (``admin.ClusterInfo``).
 
 A session's subject is served by the replica that runs it only. The cluster
-id is made when admin first starts. ``qry.admin.Health`` is served for every
-service by ``libs.service``.
+id and the event stream are made when admin first starts (``bootstrap_log``);
+while the log is lost, admin serves only Restore and InspectCluster.
+``qry.admin.Health`` is served for every service by ``libs.service``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from libs.objects import open_object_store
 from libs.service import ServiceContext
 from libs.transfer import open_transfer_store
 from services.admin.adapters.cluster_state import ClusterState
+from services.admin.app.bootstrap import bootstrap_log
 from services.admin.app.operations import Admin
 
 SERVED: tuple[str, ...] = (
@@ -37,6 +39,7 @@ SERVED: tuple[str, ...] = (
 async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
     state = await ClusterState.open(ctx.js, replicas=cfg.events_replicas)
+    await bootstrap_log(ctx.js, cfg, state, ctx.stopping)
     cluster_id = await state.cluster_id()
     store = open_object_store(cfg.objects)
     ctx.stack.push_async_callback(store.close)

@@ -3,7 +3,11 @@ the bus every ``interval`` seconds and tells listeners after each check
 (logging when the overall answer changes).
 
 The gateway is SERVING only when NATS is connected and every backend
-service answers Health with ``ready``.
+service answers Health with ``ready``. Each service's entry also says what
+its replica sees: its event log (``ok`` or why it refuses to serve: missing,
+foreign, emptied ...; the cluster id and last sequence of the stream), its
+NATS connection and the free space of its data dir (``degraded`` when low:
+still serving).
 """
 
 from __future__ import annotations
@@ -35,13 +39,30 @@ class BackendStatus:
     detail: str
     replica: str = ""
     version: str = ""
+    health: HealthResponse | None = None  # the replica's answer, when it answered
+
+    @property
+    def degraded(self) -> bool:
+        return self.ok and self.health is not None and self.health.disk_low
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": "ok" if self.ok else "down", "detail": self.detail}
+        status = "degraded" if self.degraded else "ok" if self.ok else "down"
+        out: dict[str, Any] = {"status": status, "detail": self.detail}
         if self.replica:
             out["replica"] = self.replica
         if self.version:
             out["version"] = self.version
+        h = self.health
+        if h is not None:
+            if h.event_log:
+                out["event_log"] = {
+                    "state": h.event_log,
+                    "cluster_id": h.cluster_id,
+                    "last_seq": h.last_seq,
+                    "applied_seq": h.applied_seq,
+                }
+            out["nats"] = "connected" if h.nats_connected else "disconnected"
+            out["disk"] = {"free_bytes": h.disk_free_bytes, "low": h.disk_low}
         return out
 
 
@@ -74,8 +95,9 @@ class BackendMonitor:
         self._listeners.append(listener)
 
     def snapshot(self) -> dict[str, Any]:
+        degraded = any(s.degraded for s in self.statuses.values())
         return {
-            "status": "ok" if self.serving else "unavailable",
+            "status": ("degraded" if degraded else "ok") if self.serving else "unavailable",
             "nats": "connected" if self.nats_connected else "disconnected",
             "services": {name: s.to_json() for name, s in self.statuses.items()},
         }
@@ -93,8 +115,13 @@ class BackendMonitor:
         except PachError as err:
             return BackendStatus(service, False, str(err))
         if not reply.ready:
-            return BackendStatus(service, False, reply.reason or "not ready", reply.replica)
-        return BackendStatus(service, True, "ready", reply.replica, reply.version)
+            return BackendStatus(
+                service, False, reply.reason or "not ready", reply.replica, reply.version, reply
+            )
+        detail = "ready"
+        if reply.disk_low:
+            detail = f"ready; low disk space ({reply.disk_free_bytes} bytes free)"
+        return BackendStatus(service, True, detail, reply.replica, reply.version, reply)
 
     async def check_once(self) -> bool:
         self.nats_connected = self._nc.is_connected

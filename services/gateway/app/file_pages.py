@@ -5,6 +5,10 @@ RESOURCE_EXHAUSTED (``TooLarge``) naming the streaming RPC to use instead.
 ``list_dir`` is a directory's entries, as the HTTP download's JSON listing
 and the dashboard's file browser show them.
 
+``read_file`` is GetFile: one file (or a directory's header and footer),
+or with a glob pattern the matching files concatenated in path order,
+read a page of refs at a time (never the whole list of refs or bytes).
+
 Each next page is asked of the commit the first page resolved to (by id),
 so a branch that moves meanwhile does not mix two commits in one answer."""
 
@@ -12,8 +16,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from libs import trees
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
+from libs.errors import InvalidArgument
+from libs.filedata import read_refs
+from libs.objects import ObjectStore
+from libs.trees.glob import is_glob
 from services.gateway.app.replies import TooLarge
 from services.gateway.principal import Ask
 
@@ -78,3 +87,57 @@ async def diff_file(ask: Ask, request: pfs.DiffFileRequest, limit: int) -> pfs.D
                 page.request.old_file.path = page.request.new_file.path
             page.request.old_file.commit.CopyFrom(got.old_commit)
         page.after = got.last
+
+
+# Largest BytesValue a GetFile reply carries: under the 4 MiB a gRPC client
+# accepts by default; 2 MiB rather than 512 KiB took pachctl get-file of
+# 1 GiB from ~600-660 to ~720-780 MB/s (fewer messages, fewer thread hops).
+REPLY_BYTES = 2 * 1024 * 1024
+
+
+async def read_file(store: ObjectStore, ask: Ask, req: pfs.GetFileRequest) -> AsyncIterator[bytes]:
+    """Bytes ``[offset_bytes, offset_bytes + size_bytes)`` of what reading
+    ``req.file`` returns (to its end when ``size_bytes`` is 0), in pieces of
+    at most ``REPLY_BYTES``. A path with glob characters reads every match."""
+    if req.offset_bytes < 0 or req.size_bytes < 0:
+        raise InvalidArgument("get-file offset and size must not be negative")
+    pages = _glob_refs(ask, req.file) if is_glob(req.file.path) else _file_refs(ask, req.file)
+    skip = req.offset_bytes
+    left = req.size_bytes or None
+    async for refs in pages:
+        length = sum(r.length for r in refs)
+        if skip >= length:
+            skip -= length
+            continue
+        async for block in read_refs(store, refs, skip, left):
+            if left is not None:
+                left -= len(block)
+            for start in range(0, len(block), REPLY_BYTES):
+                yield block[start : start + REPLY_BYTES]
+        skip = 0
+        if left is not None and left <= 0:
+            return
+
+
+async def _file_refs(ask: Ask, file: pfs.File) -> AsyncIterator[list[trees.DataRef]]:
+    page = internal.FileRefsRequest(file=file)
+    while True:
+        got = await ask("FileRefs", page, internal.FileRefsResponse, "qry")
+        yield [trees.DataRef(r.chunk, r.offset, r.length) for r in got.refs]
+        if not got.more:
+            return
+        page.first += len(got.refs)
+
+
+async def _glob_refs(ask: Ask, file: pfs.File) -> AsyncIterator[list[trees.DataRef]]:
+    page = internal.GlobFileRefsRequest(file=file)
+    while True:
+        got = await ask("GlobFileRefs", page, internal.GlobFileRefsResponse, "qry")
+        yield [trees.DataRef(r.chunk, r.offset, r.length) for r in got.refs]
+        if not got.more:
+            return
+        page.file.commit.CopyFrom(got.commit)  # later pages: the same commit
+        page.after, page.first, page.matched = got.after, got.first, got.matched
+        page.refs_sent = got.refs_sent
+        del page.open[:]
+        page.open.extend(got.open)

@@ -34,7 +34,7 @@ from libs import trees
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument
-from libs.filedata import FileWriter, read_refs
+from libs.filedata import FileWriter
 from libs.objects import ObjectStore
 from services.gateway.app.sources import url_files
 from services.gateway.app.splitting import as_pb, delimiter_name, metadata_write, split_writes
@@ -47,10 +47,6 @@ _log = structlog.get_logger("gateway.files")
 
 # File writes per PutFileRefs command.
 BATCH = 1000
-# Largest BytesValue a GetFile reply carries: under the 4 MiB a gRPC client
-# accepts by default; 2 MiB rather than 512 KiB took pachctl get-file of
-# 1 GiB from ~600-660 to ~720-780 MB/s (fewer messages, fewer thread hops).
-REPLY_BYTES = 2 * 1024 * 1024
 
 
 class _Requests:
@@ -361,20 +357,3 @@ async def _even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_cleanups.discard)
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.shield(task)
-
-
-async def read_file(store: ObjectStore, ask: Ask, req: pfs.GetFileRequest) -> AsyncIterator[bytes]:
-    """Bytes ``[offset_bytes, offset_bytes + size_bytes)`` of a file (to its
-    end when ``size_bytes`` is 0), in pieces of at most ``REPLY_BYTES``."""
-    if req.offset_bytes < 0 or req.size_bytes < 0:
-        raise InvalidArgument("get-file offset and size must not be negative")
-    refs: list[trees.DataRef] = []
-    while True:
-        page = internal.FileRefsRequest(file=req.file, first=len(refs))
-        got = await ask("FileRefs", page, internal.FileRefsResponse, "qry")
-        refs.extend(trees.DataRef(r.chunk, r.offset, r.length) for r in got.refs)
-        if not got.more:
-            break
-    async for block in read_refs(store, refs, req.offset_bytes, req.size_bytes or None):
-        for start in range(0, len(block), REPLY_BYTES):
-            yield block[start : start + REPLY_BYTES]

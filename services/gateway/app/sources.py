@@ -16,12 +16,22 @@ stream of byte blocks read as they are stored (never a whole file in memory).
 ``blocks`` before asking for the next pair. Failures are typed errors that
 name the URL: a missing object, bucket or page is ``NotFound``, refused
 access ``PermissionDenied``, an unreachable or failing server
-``Unavailable``, a URL we cannot read ``InvalidArgument``."""
+``Unavailable``, a URL we cannot read ``InvalidArgument``. No message
+carries a byte the remote server sent.
+
+An http(s) fetch reaches public addresses only (``services.gateway.app.
+url_policy``): the host name is resolved, every address checked, and the
+connection made to a checked address (the check sits in the resolver the
+client connects with, so a name cannot resolve to something else in
+between); redirects are followed one by one under the same check. A refused
+host is ``PermissionDenied`` before any connection, so refused and open
+ports look the same. ``s3://`` goes to the S3 endpoint the operator set."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,27 +39,33 @@ from urllib.parse import urlsplit, urlunsplit
 import aioboto3
 import aiohttp
 import botocore.exceptions
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
 from botocore.config import Config as BotoConfig
 
 from libs.errors import InvalidArgument, NotFound, PachError, PermissionDenied, Unavailable
 from libs.objects.cloud import CLOUD_SCHEMES, CloudConfig, open_bucket, parse_cloud_url
+from services.gateway.app.url_policy import UrlPolicy
 
 # Bytes per block handed on to the file writer.
 BLOCK = 1 << 20
 # Keys per S3 listing page.
 LIST_PAGE = 1000
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+MAX_REDIRECTS = 10
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 Blocks = AsyncGenerator[bytes, None]
 Files = AsyncGenerator[tuple[str, Blocks], None]
 
 
-def url_files(url: str, recursive: bool) -> Files:
+def url_files(url: str, recursive: bool, policy: UrlPolicy | None = None) -> Files:
     """The files ``url`` names (see the module doc); InvalidArgument for a
-    scheme other than http, https and s3."""
+    scheme other than http, https and s3. ``policy`` says which hosts an
+    http(s) URL may reach (by default the environment's)."""
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
-        return _one(_http_blocks(url))
+        return _one(_http_blocks(url, policy or UrlPolicy.from_env()))
     if scheme == "s3":
         return _s3_files(url, recursive)
     if scheme in (*CLOUD_SCHEMES, "wasbs"):
@@ -79,27 +95,91 @@ async def _one(blocks: Blocks) -> Files:
 # --- http(s) -----------------------------------------------------------------
 
 
-async def _http_blocks(url: str) -> Blocks:
+class _CheckedResolver(AbstractResolver):
+    """Resolves a name and refuses it unless every address is allowed; the
+    client connects to the addresses it returns, and only to those."""
+
+    def __init__(self, policy: UrlPolicy, where: str) -> None:
+        self._policy = policy
+        self._where = where
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        self._policy.check_resolved(self._where, host, port, [r["host"] for r in found])
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def _http_blocks(url: str, policy: UrlPolicy) -> Blocks:
     where = shown(url)
+    connector = aiohttp.TCPConnector(
+        resolver=_CheckedResolver(policy, where), use_dns_cache=False, force_close=True
+    )
     try:
-        async with (
-            aiohttp.ClientSession(timeout=_HTTP_TIMEOUT) as session,
-            session.get(url) as resp,
-        ):
-            if not 200 <= resp.status < 300:
-                raise _http_status_error(where, resp.status, resp.reason or "")
-            async for block in resp.content.iter_chunked(BLOCK):
-                yield block
-    except aiohttp.InvalidURL as exc:
+        async with aiohttp.ClientSession(
+            timeout=_HTTP_TIMEOUT, connector=connector, trust_env=False
+        ) as session:
+            current = url
+            for _ in range(MAX_REDIRECTS + 1):
+                policy.check_url(where, current)  # an address literal: no resolver runs
+                async with session.get(current, allow_redirects=False) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status in _REDIRECTS and location:
+                        try:
+                            current = str(resp.url.join(yarl.URL(location)))
+                        except ValueError:
+                            raise Unavailable(
+                                f"put-file from {where}: the server redirects to a bad URL",
+                                url=where,
+                            ) from None
+                        if urlsplit(current).scheme.lower() not in ("http", "https"):
+                            raise PermissionDenied(
+                                f"put-file from {where}: refused: it redirects to a "
+                                f"{urlsplit(current).scheme or 'relative'} URL",
+                                url=where,
+                            )
+                        continue
+                    if not 200 <= resp.status < 300:
+                        raise _http_status_error(where, resp.status)
+                    async for block in resp.content.iter_chunked(BLOCK):
+                        yield block
+                    return
+            raise Unavailable(
+                f"put-file from {where}: more than {MAX_REDIRECTS} redirects", url=where
+            )
+    except PachError:
+        raise
+    except (aiohttp.InvalidURL, ValueError) as exc:
         raise InvalidArgument(f"put-file from {where}: invalid URL: {exc}", url=where) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise Unavailable(
-            f"put-file from {where}: {type(exc).__name__}: {exc}", url=where
-        ) from None
+        raise Unavailable(f"put-file from {where}: {_why(exc)}", url=where) from None
 
 
-def _http_status_error(where: str, status: int, reason: str) -> PachError:
-    message = f"put-file from {where}: the server answered {status} {reason}".rstrip()
+def _why(exc: BaseException) -> str:
+    """What went wrong, in our words: never the remote server's bytes."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "the server did not answer in time"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to the server ({reason})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return "the server closed the connection before the whole answer"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "the server did not answer with valid HTTP"
+    return f"the fetch failed ({type(exc).__name__})"
+
+
+def _http_status_error(where: str, status: int) -> PachError:
+    message = f"put-file from {where}: the server answered HTTP {status}"
     kind: Callable[..., PachError]
     if status in (404, 410):
         kind = NotFound

@@ -1,5 +1,9 @@
 """The RPCs the gateway does not serve, and why: each answers UNIMPLEMENTED
-with a message saying what to do instead, over gRPC and HTTP alike."""
+with one line saying so (and what to do instead), over gRPC and HTTP alike.
+
+``REFUSED`` names single RPCs of a served API; ``UNSERVED_APIS`` names whole
+APIs of Pachyderm 1.7 that no front door serves yet (a call to any of their
+methods, or to a service 1.7 never had, gets ``unserved_method``'s error)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,26 @@ REFUSED = {
         "pps ActivateAuth is not available yet: pipelines do not hold auth tokens here"
     ),
 }
+
+
+# Pachyderm 1.7 APIs the gateway does not serve (yet), and why.
+UNSERVED_APIS = {
+    "pfs.ObjectAPI": (
+        "it is not served: objects are internal here (content-addressed chunks "
+        "and trees); read and write data through pfs.API (get-file, put-file)"
+    ),
+    "auth.API": "it is not served yet: access control is not available in this cluster",
+    "enterprise.API": "it is not served yet: enterprise activation is not available",
+}
+
+
+def unserved_method(full_method: str) -> Unimplemented:
+    """The error a call to ``/<service>/<Method>`` that nothing serves gets."""
+    service, _, method = full_method.strip("/").partition("/")
+    why = UNSERVED_APIS.get(service)
+    if why is None:
+        why = "no such API in Pachyderm 1.7 (served: pfs.API, pps.API, admin.API, versionpb.API)"
+    return Unimplemented(f"{service}/{method} is unimplemented: {why}", rpc=full_method)
 
 
 def refusal(rpc: str) -> Unimplemented:

@@ -51,15 +51,6 @@ JOBS_SHOWN = 100
 DATUMS_SHOWN = 100
 LOG_LINES_SHOWN = 200
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-table { border-collapse: collapse; margin-bottom: 1.5rem; }
-td, th { padding: .3rem 1rem; border-bottom: 1px solid #ddd; text-align: left; }
-code { font-size: .9em; }
-pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; }
-.success { color: #1a7f37; } .failure, .failed, .killed { color: #cf222e; }
-"""
-
 
 async def _ask(
     request: web.Request, name: str, req: Message, response: type[R], service: str = "pfs"
@@ -98,7 +89,7 @@ def _table(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 def _page(title: str, body: str) -> web.Response:
     text = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>"
+        f'<title>{_e(title)}</title><link rel="stylesheet" href="/static/pages.css"></head>'
         f'<body><p><a href="/">Pachyderm</a> · <a href="/pipelines">Pipelines</a></p>'
         f"{body}</body></html>"
     )

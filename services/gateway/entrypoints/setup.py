@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 
 from aiohttp import web
 
@@ -22,6 +23,16 @@ from services.gateway.grpc.server import start_grpc
 from services.gateway.http.app import build_app, serve_http
 
 GRACE_S = 5.0
+
+
+def loopback_only(host: str) -> bool:
+    """Whether listening on ``host`` reaches this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: whatever it resolves to, maybe not loopback
 
 
 async def start_http(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.AppRunner:
@@ -61,3 +72,11 @@ async def setup(ctx: ServiceContext) -> None:
         http=f"{cfg.grpc_host}:{cfg.http_port}",
         serving=monitor.serving,
     )
+    if not loopback_only(cfg.grpc_host):
+        ctx.log.warning(
+            "!!! the gateway listens beyond loopback WITHOUT AUTH: anyone who can reach "
+            f"{cfg.grpc_host} ports {grpc_port} (gRPC) and {cfg.http_port} (HTTP) can read, "
+            "change and delete every repo and pipeline; bind 127.0.0.1 (PACH_BIND_ADDRESS) "
+            "unless this network is trusted !!!",
+            bind=cfg.grpc_host,
+        )

@@ -4,7 +4,9 @@
   records), with ``framed`` as ``Op{frames}`` blocks of the extract file's
   bytes (what pachctl asks for: a few hundred messages instead of one per
   record), or with ``URL`` set has admin write the framed stream there and
-  streams nothing; ``no_objects`` leaves the objects out;
+  streams nothing (an ``s3://`` object, or a file under admin's backup
+  directory, ``PACH_BACKUP_DIR``: anything else is PermissionDenied);
+  ``no_objects`` leaves the objects out;
 - ``Restore`` takes those records, or those blocks (or one request naming a
   ``URL``) into an empty cluster, and returns once pfs and pps have applied
   the restored log;

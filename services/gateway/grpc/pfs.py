@@ -53,7 +53,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     async def GetFile(  # type: ignore[override]
         self, request: pfs.GetFileRequest, context: Ctx
     ) -> AsyncIterator[BytesValue]:
-        async for block in files.read_file(self.store, self._ask(context), request):
+        async for block in file_pages.read_file(self.store, self._ask(context), request):
             yield BytesValue(value=block)
 
     async def InspectFile(  # type: ignore[override]

@@ -4,6 +4,9 @@ with the caller's principal and deadline; the RPCs that wait or stream
 ``ListDatumStream``, ``GetLogs``) come from ``services.gateway.app.jobs``,
 and ``ListJobStream`` sends ``ListJob``'s answer one job at a time.
 
+``RestartDatum`` answers 1.7's Empty; which datums it restarted travels in
+the trailing metadata ``RESTART_RESULT_KEY`` (pachctl says so).
+
 ``GarbageCollect`` runs pfs's collection (``services.gateway.app.gc``) and
 answers 1.7's empty ``GarbageCollectResponse``; what it kept, deleted and
 protected travels in the trailing metadata ``GC_RESULT_KEY`` (a serialized
@@ -22,6 +25,7 @@ import grpc.aio
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
+from libs.api.internal import pps_work_pb2 as work
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.bus import Bus
@@ -42,6 +46,9 @@ R = TypeVar("R", bound=Message)
 
 # Trailing metadata of GarbageCollect: a serialized pachgc.GarbageCollectResult.
 GC_RESULT_KEY = "pach-gc-result-bin"
+# Trailing metadata of RestartDatum: a serialized pachinternal.RestartDatumResult
+# (what was restarted; the reply itself is 1.7's Empty).
+RESTART_RESULT_KEY = "pach-restart-datum-bin"
 
 
 class PpsServicer(pps_pb2_grpc.APIServicer):
@@ -182,7 +189,9 @@ class PpsServicer(pps_pb2_grpc.APIServicer):
     async def RestartDatum(  # type: ignore[override]
         self, request: pps.RestartDatumRequest, context: Ctx
     ) -> Empty:
-        return await self._cmd(context, "RestartDatum", request)
+        result = await self._ask(context)("RestartDatum", request, work.RestartDatumResult, "cmd")
+        context.set_trailing_metadata(((RESTART_RESULT_KEY, result.SerializeToString()),))
+        return Empty()
 
     # --- logs and the rest -------------------------------------------------
 

@@ -15,7 +15,7 @@ from libs.objects import open_object_store
 from libs.observe import GrpcRequestLog
 from services.gateway.app.backends import BackendMonitor
 from services.gateway.errors import GrpcErrors
-from services.gateway.grpc import admin, pfs, pps, version
+from services.gateway.grpc import admin, pfs, pps, unserved, version
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,6 +45,7 @@ async def start_grpc(cfg: Config, monitor: BackendMonitor, bus: Bus) -> tuple[ai
 
     await health.set("", NOT_SERVING)
     monitor.on_change(publish)
+    unserved.register(server)  # last: answers only what no service above serves
     address = f"{cfg.grpc_host}:{cfg.grpc_port}"
     try:
         port = server.add_insecure_port(address)

@@ -1,6 +1,8 @@
 """The HTTP JSON API: every unary RPC of a Pachyderm API as
-``POST /api/<service>/<Method>`` (``GET`` for a request without fields),
-e.g. ``POST /api/pfs/CreateRepo {"repo": {"name": "images"}}``. pps's
+``POST /api/<service>/<Method>`` with ``Content-Type: application/json``
+(``GET`` also serves a read without fields, e.g. ``GET /api/pfs/ListRepo``;
+a method that changes state answers 405 to GET and HEAD), e.g.
+``POST /api/pfs/CreateRepo {"repo": {"name": "images"}}``. pps's
 server-streaming RPCs (``ListJobStream``, ``FlushJob``, ``ListDatumStream``,
 ``GetLogs`` without ``follow``) answer a JSON array of their messages,
 gathered up to the gRPC message limit.
@@ -19,10 +21,11 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from libs.api.internal import pps_work_pb2 as work
 from libs.api.pfs import pfs_pb2
 from libs.api.pps import pps_pb2
 from libs.bus import Bus, kind_for
-from libs.errors import InvalidArgument, NotFound, Unimplemented
+from libs.errors import InvalidArgument, NotFound, Unimplemented, to_wire
 from services.gateway.app import file_pages, jobs
 from services.gateway.app import ingest as files
 from services.gateway.app.gc import garbage_collect
@@ -57,6 +60,13 @@ def _method(service: str, name: str) -> tuple[MethodDescriptor, str]:
 
 async def call(request: web.Request) -> web.Response:
     method, backend = _method(request.match_info["service"], request.match_info["method"])
+    if request.method != "POST" and kind_for(method.name) != "qry":
+        err = InvalidArgument(
+            f"{method.containing_service.full_name}/{method.name} changes state: "
+            f"POST it with Content-Type: application/json (GET and HEAD only read)",
+            method=method.name,
+        )
+        return web.json_response({"error": to_wire(err)}, status=405, headers={"Allow": "POST"})
     req: Message = message_factory.GetMessageClass(method.input_type)()
     body = await request.read()
     if body.strip():
@@ -115,6 +125,11 @@ async def _garbage_collect(app: web.Application, ask: Ask, req: Any) -> Message:
     return await garbage_collect(ask, req)
 
 
+async def _restart_datum(app: web.Application, ask: Ask, req: Any) -> Message:
+    # Over HTTP the answer is which datums were restarted (gRPC: trailing metadata).
+    return await ask("RestartDatum", req, work.RestartDatumResult, "cmd")
+
+
 def _refuse(rpc: str) -> Callable[[web.Application, Ask, Any], Awaitable[Message]]:
     async def refuse(app: web.Application, ask: Ask, req: Any) -> Message:
         raise refusal(rpc)
@@ -136,6 +151,7 @@ GATHERED: dict[tuple[str, str], Callable[[web.Application, Ask, Any], Awaitable[
     ("pps", "InspectJob"): _inspect_job,
     ("pps", "ListDatum"): _list_datum,
     ("pps", "GarbageCollect"): _garbage_collect,
+    ("pps", "RestartDatum"): _restart_datum,
     **{("pps", rpc): _refuse(rpc) for rpc in REFUSED},
 }
 

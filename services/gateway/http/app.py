@@ -1,6 +1,7 @@
 """HTTP routes: ``GET /health`` (200 when serving, else 503),
 ``GET /version``, the JSON API under ``/api/`` (``http/api.py``), file
-download and upload under ``/pfs/`` (``http/files.py``). ``serve_http``
+download and upload under ``/pfs/`` (``http/files.py``), all behind the
+checks of ``http/guard.py``. ``serve_http``
 listens with the app once the entrypoint has added the rest (the dashboard
 at ``/``)."""
 
@@ -17,6 +18,7 @@ from libs.observe import http_request_log
 from services.gateway.app.backends import BackendMonitor
 from services.gateway.errors import http_errors
 from services.gateway.http import admin, api, files, githook
+from services.gateway.http.guard import GuardSettings, guard, security_headers
 
 MONITOR = web.AppKey("monitor", BackendMonitor)
 
@@ -40,10 +42,18 @@ async def get_version(_: web.Request) -> web.Response:
     )
 
 
-def build_app(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.Application:
+def build_app(
+    cfg: Config, monitor: BackendMonitor, bus: Bus, guarded: GuardSettings | None = None
+) -> web.Application:
+    """The routes behind ``guard`` (Host, Origin and content-type checks;
+    ``guarded`` defaults to the environment's settings) with the security
+    headers on every response."""
+    settings = guarded or GuardSettings.from_env(cfg)
     app = web.Application(
-        middlewares=[http_request_log(), http_errors], client_max_size=cfg.max_message_bytes
+        middlewares=[http_request_log(), http_errors, guard(settings)],
+        client_max_size=cfg.max_message_bytes,
     )
+    app.on_response_prepare.append(security_headers)
     app[MONITOR] = monitor
     app.router.add_get("/health", health)
     app.router.add_get("/version", get_version)

@@ -6,7 +6,9 @@
 range past the end ``416``). A directory (or no path: the root) answers a JSON
 listing ``{"commit": ..., "path": ..., "files": [{"path", "type",
 "size_bytes"}]}``. A branch is resolved to its head once, so the length and
-the bytes come from the same commit.
+the bytes come from the same commit. A path with glob characters
+(``/users/*``) streams the matching files concatenated in path order, with
+their directories' headers and footers, as get-file does (no ranges).
 
 ``PUT`` (or ``POST``) ``/pfs/<repo>/<branch-or-commit>/<path>`` streams the
 request body into put-file in blocks (never the whole body in memory):
@@ -37,6 +39,8 @@ from libs import trees
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument, to_wire
 from libs.objects import ObjectStore
+from libs.trees.glob import is_glob
+from services.gateway.app import file_pages
 from services.gateway.app import ingest as files
 from services.gateway.app.commits import refuse_finished
 from services.gateway.app.file_pages import list_dir
@@ -88,6 +92,8 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 async def download(request: web.Request) -> web.StreamResponse:
     commit, path = _target(request)
+    if is_glob(path):
+        return await _glob_download(request, commit, path)
     ask = ask_for(request)
     inspect = pfs.InspectFileRequest(file=pfs.File(commit=commit, path=path))
     info = await ask("InspectFile", inspect, pfs.FileInfo, "qry")
@@ -133,8 +139,30 @@ async def _blocks(
     req = pfs.GetFileRequest(
         file=pfs.File(commit=commit, path=path), offset_bytes=offset, size_bytes=length
     )
-    async for block in files.read_file(request.app[STORE], ask_for(request), req):
+    async for block in file_pages.read_file(request.app[STORE], ask_for(request), req):
         yield block
+
+
+async def _glob_download(request: web.Request, commit: pfs.Commit, path: str) -> web.StreamResponse:
+    """The files matching the glob ``path``, concatenated (length unknown
+    beforehand: a chunked body)."""
+    if request.headers.get("Range") is not None:
+        raise InvalidArgument(
+            f"Range is not supported for a glob pattern ({path}): download the files one by one",
+            path=path,
+        )
+    req = pfs.GetFileRequest(file=pfs.File(commit=commit, path=path))
+    blocks = file_pages.read_file(request.app[STORE], ask_for(request), req)
+    first = await anext(blocks, b"")  # errors before the status is sent
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await response.prepare(request)
+    if request.method != "HEAD":
+        if first:
+            await response.write(first)
+        async for block in blocks:
+            await response.write(block)
+    await response.write_eof()
+    return response
 
 
 def _entry(info: pfs.FileInfo) -> bytes:

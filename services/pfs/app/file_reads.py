@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from libs import trees
@@ -52,6 +52,9 @@ class FileReads:
             "DiffFilePage", internal.DiffFilePageRequest, self.diff_file_page, kind="qry"
         )
         await bus.serve("FileRefs", internal.FileRefsRequest, self.file_refs, kind="qry")
+        await bus.serve(
+            "GlobFileRefs", internal.GlobFileRefsRequest, self.glob_file_refs, kind="qry"
+        )
 
     async def _node(self, f: pfs.File) -> tuple[CommitTree, str, trees.Node]:
         tree = await commit_tree(self.docs, f.commit)
@@ -171,6 +174,107 @@ class FileReads:
             more=first + REFS_PAGE < total,
             size_bytes=sum(r.length for p in parts for r in p),
         )
+
+    async def glob_file_refs(
+        self, req: internal.GlobFileRefsRequest, ctx: Context
+    ) -> internal.GlobFileRefsResponse:
+        """A page of what reading a glob pattern returns: the matching files
+        in path order, each directory's header once before the first of its
+        files and its footer after the last (a matching directory: its own
+        header and footer around what matches below it). Nothing matching is
+        NotFound; only directories without header or footer matching is
+        FailedPrecondition. The cursor travels in the request and the reply
+        (``GlobFileRefsRequest``), so no page holds more than ``REFS_PAGE``
+        refs of content."""
+        tree = await commit_tree(self.docs, req.file.commit)
+        pattern = req.file.path or "/"
+        page = _GlobPage(self.store, tree.root, list(req.open))
+        after = req.after
+        first = req.first
+        matched = req.matched
+        resp = internal.GlobFileRefsResponse(commit=tree.commit)
+        matches = trees.glob(self.store, tree.root, pattern, _cursor(after))
+        async with aclosing(matches) as items:
+            async for path, node in items:
+                if len(page.refs) >= REFS_PAGE:
+                    resp.more = True
+                    break
+                if first == 0:
+                    matched += 1
+                    await page.enter(path, node)
+                if node.is_dir:
+                    after = path
+                    continue
+                content = await trees.file_refs(self.store, node)
+                take = content[first : first + max(REFS_PAGE - len(page.refs), 1)]
+                page.refs.extend(take)
+                if first + len(take) < len(content):
+                    first += len(take)
+                    resp.more = True
+                    break
+                after, first = path, 0
+        if not resp.more:
+            await page.close_all()
+        sent = req.refs_sent + len(page.refs)
+        if not resp.more and matched == 0:
+            raise NotFound(
+                f"no file(s) found that match {pattern} in commit "
+                f"{tree.commit.repo.name}/{tree.commit.id}",
+                path=pattern,
+            )
+        if not resp.more and sent == 0 and not page.files:
+            raise FailedPrecondition(
+                f"cannot read {pattern}: it matches only directories, with no header or footer",
+                path=pattern,
+            )
+        resp.refs.extend(trees.model.refs_to_pb(page.refs))
+        resp.after, resp.first, resp.matched, resp.refs_sent = after, first, matched, sent
+        resp.open.extend(page.open)
+        return resp
+
+
+@dataclass
+class _GlobPage:
+    """The refs of one GlobFileRefs page and the directories whose header
+    was sent and whose footer is still due (outermost first)."""
+
+    store: ObjectStore
+    root: str
+    open: list[str]
+    refs: list[trees.DataRef] = field(default_factory=list)
+    files: bool = False
+
+    async def enter(self, path: str, node: trees.Node) -> None:
+        """Close the open directories ``path`` is not in; open ``path`` (a
+        directory) or its parent (a file) unless it is open already."""
+        while self.open and not _within(path, self.open[-1]):
+            await self._close()
+        if not node.is_dir:
+            self.files = True
+        at = path if node.is_dir else parent_of(path)
+        if self.open and self.open[-1] == at:
+            return
+        directory = node if node.is_dir else await trees.get(self.store, self.root, at)
+        if directory is None:
+            raise FailedPrecondition(f"the directory of {path} is missing", path=path)
+        header, _ = await trees.header_footer(self.store, directory)
+        self.refs.extend(header)
+        self.open.append(at)
+
+    async def close_all(self) -> None:
+        while self.open:
+            await self._close()
+
+    async def _close(self) -> None:
+        at = self.open.pop()
+        directory = await trees.get(self.store, self.root, at)
+        if directory is not None:
+            _, footer = await trees.header_footer(self.store, directory)
+            self.refs.extend(footer)
+
+
+def _within(path: str, directory: str) -> bool:
+    return directory == "/" or path.startswith(directory + "/")
 
 
 def _cursor(after: str) -> str | None:

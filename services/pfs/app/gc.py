@@ -88,8 +88,10 @@ async def collect(
     clock: Callable[[], float] = time.time,
     prefixes: Sequence[str] = PREFIXES,
     spill_dir: str | None = None,
+    names: Sequence[str] = (),
 ) -> gc_pb2.GarbageCollectResult:
-    """Mark from ``sources``, then sweep; see the module docstring."""
+    """Mark from ``sources``, then sweep; see the module docstring. ``names``
+    says what each source's oldest start is the start of (``cutoff_by``)."""
     if memory_bytes < 0:
         raise InvalidArgument(f"memory_bytes must be >= 0, got {memory_bytes}")
     started = clock()
@@ -97,20 +99,23 @@ async def collect(
     try:
         marker = TreeMarker(store, marks)
         try:
-            opened: list[float] = []
-            for source in sources:
+            opened: list[tuple[float, str]] = []
+            for i, source in enumerate(sources):
                 oldest = await source(marker)
                 if oldest is not None:
-                    opened.append(oldest)
+                    opened.append((oldest, names[i] if i < len(names) else "open commit"))
             await marker.wait()
         finally:
             await marker.close()
         marked_at = clock()
-        cutoff = min([started, *opened]) - grace_s
+        start, cutoff_by = min([(started, "collection"), *opened], key=lambda o: o[0])
+        cutoff = start - grace_s
         swept = await sweep(store, marks, cutoff, prefixes)
-        return _result(
+        result = _result(
             swept, marker.roots, len(marks), cutoff, marked_at - started, clock() - marked_at
         )
+        result.cutoff_by = cutoff_by
+        return result
     finally:
         await marks.close()
 
@@ -175,6 +180,7 @@ class GarbageCollector:
                 [from_pps, from_pfs],
                 grace_s=self.settings.grace_s,
                 memory_bytes=req.memory_bytes,
+                names=("unfinished job", "open commit"),
             )
 
 

@@ -5,7 +5,8 @@ Each line is a serialized ``pps.LogMessage`` on
 for each acknowledgement (``flush`` waits for all), so logging does not slow
 datums down. ``page`` reads the lines after a stream sequence that match a
 ``GetLogsRequest`` as Pachyderm 1.7 filters them (pipeline, job, datum,
-master or workers, ``data_filters``; ``tail``: only the last N), scanning
+master or workers, ``data_filters``; ``tail``: from the N-th last line a
+user sees, ``shown``), scanning
 with a short-lived consumer and holding at most one page (plus, for
 ``tail``, N sequence numbers).
 """
@@ -92,6 +93,14 @@ def matches(req: pps_pb2.GetLogsRequest, msg: pps_pb2.LogMessage) -> bool:
     if req.master != msg.master:
         return False
     return match_datum(req.data_filters, msg.data)
+
+
+def shown(req: pps_pb2.GetLogsRequest, msg: pps_pb2.LogMessage) -> bool:
+    """Whether pachctl get-logs prints a matching line (as 1.7's does): user
+    code's lines, master lines when the master's were asked for, and every
+    line when neither a pipeline nor a job was named. ``tail`` counts these."""
+    named = bool(req.pipeline.name or req.job.id)
+    return msg.user or req.master or not named
 
 
 class LogStore:
@@ -187,7 +196,7 @@ class LogStore:
         """The sequence of the N-th last matching line (None: no line matches)."""
         last: deque[int] = deque(maxlen=req.tail)
         async for seq, msg in self._scan(req, 0):
-            if msg is not None:
+            if msg is not None and shown(req, msg):
                 last.append(seq)
         return last[0] if last else None
 

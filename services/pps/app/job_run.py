@@ -37,7 +37,7 @@ from libs.errors import (
 )
 from libs.objects import ObjectStore
 from libs.readmodels import Document, DocumentStore
-from libs.trees import Put, TreeRoot, build, file_refs, walk
+from libs.trees import EMPTY_ROOT, Delete, Put, TreeRoot, build, diff, file_refs
 from services.pps.adapters import jobs_view as view
 from services.pps.adapters import work_queue
 from services.pps.adapters.leases import Leases
@@ -125,10 +125,17 @@ class Plan:
     total: int
     skipped: dict[str, tuple[int, str]]  # datum id -> (index, output tree)
     incremental_previous: dict[str, JobInputCommit] | None = None
+    # Incremental: the datums unchanged since the previous job (skipped, as
+    # 1.7 counts them; their output is already in the previous output).
+    unchanged: int = 0
+
+    @property
+    def skipped_count(self) -> int:
+        return len(self.skipped) + self.unchanged
 
     @property
     def todo(self) -> int:
-        return self.total - len(self.skipped)
+        return self.total - self.skipped_count
 
 
 @dataclass
@@ -208,10 +215,10 @@ class JobRun:
             )
             await self.deps.jobs.run_as(
                 self.job,
-                domain.start_job(self.job, plan.total, len(plan.skipped), chunks, inputs),
+                domain.start_job(self.job, plan.total, plan.skipped_count, chunks, inputs),
             )
             await self.log(
-                f"started: {plan.total} datums, {len(plan.skipped)} skipped, "
+                f"started: {plan.total} datums, {plan.skipped_count} skipped, "
                 f"{plan.todo} to process in {chunks} chunks"
             )
         else:
@@ -219,10 +226,10 @@ class JobRun:
                 await self.deps.jobs.run_as(self.job, domain.restart_job(self.job))
                 await self.log("taken up again after a restart")
             plan = await self.plan(state, list(state.inputs))
-            if plan.total != state.total or len(plan.skipped) != state.skipped:
+            if plan.total != state.total or plan.skipped_count != state.skipped:
                 await self.log(
                     f"datums changed since the job started ({state.total}/{state.skipped} "
-                    f"-> {plan.total}/{len(plan.skipped)} total/skipped)"
+                    f"-> {plan.total}/{plan.skipped_count} total/skipped)"
                 )
         started = time.monotonic()
         state = await self.wait_chunks(plan, started)
@@ -308,11 +315,20 @@ class JobRun:
         job are skipped (their outputs are reused)."""
         commits = commit_map(inputs)
         if self.spec.incremental:
+            # Only the new or changed datums run; 1.7 counts every datum of
+            # the job all the same, the unchanged ones as skipped.
             previous = await self.previous_inputs(state)
-            total = 0
+            new = 0
             async for _ in self.tasks(commits, previous):
-                total += 1
-            return Plan(total, {}, previous)
+                new += 1
+            total = 0
+            if previous:
+                async for _ in enumerate_datums(
+                    self.deps.store, self.spec.input, commits, self.salt
+                ):
+                    total += 1
+            total = max(total, new)
+            return Plan(total, {}, previous, unchanged=total - new)
         # The skip index of the salt (datums other jobs processed), then one
         # pass over the datums; the to-do ones of a small job are kept for
         # publishing (a big one enumerates them again there).
@@ -498,7 +514,9 @@ class JobRun:
 
     async def merge(self, plan: Plan) -> TreeRoot:
         if self.spec.incremental:
-            return await build(self.deps.store, None, self._overlay())
+            parent = await self.previous_success(await self.state())
+            base = parent["output_tree"] if parent is not None else ""
+            return await build(self.deps.store, base or None, self._overlay(base))
         root = await self.merge_from_previous(plan)
         if root is not None:
             await self.log("output merged from the previous job's output and the changed datums")
@@ -562,13 +580,19 @@ class JobRun:
         for _, tree in skipped[k:]:
             yield tree
 
-    async def _overlay(self) -> AsyncIterator[Put]:
-        """Incremental: each datum's /pfs/out started as the previous output,
-        so the output is their files, a later datum's version of a path
-        replacing an earlier one's."""
+    async def _overlay(self, base: str) -> AsyncIterator[Put | Delete]:
+        """Incremental: each datum's /pfs/out started as the previous output
+        (``base``), so the output is that output with what each datum changed
+        of it applied in datum order: the files it wrote or replaced, the
+        ones it removed (an unchanged file of one datum does not undo
+        another datum's change of it)."""
+        store = self.deps.store
         async for d in view.job_datums(self.deps.docs, self.job):
             if not d["output_tree"]:
                 continue
-            async for path, node in walk(self.deps.store, d["output_tree"]):
-                if not node.is_dir:
-                    yield Put(path, await file_refs(self.deps.store, node))
+            changes = diff(store, base or EMPTY_ROOT, d["output_tree"])
+            async for path, before, after in changes:
+                if after is not None and not after.is_dir:
+                    yield Put(path, await file_refs(store, after))
+                elif before is not None and after is None:
+                    yield Delete(path)

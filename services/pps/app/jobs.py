@@ -23,7 +23,7 @@ from libs.api.internal import pps_work_pb2 as work
 from libs.api.pfs import pfs_pb2 as pfs_pb
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus, Context, kind_for
-from libs.errors import InvalidArgument, NotFound
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.events import AggregateWriter, EventStore, ProjectionRunner
 from libs.objects import ObjectStore
 from libs.readmodels import Document, DocumentStore
@@ -33,6 +33,8 @@ from services.pps.adapters.pipelines_view import get_pipeline
 from services.pps.app.datum_sets import commit_map, enumerate_datums, input_key
 from services.pps.domain import jobs as domain
 
+# The bus name of pipeline workers (services.pps.worker.loop.SERVICE).
+WORKERS = "pps-worker"
 _COMMIT_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_PAGE_SIZE = 100
 
@@ -219,8 +221,12 @@ class Jobs:
     logs: LogPages
     store: ObjectStore
     block_for: float = 8.0  # InspectJob(block_state) waits this long at most per request
+    # How long restart-datum waits for the workers' answers.
+    survey_s: float = 1.0
+    bus: Bus | None = None
 
     async def register(self, bus: Bus) -> None:
+        self.bus = bus
         handlers = (
             ("InspectJob", pps.InspectJobRequest, self.inspect_job),
             ("ListJob", pps.ListJobRequest, self.list_job),
@@ -283,7 +289,11 @@ class Jobs:
             inputs.append((c.repo.name, ref))
         output = None
         if req.HasField("output_commit"):
-            output = (req.output_commit.repo.name, req.output_commit.id)
+            repo, ref = req.output_commit.repo.name, req.output_commit.id
+            if ref and not _COMMIT_ID.match(ref):  # repo/branch: its head, as 1.7
+                info = await self.pfs.as_principal(ctx.principal).inspect_commit(repo, ref)
+                ref = info.commit.id
+            output = (repo, ref)
         out = pps.JobInfos()
         specs: dict[str, pps.CreatePipelineRequest | None] = {}
         async for doc in view.list_jobs(self.docs, req.pipeline.name, inputs, output):
@@ -391,15 +401,51 @@ class Jobs:
             i += 1
         return resp
 
-    async def restart_datum(self, req: pps.RestartDatumRequest, ctx: Context) -> Empty:
+    async def restart_datum(
+        self, req: pps.RestartDatumRequest, ctx: Context
+    ) -> work.RestartDatumResult:
+        """restart-datum as Pachyderm 1.7: the matching datums the job's
+        workers are running stop and run again (the workers answer a survey,
+        ``note.pps-worker.RestartDatum``); here also the matching failed
+        datums of the still-running job run again. The reply says which; a
+        finished job, or nothing matching, is FailedPrecondition."""
         job = _job_name(req.job)
-        await self.writer.run_as(
-            job,
-            domain.restart_datums(job, list(req.data_filters)),
-            principal=ctx.principal,
-            correlation_id=ctx.request_id,
-        )
-        return Empty()
+        filters = list(req.data_filters)
+        state = await self.writer.load(job)
+        domain.require(state, job)
+        if state.finished:
+            raise FailedPrecondition(
+                f"job {job} has finished ({domain.state_name(state.state)}): the datums of a "
+                "finished job are not restarted; commit new input or update the pipeline "
+                "with --reprocess to run them again",
+                job=job,
+            )
+        result = work.RestartDatumResult()
+        if self.bus is not None:
+            answers = await self.bus.survey(
+                WORKERS,
+                "RestartDatum",
+                req,
+                work.RestartedDatums,
+                window=self.survey_s,
+                principal=ctx.principal,
+            )
+            result.running.extend(sorted({d for a in answers for d in a.datum_ids}))
+        failed = domain.failed_matching(state, filters)
+        if failed:
+            await self.writer.run_as(
+                job,
+                domain.restart_datums(job, filters),
+                principal=ctx.principal,
+                correlation_id=ctx.request_id,
+            )
+            result.failed.extend(failed)
+        if not result.running and not result.failed:
+            raise FailedPrecondition(
+                f"job {job} has no running or failed datum matching {filters}: nothing restarted",
+                job=job,
+            )
+        return result
 
     async def get_logs_page(self, req: work.GetLogsPageRequest, ctx: Context) -> work.LogPage:
         if req.limit < 0:

@@ -138,6 +138,17 @@ def restart_targets(reports: Mapping[int, ChunkReport], filters: Sequence[str]) 
     return sorted(s for s, r in reports.items() if any(datum_matches(filters, d) for d in r.failed))
 
 
+def failed_matching(state: Job, filters: Sequence[str]) -> list[str]:
+    """The ids of the reported failed datums that ``filters`` match (what a
+    restart of them runs again)."""
+    return [
+        d.id
+        for s in restart_targets(state.reports, filters)
+        for d in state.reports[s].failed
+        if datum_matches(filters, d)
+    ]
+
+
 def _without(m: Mapping[int, ChunkReport], keys: Iterable[int]) -> Mapping[int, ChunkReport]:
     copy = dict(m)
     for k in keys:

@@ -55,6 +55,11 @@ class Runner(Protocol):
         ``limits``: what the code may use (None: the runner's defaults)."""
         ...
 
+    def give_out(self, out: Path) -> None:
+        """Make ``out`` (and what is in it) the user code's to change (done
+        by ``run`` too; a caller that must know ctimes calls it first)."""
+        ...
+
     def sees(self, path: Path) -> bool:
         """Whether user code could read host file ``path`` (an output
         symlink out of ``/pfs`` is followed only to such a file)."""

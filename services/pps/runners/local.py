@@ -438,6 +438,11 @@ class LocalRunner:
             cpu_share=lim.cpu_share,
         )
 
+    def give_out(self, out: Path) -> None:
+        """``out`` and what is in it to the sandbox uid (only what it does
+        not own yet: a chown changes the ctime)."""
+        _own_out(out, self.settings.uid, self.settings.gid)
+
     def sees(self, path: Path) -> bool:
         """Whether user code could read host file ``path`` (the upload
         follows symlinks out of ``/pfs`` only to such files)."""
@@ -563,7 +568,7 @@ class LocalRunner:
         uid, gid = self.identity(user)
         lim = self.limits(limits)
         full_env = {**self._env, **env}
-        await asyncio.to_thread(_own_out, pfs_dir / "out", self.settings.uid, self.settings.gid)
+        await asyncio.to_thread(self.give_out, pfs_dir / "out")
         group = None
         if self.cgroups is not None:
             try:
@@ -759,7 +764,9 @@ def _own_out(out: Path, uid: int, gid: int) -> None:
     """Give ``out`` (and what an incremental run put in it) to the sandbox uid."""
     out.mkdir(exist_ok=True)
     for path in _walk(out):
-        os.chown(path, uid, gid, follow_symlinks=False)
+        st = os.lstat(path)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def _walk(top: Path) -> Iterator[str]:

@@ -30,7 +30,7 @@ from libs.errors import FailedPrecondition, PachError
 from libs.objects import ObjectStore
 from services.pps.adapters.secrets import SecretStore
 from services.pps.domain.resources import limits_of
-from services.pps.runners.base import Runner
+from services.pps.runners.base import Runner, RunResult
 from services.pps.worker.layout import PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
 from services.pps.worker.upload import stats_tree, upload
 
@@ -120,9 +120,12 @@ async def run_datum(
     previous_output: str = "",
     worker_id: str = "",
     secret_store: SecretStore | None = None,
+    restart: asyncio.Event | None = None,
 ) -> pachevents.DatumResult:
     """Process ``task`` with up to ``datum_tries`` tries; never raises for a
-    failure of the datum itself (the result says FAILED and why)."""
+    failure of the datum itself (the result says FAILED and why). Setting
+    ``restart`` (restart-datum) stops the user code and runs the try again
+    from a fresh ``/pfs/out``; the stopped try does not count."""
     run = _DatumRun(task, job_id, spec, log, worker_id, keep=spec.enable_stats)
     tries = spec.datum_tries if spec.datum_tries > 0 else DEFAULT_DATUM_TRIES
     env = datum_env(task, job_id, output_commit, spec)
@@ -137,8 +140,10 @@ async def run_datum(
     reason = ""
     output = ""
     used = 0
+    attempt = 0
     try:
-        for attempt in range(1, tries + 1):
+        while attempt < tries:
+            attempt += 1
             used = attempt
             try:
                 secret_env, binds = await asyncio.to_thread(transform_secrets, secret_store, spec)
@@ -149,13 +154,13 @@ async def run_datum(
                     download_s += layout.seconds
                     stats.download_bytes += layout.download_bytes
                 started = time.monotonic()
-                await _fresh_out(layout, spec, store, previous_output)
+                laid_out_ns = await _fresh_out(layout, spec, store, previous_output, runner)
                 download_s += time.monotonic() - started
                 feeder = LazyFeeder(store, layout.lazy)
                 feeder.start()
                 await run.log_worker("beginning to run user code")
                 try:
-                    result = await runner.run(
+                    user_code = runner.run(
                         list(spec.transform.cmd),
                         pfs_dir=layout.pfs_dir,
                         stdin=stdin,
@@ -167,8 +172,13 @@ async def run_datum(
                         user=spec.transform.user,
                         limits=limits,
                     )
+                    result = await _unless_restarted(user_code, restart)
                 finally:
                     stats.download_bytes += await feeder.stop()
+                if result is None:
+                    await run.log_worker("restarted by restart-datum: running the user code again")
+                    attempt -= 1
+                    continue
                 process_s += result.seconds
                 if result.timed_out:
                     reason = f"{describe(task)} timed out after {timeout:g}s (datum_timeout)"
@@ -183,6 +193,8 @@ async def run_datum(
                         store,
                         layout.pfs_dir,
                         InputIndex(store, task.inputs),
+                        previous=previous_output if laid_out_ns else "",
+                        laid_out_ns=laid_out_ns,
                         host_readable=runner.sees,
                     )
                     upload_s += done.seconds
@@ -226,15 +238,64 @@ async def run_datum(
     )
 
 
+async def _unless_restarted(
+    code: Awaitable[RunResult], restart: asyncio.Event | None
+) -> RunResult | None:
+    """``code``'s result, or None when ``restart`` is set first (``code`` is
+    cancelled: the runner kills the process)."""
+    if restart is None:
+        return await code
+    running = asyncio.ensure_future(code)
+    restarted = asyncio.ensure_future(restart.wait())
+    try:
+        await asyncio.wait({running, restarted}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        restarted.cancel()
+        if not running.done():
+            running.cancel()
+        await asyncio.gather(running, restarted, return_exceptions=True)
+    if running.cancelled():
+        if not restart.is_set():  # cancelled from outside: pass it on
+            raise asyncio.CancelledError
+        restart.clear()
+        return None
+    restart.clear()  # finished first: nothing left to restart
+    return running.result()
+
+
 async def _fresh_out(
-    layout: Layout, spec: pps_pb2.CreatePipelineRequest, store: ObjectStore, previous: str
-) -> None:
+    layout: Layout,
+    spec: pps_pb2.CreatePipelineRequest,
+    store: ObjectStore,
+    previous: str,
+    runner: Runner,
+) -> int:
+    """An empty ``/pfs/out``, or for an incremental pipeline the previous
+    output (given to the sandbox's user first: that changes ctimes); then
+    the ctime (ns) every file laid out here is older than and every later
+    change is not (0: nothing laid out)."""
     out = layout.out_dir
     if out.exists():
         await asyncio.to_thread(shutil.rmtree, out)
     out.mkdir()
-    if spec.incremental and previous:
-        await write_tree(store, previous, "/", out)
+    if not (spec.incremental and previous):
+        return 0
+    await write_tree(store, previous, "/", out)
+    await asyncio.to_thread(runner.give_out, out)
+    return await asyncio.to_thread(_next_tick, layout.pfs_dir.parent / ".laid-out")
+
+
+def _next_tick(marker: Path) -> int:
+    """A ctime later than that of every file written before the call (file
+    times are coarse: wait for the clock to move past the last one)."""
+    marker.write_bytes(b"x")
+    first = marker.stat().st_ctime_ns
+    while True:
+        marker.write_bytes(b"x")
+        now = marker.stat().st_ctime_ns
+        if now > first:
+            return now
+        time.sleep(0.001)
 
 
 class _DatumRun:

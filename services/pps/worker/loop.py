@@ -50,6 +50,7 @@ from libs.service import ServiceContext, Setup
 from services.pps.adapters import work_queue
 from services.pps.adapters.logs import LogStore
 from services.pps.adapters.secrets import SecretStore, default_root
+from services.pps.domain.jobs import FailedDatum, datum_matches
 from services.pps.runners.base import Runner
 from services.pps.runners.local import LocalRunner
 from services.pps.worker.datum import run_datum
@@ -124,6 +125,26 @@ class Worker:
         self.settings = settings
         self._specs: dict[int, pps_pb2.CreatePipelineRequest] = {}
         self.chunks_done = 0
+        # The datums running now: (job, datum id) -> (task, restart signal).
+        self.running: dict[tuple[str, str], tuple[pachinternal.DatumTask, asyncio.Event]] = {}
+
+    async def restart_datum(
+        self, req: pps_pb2.RestartDatumRequest, ctx: object = None
+    ) -> pachinternal.RestartedDatums | None:
+        """restart-datum (``note.pps-worker.RestartDatum``): restart the
+        running datums of ``req.job`` that ``req.data_filters`` match (every
+        filter names the datum's id, one of its input paths or hashes); say
+        which, or nothing when none is running here."""
+        hit = [
+            datum
+            for (job, datum), (task, _) in self.running.items()
+            if job == req.job.id and datum_matches(list(req.data_filters), _as_filtered(task))
+        ]
+        for datum in hit:
+            self.running[(req.job.id, datum)][1].set()
+        if not hit:
+            return None
+        return pachinternal.RestartedDatums(worker_id=self.settings.worker_id, datum_ids=hit)
 
     async def run(self) -> None:
         """Take and process chunks until cancelled; a broken subscription is
@@ -176,19 +197,26 @@ class Worker:
 
         async def one(task: pachinternal.DatumTask) -> pachevents.DatumResult:
             async with slots:
-                return await run_datum(
-                    task,
-                    job_id=chunk.job_id,
-                    output_commit=chunk.output_commit,
-                    spec=spec,
-                    store=self._store,
-                    runner=self._runner,
-                    scratch_root=self.settings.own_scratch,
-                    log=self._logs.append,
-                    previous_output=chunk.previous_output,
-                    worker_id=self.settings.worker_id,
-                    secret_store=self._secrets,
-                )
+                key = (chunk.job_id, task.id)
+                restart = asyncio.Event()
+                self.running[key] = (task, restart)
+                try:
+                    return await run_datum(
+                        task,
+                        job_id=chunk.job_id,
+                        output_commit=chunk.output_commit,
+                        spec=spec,
+                        store=self._store,
+                        runner=self._runner,
+                        scratch_root=self.settings.own_scratch,
+                        log=self._logs.append,
+                        previous_output=chunk.previous_output,
+                        worker_id=self.settings.worker_id,
+                        secret_store=self._secrets,
+                        restart=restart,
+                    )
+                finally:
+                    self.running.pop(key, None)
 
         async with asyncio.TaskGroup() as group:
             runs = [group.create_task(one(task)) for task in chunk.datums]
@@ -234,6 +262,13 @@ class Worker:
                 await received.in_progress()
             except Exception as exc:  # the ack may still make it; keep trying
                 _log.warning("in_progress not sent", error=repr(exc))
+
+
+def _as_filtered(task: pachinternal.DatumTask) -> FailedDatum:
+    """A running datum as restart-datum's filters see it."""
+    return FailedDatum(
+        task.id, tuple(i.path for i in task.inputs), tuple(i.hash for i in task.inputs)
+    )
 
 
 async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
@@ -307,6 +342,7 @@ async def start_worker(ctx: ServiceContext, parent: int) -> None:
         settings=settings,
         secrets=SecretStore(default_root(ctx.config.data_dir)),
     )
+    await ctx.bus.listen("RestartDatum", pps_pb2.RestartDatumRequest, worker.restart_datum)
     tasks = [
         asyncio.create_task(worker.run(), name="pps-worker"),
         asyncio.create_task(watch_parent(ctx.stopping, parent), name="pps-worker-parent"),

@@ -28,7 +28,7 @@ from libs.api.pps import pps_pb2
 from libs.errors import FailedPrecondition
 from libs.filedata import FileWriter
 from libs.objects import ObjectStore
-from libs.trees import Copy, DataRef, Op, Put, TreeRoot, build
+from libs.trees import Copy, DataRef, Op, Put, TreeRoot, build, file_refs, get
 from libs.trees.paths import join, normalize
 from services.pps.worker.layout import OUT, PFS, InputIndex
 
@@ -53,15 +53,20 @@ async def upload(
     index: InputIndex,
     *,
     spill_dir: Path | None = None,
+    previous: str = "",
+    laid_out_ns: int = 0,
     host_readable: Callable[[Path], bool] | None = None,
 ) -> Uploaded:
-    """Store ``<pfs_dir>/out`` as a tree (see the module docstring).
+    """Store ``<pfs_dir>/out`` as a tree (see the module docstring). With
+    ``previous`` (incremental: ``/pfs/out`` started as that tree, laid out
+    before ``laid_out_ns``, a ctime), a file the code did not touch since
+    keeps that tree's refs, so the output shows what the datum changed.
     ``host_readable``: whether the sandbox could read a host file (the
     runner's ``sees``); a symlink out of ``/pfs`` is followed only to such a
     file (None: to none), so user code cannot have the worker read for it
     what it could not read itself."""
     started = time.monotonic()
-    walker = _Walker(store, pfs_dir, index, host_readable)
+    walker = _Walker(store, pfs_dir, index, previous, laid_out_ns, host_readable)
     root = await build(store, None, walker.ops(), spill_dir=spill_dir)
     return Uploaded(root, walker.stored, time.monotonic() - started)
 
@@ -72,12 +77,17 @@ class _Walker:
         store: ObjectStore,
         pfs_dir: Path,
         index: InputIndex,
+        previous: str = "",
+        laid_out_ns: int = 0,
         host_readable: Callable[[Path], bool] | None = None,
     ) -> None:
         self._readable = host_readable
+        self._store = store
         self._pfs = pfs_dir
         self._index = index
         self._writer = FileWriter(store)
+        self._previous = previous
+        self._laid_out_ns = laid_out_ns
         self.stored = 0
 
     async def ops(self) -> AsyncIterator[Op]:
@@ -104,7 +114,8 @@ class _Walker:
                         f"output {PFS}/{OUT}{dst} is {where}, which user code cannot read",
                         path=dst,
                     )
-                yield await self._file(path, dst)
+                kept = await self._untouched(entry, dst)
+                yield kept if kept is not None else await self._file(path, dst)
             # fifos, sockets and devices are not files: skipped
 
     async def _link(self, sandbox: str, dst: str, depth: int) -> AsyncIterator[Op]:
@@ -135,6 +146,19 @@ class _Walker:
                 yield op
         elif stat.S_ISREG(st.st_mode):
             yield await self._file(host, dst)
+
+    async def _untouched(self, entry: os.DirEntry[str], dst: str) -> Put | None:
+        """The previous output's file at ``dst`` when the code left it as laid
+        out (its inode unchanged since: ctime, which the code cannot set)."""
+        if not self._previous or not self._laid_out_ns:
+            return None
+        st = entry.stat(follow_symlinks=False)
+        if st.st_ctime_ns >= self._laid_out_ns:
+            return None
+        node = await get(self._store, self._previous, dst)
+        if node is None or node.is_dir or node.size != st.st_size:
+            return None
+        return Put(dst, await file_refs(self._store, node))
 
     async def _file(self, host: Path, dst: str) -> Put:
         refs = await self._writer.write_file(_blocks(host))
