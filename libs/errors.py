@@ -8,17 +8,57 @@ Every error carries the fields a caller needs (``repo``, ``expected`` …) in
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar
 
 import grpc
 
+MAX_MESSAGE_CHARS = 1024  # an error message's length, after escaping
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` as one printable line of at most ``limit`` characters: newlines,
+    tabs and control characters escaped (``\\n``, ``\\x1b``), the rest cut."""
+    if text.isprintable() and len(text) <= limit:
+        return text
+    out: list[str] = []
+    size = 0
+    for i, ch in enumerate(text):
+        if ch.isprintable():
+            piece = ch
+        elif ch in "\n\r\t":
+            piece = _ESCAPES[ch]
+        else:
+            n = ord(ch)
+            piece = f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+        if size + len(piece) > limit:
+            rest = len(text) - i
+            out.append(f"... ({rest} more characters)")
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A user's value for a message: quoted and escaped like ``repr``, cut to
+    about ``limit`` characters (saying how long it really was)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return one_line(repr(text), limit * 4 + 2)
+    return one_line(repr(text[:limit]), limit * 4 + 2) + f"... ({len(text)} characters)"
+
 
 class PachError(Exception):
-    """Root of every error this project raises on purpose."""
+    """Root of every error this project raises on purpose.
+
+    Its message is always one line of bounded length (``one_line``)."""
 
     code: ClassVar[str] = "internal"
 
     def __init__(self, message: str, **fields: Any) -> None:
+        message = one_line(str(message))
         super().__init__(message)
         self.message = message
         self.fields: dict[str, Any] = fields
@@ -76,6 +116,18 @@ class DeadlineExceeded(PachError):
 class ResourceExhausted(PachError):
     """An answer or a request is larger than a limit allows (a unary reply
     over the gRPC message limit: the streaming RPC is the way)."""
+
+    code = "resource_exhausted"
+
+
+class DiskFull(ResourceExhausted):
+    """A disk (or a quota on it) is full: ENOSPC / EDQUOT. Names the path."""
+
+    code = "disk_full"
+
+    def __init__(self, path: str, reason: str = "no space left on device") -> None:
+        where = path or "a data directory"
+        super().__init__(f"disk full: {reason} writing {shown(where, 200)}", path=path)
 
 
 class Internal(PachError):
@@ -144,6 +196,57 @@ class ObjectNotFound(NotFound):
         super().__init__(f"object {key!r} not found", key=key)
 
 
+class LimitExceeded(InvalidArgument):
+    """A name, path, spec or message over one of the documented bounds
+    (``libs.bounds``); names the limit and the offending value (cut)."""
+
+    code = "limit_exceeded"
+
+    def __init__(self, what: str, value: object, limit: int, unit: str, actual: int) -> None:
+        super().__init__(
+            f"{what} {shown(value)} is {actual} {unit}, over the limit of {limit} {unit}",
+            what=what,
+            limit=limit,
+            actual=actual,
+        )
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException, path: str) -> DiskFull | None:
+    """``exc`` as ``DiskFull`` naming ``path`` (the store or directory being
+    written), when it is ENOSPC / EDQUOT; None otherwise."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        reason = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
+        return DiskFull(str(exc.filename or path), reason)
+    return None
+
+
+# JetStream's answers when its store is full ("insufficient resources",
+# "insufficient storage resources available"), recognised by their codes
+# so that this module needs no NATS import.
+_JETSTREAM_FULL = (10023, 10047)
+
+
+def from_unexpected(exc: BaseException, where: str = "") -> PachError:
+    """An exception nobody raised on purpose as the ``PachError`` a caller gets:
+    a full disk is ``DiskFull`` (naming the path), a ``PachError`` stays what
+    it is, anything else is ``Internal`` with a one-line message."""
+    if isinstance(exc, PachError):
+        return exc
+    full = disk_full(exc, where)
+    if full is not None:
+        return full
+    if getattr(exc, "err_code", None) in _JETSTREAM_FULL:
+        reason = str(getattr(exc, "description", "") or "insufficient storage")
+        return DiskFull("the event log (JetStream store)", reason)
+    if isinstance(exc, RecursionError):
+        return InvalidArgument(f"{where or 'request'} is nested too deeply to process")
+    prefix = f"internal error in {where}: " if where else "internal error: "
+    return Internal(prefix + f"{type(exc).__name__}: {exc}")
+
+
 # --- the one mapping table -------------------------------------------------
 
 _GRPC: dict[type[PachError], grpc.StatusCode] = {
@@ -157,6 +260,7 @@ _GRPC: dict[type[PachError], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DiskFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ConcurrencyError: grpc.StatusCode.ABORTED,
     Internal: grpc.StatusCode.INTERNAL,
     PachError: grpc.StatusCode.INTERNAL,
@@ -173,6 +277,7 @@ _HTTP: dict[type[PachError], int] = {
     DeadlineExceeded: 504,
     Unimplemented: 501,
     ResourceExhausted: 413,
+    DiskFull: 507,
     ConcurrencyError: 409,
     Internal: 500,
     PachError: 500,

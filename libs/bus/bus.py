@@ -20,12 +20,12 @@ from opentelemetry import propagate, trace
 
 from libs.errors import (
     DeadlineExceeded,
-    Internal,
     InvalidArgument,
     MalformedMessage,
     MessageTooLarge,
     PachError,
     Unavailable,
+    from_unexpected,
     from_wire,
     to_wire,
 )
@@ -186,7 +186,7 @@ class Bus:
                 status = "internal"
                 span.record_exception(exc)
                 _log.exception("handler failed", subject=subject, request_id=ctx.request_id)
-                await self._respond(msg, b"", Internal(f"internal error in {subject}: {exc}"))
+                await self._respond(msg, b"", from_unexpected(exc, subject))
         log(
             "request",
             subject=subject,

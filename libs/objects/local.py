@@ -27,7 +27,7 @@ import stat as stat_mod
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 
-from libs.errors import InvalidArgument, ObjectNotFound
+from libs.errors import InvalidArgument, ObjectNotFound, disk_full
 from libs.objects import _io
 from libs.objects.base import ObjectInfo, ObjectStore
 from libs.objects.keys import TEMP_PREFIX, check_block_size, check_key, check_prefix, check_range
@@ -66,7 +66,13 @@ class LocalObjectStore(ObjectStore):
     async def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         _check_block(key, data)
-        await _io.run(self._put_sync, key, path, data)
+        try:
+            await _io.run(self._put_sync, key, path, data)
+        except OSError as exc:
+            full = disk_full(exc, str(self._root))
+            if full is None:
+                raise
+            raise full from None
 
     def _put_sync(self, key: str, path: Path, data: bytes) -> None:
         fd, tmp = self._open_temp(key, path)
@@ -78,6 +84,15 @@ class LocalObjectStore(ObjectStore):
         self._commit(key, fd, tmp, path, 0, len(data))
 
     async def put_stream(self, key: str, blocks: AsyncIterable[bytes]) -> int:
+        try:
+            return await self._put_stream(key, blocks)
+        except OSError as exc:
+            full = disk_full(exc, str(self._root))
+            if full is None:
+                raise
+            raise full from None
+
+    async def _put_stream(self, key: str, blocks: AsyncIterable[bytes]) -> int:
         path = self._path(key)
         opening = _io.submit(self._open_temp, key, path)
         try:

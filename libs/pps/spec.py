@@ -26,8 +26,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from libs import bounds
 from libs.api.pps import pps_pb2
-from libs.errors import InvalidArgument
+from libs.errors import InvalidArgument, LimitExceeded
 from libs.pps.cron import CronSchedule, parse_go_duration
 from libs.trees.glob import compile_pattern
 
@@ -36,7 +37,7 @@ CreatePipelineRequest = pps_pb2.CreatePipelineRequest
 DEFAULT_OUTPUT_BRANCH = "master"
 DEFAULT_INPUT_BRANCH = "master"
 DEFAULT_DATUM_TRIES = 3
-MAX_PIPELINE_NAME = 50
+MAX_PIPELINE_NAME = bounds.MAX_PIPELINE_NAME  # see libs/bounds.py
 OUTPUT_INPUT_NAME = "out"
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -324,6 +325,10 @@ def _yaml_documents(text: str, source: str) -> list[object]:
         raise InvalidArgument(f"{source}: invalid YAML{where}: {problem}") from None
     except yaml.YAMLError as exc:
         raise InvalidArgument(f"{source}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{source}: YAML nested too deeply") from None
+    for doc in docs:
+        bounds.check_value_depth(source, doc)
     return docs
 
 
@@ -341,6 +346,7 @@ def load_specs(data: bytes | str, source: str = "pipeline spec") -> list[CreateP
         text = data
     text = text.removeprefix("\ufeff")
     stripped = text.lstrip()
+    bounds.check_json_depth(source, text)  # YAML flow nesting uses the same brackets
     docs = (
         list(_json_documents(text, source))
         if stripped.startswith(("{", "["))
@@ -365,12 +371,34 @@ def load_specs(data: bytes | str, source: str = "pipeline spec") -> list[CreateP
 
 def _walk(input: pps_pb2.Input, path: str = "input") -> Iterator[tuple[str, pps_pb2.Input]]:
     """Every node of an input tree with its path, depth-first, parents
-    first, children in spec order."""
-    yield path, input
-    for i, child in enumerate(input.cross):
-        yield from _walk(child, f"{path}.cross[{i}]")
-    for i, child in enumerate(input.union):
-        yield from _walk(child, f"{path}.union[{i}]")
+    first, children in spec order (a stack of its own, no recursion)."""
+    stack = [(path, input)]
+    while stack:
+        where, node = stack.pop()
+        yield where, node
+        kids = [(f"{where}.cross[{i}]", c) for i, c in enumerate(node.cross)]
+        kids += [(f"{where}.union[{i}]", c) for i, c in enumerate(node.union)]
+        stack.extend(reversed(kids))
+
+
+def input_depth(input: pps_pb2.Input) -> int:
+    """How many levels of cross/union an input tree has (an atom alone: 1)."""
+    deepest = 0
+    stack = [(input, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((c, depth + 1) for c in (*node.cross, *node.union))
+    return deepest
+
+
+def check_input_depth(name: str, input: pps_pb2.Input) -> None:
+    """LimitExceeded when the input tree nests deeper than ``MAX_INPUT_DEPTH``."""
+    depth = input_depth(input)
+    if depth > bounds.MAX_INPUT_DEPTH:
+        raise LimitExceeded(
+            f"pipeline {name!r}: input", "cross/union", bounds.MAX_INPUT_DEPTH, "levels", depth
+        )
 
 
 def atom_inputs(input: pps_pb2.Input) -> list[pps_pb2.AtomInput]:
@@ -738,6 +766,7 @@ def check_spec(req: CreatePipelineRequest) -> CreatePipelineRequest:
     spec = CreatePipelineRequest()
     spec.CopyFrom(req)
     name = _check_pipeline_name(spec)
+    check_input_depth(name, spec.input)
     _check_transform(name, spec)
     _fill_defaults(spec)
     _check_input(name, spec)

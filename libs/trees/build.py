@@ -33,6 +33,7 @@ from libs.trees.pages import DirWriter, Item, page_items, top_items
 from libs.trees.paths import ROOT, normalize, sort_key
 from libs.trees.read import check_root, get_child, root_child
 from libs.trees.spill import DEFAULT_RUN_BYTES, OpSorter, Record
+from libs.trees.stackless import Call, Return, Step, run
 
 INLINE_REFS = 8  # files with more refs get their own object
 _ROOT_KEY = sort_key(ROOT)
@@ -60,7 +61,7 @@ async def build(
             seq += 1
         base = await root_child(store, check_root(base_root)) if base_root else None
         builder = _Builder(store, sorter.merged())
-        child, _ = await builder.node(_ROOT_KEY, "", base, -1)
+        child, _ = await run(builder.node(_ROOT_KEY, "", base, -1))
     finally:
         sorter.close()
     if child is None:
@@ -124,6 +125,17 @@ class _State:
     footer: list[tree_pb2.DataRef] | None = None
 
 
+@dataclass
+class _Pending:
+    """A directory whose own ops are applied and whose entries are still to merge."""
+
+    below: bytes
+    name: str
+    st: _State
+    made: int
+    reset: int
+
+
 class _Builder:
     def __init__(self, store: ObjectStore, records: Iterator[Record]) -> None:
         self._store = store
@@ -144,13 +156,23 @@ class _Builder:
         end = rest.find(b"\x00")
         return (rest if end < 0 else rest[:end]).decode("ascii")
 
-    async def node(
-        self, key: bytes, name: str, old: tree_pb2.Child | None, cutoff: int
-    ) -> tuple[tree_pb2.Child | None, int]:
-        """The new entry at ``key`` and the last sequence number that needs it to exist.
+    async def node(self, key: bytes, name: str, old: tree_pb2.Child | None, cutoff: int) -> Step:
+        """Returns the new entry at ``key`` and the last sequence number that
+        needs it to exist (a ``stackless`` step: paths nest deeper than Python's
+        stack).
 
         Consumes every op at and below ``key``; ops numbered below ``cutoff``
         were undone by a delete or copy of an ancestor."""
+        done = await self._own(key, name, old, cutoff)
+        if isinstance(done, _Pending):
+            done = yield Call(self._dir(done))
+        yield Return(done)
+
+    async def _own(
+        self, key: bytes, name: str, old: tree_pb2.Child | None, cutoff: int
+    ) -> tuple[tree_pb2.Child | None, int] | _Pending:
+        """Apply the ops at ``key`` itself: the entry when that settles it (a
+        file, an untouched directory), else the directory still to rebuild."""
         st = _State(old.kind if old is not None else 0, old)
         made, reset = -1, cutoff
         while self._next is not None and self._next[0] == key:
@@ -174,12 +196,18 @@ class _Builder:
         unchanged = st.kind == tree_pb2.DIR and st.header is None and st.footer is None
         if unchanged and st.child is not None and self._next_name(below) is None:
             return st.child, made
+        return _Pending(below, name, st, made, reset)
+
+    async def _dir(self, p: _Pending) -> Step:
+        """Rebuild a directory whose entries change (a step: it recurses)."""
+        st = p.st
         base = await load_dir(self._store, st.child.hash) if st.child is not None else None
         writer = DirWriter(self._store)
-        sub_made = await self._merge(writer, below, base, reset)
-        made = max(made, sub_made)
-        if st.kind == 0 and sub_made <= reset:
-            return None, made
+        sub_made = yield Call(self._merge(writer, p.below, base, p.reset))
+        made = max(p.made, sub_made)
+        if st.kind == 0 and sub_made <= p.reset:
+            yield Return((None, made))
+            return
         dnode = await writer.finish()
         header = st.header if st.header is not None else (base.header if base else [])
         footer = st.footer if st.footer is not None else (base.footer if base else [])
@@ -189,9 +217,9 @@ class _Builder:
         if st.child is None or digest != st.child.hash:
             await put_once(self._store, digest, data)
         entry = tree_pb2.Child(
-            name=name, kind=tree_pb2.DIR, hash=digest, size=dnode.size, files=dnode.files
+            name=p.name, kind=tree_pb2.DIR, hash=digest, size=dnode.size, files=dnode.files
         )
-        return entry, made
+        yield Return((entry, made))
 
     async def _apply_own(
         self, key: bytes, name: str, st: _State, seq: int, op: tree_pb2.TreeOp
@@ -265,14 +293,17 @@ class _Builder:
 
     async def _merge(
         self, w: DirWriter, below: bytes, base: tree_pb2.DirNode | None, cutoff: int
-    ) -> int:
+    ) -> Step:
         """Feed a directory's entries, changed ones rebuilt, into ``w``; returns ``made``."""
         made = -1
         if base is not None:
-            made = await self._walk(w, below, base.height, top_items(base), None, cutoff)
+            made = yield Call(self._walk(w, below, base.height, top_items(base), None, cutoff))
         while (name := self._next_name(below)) is not None:
-            made = max(made, await self._change(w, below, name, None, cutoff))
-        return made
+            got = await self._change(w, below, name, None, cutoff)
+            if isinstance(got, _Pending):
+                got = await self._added(w, (yield Call(self._dir(got))))
+            made = max(made, got)
+        yield Return(made)
 
     async def _walk(
         self,
@@ -282,7 +313,7 @@ class _Builder:
         items: Sequence[Item],
         hi: str | None,
         cutoff: int,
-    ) -> int:
+    ) -> Step:
         """Feed the entries under ``items`` (a level of the old page tree) into ``w``.
 
         A page with no change in its name range is passed on whole when the
@@ -293,13 +324,20 @@ class _Builder:
                 assert isinstance(child, tree_pb2.Child)
                 name = self._next_name(below)
                 while name is not None and name < child.name:
-                    made = max(made, await self._change(w, below, name, None, cutoff))
+                    got = await self._change(w, below, name, None, cutoff)
+                    if isinstance(got, _Pending):
+                        got = await self._added(w, (yield Call(self._dir(got))))
+                    made = max(made, got)
                     name = self._next_name(below)
                 if name == child.name:
-                    made = max(made, await self._change(w, below, name, child, cutoff))
+                    got = await self._change(w, below, name, child, cutoff)
+                    if isinstance(got, _Pending):
+                        got = await self._added(w, (yield Call(self._dir(got))))
+                    made = max(made, got)
                 else:
                     await w.add_child(child)
-            return made
+            yield Return(made)
+            return
         for i, ref in enumerate(items):
             assert isinstance(ref, tree_pb2.PageRef)
             nxt = items[i + 1] if i + 1 < len(items) else None
@@ -310,14 +348,23 @@ class _Builder:
                 await w.pass_page(level - 1, ref)
                 continue
             page = await load_page(self._store, ref.hash)
-            sub = await self._walk(w, below, level - 1, page_items(page), ref_hi, cutoff)
+            sub = yield Call(self._walk(w, below, level - 1, page_items(page), ref_hi, cutoff))
             made = max(made, sub)
-        return made
+        yield Return(made)
 
     async def _change(
         self, w: DirWriter, below: bytes, name: str, old: tree_pb2.Child | None, cutoff: int
-    ) -> int:
-        child, made = await self.node(below + name.encode("ascii"), name, old, cutoff)
+    ) -> int | _Pending:
+        """Add the new entry ``name`` to ``w`` and return ``made``; a directory
+        to rebuild is handed back (the caller ``Call``s ``_dir`` and ``_added``):
+        a file costs no step, so wide directories stay fast."""
+        done = await self._own(below + name.encode("ascii"), name, old, cutoff)
+        if isinstance(done, _Pending):
+            return done
+        return await self._added(w, done)
+
+    async def _added(self, w: DirWriter, done: tuple[tree_pb2.Child | None, int]) -> int:
+        child, made = done
         if child is not None:
             await w.add_child(child)
         return made

@@ -9,7 +9,8 @@ them. A directory whose contents changed is not itself reported unless
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from libs.api.internal import tree_pb2
@@ -19,6 +20,7 @@ from libs.trees.model import Node, node_from_child
 from libs.trees.pages import Item, page_items, top_items
 from libs.trees.paths import ROOT, join, normalize
 from libs.trees.read import get_child, walk_below
+from libs.trees.stackless import Descend, flatten
 
 Change = tuple[str, Node | None, Node | None]
 
@@ -38,7 +40,7 @@ async def diff(
     prefix = normalize(prefix)
     old = await get_child(store, old_root, normalize(old_prefix or prefix))
     new = await get_child(store, new_root, prefix)
-    async for change in _entry(store, prefix, old, new, shallow, True):
+    async for change in flatten(_entry(store, prefix, old, new, shallow, True)):
         yield change
 
 
@@ -53,7 +55,9 @@ async def _entry(
     new: tree_pb2.Child | None,
     shallow: bool,
     top: bool,
-) -> AsyncIterator[Change]:
+) -> AsyncGenerator[Change | Descend[Change], None]:
+    """One entry's changes; a changed directory's entries are ``Descend``-ed
+    into (``flatten`` keeps the stack: paths nest deeper than Python's)."""
     if old is not None and new is not None and old.hash == new.hash and old.kind == new.kind:
         return
     old_dir = old is not None and old.kind == tree_pb2.DIR
@@ -65,9 +69,9 @@ async def _entry(
             return
         a = _Cursor(store, await load_dir(store, old.hash))
         b = _Cursor(store, await load_dir(store, new.hash))
-        async for name, x, y in _children(a, b):
-            async for change in _entry(store, join(path, name), x, y, shallow, False):
-                yield change
+        async with aclosing(_children(a, b)) as entries:
+            async for name, x, y in entries:
+                yield Descend(_entry(store, join(path, name), x, y, shallow, False))
         return
     if old is None and new is None:
         return
@@ -124,7 +128,7 @@ class _Cursor:
 
 async def _children(
     a: _Cursor, b: _Cursor
-) -> AsyncIterator[tuple[str, tree_pb2.Child | None, tree_pb2.Child | None]]:
+) -> AsyncGenerator[tuple[str, tree_pb2.Child | None, tree_pb2.Child | None], None]:
     """Entries that differ between two directories, skipping equal pages unread."""
     while True:
         fa, fb = a.front(), b.front()

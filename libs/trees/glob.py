@@ -15,6 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from libs.api.internal import tree_pb2
+from libs.bounds import check_glob
 from libs.errors import InvalidArgument
 from libs.objects import ObjectStore
 from libs.trees.codec import load_dir
@@ -22,6 +23,9 @@ from libs.trees.model import Node, node_from_child
 from libs.trees.pages import find_child, iter_children
 from libs.trees.paths import ROOT, join, normalize, segments, sort_key
 from libs.trees.read import root_entry
+from libs.trees.stackless import Descend, flatten
+
+_Found = tuple[str, Node]
 
 _SPECIAL = "*?[{\\"
 
@@ -43,6 +47,7 @@ def compile_pattern(pattern: str) -> tuple[re.Pattern[str], list[_Segment]]:
     """The whole-path regex and the pattern's ``/``-separated segments."""
     if not isinstance(pattern, str) or not pattern:
         raise InvalidArgument(f"glob pattern must be a non-empty string, got {pattern!r}")
+    check_glob(pattern)
     pat = pattern if pattern.startswith("/") else "/" + pattern
     if len(pat) > 1 and pat.endswith("/") and not pat.endswith("\\/"):
         pat = pat[:-1]
@@ -178,7 +183,7 @@ async def glob(
     child, node = await root_entry(store, root)
     cursor = segments(normalize(after)) if after else None
     key = sort_key(normalize(after)) if after else None
-    async for path, found in _match(store, ROOT, child, segs, 0, full, node, cursor):
+    async for path, found in flatten(_match(store, ROOT, child, segs, 0, full, node, cursor)):
         if key is None or sort_key(path) > key:
             yield path, found
 
@@ -201,7 +206,9 @@ async def _match(
     full: re.Pattern[str],
     loaded: tree_pb2.DirNode | None,
     cursor: list[str] | None,
-) -> AsyncGenerator[tuple[str, Node], None]:
+) -> AsyncGenerator[_Found | Descend[_Found], None]:
+    """Matches at and below ``child``; deeper levels are ``Descend``-ed into
+    (``flatten`` keeps the stack: paths nest deeper than Python's)."""
     if depth == len(segs):
         yield path, node_from_child(child)
         return
@@ -210,9 +217,10 @@ async def _match(
         if full.match(path):
             yield path, node_from_child(child)
         if child.kind == tree_pb2.DIR:
-            async for sub, node in _walk(store, path, child, depth, cursor):
-                if full.match(sub):
-                    yield sub, node
+            async with aclosing(flatten(_walk(store, path, child, depth, cursor))) as below:
+                async for sub, node in below:
+                    if full.match(sub):
+                        yield sub, node
         return
     if child.kind != tree_pb2.DIR:
         return
@@ -225,8 +233,7 @@ async def _match(
         if found is not None:
             sub_cursor = _on_path(cursor, depth, found.name)
             sub = join(path, found.name)
-            async for item in _match(store, sub, found, segs, depth + 1, full, None, sub_cursor):
-                yield item
+            yield Descend(_match(store, sub, found, segs, depth + 1, full, None, sub_cursor))
         return
     start = max(seg.prefix, bound) if bound is not None else (seg.prefix or None)
     async with aclosing(iter_children(store, dnode, start)) as entries:
@@ -236,15 +243,12 @@ async def _match(
             if seg.regex.match(entry.name):
                 sub_cursor = _on_path(cursor, depth, entry.name)
                 sub = join(path, entry.name)
-                async for item in _match(
-                    store, sub, entry, segs, depth + 1, full, None, sub_cursor
-                ):
-                    yield item
+                yield Descend(_match(store, sub, entry, segs, depth + 1, full, None, sub_cursor))
 
 
 async def _walk(
     store: ObjectStore, path: str, child: tree_pb2.Child, level: int, cursor: list[str] | None
-) -> AsyncGenerator[tuple[str, Node], None]:
+) -> AsyncGenerator[_Found | Descend[_Found], None]:
     """Everything below ``child`` in walk order, from the cursor's path on."""
     bound = _bound(cursor, level)
     async with aclosing(iter_children(store, await load_dir(store, child.hash), bound)) as it:
@@ -252,7 +256,5 @@ async def _walk(
             sub = join(path, entry.name)
             yield sub, node_from_child(entry)
             if entry.kind == tree_pb2.DIR:
-                async for item in _walk(
-                    store, sub, entry, level + 1, _on_path(cursor, level, entry.name)
-                ):
-                    yield item
+                sub_cursor = _on_path(cursor, level, entry.name)
+                yield Descend(_walk(store, sub, entry, level + 1, sub_cursor))

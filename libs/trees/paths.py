@@ -1,4 +1,5 @@
-"""Tree paths: absolute, ``/``-separated, printable ASCII.
+"""Tree paths: absolute, ``/``-separated, printable ASCII, at most 4096
+bytes with components of at most 255 (``libs.bounds``).
 
 ``normalize`` is the one gate every path goes through; ``sort_key`` orders
 paths depth-first (a directory's entries right after it, by name), which is
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from libs.errors import InvalidArgument
+from libs.bounds import check_path
+from libs.errors import InvalidArgument, shown
 
 ROOT = "/"
 _PRINTABLE = re.compile(r"[ -~]*")
@@ -19,21 +21,24 @@ def normalize(path: str) -> str:
     """``a/b/`` -> ``/a/b``; InvalidArgument naming the path if it is not valid."""
     if not isinstance(path, str):
         raise InvalidArgument(f"path must be a string, got {type(path).__name__}", path=path)
+    check_path(path)
     if not _PRINTABLE.fullmatch(path):
         bad = next(ch for ch in path if not " " <= ch <= "~")
         raise InvalidArgument(
-            f"path {path!r}: only printable ASCII (0x20-0x7E) is allowed, found {bad!r}",
+            f"path {shown(path)}: only printable ASCII (0x20-0x7E) is allowed, found {bad!r}",
             path=path,
         )
     if "//" in path:
-        raise InvalidArgument(f"path {path!r}: empty segment", path=path)
+        raise InvalidArgument(f"path {shown(path)}: empty segment", path=path)
     body = path[:-1] if path.endswith("/") else path
     body = body[1:] if body.startswith("/") else body
     if not body:
         return ROOT
     for seg in body.split("/"):
         if seg in (".", ".."):
-            raise InvalidArgument(f"path {path!r}: {seg!r} segments are not allowed", path=path)
+            raise InvalidArgument(
+                f"path {shown(path)}: {seg!r} segments are not allowed", path=path
+            )
     return "/" + body
 
 

@@ -6,7 +6,8 @@ holds one listing per directory on its current path.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 from libs.api.internal import tree_pb2
 from libs.errors import InvalidArgument, NotFound
@@ -15,6 +16,7 @@ from libs.trees.codec import load_dir, load_file
 from libs.trees.model import DataRef, Node, node_from_child, refs_from_pb
 from libs.trees.pages import find_child, iter_children
 from libs.trees.paths import ROOT, join, normalize, parent_of, segments
+from libs.trees.stackless import Descend, flatten
 
 
 async def root_child(store: ObjectStore, root: str) -> tree_pb2.Child:
@@ -118,13 +120,21 @@ async def walk(
 async def walk_below(
     store: ObjectStore, path: str, child: tree_pb2.Child, recursive: bool = True
 ) -> AsyncIterator[tuple[str, Node]]:
-    """Everything below directory entry ``child`` at ``path``, depth first."""
-    async for entry in iter_children(store, await load_dir(store, child.hash)):
-        sub = join(path, entry.name)
-        yield sub, node_from_child(entry)
-        if recursive and entry.kind == tree_pb2.DIR:
-            async for item in walk_below(store, sub, entry):
-                yield item
+    """Everything below directory entry ``child`` at ``path``, depth first
+    (with a stack of its own: paths nest deeper than Python's stack)."""
+    async for item in flatten(_below(store, path, child, recursive)):
+        yield item
+
+
+async def _below(
+    store: ObjectStore, path: str, child: tree_pb2.Child, recursive: bool
+) -> AsyncGenerator[tuple[str, Node] | Descend[tuple[str, Node]], None]:
+    async with aclosing(iter_children(store, await load_dir(store, child.hash))) as entries:
+        async for entry in entries:
+            sub = join(path, entry.name)
+            yield sub, node_from_child(entry)
+            if recursive and entry.kind == tree_pb2.DIR:
+                yield Descend(_below(store, sub, entry, True))
 
 
 def check_root(root: str) -> str:

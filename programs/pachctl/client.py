@@ -25,6 +25,20 @@ class CannotReach(PachError):
         super().__init__(f"cannot reach pachd at {address}: {reason}", address=str(address))
 
 
+class NoAnswer(PachError):
+    """pachd was reached but gave no answer in time: the request may still
+    have been applied, so this must not read as "cannot reach"."""
+
+    code = "deadline_exceeded"
+
+    def __init__(self, address: Address, timeout: float) -> None:
+        super().__init__(
+            f"pachd at {address} did not answer within {timeout:g}s; the request may "
+            "still have been applied (check before retrying)",
+            address=str(address),
+        )
+
+
 class ServerError(PachError):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(f"{details or code.name.lower()} ({code.name})", grpc_code=code.name)
@@ -102,11 +116,21 @@ class Pachd:
         except grpc.RpcError as err:
             raise self.translate(err) from None
 
+    def _connected(self) -> bool:
+        """Whether the channel reaches pachd now (after a call ran out of time)."""
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=1.0)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
     def translate(self, err: grpc.RpcError) -> PachError:
         """A failed call as the error pachctl reports (for commands that call
         a stub themselves, e.g. to read trailing metadata or stream)."""
         code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
         details: str = err.details() or ""  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and self._connected():
+            return NoAnswer(self.address, self.timeout)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
             code == grpc.StatusCode.UNAVAILABLE and _transport(details)
         ):

@@ -255,7 +255,7 @@ def test_input_walks_are_depth_first() -> None:
         ("", "pipeline.name is missing"),
         ("has space", "pipeline.name 'has space' is not a valid pipeline name"),
         ("a/b", "not a valid pipeline name"),
-        ("x" * 51, "too long: 51 characters, at most 50"),
+        ("x" * 49, "too long: 49 characters, at most 48"),
     ],
 )
 def test_bad_pipeline_names(name: str, match: str) -> None:
@@ -263,7 +263,7 @@ def test_bad_pipeline_names(name: str, match: str) -> None:
 
 
 def test_good_pipeline_names() -> None:
-    for name in ("a", "A-b_9", "x" * 50):
+    for name in ("a", "A-b_9", "x" * 48):
         assert check_spec(spec(pipeline={"name": name})).pipeline.name == name
 
 

@@ -130,3 +130,22 @@ async def test_links_out_of_pfs_reach_only_what_the_sandbox_reads(
         await upload(store, out.parent, index)
     with pytest.raises(FailedPrecondition, match="cannot read"):
         await upload(store, out.parent, index, host_readable=lambda p: False)
+
+
+async def test_an_output_deeper_than_the_recursion_limit(
+    store: LocalObjectStore, tmp_path: Path
+) -> None:
+    out, index, _ = await _datum(store, tmp_path)
+    deep = out
+    for _ in range(1100):  # (mkdir(parents=True) recurses itself)
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "f").write_bytes(b"deep")
+    try:
+        done = await upload(store, out.parent, index)
+        assert await _files(store, done.root.hash) == {"/d" * 1100 + "/f": b"deep"}
+    finally:  # bottom up: the test's cleanup (rmtree) recurses
+        (deep / "f").unlink()
+        while deep != out:
+            deep.rmdir()
+            deep = deep.parent

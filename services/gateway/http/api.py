@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from libs.api.internal import pps_work_pb2 as work
 from libs.api.pfs import pfs_pb2
 from libs.api.pps import pps_pb2
+from libs.bounds import check_json_depth, check_message
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented, to_wire
 from services.gateway.app import file_pages, jobs
@@ -58,6 +59,25 @@ def _method(service: str, name: str) -> tuple[MethodDescriptor, str]:
     return method, backend
 
 
+def parse_body(body: bytes, req: Message) -> None:
+    """Fill ``req`` from a JSON body (empty: leave it empty); a body that is
+    not UTF-8, not JSON, nested too deeply or not the message's shape is a
+    400 naming the problem."""
+    what = f"{req.DESCRIPTOR.name} body"
+    if not body.strip():
+        return
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{what} is not UTF-8: bad byte at offset {exc.start}") from None
+    check_json_depth(what, text)
+    try:
+        json_format.Parse(text, req)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise InvalidArgument(f"bad {what}: {exc}") from None
+    check_message(req)
+
+
 async def call(request: web.Request) -> web.Response:
     method, backend = _method(request.match_info["service"], request.match_info["method"])
     if request.method != "POST" and kind_for(method.name) != "qry":
@@ -68,12 +88,7 @@ async def call(request: web.Request) -> web.Response:
         )
         return web.json_response({"error": to_wire(err)}, status=405, headers={"Allow": "POST"})
     req: Message = message_factory.GetMessageClass(method.input_type)()
-    body = await request.read()
-    if body.strip():
-        try:
-            json_format.Parse(body, req)
-        except json_format.ParseError as exc:
-            raise InvalidArgument(f"bad {method.input_type.name} body: {exc}") from None
+    parse_body(await request.read(), req)
     if method.server_streaming:
         items = STREAMED[(backend, method.name)](request, req)
         return web.json_response(await _gather_json(items, method.name))

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import re
 
-from libs.errors import InvalidArgument
+from libs.bounds import MAX_BRANCH_NAME, MAX_REPO_NAME, check_name
+from libs.errors import InvalidArgument, shown
 
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def validate_repo_name(name: str) -> str:
-    """A repo name: letters, digits, ``_`` and ``-`` only."""
+    """A repo name: letters, digits, ``_`` and ``-`` only, at most 63 bytes."""
+    check_name("repo name", name, MAX_REPO_NAME)
     if not _REPO_NAME.match(name):
         raise InvalidArgument(
-            f"repo name {name!r} is invalid: only alphanumeric characters, "
+            f"repo name {shown(name)} is invalid: only alphanumeric characters, "
             "underscores and dashes are allowed",
             repo=name,
         )
@@ -30,10 +32,12 @@ def is_commit_id(text: str) -> bool:
 
 
 def validate_branch_name(name: str) -> str:
-    """A branch name: letters, digits, ``_`` and ``-``, and not a commit id."""
+    """A branch name: letters, digits, ``_`` and ``-``, at most 255 bytes,
+    and not a commit id."""
+    check_name("branch name", name, MAX_BRANCH_NAME)
     if not _BRANCH_NAME.match(name):
         raise InvalidArgument(
-            f"branch name {name!r} is invalid: only alphanumeric characters, "
+            f"branch name {shown(name)} is invalid: only alphanumeric characters, "
             "underscores and dashes are allowed",
             branch=name,
         )

@@ -8,7 +8,10 @@ A durable ``Reactor`` (``pps-jobs``) on ``ev.pfs.repo.>``:
   with the job's input commits: for every atom/cron input of the spec, the
   commit of its repo in the output commit's provenance (none: the input has
   no commit yet, its datums are none);
-- ``pfs.CommitDeleted`` of an output commit -> ``JobDeleted``.
+- ``pfs.CommitDeleted`` of an output commit -> ``JobDeleted``;
+- ``pfs.RepoDeleted`` of a repo a pipeline reads (``delete-repo -f``) ->
+  that pipeline fails (``PipelineStateSet`` FAILURE naming the repo): it
+  can never run again, so it must not look "running".
 
 Idempotent: the job id derives from the pipeline and the output commit and
 creating an existing (or deleted) job is a no-op.
@@ -33,16 +36,18 @@ from libs.events import RecordedEvent
 from libs.pps.spec import input_branches
 from libs.readmodels import DocumentStore
 from services.pps.adapters.pfs import Pfs
+from services.pps.adapters.pipelines_view import list_pipelines
 from services.pps.app.jobs import JobWriter
 from services.pps.app.pipelines import PipelineWriter
 from services.pps.app.stats import stats_commit_id
 from services.pps.domain import jobs as domain
+from services.pps.domain.pipelines import set_state
 
 _log = structlog.get_logger("pps.job_trigger")
 
 NAME = "pps-jobs"
 SUBJECTS = ("ev.pfs.repo.>",)
-EVENT_TYPES = frozenset({"pfs.CommitStarted", "pfs.CommitDeleted"})
+EVENT_TYPES = frozenset({"pfs.CommitStarted", "pfs.CommitDeleted", "pfs.RepoDeleted"})
 # Attempts (a second apart) before an event whose reaction keeps failing is
 # given up (transient errors retry without limit).
 MAX_ATTEMPTS = 20
@@ -63,6 +68,8 @@ class JobTrigger:
         repo = event.aggregate.id
         if isinstance(msg, pfs_ev.CommitStarted):
             await self._started(repo, msg, event)
+        elif isinstance(msg, pfs_ev.RepoDeleted):
+            await self._input_deleted(repo, event)
         elif isinstance(msg, pfs_ev.CommitDeleted):
             job = domain.job_id(repo, msg.id)
             await self.writer.run_as(
@@ -72,6 +79,23 @@ class JobTrigger:
                 causation_id=event.envelope.event_id,
                 wait=False,
             )
+
+    async def _input_deleted(self, repo: str, event: RecordedEvent) -> None:
+        readers = [
+            record.name
+            async for record in list_pipelines(self.docs)
+            if record.name != repo and any(r == repo for _, r, _ in input_branches(record.spec))
+        ]
+        for name in readers:
+            reason = f"input repo {repo!r} was deleted"
+            await self.pipelines.run_as(
+                name,
+                set_state(pps.PIPELINE_FAILURE, reason),
+                principal=event.envelope.principal,
+                causation_id=event.envelope.event_id,
+                wait=False,
+            )
+            _log.info("pipeline failed", pipeline=name, reason=reason)
 
     async def _started(self, repo: str, msg: pfs_ev.CommitStarted, event: RecordedEvent) -> None:
         if not msg.provenance or not msg.branch:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from libs.api.internal import tree_pb2
@@ -39,6 +40,7 @@ from libs.trees.model import node_from_child
 from libs.trees.pages import iter_children
 from libs.trees.paths import ROOT, join, parent_of
 from libs.trees.read import root_entry
+from libs.trees.stackless import Descend, flatten
 
 AHEAD = 128  # datum outputs read concurrently by merge_outputs
 SMALL_OUTPUT = 256  # outputs with more files than this are streamed, not read ahead whole
@@ -135,7 +137,7 @@ async def _datum_ops(store: ObjectStore, root: str) -> list[Op] | str:
     if node.files > SMALL_OUTPUT:
         return root
     ops: list[Op] = []
-    async for path, entry in _below(store, ROOT, node):
+    async for path, entry in flatten(_below(store, ROOT, node)):
         op = await _op(store, path, entry)
         if op is not None:
             ops.append(op)
@@ -154,19 +156,21 @@ async def _op(store: ObjectStore, path: str, node: Node) -> Op | None:
 async def _entries(store: ObjectStore, root: str) -> AsyncIterator[tuple[str, Node]]:
     """Every file and directory of a tree below its root, depth first."""
     _, node = await root_entry(store, root)
-    async for item in _below(store, ROOT, node):
+    async for item in flatten(_below(store, ROOT, node)):
         yield item
 
 
 async def _below(
     store: ObjectStore, path: str, node: tree_pb2.DirNode
-) -> AsyncIterator[tuple[str, Node]]:
-    async for entry in iter_children(store, node):
-        sub = join(path, entry.name)
-        yield sub, node_from_child(entry)
-        if entry.kind == tree_pb2.DIR:
-            async for item in _below(store, sub, await load_dir(store, entry.hash)):
-                yield item
+) -> AsyncGenerator[tuple[str, Node] | Descend[tuple[str, Node]], None]:
+    """A directory's entries; subdirectories are ``Descend``-ed into (paths
+    nest deeper than Python's stack)."""
+    async with aclosing(iter_children(store, node)) as entries:
+        async for entry in entries:
+            sub = join(path, entry.name)
+            yield sub, node_from_child(entry)
+            if entry.kind == tree_pb2.DIR:
+                yield Descend(_below(store, sub, await load_dir(store, entry.hash)))
 
 
 async def _removed_files(

@@ -27,7 +27,8 @@ from google.protobuf.message import Message
 
 from libs.api.events import pps_pb2 as ev
 from libs.api.pps import pps_pb2 as pps
-from libs.errors import AlreadyExists, InvalidArgument, NotFound
+from libs.bounds import MAX_PIPELINE_NAME, check_name
+from libs.errors import AlreadyExists, InvalidArgument, NotFound, shown
 from libs.events.envelope import AggregateRef
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -55,9 +56,10 @@ def validate_pipeline_name(name: str) -> str:
     and ``-`` only."""
     if not name:
         raise InvalidArgument("a pipeline name is required")
+    check_name("pipeline name", name, MAX_PIPELINE_NAME)
     if not _NAME.match(name):
         raise InvalidArgument(
-            f"pipeline name {name!r} is invalid: only alphanumeric characters, "
+            f"pipeline name {shown(name)} is invalid: only alphanumeric characters, "
             "underscores and dashes are allowed",
             pipeline=name,
         )

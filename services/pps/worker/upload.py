@@ -17,7 +17,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from libs.filedata import FileWriter
 from libs.objects import ObjectStore
 from libs.trees import Copy, DataRef, Op, Put, TreeRoot, build, file_refs, get
 from libs.trees.paths import join, normalize
+from libs.trees.stackless import Descend, flatten
 from services.pps.worker.layout import OUT, PFS, InputIndex
 
 _READ = 8 << 20
@@ -91,22 +92,25 @@ class _Walker:
         self.stored = 0
 
     async def ops(self) -> AsyncIterator[Op]:
-        async for op in self._dir(self._pfs / OUT, "/", f"{PFS}/{OUT}", 0):
+        ops: AsyncGenerator[Op, None] = flatten(self._dir(self._pfs / OUT, "/", f"{PFS}/{OUT}", 0))
+        async for op in ops:
             yield op
         await self._writer.flush()  # packed refs are durable only now
 
-    async def _dir(self, host: Path, tree: str, sandbox: str, depth: int) -> AsyncIterator[Op]:
+    async def _dir(
+        self, host: Path, tree: str, sandbox: str, depth: int
+    ) -> AsyncGenerator[Op | Descend[Op], None]:
+        """A directory's ops; subdirectories are ``Descend``-ed into (user
+        code may nest /pfs/out deeper than Python's stack)."""
         with os.scandir(host) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
             dst = join(tree, entry.name)
             where = f"{sandbox}/{entry.name}"
             if entry.is_symlink():
-                async for op in self._link(where, dst, depth):
-                    yield op
+                yield Descend(self._link(where, dst, depth))
             elif entry.is_dir(follow_symlinks=False):
-                async for op in self._dir(Path(entry.path), dst, where, depth):
-                    yield op
+                yield Descend(self._dir(Path(entry.path), dst, where, depth))
             elif entry.is_file(follow_symlinks=False):
                 path = Path(entry.path)
                 if not self._inside(path) and not self._may_read(path):
@@ -118,7 +122,9 @@ class _Walker:
                 yield kept if kept is not None else await self._file(path, dst)
             # fifos, sockets and devices are not files: skipped
 
-    async def _link(self, sandbox: str, dst: str, depth: int) -> AsyncIterator[Op]:
+    async def _link(
+        self, sandbox: str, dst: str, depth: int
+    ) -> AsyncGenerator[Op | Descend[Op], None]:
         target = self._resolve(sandbox)
         entries = await self._index.entries(target)
         if entries is not None:  # an input file or directory: by reference
@@ -142,8 +148,7 @@ class _Walker:
                     f"output {PFS}/{OUT}{dst}: symlinked directories nest deeper than {_MAX_DEPTH}",
                     path=dst,
                 )
-            async for op in self._dir(host, dst, target, depth + 1):
-                yield op
+            yield Descend(self._dir(host, dst, target, depth + 1))
         elif stat.S_ISREG(st.st_mode):
             yield await self._file(host, dst)
 
