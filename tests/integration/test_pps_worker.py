@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -37,9 +37,13 @@ def store(tmp_path: Path) -> LocalObjectStore:
     return LocalObjectStore(tmp_path / "objects", durable=False)
 
 
-@pytest.fixture(scope="module")
-def runner() -> LocalRunner:
-    return LocalRunner()
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[LocalRunner]:
+    # The datums' scratch root, as the worker gives it to its runner.
+    (tmp_path / "scratch").mkdir(mode=0o755)
+    runner = LocalRunner(hide=[tmp_path / "scratch"])
+    yield runner
+    runner.close()
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:

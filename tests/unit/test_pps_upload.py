@@ -74,7 +74,7 @@ async def test_files_dirs_and_links(store: LocalObjectStore, tmp_path: Path) -> 
     os.symlink("/pfs/in/img", out / "whole")
     os.symlink(HOST_FILE, out / "host")
     os.mkfifo(out / "pipe")
-    done = await upload(store, out.parent, index)
+    done = await upload(store, out.parent, index, host_readable=lambda p: str(p) == HOST_FILE)
     files = await _files(store, done.root.hash)
     assert files == {
         "/abs": b"A" * 100,
@@ -116,6 +116,20 @@ async def test_unreadable_links_fail(
     os.symlink(target, out / "loop")
     with pytest.raises(FailedPrecondition, match=error):
         await upload(store, out.parent, index)
+
+
+@pytest.mark.parametrize("target", [HOST_FILE, "/etc"])
+async def test_links_out_of_pfs_reach_only_what_the_sandbox_reads(
+    store: LocalObjectStore, tmp_path: Path, target: str
+) -> None:
+    """User code must not have the worker (root) read a host file for it:
+    without the runner's word (or against it) the link fails the datum."""
+    out, index, _ = await _datum(store, tmp_path)
+    os.symlink(target, out / "leak")
+    with pytest.raises(FailedPrecondition, match="cannot read"):
+        await upload(store, out.parent, index)
+    with pytest.raises(FailedPrecondition, match="cannot read"):
+        await upload(store, out.parent, index, host_readable=lambda p: False)
 
 
 async def test_an_output_deeper_than_the_recursion_limit(

@@ -36,7 +36,9 @@ from services.pps.adapters.pipelines_view import (
     get_pipeline,
     list_pipelines,
 )
+from services.pps.app.workers import worker_count
 from services.pps.domain import pipelines as domain
+from services.pps.domain.resources import WorkerCaps, check_resources
 from services.pps.domain.secrets import check_transform_secrets
 
 _log = structlog.get_logger("pps.pipelines")
@@ -155,6 +157,7 @@ class Pipelines:
     githook_url: str = ""
     new_salt: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    caps: WorkerCaps = field(default_factory=WorkerCaps)
 
     async def register(self, bus: Bus) -> None:
         handlers = (
@@ -182,6 +185,8 @@ class Pipelines:
     async def create_pipeline(self, req: pps.CreatePipelineRequest, ctx: Context) -> Empty:
         spec = normalize(req, self.clock())
         name = spec.pipeline.name
+        check_resources(spec)
+        await self._check_caps(name, spec)
         pfs = self.pfs.as_principal(ctx.principal)
         current = await self.writer.load(name)
         if current.exists and not req.update:
@@ -264,6 +269,17 @@ class Pipelines:
             return
         commit_id = hashlib.sha256(f"{state.name}\0{state.version}".encode()).hexdigest()[:32]
         await pfs.propagate_branch(state.name, branch, commit_id)
+
+    async def _check_caps(self, name: str, spec: pps.CreatePipelineRequest) -> None:
+        """Refuse a parallelism over the per-pipeline or the cluster's cap
+        (every other pipeline counts with its parallelism, stopped or not:
+        starting it must not break the cap)."""
+        workers = worker_count(spec.parallelism_spec)
+        others = 0
+        async for record in list_pipelines(self.docs):
+            if record.name != name:
+                others += worker_count(record.spec.parallelism_spec)
+        self.caps.check(name, workers, others)
 
     async def _check_shared_provenance(
         self, pfs: Pfs, name: str, spec: pps.CreatePipelineRequest

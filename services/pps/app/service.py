@@ -30,6 +30,7 @@ from libs.api.pps import pps_pb2 as pps
 from libs.errors import FailedPrecondition
 from libs.objects import ObjectStore
 from services.pps.adapters.secrets import SecretStore
+from services.pps.domain.resources import limits_of
 from services.pps.runners.base import Runner
 from services.pps.worker.datum import datum_env, stdin_bytes, transform_secrets
 from services.pps.worker.layout import lay_out
@@ -85,6 +86,7 @@ class ServiceHost:
         await self.stop(pipeline)
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"svc-{pipeline}-", dir=self.scratch_root))
+        scratch.chmod(0o755)  # noqa: ASYNC240 - the sandbox uid walks through it to /pfs
         try:
             runner = self.runner
             layout = await lay_out(task, self.store, scratch / "pfs")
@@ -116,6 +118,8 @@ class ServiceHost:
                     timeout=None,
                     on_line=on_line,
                     extra_ro_binds=binds,
+                    user=spec.transform.user,
+                    limits=limits_of(spec),
                 )
                 _log.warning(
                     "service exited; starting it again",

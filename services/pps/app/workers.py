@@ -26,6 +26,7 @@ import structlog
 
 from libs.api.pps import pps_pb2 as pps
 from libs.config import worker_env
+from services.pps.domain.resources import DEFAULT_MAX_WORKERS_PER_PIPELINE, WorkerCaps
 
 _log = structlog.get_logger("pps.workers")
 
@@ -83,6 +84,8 @@ class LocalWorkerPool:
     env: Mapping[str, str] | None = None
     grace: float = 5.0
     max_backoff: float = 30.0
+    # The per-pipeline cap also holds for a spec recorded before it existed.
+    max_size: int = DEFAULT_MAX_WORKERS_PER_PIPELINE
     _workers: dict[int, _Worker] = field(default_factory=dict)
     _quick_exits: int = 0
     _failure: str = ""
@@ -100,6 +103,11 @@ class LocalWorkerPool:
         return [w.proc.pid for w in self._workers.values() if w.proc is not None]
 
     async def scale(self, count: int) -> None:
+        if count > self.max_size:
+            _log.warning(
+                "parallelism over the cap", pipeline=self.pipeline, asked=count, cap=self.max_size
+            )
+            count = self.max_size
         async with self._lock:
             for n in range(count):
                 if n not in self._workers:
@@ -175,7 +183,9 @@ class LocalWorkerPool:
 def local_pools(env: Mapping[str, str] | None = None) -> PoolFactory:
     """A factory of local process pools sharing ``env`` (default: ours)."""
 
+    cap = WorkerCaps.from_env(os.environ if env is None else env).per_pipeline
+
     def make(pipeline: str) -> WorkerPool:
-        return LocalWorkerPool(pipeline, env=env)
+        return LocalWorkerPool(pipeline, env=env, max_size=cap)
 
     return make

@@ -8,6 +8,8 @@ masters, the workers and the job/datum/log queries join here."""
 
 from __future__ import annotations
 
+import os
+
 from libs.api.events import pfs_pb2 as pfs_events
 from libs.authz.guard import install_guard
 from libs.authz.view import AuthView
@@ -35,6 +37,7 @@ from services.pps.app.secrets import Secrets
 from services.pps.app.service import ServiceHost
 from services.pps.app.workers import local_pools
 from services.pps.domain.events import registry
+from services.pps.domain.resources import WorkerCaps
 from services.pps.runners.local import LocalRunner
 
 
@@ -60,7 +63,9 @@ async def setup(ctx: ServiceContext) -> None:
 
     cron = CronTicks(docs, pfs, store, gate=gate)
     pipeline_writer = PipelineWriter.create(events, views)
-    pipelines = Pipelines(pipeline_writer, docs, pfs, job_counts)
+    pipelines = Pipelines(
+        pipeline_writer, docs, pfs, job_counts, caps=WorkerCaps.from_env(os.environ)
+    )
     host = "localhost" if cfg.grpc_host in ("", "0.0.0.0", "::") else cfg.grpc_host
     pipelines.githook_url = f"http://{host}:{cfg.http_port}/v1/handle/push"
     pipelines.listeners.append(cron.sync)

@@ -1,138 +1,551 @@
 """``LocalRunner``: run a datum's user code on this machine in bubblewrap.
 
-The sandbox (``bwrap``) gets its own mount and pid namespaces:
+The sandbox is what the "Trust" section of the architecture asks for:
 
-- ``/`` is a tmpfs holding read-only binds of the host's top-level
-  directories (and its top-level symlinks, such as ``/bin -> usr/bin``), so
-  the user code sees this machine's file system, read-only. ``/proc``,
-  ``/dev`` and a private, empty ``/tmp`` are the sandbox's own; ``/sys`` is
-  the host's, read-only. Directories given as ``hide`` (the scratch root that
-  holds other datums' files) appear empty.
-- ``/pfs`` is the datum's scratch ``pfs`` directory: ``/pfs/out`` writable,
-  every other entry (an input) read-only.
+- **Who**: bubblewrap runs as an unprivileged host uid/gid (``SandboxSettings``:
+  ``PACH_PPS_SANDBOX_UID`` / ``_GID``, default 65534 = nobody/nogroup, never
+  0), with no supplementary groups, in its own user namespace; inside it
+  the code has the uid/gid of ``transform.user`` (a uid, ``uid:gid`` or a
+  user name of this machine; default: the sandbox uid) and no capability
+  (``--cap-drop ALL``); no_new_privs is set, so setuid binaries do not
+  raise it, and it may not make user namespaces of its own
+  (``--disable-userns``). It has its own pid, ipc, uts and cgroup
+  namespaces; the network stays the host's (as in a pod).
+- **What it sees**: ``/`` is a read-only tmpfs holding read-only binds of
+  an allow-list only: the system directories (``/usr``, ``/etc``, ``/bin``,
+  ``/sbin``, ``/lib*``), the Python environment of the cluster (the
+  virtualenv directory and the installation it was made from, at their own
+  paths, wherever they live: ``python3`` in a spec works) and any extra
+  read-only binds the runner is given. Never the data dir, the project
+  tree, ``/root``, ``/home``, ``/var``. In ``/etc`` every entry that is not
+  world-readable, and the known secrets (shadow and gshadow files, ssh host
+  keys, sudoers), are masked. ``/proc``, ``/dev`` and an empty ``/tmp`` are
+  the sandbox's own; ``/sys`` is not there.
+- ``/pfs`` is the datum's scratch ``pfs`` directory: ``/pfs/out`` (owned by
+  the sandbox uid) writable, every other entry (an input) read-only.
+  Directories are bound through file descriptors opened here, so none of
+  the host path leading to them needs to be open to the sandbox uid.
+- **Limits**: the datum's ``Limits`` (memory, cpu, processes) are enforced
+  with a control group per run when this machine lets us make one (see
+  ``cgroups``), else with rlimits (``RLIMIT_AS``, ``RLIMIT_NPROC`` per
+  sandbox uid; no cpu limit). A default process cap
+  (``PACH_PPS_SANDBOX_PIDS``, 1024) stops a fork bomb; a default memory
+  cap (``PACH_PPS_SANDBOX_MEMORY``) applies when a spec sets none. A run
+  that the kernel killed for memory says so in ``RunResult.reason``.
+- **Environment**: built from an allow-list, never the worker's own:
+  ``PATH`` (the Python environment's ``bin`` first), ``HOME=/tmp``,
+  ``LANG``/``LC_*``/``TZ`` of the worker, then the datum's variables
+  (``transform.env``, ``PACH_JOB_ID``, inputs ...). No credential of the
+  cluster (NATS, object store, databases) reaches user code.
 - The process tree dies with the worker (``--die-with-parent``), runs in a
   new session, and a timeout kills all of it (SIGKILL).
 
 ``transform.image`` is ignored here: the command runs with this machine's
-programs. The environment is the worker's own (minus the object store's and
-databases' credentials) with ``PATH`` starting with the directory of the
-worker's Python, so ``python3`` in a pipeline spec is the cluster's Python
-environment (the one with its packages installed); then the variables the
-datum sets. An empty ``working_dir`` keeps the worker's current directory.
+programs. An empty ``working_dir`` runs in ``/pfs``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
+import posixpath
+import pwd
+import re
 import shutil
 import signal
+import stat
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from libs.errors import FailedPrecondition, InvalidArgument
+from services.pps.domain.resources import Limits, parse_memory
 from services.pps.runners.base import LineSink, RunResult
+from services.pps.runners.cgroups import Cgroups, RunGroup
 
-# Top-level host directories the sandbox does not take from the host.
-_OWN = frozenset({"proc", "dev", "tmp", "pfs"})
-# Variables of the worker that user code does not get.
-_SECRET_PREFIXES = ("PACH_S3_", "AWS_")
-_SECRET_NAMES = frozenset({"MONGODB_URI"})
+# The system directories user code sees (read-only), when this machine has them.
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+# Secrets of /etc masked even when world-readable.
+ETC_SECRETS = (
+    "shadow",
+    "shadow-",
+    "gshadow",
+    "gshadow-",
+    "sudoers",
+    "sudoers.d",
+    "ssl/private",
+    "security/opasswd",
+    "ssh/ssh_host_*",
+)
+# Variables of the worker user code gets (everything else stays out).
+ENV_ALLOWED = frozenset({"LANG", "LANGUAGE", "TZ", "TERM"})
+ENV_ALLOWED_PREFIXES = ("LC_",)
+SANDBOX_HOME = "/tmp"
+SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin", "/usr/local/sbin", "/usr/sbin", "/sbin")
+DEFAULT_UID = 65534
+DEFAULT_PIDS = 1024
 MAX_LINE = 64 << 10  # longer output lines are cut into pieces of this size
 _READ = 64 << 10
 _DRAIN_AFTER_EXIT_S = 5.0  # output still arriving after the process ended
+_SETUP_FAILED = 125  # the wrapper could not join the run's control group
+# Run as root before bubblewrap: join the run's control groups, set the
+# rlimits (ulimit -v KiB, -u processes), then exec the rest (setpriv -> bwrap).
+_WRAPPER = (
+    'v=$1 u=$2; shift 2; while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; '
+    'shift; if [ "$v" != 0 ]; then ulimit -v "$v" || exit 125; fi; '
+    'if [ "$u" != 0 ]; then ulimit -u "$u" || exit 125; fi; exec "$@"'
+)
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """The host identity sandboxes run as and their default limits
+    (``PACH_PPS_SANDBOX_UID``, ``PACH_PPS_SANDBOX_GID``: default 65534;
+    ``PACH_PPS_SANDBOX_PIDS``: processes per datum, default 1024;
+    ``PACH_PPS_SANDBOX_MEMORY``: memory per datum when the spec sets none,
+    default none)."""
+
+    uid: int = DEFAULT_UID
+    gid: int = DEFAULT_UID
+    pids: int = DEFAULT_PIDS
+    memory: int = 0
+
+    def __post_init__(self) -> None:
+        if self.uid <= 0 or self.gid <= 0:
+            raise InvalidArgument(
+                f"the sandbox must run as an unprivileged uid/gid, not {self.uid}:{self.gid} "
+                "(PACH_PPS_SANDBOX_UID / PACH_PPS_SANDBOX_GID)"
+            )
+        if self.pids < 1:
+            raise InvalidArgument(f"PACH_PPS_SANDBOX_PIDS must be >= 1, got {self.pids}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxSettings:
+        e = os.environ if env is None else env
+        memory = e.get("PACH_PPS_SANDBOX_MEMORY", "")
+        return cls(
+            uid=_number(e, "PACH_PPS_SANDBOX_UID", DEFAULT_UID),
+            gid=_number(e, "PACH_PPS_SANDBOX_GID", DEFAULT_UID),
+            pids=_number(e, "PACH_PPS_SANDBOX_PIDS", DEFAULT_PIDS),
+            memory=parse_memory(memory, "PACH_PPS_SANDBOX_MEMORY") if memory else 0,
+        )
+
+
+def _number(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "")
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise InvalidArgument(f"{key} must be a whole number, got {raw!r}")
+    return int(raw)
 
 
 def find_bwrap() -> str:
     """The bubblewrap binary; FailedPrecondition if it is not installed."""
-    path = shutil.which("bwrap")
+    return _find("bwrap", "bubblewrap (bwrap)")
+
+
+def _find(name: str, what: str) -> str:
+    path = shutil.which(name, path=os.pathsep.join(SYSTEM_PATH))
     if path is None:
         raise FailedPrecondition(
-            "bubblewrap (bwrap) is not installed: the local runner needs it to run pipeline code"
+            f"{what} is not installed: the local runner needs it to run pipeline code"
         )
     return path
 
 
-def base_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment as user code sees it: secrets removed and the
-    directory of this Python first on PATH."""
-    src = os.environ if env is None else env
-    out = {
-        k: v
-        for k, v in src.items()
-        if k not in _SECRET_NAMES and not k.startswith(_SECRET_PREFIXES)
-    }
-    py_dir = str(Path(sys.executable).parent)
-    rest = [p for p in out.get("PATH", os.defpath).split(os.pathsep) if p and p != py_dir]
-    out["PATH"] = os.pathsep.join([py_dir, *rest])
-    return out
-
-
-def root_args(hide: Sequence[Path] = ()) -> list[str]:
-    """bwrap arguments building the read-only view of the host's ``/``."""
-    args = ["--tmpfs", "/"]
-    with os.scandir("/") as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            if entry.name in _OWN:
-                continue
-            path = "/" + entry.name
-            if entry.is_symlink():
-                args += ["--symlink", os.readlink(path), path]
-            else:
-                args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    # The cluster's Python environment stays visible even when it lives
-    # under /tmp (a checkout there): `python3` in a spec is that Python.
-    bound = python_dirs_in_tmp()
-    for d in bound:
-        args += ["--ro-bind", str(d), str(d)]
-    for h in hide:
-        p = Path(h).absolute()
-        visible = p.parts[1:2] and (
-            p.parts[1] not in _OWN or any(p.is_relative_to(d) for d in bound)
-        )
-        if visible and p.is_dir():
-            args += ["--tmpfs", str(p)]
-    return args
+def python_dirs() -> list[Path]:
+    """The directories of this Python user code needs: the virtualenv and
+    the installation it was made from (outermost first, none inside another,
+    none inside a system directory already bound)."""
+    found: list[Path] = []
+    system = [Path("/" + d).resolve() for d in SYSTEM_DIRS]
+    for d in sorted({Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}):
+        if any(d.is_relative_to(s) for s in system):
+            continue
+        if not any(d.is_relative_to(f) for f in found):
+            found.append(d)
+    return found
 
 
 def python_dirs_in_tmp() -> list[Path]:
-    """The directories of this Python (the virtualenv, and the installation
-    it was made from) that lie under /tmp, outermost first."""
-    found: list[Path] = []
-    for d in sorted({Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}):
-        if d.is_relative_to("/tmp") and not any(d.is_relative_to(f) for f in found):
-            found.append(d)
-    return found
+    """``python_dirs`` that lie under /tmp."""
+    return [d for d in python_dirs() if d.is_relative_to("/tmp")]
+
+
+def base_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment user code starts from: an allow-list of the worker's
+    (locale, time zone), ``HOME=/tmp`` and ``PATH`` with the directory of
+    this Python first. Nothing else of the worker's gets in."""
+    src = os.environ if env is None else env
+    out = {k: v for k, v in src.items() if k in ENV_ALLOWED or k.startswith(ENV_ALLOWED_PREFIXES)}
+    py_dir = str(Path(sys.executable).parent)
+    out["PATH"] = os.pathsep.join([py_dir, *(p for p in SYSTEM_PATH if p != py_dir)])
+    out["HOME"] = SANDBOX_HOME
+    return out
+
+
+def etc_masks(etc: Path = Path("/etc")) -> tuple[list[str], list[str]]:
+    """The files and directories of ``etc`` to hide: every entry not
+    world-readable and the known secrets (``ETC_SECRETS``)."""
+    files: list[str] = []
+    dirs: list[str] = []
+    patterns = [re.compile(_glob(p)) for p in ETC_SECRETS]
+    for top, subdirs, names in os.walk(etc):
+        keep: list[str] = []
+        for name in sorted(subdirs):
+            path = os.path.join(top, name)
+            if os.path.islink(path):
+                continue
+            if _hidden(path, etc, patterns):
+                dirs.append(path)
+            else:
+                keep.append(name)
+        subdirs[:] = keep
+        for name in sorted(names):
+            path = os.path.join(top, name)
+            if not os.path.islink(path) and _hidden(path, etc, patterns):
+                files.append(path)
+    return files, dirs
+
+
+def _glob(pattern: str) -> str:
+    return "^" + re.escape(pattern).replace(r"\*", "[^/]*") + "$"
+
+
+def _hidden(path: str, etc: Path, patterns: list[re.Pattern[str]]) -> bool:
+    rel = os.path.relpath(path, etc)
+    if any(p.match(rel) for p in patterns):
+        return True
+    try:
+        return not os.lstat(path).st_mode & stat.S_IROTH
+    except OSError:
+        return True
+
+
+def root_args(hide: Sequence[Path] = ()) -> list[str]:
+    """bwrap arguments building the read-only view of the allow-listed
+    system directories (``/etc`` with its secrets masked) plus the
+    sandbox's own ``/proc``, ``/dev`` and ``/tmp``. The Python directories
+    and ``/pfs`` are added per run (through descriptors)."""
+    args = ["--tmpfs", "/"]
+    for name in SYSTEM_DIRS:
+        path = "/" + name
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    files, dirs = etc_masks()
+    for f in files:
+        args += ["--ro-bind", "/dev/null", f]
+    for d in dirs:
+        args += ["--tmpfs", d, "--remount-ro", d]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    return args + hide_args(hide, [Path("/" + d) for d in SYSTEM_DIRS])
+
+
+def hide_args(hide: Sequence[Path], bound: Sequence[Path]) -> list[str]:
+    """Directories of ``hide`` inside a ``bound`` one shown empty (read-only)."""
+    args: list[str] = []
+    for h in hide:
+        p = Path(h).absolute()
+        if p.is_dir() and any(p.is_relative_to(b) for b in bound):
+            args += ["--tmpfs", str(p), "--remount-ro", str(p)]
+    return args
+
+
+def reachable(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid``/``gid`` (no other group) can walk to ``path``: every
+    directory leading to it searchable."""
+    for d in [*reversed(Path(path).absolute().parents)]:
+        try:
+            st = d.stat()
+        except OSError:
+            return False
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+class Stage:
+    """A private mount namespace in which directories the sandbox uid cannot
+    walk to (a Python under ``/root``, a data dir under a ``0700`` parent)
+    are bound at reachable paths (``<stage dir>/<n>``, an empty root-owned
+    directory on the host); the sandbox's wrapper enters it (``nsenter``)
+    before dropping to the sandbox uid. The host's mounts are not touched:
+    the namespace lives as long as ``fd``."""
+
+    def __init__(self, roots: Sequence[Path], unshare: str, sh: str) -> None:
+        self.roots = [Path(r).absolute() for r in roots]
+        self.dir = Path(tempfile.mkdtemp(prefix="pach-sandbox-stage-"))
+        self.dir.chmod(0o755)
+        pairs: list[str] = []
+        for n, root in enumerate(self.roots):
+            root.mkdir(mode=0o755, parents=True, exist_ok=True)  # a scratch root to come
+            (self.dir / str(n)).mkdir(mode=0o755)
+            pairs += [str(root), str(self.dir / str(n))]
+        script = (
+            'while [ $# -gt 0 ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; '
+            "echo ready; exec cat"
+        )
+        helper = subprocess.Popen(
+            [unshare, "--mount", "--propagation", "private", "--", sh, "-c", script, "sh", *pairs],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert helper.stdin and helper.stdout
+        try:
+            if helper.stdout.readline() != b"ready\n":
+                raise FailedPrecondition(
+                    "cannot prepare the sandbox's mount namespace (unshare/mount failed)"
+                )
+            self.fd = os.open(f"/proc/{helper.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            helper.stdin.close()
+            helper.wait()
+            helper.stdout.close()
+        self._finalizer = weakref.finalize(self, _release, self.fd, self.dir)
+
+    def path(self, host: Path) -> Path | None:
+        """Where ``host`` is in the stage (None: not below a staged root)."""
+        p = Path(host).absolute()
+        for n, root in enumerate(self.roots):
+            if p.is_relative_to(root):
+                return self.dir / str(n) / p.relative_to(root)
+        return None
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _release(fd: int, where: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    shutil.rmtree(where, ignore_errors=True)
 
 
 class LocalRunner:
     """Runs commands in bubblewrap sandboxes on this machine."""
 
-    def __init__(self, *, hide: Sequence[Path] = (), bwrap: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        hide: Sequence[Path] = (),
+        bwrap: str | None = None,
+        settings: SandboxSettings | None = None,
+        ro_binds: Sequence[tuple[Path, str]] = (),
+        cgroups: Cgroups | bool | None = True,
+    ) -> None:
+        """``ro_binds``: extra (host path, sandbox path) pairs bound read-only
+        into every sandbox. ``cgroups``: True probes this machine, False or
+        None uses rlimits only, a ``Cgroups`` uses that."""
         self._bwrap = bwrap or find_bwrap()
+        self._sh = _find("sh", "a POSIX shell")
+        self.settings = settings or SandboxSettings.from_env()
+        s = self.settings
         self._root = root_args(hide)
+        self._python = python_dirs()
+        self._hide_python = hide_args(hide, self._python)
+        self._ro_binds = [(Path(src).absolute(), dest) for src, dest in ro_binds]
         self._env = base_env()
+        files, dirs = etc_masks()
+        self._masked = (set(files), tuple(d + "/" for d in dirs))
+        self.cgroups: Cgroups | None = Cgroups.probe() if cgroups is True else (cgroups or None)
+        # Directories the sandbox uid cannot walk to are reached through a
+        # private mount namespace (``Stage``); otherwise setpriv drops to it.
+        wanted = [*self._python, *(src for src, _ in self._ro_binds), *hide]
+        unreachable = [d for d in wanted if not reachable(d, s.uid, s.gid)]
+        self.stage: Stage | None = None
+        if unreachable:
+            self.stage = Stage(_outermost(unreachable), _find("unshare", "unshare"), self._sh)
+            self._drop = [
+                _find("nsenter", "nsenter (util-linux)"),
+                f"--mount=/proc/self/fd/{self.stage.fd}",
+                "-S",
+                str(s.uid),
+                "-G",
+                str(s.gid),
+                "--",
+            ]
+        else:
+            setpriv = _find("setpriv", "setpriv (util-linux)")
+            self._drop = [setpriv, f"--reuid={s.uid}", f"--regid={s.gid}", "--clear-groups", "--"]
+
+    def close(self) -> None:
+        """Release the stage (its mount namespace and directory)."""
+        if self.stage is not None:
+            self.stage.close()
+            self.stage = None
+
+    def _source(self, host: Path) -> str:
+        """The path bwrap binds ``host`` from (staged when it must be)."""
+        if self.stage is not None:
+            staged = self.stage.path(host)
+            if staged is not None:
+                return str(staged)
+        s = self.settings
+        if not reachable(host, s.uid, s.gid):
+            raise FailedPrecondition(
+                f"{host} cannot be bound into the sandbox: uid {s.uid} cannot reach it "
+                "(give its directory to the runner as a scratch root)",
+                path=str(host),
+            )
+        return str(host)
+
+    # --- what the sandbox is ---------------------------------------------------
+
+    def identity(self, user: str) -> tuple[int, int]:
+        """The uid and gid user code has inside its namespace for
+        ``transform.user`` (empty: the sandbox's own); InvalidArgument for a
+        name this machine does not know."""
+        s = self.settings
+        if not user:
+            return s.uid, s.gid
+        name, _, group = user.partition(":")
+        uid = _lookup(name, pwd.getpwnam, "pw_uid", "user")
+        if group:
+            gid = _lookup(group, grp.getgrnam, "gr_gid", "group")
+        elif name.isdigit():
+            try:
+                gid = pwd.getpwuid(uid).pw_gid
+            except KeyError:
+                gid = uid
+        else:
+            gid = pwd.getpwnam(name).pw_gid
+        return uid, gid
+
+    def limits(self, limits: Limits | None) -> Limits:
+        """``limits`` with the settings' defaults where it sets none."""
+        lim = limits or Limits()
+        return Limits(
+            memory=lim.memory or self.settings.memory,
+            cpu=lim.cpu,
+            pids=lim.pids or self.settings.pids,
+            cpu_share=lim.cpu_share,
+        )
+
+    def give_out(self, out: Path) -> None:
+        """``out`` and what is in it to the sandbox uid (only what it does
+        not own yet: a chown changes the ctime)."""
+        _own_out(out, self.settings.uid, self.settings.gid)
+
+    def sees(self, path: Path) -> bool:
+        """Whether user code could read host file ``path`` (the upload
+        follows symlinks out of ``/pfs`` only to such files)."""
+        try:
+            real = Path(os.path.realpath(path))
+            st = real.stat()
+        except OSError:
+            return False
+        roots = [Path("/" + d).resolve() for d in SYSTEM_DIRS if os.path.isdir("/" + d)]
+        roots += self._python + [src for src, _ in self._ro_binds]
+        if not any(real.is_relative_to(r) for r in roots):
+            return False
+        text = str(real)
+        files, dirs = self._masked
+        if text in files or text.startswith(dirs):
+            return False
+        if st.st_uid == self.settings.uid:
+            return bool(st.st_mode & stat.S_IRUSR)
+        if st.st_gid == self.settings.gid:
+            return bool(st.st_mode & stat.S_IRGRP)
+        return bool(st.st_mode & stat.S_IROTH)
 
     def sandbox_args(
-        self, pfs_dir: Path, working_dir: str, extra_ro_binds: Sequence[tuple[Path, str]] = ()
+        self,
+        pfs_dir: Path,
+        working_dir: str,
+        *,
+        uid: int | None = None,
+        gid: int | None = None,
+        extra_ro_binds: Sequence[tuple[Path, str]] = (),
+        fds: list[int] | None = None,
     ) -> list[str]:
-        args = [self._bwrap, *self._root, "--bind", str(pfs_dir), "/pfs"]
-        for host, inside in extra_ro_binds:
-            args += ["--ro-bind", str(host), inside]
+        """The bwrap command line of one sandbox; ``extra_ro_binds`` adds
+        (host path, sandbox path) pairs bound read-only for this run only
+        (after the runner's own). One the sandbox uid could not read (a
+        secret's directory, 0700 root) is copied in instead, its files
+        opened here into ``fds`` (to be passed to bwrap and closed after
+        its start) and made the sandbox user's, read-only."""
+        s = self.settings
+        args = [
+            self._bwrap,
+            "--unshare-user",
+            "--disable-userns",
+            "--uid",
+            str(s.uid if uid is None else uid),
+            "--gid",
+            str(s.gid if gid is None else gid),
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "pachyderm-sandbox",
+            "--cap-drop",
+            "ALL",
+            "--die-with-parent",
+            "--new-session",
+            *self._root,
+        ]
+        for d in self._python:
+            args += ["--ro-bind", self._source(d), str(d)]
+        args += self._hide_python
+        for src, dest in self._ro_binds:
+            args += ["--ro-bind", self._source(Path(src)), dest]
+        for src, dest in extra_ro_binds:
+            if fds is None or readable_tree(Path(src), s.uid, s.gid):
+                args += ["--ro-bind", self._source(Path(src)), dest]
+            else:
+                args += _copied_in(Path(src), dest, fds)
+        args += ["--ro-bind", self._source(pfs_dir), "/pfs"]
         with os.scandir(pfs_dir) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
-                if entry.name != "out" and entry.is_dir(follow_symlinks=False):
-                    args += ["--ro-bind", entry.path, f"/pfs/{entry.name}"]
-        args += ["--unshare-pid", "--die-with-parent", "--new-session"]
-        if working_dir:
-            args += ["--chdir", working_dir]
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                mode = "--bind" if entry.name == "out" else "--ro-bind"
+                args += [mode, self._source(Path(entry.path)), f"/pfs/{entry.name}"]
+        args += ["--remount-ro", "/", "--chdir", working_dir or "/pfs"]
         return args
+
+    def _command(self, sandbox: list[str], group: RunGroup | None, limits: Limits) -> list[str]:
+        """The wrapper (join the group, set rlimits, drop to the sandbox
+        uid) and then ``sandbox``."""
+        vm_kib = 0
+        nproc = 0
+        if limits.memory and (group is None or not group.enforces("memory")):
+            vm_kib = max(1, limits.memory >> 10)
+        if group is None or not group.enforces("pids"):
+            nproc = limits.pids
+        procs = group.procs_files() if group is not None else []
+        return [
+            self._sh,
+            "-c",
+            _WRAPPER,
+            "sh",
+            str(vm_kib),
+            str(nproc),
+            *procs,
+            "--",
+            *self._drop,
+            *sandbox,
+        ]
+
+    # --- running ---------------------------------------------------------------
 
     async def run(
         self,
@@ -145,23 +558,61 @@ class LocalRunner:
         timeout: float | None,
         on_line: LineSink,
         extra_ro_binds: Sequence[tuple[Path, str]] = (),
+        user: str = "",
+        limits: Limits | None = None,
     ) -> RunResult:
         if not cmd:
             raise InvalidArgument("transform.cmd is empty: nothing to run")
         if timeout is not None and timeout <= 0:
             raise InvalidArgument(f"timeout must be > 0 seconds, got {timeout}", timeout=timeout)
+        uid, gid = self.identity(user)
+        lim = self.limits(limits)
         full_env = {**self._env, **env}
+        await asyncio.to_thread(self.give_out, pfs_dir / "out")
+        group = None
+        if self.cgroups is not None:
+            try:
+                group = await asyncio.to_thread(self.cgroups.create, lim)
+            except OSError as err:
+                raise FailedPrecondition(f"cannot make the sandbox's control group: {err}") from err
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *self.sandbox_args(pfs_dir, working_dir, extra_ro_binds),
-            "--",
-            *cmd,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=full_env,
-            start_new_session=True,
-        )
+        fds: list[int] = []
+        try:
+            try:
+                sandbox = self.sandbox_args(
+                    pfs_dir, working_dir, uid=uid, gid=gid, extra_ro_binds=extra_ro_binds, fds=fds
+                )
+                proc = await asyncio.create_subprocess_exec(
+                    *self._command(sandbox, group, lim),
+                    "--",
+                    *cmd,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=full_env,
+                    start_new_session=True,
+                    pass_fds=[*fds, *([self.stage.fd] if self.stage is not None else [])],
+                )
+            finally:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            result = await self._wait(proc, stdin, timeout, on_line, group, lim, started)
+        finally:
+            if group is not None:
+                await asyncio.to_thread(group.remove)
+        return result
+
+    async def _wait(
+        self,
+        proc: asyncio.subprocess.Process,
+        stdin: bytes,
+        timeout: float | None,
+        on_line: LineSink,
+        group: RunGroup | None,
+        limits: Limits,
+        started: float,
+    ) -> RunResult:
         assert proc.stdin and proc.stdout and proc.stderr
         io = [
             asyncio.create_task(_feed(proc.stdin, stdin)),
@@ -175,7 +626,7 @@ class LocalRunner:
                     await proc.wait()
             except TimeoutError:
                 timed_out = True
-                _kill(proc.pid)
+                _kill(proc.pid, group)
                 await proc.wait()
             seconds = time.monotonic() - started
             done, pending = await asyncio.wait(io, timeout=_DRAIN_AFTER_EXIT_S)
@@ -185,14 +636,21 @@ class LocalRunner:
                 task.result()  # an error of on_line surfaces here
         finally:
             if proc.returncode is None:  # cancelled or failed: leave nothing behind
-                _kill(proc.pid)
+                _kill(proc.pid, group)
                 with contextlib.suppress(ProcessLookupError):
                     await asyncio.shield(proc.wait())
             for task in io:
                 task.cancel()
             await asyncio.gather(*io, return_exceptions=True)
         assert proc.returncode is not None
-        return RunResult(returncode=proc.returncode, timed_out=timed_out, seconds=seconds)
+        reason = ""
+        if proc.returncode == _SETUP_FAILED and group is not None:
+            reason = "the sandbox could not join its control group"
+        elif group is not None and proc.returncode != 0:
+            reason = _limit_reason(group, limits)
+        return RunResult(
+            returncode=proc.returncode, timed_out=timed_out, seconds=seconds, reason=reason
+        )
 
     async def spawn_floor(self, runs: int = 5) -> float:
         """Median seconds to start and end a sandbox running ``true``."""
@@ -203,6 +661,7 @@ class LocalRunner:
         times: list[float] = []
         with tempfile.TemporaryDirectory(prefix="pps-floor-") as tmp:
             pfs = Path(tmp)
+            os.chmod(tmp, 0o755)  # the sandbox uid walks to it
             (pfs / "out").mkdir()
             for _ in range(max(1, runs)):
                 result = await self.run(
@@ -218,10 +677,112 @@ class LocalRunner:
         return statistics.median(times)
 
 
-def _kill(pid: int) -> None:
-    """SIGKILL the sandbox's process group (bwrap; its children die with it)."""
+def _limit_reason(group: RunGroup, limits: Limits) -> str:
+    """Why the kernel stopped the run, if a limit did."""
+    parts = []
+    if group.oom_killed():
+        parts.append(
+            f"user code exceeded its memory limit of {limits.describe_memory()} "
+            "(resource_limits.memory) and was killed"
+        )
+    refused = group.pids_refused()
+    if refused:
+        parts.append(
+            f"user code reached its limit of {limits.pids} processes ({refused} fork(s) refused)"
+        )
+    return "; ".join(parts)
+
+
+def _may(st: os.stat_result, uid: int, gid: int, want: int) -> bool:
+    """Whether ``uid``/``gid`` has the permission bits ``want`` (of r=4, x=1)."""
+    if st.st_uid == uid:
+        shift = 6
+    elif st.st_gid == gid:
+        shift = 3
+    else:
+        shift = 0
+    return (st.st_mode >> shift) & want == want
+
+
+def readable_tree(top: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid``/``gid`` can read everything in ``top``."""
+    try:
+        if not _may(top.stat(), uid, gid, 5 if top.is_dir() else 4):
+            return False
+        for root, dirs, files in os.walk(top):
+            for name in dirs:
+                if not _may(os.stat(os.path.join(root, name)), uid, gid, 5):
+                    return False
+            for name in files:
+                if not _may(os.stat(os.path.join(root, name)), uid, gid, 4):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def _copied_in(src: Path, dest: str, fds: list[int]) -> list[str]:
+    """bwrap arguments copying the regular files of ``src`` to ``dest``
+    (read-only, the sandbox user's) from descriptors opened into ``fds``."""
+    args: list[str] = []
+    if src.is_file():
+        fds.append(os.open(src, os.O_RDONLY | os.O_CLOEXEC))
+        return ["--perms", "0400", "--ro-bind-data", str(fds[-1]), dest]
+    for root, _, files in os.walk(src):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            inside = posixpath.join(dest, os.path.relpath(path, src))
+            args += ["--perms", "0400", "--ro-bind-data", str(fds[-1]), inside]
+    return args
+
+
+def _outermost(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in sorted(Path(x).absolute() for x in paths):
+        if not any(p.is_relative_to(f) for f in found):
+            found.append(p)
+    return found
+
+
+def _lookup(name: str, by_name: object, attr: str, kind: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        entry = by_name(name)  # type: ignore[operator]
+    except KeyError:
+        raise InvalidArgument(
+            f"transform.user: {kind} {name!r} does not exist on this machine",
+            field="transform.user",
+        ) from None
+    return int(getattr(entry, attr))
+
+
+def _own_out(out: Path, uid: int, gid: int) -> None:
+    """Give ``out`` (and what an incremental run put in it) to the sandbox uid."""
+    out.mkdir(exist_ok=True)
+    for path in _walk(out):
+        st = os.lstat(path)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def _walk(top: Path) -> Iterator[str]:
+    yield str(top)
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            yield os.path.join(root, name)
+
+
+def _kill(pid: int, group: RunGroup | None = None) -> None:
+    """SIGKILL the sandbox's process group (bwrap; its children die with
+    it) and every process of its control group."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+    if group is not None:
+        group.kill()
 
 
 async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:

@@ -29,6 +29,7 @@ from libs.api.pps import pps_pb2
 from libs.errors import FailedPrecondition, PachError
 from libs.objects import ObjectStore
 from services.pps.adapters.secrets import SecretStore
+from services.pps.domain.resources import limits_of
 from services.pps.runners.base import Runner, RunResult
 from services.pps.worker.layout import PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
 from services.pps.worker.upload import stats_tree, upload
@@ -131,6 +132,7 @@ async def run_datum(
     stdin = stdin_bytes(spec)
     timeout = timeout_s(spec)
     accept = {0, *spec.transform.accept_return_code}
+    limits = limits_of(spec)
     scratch = scratch_root / f"{job_id[:12]}-{task.id[:12]}-{secrets.token_hex(4)}"
     stats = pps_pb2.ProcessStats()
     download_s = process_s = upload_s = 0.0
@@ -152,7 +154,7 @@ async def run_datum(
                     download_s += layout.seconds
                     stats.download_bytes += layout.download_bytes
                 started = time.monotonic()
-                laid_out_ns = await _fresh_out(layout, spec, store, previous_output)
+                laid_out_ns = await _fresh_out(layout, spec, store, previous_output, runner)
                 download_s += time.monotonic() - started
                 feeder = LazyFeeder(store, layout.lazy)
                 feeder.start()
@@ -167,6 +169,8 @@ async def run_datum(
                         timeout=timeout,
                         on_line=run.log_user,
                         extra_ro_binds=binds,
+                        user=spec.transform.user,
+                        limits=limits,
                     )
                     result = await _unless_restarted(user_code, restart)
                 finally:
@@ -181,6 +185,8 @@ async def run_datum(
                 elif result.returncode not in accept:
                     code = result.returncode
                     reason = f"{describe(task)} failed: user code exited with code {code}"
+                    if result.reason:
+                        reason += f": {result.reason}"
                 else:
                     await run.log_worker(f"finished running user code after {result.seconds:.3f}s")
                     done = await upload(
@@ -189,6 +195,7 @@ async def run_datum(
                         InputIndex(store, task.inputs),
                         previous=previous_output if laid_out_ns else "",
                         laid_out_ns=laid_out_ns,
+                        host_readable=runner.sees,
                     )
                     upload_s += done.seconds
                     stats.upload_bytes += done.upload_bytes
@@ -257,11 +264,16 @@ async def _unless_restarted(
 
 
 async def _fresh_out(
-    layout: Layout, spec: pps_pb2.CreatePipelineRequest, store: ObjectStore, previous: str
+    layout: Layout,
+    spec: pps_pb2.CreatePipelineRequest,
+    store: ObjectStore,
+    previous: str,
+    runner: Runner,
 ) -> int:
     """An empty ``/pfs/out``, or for an incremental pipeline the previous
-    output; then the ctime (ns) every file laid out here is older than and
-    every later change is not (0: nothing laid out)."""
+    output (given to the sandbox's user first: that changes ctimes); then
+    the ctime (ns) every file laid out here is older than and every later
+    change is not (0: nothing laid out)."""
     out = layout.out_dir
     if out.exists():
         await asyncio.to_thread(shutil.rmtree, out)
@@ -269,6 +281,7 @@ async def _fresh_out(
     if not (spec.incremental and previous):
         return 0
     await write_tree(store, previous, "/", out)
+    await asyncio.to_thread(runner.give_out, out)
     return await asyncio.to_thread(_next_tick, layout.pfs_dir.parent / ".laid-out")
 
 

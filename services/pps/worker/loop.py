@@ -329,13 +329,15 @@ async def start_worker(ctx: ServiceContext, parent: int) -> None:
     await work_queue.ensure_stream(ctx.js)
     logs = LogStore(ctx.js)
     await logs.ensure()
+    # The scratch root is where datums' /pfs live: the runner reaches it
+    # for the sandbox uid (its parents may be private) and never shows it.
+    runner = LocalRunner(hide=[settings.scratch_root])
+    ctx.stack.callback(runner.close)
     worker = Worker(
         bus=ctx.bus,
         js=ctx.js,
         store=store,
-        # The data dir (object store, secret store, read models) is hidden
-        # from user code; a secret it names is bound in on its own.
-        runner=LocalRunner(hide=[settings.scratch_root, ctx.config.data_dir]),
+        runner=runner,
         logs=logs,
         settings=settings,
         secrets=SecretStore(default_root(ctx.config.data_dir)),

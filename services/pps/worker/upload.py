@@ -17,7 +17,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +56,18 @@ async def upload(
     spill_dir: Path | None = None,
     previous: str = "",
     laid_out_ns: int = 0,
+    host_readable: Callable[[Path], bool] | None = None,
 ) -> Uploaded:
     """Store ``<pfs_dir>/out`` as a tree (see the module docstring). With
     ``previous`` (incremental: ``/pfs/out`` started as that tree, laid out
     before ``laid_out_ns``, a ctime), a file the code did not touch since
-    keeps that tree's refs, so the output shows what the datum changed."""
+    keeps that tree's refs, so the output shows what the datum changed.
+    ``host_readable``: whether the sandbox could read a host file (the
+    runner's ``sees``); a symlink out of ``/pfs`` is followed only to such a
+    file (None: to none), so user code cannot have the worker read for it
+    what it could not read itself."""
     started = time.monotonic()
-    walker = _Walker(store, pfs_dir, index, previous, laid_out_ns)
+    walker = _Walker(store, pfs_dir, index, previous, laid_out_ns, host_readable)
     root = await build(store, None, walker.ops(), spill_dir=spill_dir)
     return Uploaded(root, walker.stored, time.monotonic() - started)
 
@@ -75,7 +80,9 @@ class _Walker:
         index: InputIndex,
         previous: str = "",
         laid_out_ns: int = 0,
+        host_readable: Callable[[Path], bool] | None = None,
     ) -> None:
+        self._readable = host_readable
         self._store = store
         self._pfs = pfs_dir
         self._index = index
@@ -105,8 +112,14 @@ class _Walker:
             elif entry.is_dir(follow_symlinks=False):
                 yield Descend(self._dir(Path(entry.path), dst, where, depth))
             elif entry.is_file(follow_symlinks=False):
+                path = Path(entry.path)
+                if not self._inside(path) and not self._may_read(path):
+                    raise FailedPrecondition(
+                        f"output {PFS}/{OUT}{dst} is {where}, which user code cannot read",
+                        path=dst,
+                    )
                 kept = await self._untouched(entry, dst)
-                yield kept if kept is not None else await self._file(Path(entry.path), dst)
+                yield kept if kept is not None else await self._file(path, dst)
             # fifos, sockets and devices are not files: skipped
 
     async def _link(
@@ -121,6 +134,8 @@ class _Walker:
             return
         host = self._host(target)
         st = None if host is None else _stat(host)
+        if host is not None and not self._inside(host) and not self._may_read(host):
+            st = None
         if host is None or st is None:
             raise FailedPrecondition(
                 f"output {PFS}/{OUT}{dst} is a symlink to {target}, which the worker cannot read",
@@ -155,6 +170,14 @@ class _Walker:
         size = sum(r.length for r in refs)
         self.stored += size
         return Put(dst, refs)
+
+    def _inside(self, host: Path) -> bool:
+        return host.absolute().is_relative_to(self._pfs.absolute())
+
+    def _may_read(self, host: Path) -> bool:
+        """A host file out of /pfs: only what the sandbox itself could read
+        (a directory: each file is checked as it is reached)."""
+        return self._readable is not None and self._readable(host)
 
     def _host(self, sandbox: str) -> Path | None:
         """Where a sandbox path is on this machine (None: private to the sandbox)."""
