@@ -167,7 +167,11 @@ def test_the_dag_is_live_and_the_job_page_reaches_100(
     assert page.get_attribute('#dag a.node[data-name="edges"]', "data-progress") == "100"
     page.screenshot(path=str(SHOTS / "dag-after-commit.png"), full_page=True)
     # the job page: timings of its datums, and its logs
-    job_page.wait_for_selector("svg.timing rect.process")
+    job_page.wait_for_function(
+        "() => [...document.querySelectorAll('svg.timing rect.process')]"
+        ".some(r => Number(r.getAttribute('width')) > 0)",
+        timeout=30_000,
+    )
     job_page.wait_for_function(
         "() => document.getElementById('log-lines').textContent.includes('edges of')",
         timeout=30_000,

@@ -35,14 +35,16 @@ function followJob(head) {
     done = ["success", "failure", "killed"].includes(st);
     if (done && was === false) refreshDatums();
   }
-  // Once the job is over, the datums, their timings and failures are final:
+  // Once the job is over, its summary, datums, timings and failures are final:
   // take them from the page as the server renders it now.
   async function refreshDatums() {
     try {
       const r = await fetch(location.href, {headers: {Accept: "text/html"}});
       const fresh = new DOMParser().parseFromString(await r.text(), "text/html");
-      const views = fresh.getElementById("datum-views");
-      if (views) document.getElementById("datum-views").replaceWith(document.adoptNode(views));
+      for (const id of ["job-summary", "datum-views"]) {
+        const part = fresh.getElementById(id);
+        if (part) document.getElementById(id).replaceWith(document.adoptNode(part));
+      }
     } catch (e) { /* the page as loaded stays */ }
   }
   const feed = new EventSource("/api/feed");

@@ -583,7 +583,9 @@ async def job_page(request: web.Request) -> web.Response:
     body = (
         f'<h1 id="job" data-job="{_e(job_id)}" data-datum="{_e(datum_id)}">'
         f"Job <code>{_e(job_id)}</code></h1>"
+        + '<div id="job-summary">'
         + _table(["", ""], summary)
+        + "</div>"
         + '<div id="datum-views">'
         + failed_html
         + "<h2>Datum timing</h2>"
