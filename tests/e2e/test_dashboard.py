@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_pachctl_files import ok, pachctl
+from tests.integration.test_pachctl_progress import on_pty
 from tests.integration.test_pps_tutorial import TUTORIAL, put_images, sample_images
 from tests.support.cluster import ROOT, Cluster, running
 
@@ -250,3 +251,14 @@ def test_the_feed_refuses_other_sites_and_bad_asks(cluster: Cluster) -> None:
     resp = request(cluster, "/static/..%2fpages.py")
     assert resp.status == 404
     assert re.search(r"Pachyderm", request(cluster, "/").read().decode())
+
+
+def test_inspect_job_block_says_what_it_waits_for(tutorial: Cluster) -> None:
+    table = ok(pachctl(tutorial, "list-job", "-p", "edges")).decode().splitlines()
+    job_id = table[1].split()[0]
+    out, shown = on_pty(tutorial, "inspect-job", job_id, "--block")
+    assert f"waiting for job {job_id} of edges (success" in shown, shown
+    piped = pachctl(tutorial, "inspect-job", job_id, "--block")
+    assert piped.returncode == 0 and piped.stderr == b""
+    assert piped.stdout.splitlines()[0] == out.splitlines()[0]
+    assert out.startswith(f"ID: {job_id}".encode())
