@@ -41,6 +41,7 @@ $(COMPAT):
 test-deps: install $(COMPAT)
 	@sh tests/servers/install-s3.sh
 	@sh tests/servers/install-azurite.sh
+	@sh tests/servers/install-chromium.sh
 
 # Starts the embedded cluster in the foreground: nats-server with JetStream,
 # every service, the gateway (gRPC :30650, HTTP :30080). Ctrl-C stops it.

@@ -16,6 +16,7 @@ from libs.api.internal import pps_work_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus
+from libs.objects import ObjectStore
 from services.gateway.dashboard import pages
 from services.gateway.errors import http_errors
 from tests.unit.test_gateway_pps_http import FakeBus
@@ -112,7 +113,7 @@ def bus() -> FakeBus:
 
 async def client_for(fake: FakeBus) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = web.Application(middlewares=[http_errors])
-    pages.mount(app, cast(Bus, fake))
+    pages.mount(app, cast(Bus, fake), cast(ObjectStore, None))
     async with TestClient(TestServer(app)) as client:
         yield client
 
@@ -155,8 +156,12 @@ async def test_the_job_page_shows_datums_and_logs() -> None:
     async for client in client_for(bus()):
         status, text = await get(client, "/jobs/j1?page=1")
     assert status == 200
-    assert "<h1>Job <code>j1</code></h1>" in text
+    assert 'data-job="j1" data-datum="">Job <code>j1</code></h1>' in text
     assert '<a href="/pipelines/edges">edges</a>' in text
+    # a failed datum's logs are one click away; timings are charted
+    assert '<a href="/jobs/j1?datum=d1#logs">failed: logs</a>' in text
+    assert '<svg class="timing"' in text and '<rect class="process"' in text
+    assert '<progress id="job-progress"' in text and '<script src="/static/pages.js">' in text
     assert '<span class="failed">failed</span>' in text and "images/a.png" in text
     assert '<span class="skipped">skipped</span>' in text and "2s" in text
     assert "Page 2 of 3" in text

@@ -32,7 +32,7 @@ from libs.api.pfs import pfs_pb2, pfs_pb2_grpc
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.errors import FailedPrecondition, InvalidArgument, PachError
-from programs.pachctl import pretty
+from programs.pachctl import pretty, progress
 from programs.pachctl.address import from_env
 from programs.pachctl.client import LONG_TIMEOUT_S, Pachd
 
@@ -131,12 +131,15 @@ def extract(args: argparse.Namespace, out: TextIO) -> int:
     sink = _binary_out(out)
     out.flush()
     request.framed = True  # the file's bytes in blocks, not one message per record
+    meter = progress.Meter("extract")
     with Pachd(from_env(), timeout=LONG_TIMEOUT_S) as pachd:
         for op in pachd.stream(_api(pachd).Extract, request):
             if not op.frames:
                 raise InvalidArgument("pachd sent an extract op without frames")
             sink.write(op.frames)
+            meter.add(len(op.frames))
     sink.flush()
+    meter.done()
     return 0
 
 

@@ -4,12 +4,13 @@ delete-commit (Pachyderm 1.7's names, flags and output)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TextIO
 
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument
-from programs.pachctl import pretty
+from programs.pachctl import pretty, progress
 from programs.pachctl.address import from_env
 from programs.pachctl.client import LONG_TIMEOUT_S, Pachd
 from programs.pachctl.tabwriter import format_table
@@ -186,11 +187,20 @@ def flush_commit(args: argparse.Namespace, out: TextIO) -> int:
     )
     # It waits for every downstream commit, pipelines' jobs included: as
     # long as they take (1.7 has no deadline either).
+    live = progress.on_terminal()
+    if live:
+        into = f" in {', '.join(args.repos)}" if args.repos else ""
+        progress.waiting(f"the commits downstream of {', '.join(args.commits)}{into}")
     with Pachd(from_env(), timeout=LONG_TIMEOUT_S) as pachd:
         stub = _api(pachd)
 
         def flush(r: pfs.FlushCommitRequest, timeout: float | None) -> list[pfs.CommitInfo]:
-            return list(stub.FlushCommit(r, timeout=timeout))  # read the stream inside call()
+            got = []
+            for info in stub.FlushCommit(r, timeout=timeout):  # read the stream inside call()
+                got.append(info)
+                if live:
+                    sys.stderr.write(f"finished {info.commit.repo.name}/{info.commit.id}\n")
+            return got
 
         infos = pachd.call(flush, req)
     out.write(pretty.raw_all(list(infos)) if args.raw else table(infos))

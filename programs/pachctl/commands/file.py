@@ -21,7 +21,7 @@ from typing import TextIO
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument, PachError
-from programs.pachctl import pretty
+from programs.pachctl import pretty, progress
 from programs.pachctl.address import from_env
 from programs.pachctl.client import Pachd, ServerError
 from programs.pachctl.commands import putfile
@@ -353,6 +353,7 @@ class Puller:
         self._slots = threading.BoundedSemaphore(parallelism)
         self._failed: BaseException | None = None
         self._lock = threading.Lock()
+        self.meter: progress.Meter | None = None
 
     def pull(self, repo: str, commit: str, path: str, output: str) -> None:
         api = _api(self.pachd)
@@ -366,6 +367,7 @@ class Puller:
             api.InspectFile, pfs.InspectFileRequest(file=_file(repo, pinned, path))
         )
         root = Path(output)
+        self.meter = progress.Meter(f"get-file {repo}@{pinned}:{path}", root_info.size_bytes)
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix="get-file") as pool:
             try:
                 if root_info.file_type != pfs.DIR:
@@ -376,6 +378,7 @@ class Puller:
                 pool.shutdown(wait=True)
         if self._failed is not None:
             raise self._failed
+        self.meter.done()
 
     def _walk(
         self, pool: ThreadPoolExecutor, repo: str, commit: str, base: str, root: Path
@@ -416,7 +419,16 @@ class Puller:
         partial = local.with_name(f".{local.name}.partial-{os.getpid()}")
         try:
             with open(partial, "wb") as sink:
-                _drain(first, replies, sink.write)
+                meter = self.meter
+
+                def write(block: bytes) -> None:
+                    sink.write(block)
+                    if meter is not None:
+                        meter.add(len(block))
+
+                _drain(first, replies, write)
             partial.replace(local)
+            if self.meter is not None:
+                self.meter.add(files=1)
         finally:
             partial.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
 from libs.errors import InvalidArgument
 from libs.pps.spec import message_to_dict
-from programs.pachctl import pretty
+from programs.pachctl import pretty, progress
 from programs.pachctl.address import from_env
 from programs.pachctl.client import DEFAULT_TIMEOUT_S, LONG_TIMEOUT_S, Pachd, ServerError
 from programs.pachctl.tabwriter import StreamingTable, format_table
@@ -460,6 +460,11 @@ def inspect_job(args: argparse.Namespace, out: TextIO) -> int:
     req = pps.InspectJobRequest(job=_job(args.job), block_state=args.block)
     # --block waits as long as the job runs.
     with Pachd(from_env(), timeout=LONG_TIMEOUT_S if args.block else DEFAULT_TIMEOUT_S) as pachd:
+        if args.block and progress.on_terminal():
+            now = pachd.call(_api(pachd).InspectJob, pps.InspectJobRequest(job=req.job))
+            state = pps.JobState.Name(now.state).removeprefix("JOB_").lower()  # type: ignore[arg-type]
+            done = f"{now.data_processed} + {now.data_skipped} / {now.data_total} datums"
+            progress.waiting(f"job {now.job.id} of {now.pipeline.name} ({state}, {done}) to finish")
         info = pachd.call(_api(pachd).InspectJob, req)
     out.write(pretty.raw(info) if args.raw else detailed_job(info))
     return 0

@@ -10,6 +10,7 @@ request's ``url`` (the server fetches it), with no bytes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import posixpath
 import queue
@@ -29,6 +30,7 @@ import grpc
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument
+from programs.pachctl import progress
 from programs.pachctl.address import from_env
 from programs.pachctl.client import LONG_TIMEOUT_S, Pachd
 
@@ -446,12 +448,37 @@ def put_file(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     checked(args, found)
     ahead = ReadAhead(args.parallelism)
+    meter = _meter(args, found)
     try:
         with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
-            send(pachd, requests(args, ahead.files(plan(args, found))))
+            send(pachd, metered(requests(args, ahead.files(plan(args, found))), meter))
     finally:
         ahead.close()
+    meter.done()
     return 0
+
+
+def _meter(args: argparse.Namespace, found: list[str]) -> progress.Meter:
+    """The put's progress: on a terminal, of the local files' total size
+    (a second walk of the sources; stdin and URLs count as they come)."""
+    meter = progress.Meter(f"put-file {args.repo}@{args.branch}")
+    if meter.live:
+        total, count = 0, 0
+        for put in plan(args, found):
+            count += 1
+            if not put.url and put.source != "-":
+                with contextlib.suppress(OSError):  # the read-ahead reports it
+                    total += os.path.getsize(put.source)
+        meter.total_bytes, meter.total_files = total or None, count
+    return meter
+
+
+def metered(
+    stream: Iterator[pfs.PutFileRequest], meter: progress.Meter
+) -> Iterator[pfs.PutFileRequest]:
+    for req in stream:
+        meter.add(len(req.value), files=1 if req.HasField("file") else 0)
+        yield req
 
 
 # --- put-header / put-footer --------------------------------------------------

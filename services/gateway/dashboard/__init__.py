@@ -1,7 +1,11 @@
-"""The dashboard: a static page at ``/`` that shows version, health and the
-repos, and creates repos (through ``/version``, ``/health`` and the JSON API
-under ``/api/``); each repo links to its server-rendered page
-(``pages.py``: branches, commits, a file browser per commit)."""
+"""The dashboard: a static page at ``/`` (``index.html``/``index.js``) that
+draws the DAG of repos and pipelines, live from the gateway's change feed
+(``/api/feed``), with each service's health and what it serves, and creates
+repos (through ``/version``, ``/health`` and the JSON API under ``/api/``);
+each repo, pipeline and job links to its server-rendered page (``pages.py``:
+branches, commits, a file browser with previews, a commit's diff and
+provenance, jobs with progress, datum timings and live logs through
+``pages.js``). No build step: plain files, no library."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from libs.bus import Bus
+from libs.objects import ObjectStore
 from services.gateway.dashboard import pages
 
 INDEX = Path(__file__).with_name("index.html")
@@ -19,6 +24,7 @@ STATIC = {
     "index.js": "text/javascript",
     "index.css": "text/css",
     "pages.css": "text/css",
+    "pages.js": "text/javascript",
 }
 
 
@@ -35,8 +41,9 @@ async def static(request: web.Request) -> web.FileResponse:
     return web.FileResponse(path, headers={"Content-Type": f"{kind}; charset=utf-8"})
 
 
-def mount(app: web.Application, bus: Bus) -> None:
-    """Add the dashboard's routes to ``app``; its pages ask over ``bus``."""
+def mount(app: web.Application, bus: Bus, store: ObjectStore) -> None:
+    """Add the dashboard's routes to ``app``; its pages ask over ``bus`` and
+    read file previews from ``store``."""
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
-    pages.mount(app, bus)
+    pages.mount(app, bus, store)

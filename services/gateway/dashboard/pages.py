@@ -18,7 +18,10 @@ caller's ``authn-token``; listings and logs come from
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import html
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -35,14 +38,17 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument
-from services.gateway.app.file_pages import list_dir
+from libs.objects import ObjectStore
+from services.gateway.app.file_pages import diff_file, list_dir, read_file
 from services.gateway.app.jobs import log_messages
+from services.gateway.app.replies import TooLarge
 from services.gateway.principal import http_ask, http_principal
 
 R = TypeVar("R", bound=Message)
 
-# The bus the pages ask the backends over.
+# The bus the pages ask the backends over; the object store previews read.
 BUS = web.AppKey("dashboard_bus", Bus)
+STORE = web.AppKey("dashboard_objects", ObjectStore)
 
 # Newest commits shown on a repo page.
 COMMITS_SHOWN = 100
@@ -86,12 +92,19 @@ def _table(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return f"<table><thead><tr>{ths}</tr></thead><tbody>{trs}</tbody></table>"
 
 
-def _page(title: str, body: str) -> web.Response:
+def _page(title: str, body: str, script: bool = False) -> web.Response:
+    """A page in the common frame: the header (its ``#user`` slot is where the
+    signed-in user and the login link go once auth is served) and ``body``;
+    ``script`` adds the live updates of ``/static/pages.js``."""
+    js = '<script src="/static/pages.js"></script>' if script else ""
     text = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{_e(title)}</title><link rel="stylesheet" href="/static/pages.css"></head>'
-        f'<body><p><a href="/">Pachyderm</a> · <a href="/pipelines">Pipelines</a></p>'
-        f"{body}</body></html>"
+        '<body><header class="top"><a class="brand" href="/">Pachyderm</a>'
+        '<nav aria-label="main"><a href="/">DAG</a> <a href="/pipelines">Pipelines</a></nav>'
+        '<span id="user" class="user" hidden></span></header>'
+        f"<main>{body}</main>{js}</body></html>"
     )
     return web.Response(text=text, content_type="text/html", charset="utf-8")
 
@@ -149,20 +162,26 @@ async def browse_page(request: web.Request) -> web.Response:
     name, ref = request.match_info["repo"], request.match_info["commit"]
     path = trees.normalize("/" + request.match_info.get("path", ""))
     f = pfs.File(commit=pfs.Commit(repo=pfs.Repo(name=name), id=ref), path=path)
+    if path != "/":
+        found = await _ask(request, "InspectFile", pfs.InspectFileRequest(file=f), pfs.FileInfo)
+        if found.file_type != pfs.DIR:
+            return await preview_page(request, f, found)
     rows = []
     async for i in list_dir(http_ask(request.app[BUS], request, "pfs"), f):
         commit_id = i.file.commit.id or ref
         base = i.file.path.rsplit("/", 1)[-1] or i.file.path
+        href = _browse_href(name, commit_id, i.file.path)
         if i.file_type == pfs.DIR:
-            href, label = _browse_href(name, commit_id, i.file.path), base + "/"
+            label, download = base + "/", ""
         else:
-            href = f"/pfs/{quote(name, safe='')}/{quote(commit_id, safe='')}{quote(i.file.path)}"
             label = base
+            download = _link(_download_href(name, commit_id, i.file.path), "download")
         rows.append(
             [
                 f'<a href="{_e(href)}">{_e(label)}</a>',
                 _e("dir" if i.file_type == pfs.DIR else "file"),
                 _e(_size(i.size_bytes)),
+                download,
             ]
         )
     up = ""
@@ -172,9 +191,142 @@ async def browse_page(request: web.Request) -> web.Response:
     repo_href = f"/repos/{quote(name, safe='')}"
     body = (
         f'<h1><a href="{_e(repo_href)}">{_e(name)}</a> @ <code>{_e(ref)}</code></h1>'
-        f"<h2>{_e(path)}</h2>{up}" + _table(["name", "type", "size"], rows)
+        f"<h2>{_e(path)}</h2>{up}" + _table(["name", "type", "size", ""], rows)
     )
+    if path == "/":
+        body += await _commit_story(request, f.commit)
     return _page(f"{name}{path} - Pachyderm", body)
+
+
+def _download_href(repo: str, commit: str, path: str) -> str:
+    return f"/pfs/{quote(repo, safe='')}/{quote(commit, safe='')}{quote(path)}"
+
+
+# What a preview reads of a file at most; rows of a CSV shown.
+PREVIEW_BYTES = 64 * 1024
+PREVIEW_ROWS = 50
+# Changed files listed on a commit's page; the diff's reply cap.
+DIFF_SHOWN = 200
+DIFF_LIMIT = 4 * 1024 * 1024
+IMAGE_TYPES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg", ".ico"})
+
+
+async def preview_page(request: web.Request, f: pfs.File, info: pfs.FileInfo) -> web.Response:
+    """A file: its size, a download link and what can be shown of it: an
+    image inline, a CSV's first rows as a table, JSON pretty-printed, text's
+    first ``PREVIEW_BYTES``; anything else (binary) says so."""
+    repo, ref, path = f.commit.repo.name, f.commit.id, f.path
+    commit_id = info.file.commit.id or ref
+    download = _download_href(repo, commit_id, path)
+    parent = path.rsplit("/", 1)[0] or "/"
+    suffix = ("." + path.rsplit(".", 1)[-1].lower()) if "." in path.rsplit("/", 1)[-1] else ""
+    head = (
+        f'<h1><a href="{_e("/repos/" + quote(repo, safe=""))}">{_e(repo)}</a> @ '
+        f"<code>{_e(ref)}</code></h1><h2>{_e(path)}</h2>"
+        f'<p><a href="{_e(_browse_href(repo, ref, parent))}">{_e(parent)}</a> · '
+        f"{_e(_size(info.size_bytes))} · {_link(download, 'download')}</p>"
+    )
+    if suffix in IMAGE_TYPES:
+        shown = f'<img class="preview" src="{_e(download)}" alt="{_e(path)}">'
+        return _page(f"{repo}{path} - Pachyderm", head + shown)
+    store = request.app[STORE]
+    wanted = pfs.GetFileRequest(file=f, size_bytes=PREVIEW_BYTES)
+    chunks = [b async for b in read_file(store, http_ask(request.app[BUS], request, "pfs"), wanted)]
+    data = b"".join(chunks)[:PREVIEW_BYTES]
+    whole = info.size_bytes <= PREVIEW_BYTES
+    if b"\0" in data:
+        shown = "<p>A binary file: no preview; download it to look inside.</p>"
+    else:
+        text = data.decode("utf-8", errors="replace")
+        note = "" if whole else f"<p>The first {_size(PREVIEW_BYTES)}.</p>"
+        shown = note + _preview_text(text, suffix, whole)
+    return _page(f"{repo}{path} - Pachyderm", head + shown)
+
+
+def _preview_text(text: str, suffix: str, whole: bool) -> str:
+    if suffix in (".csv", ".tsv"):
+        lines = text.splitlines()
+        if not whole and lines:
+            lines = lines[:-1]  # the last may be cut short
+        rows = list(
+            csv.reader(lines[: PREVIEW_ROWS + 1], delimiter="\t" if suffix == ".tsv" else ",")
+        )
+        if rows:
+            return f"<p>The first {PREVIEW_ROWS} rows at most.</p>" + _table(
+                rows[0], [[_e(c) for c in r] for r in rows[1:]]
+            )
+    if suffix == ".json" and whole:
+        with contextlib.suppress(ValueError):  # not JSON after all: shown as it is
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    return f'<pre class="preview">{_e(text)}</pre>'
+
+
+async def _commit_story(request: web.Request, commit: pfs.Commit) -> str:
+    """A commit's changes against its parent and its provenance (HTML)."""
+    info = await _ask(
+        request, "InspectCommit", pfs.InspectCommitRequest(commit=commit), pfs.CommitInfo
+    )
+    repo, cid = info.commit.repo.name, info.commit.id
+    out = ["<h2>Changes against the parent</h2>"]
+    if not info.parent_commit.id:
+        out.append("<p>The first commit of the repo: everything in it is new.</p>")
+    elif not info.HasField("finished"):
+        out.append("<p>Still open: the changes show once it is finished.</p>")
+    else:
+        req = pfs.DiffFileRequest(new_file=pfs.File(commit=info.commit, path="/"))
+        try:
+            diff = await diff_file(http_ask(request.app[BUS], request, "pfs"), req, DIFF_LIMIT)
+        except TooLarge:
+            diff = None
+        if diff is None:
+            out.append("<p>Too many changes to show here; use <code>pachctl diff-file</code>.</p>")
+        else:
+            old = {i.file.path for i in diff.old_files if i.file_type != pfs.DIR}
+            new = {i.file.path for i in diff.new_files if i.file_type != pfs.DIR}
+            rows = [
+                ["added" if p not in old else "changed", _link(_browse_href(repo, cid, p), p)]
+                for p in sorted(new)
+            ] + [["deleted", _e(p)] for p in sorted(old - new)]
+            parent = _link(_browse_href(repo, info.parent_commit.id), info.parent_commit.id, True)
+            out.append(f"<p>Against {parent}; {len(rows)} files.</p>")
+            out.append(
+                _table(["change", "path"], rows[:DIFF_SHOWN]) if rows else "<p>No changes.</p>"
+            )
+    out.append("<h2>Provenance</h2>")
+    if not info.provenance:
+        out.append("<p>None: this commit was made directly, not by a pipeline.</p>")
+    else:
+        out.append(_provenance_svg(info))
+    return "".join(out)
+
+
+def _provenance_svg(info: pfs.CommitInfo) -> str:
+    """The commits this one came from, each an arrow into it (inline SVG)."""
+    w, h, gap = 260, 40, 12
+    rows = list(info.provenance)[:20]
+    height = max(len(rows), 1) * (h + gap) + gap
+    cy = height / 2
+    parts = [
+        f'<svg class="prov" xmlns="http://www.w3.org/2000/svg" role="group" '
+        f'aria-label="provenance" width="{2 * w + 120}" height="{height}">'
+    ]
+    for n, c in enumerate(rows):
+        y = gap + n * (h + gap)
+        href = _browse_href(c.repo.name, c.id)
+        mid = y + h / 2
+        parts.append(
+            f'<path class="edge" d="M{w},{mid} C{w + 60},{mid} {w + 60},{cy} {w + 120},{cy}"/>'
+            f'<a href="{_e(href)}" class="node">'
+            f'<rect x="0" y="{y}" width="{w}" height="{h}" rx="6"/>'
+            f'<text x="10" y="{y + 25}">{_e(c.repo.name)}/{_e(c.id[:12])}</text></a>'
+        )
+    me = info.commit
+    parts.append(
+        f'<g class="node self">'
+        f'<rect x="{w + 120}" y="{cy - h / 2}" width="{w}" height="{h}" rx="6"/>'
+        f'<text x="{w + 130}" y="{cy + 5}">{_e(me.repo.name)}/{_e(me.id[:12])}</text></g></svg>'
+    )
+    return "".join(parts)
 
 
 # --- pipelines and jobs ----------------------------------------------------
@@ -354,6 +506,7 @@ async def job_page(request: web.Request) -> web.Response:
     job_id = request.match_info["job"]
     job = pps.Job(id=job_id)
     page = _page_number(request)
+    datum_id = request.query.get("datum", "")
     info = await _ask(request, "InspectJob", pps.InspectJobRequest(job=job), pps.JobInfo, "pps")
     datums = await _ask(
         request,
@@ -362,23 +515,32 @@ async def job_page(request: web.Request) -> web.Response:
         pps.ListDatumResponse,
         "pps",
     )
+    base = _job_href(job_id)
+
+    def logs_link(d: pps.DatumInfo) -> str:
+        label = "logs" if d.state != pps.FAILED else "failed: logs"
+        return _link(f"{base}?datum={quote(d.datum.id, safe='')}#logs", label)
+
     datum_rows = [
         [
             f"<code>{_e(d.datum.id)}</code>",
             datum_state(d.state),
             _e(", ".join(f"{f.file.commit.repo.name}{f.file.path}" for f in d.data) or "-"),
             _e(_seconds(d.stats.download_time, d.stats.process_time, d.stats.upload_time)),
+            logs_link(d),
         ]
         for d in datums.datum_infos
     ]
+    failed = [d for d in datums.datum_infos if d.state == pps.FAILED]
     pager = []
-    base = _job_href(job_id)
     if page > 0:
         pager.append(_link(f"{base}?page={page - 1}", "previous"))
     if page + 1 < datums.total_pages:
         pager.append(_link(f"{base}?page={page + 1}", "next"))
     logs = []
     wanted = pps.GetLogsRequest(job=job, tail=LOG_LINES_SHOWN)
+    if datum_id:
+        wanted.datum.CopyFrom(pps.Datum(id=datum_id, job=job))
     async for m in log_messages(http_ask(request.app[BUS], request, "pps"), wanted):
         when = _time(m.ts, m.HasField("ts"))
         logs.append(f"{when} {m.worker_id or '-'} {m.datum_id or '-'} {m.message.rstrip()}")
@@ -387,28 +549,128 @@ async def job_page(request: web.Request) -> web.Response:
     pipeline = info.pipeline.name
     summary = [
         ["pipeline", _link(_pipeline_href(pipeline), pipeline)],
-        ["state", job_state(info.state) + (f" ({_e(info.reason)})" if info.reason else "")],
-        ["progress", progress(info)],
+        [
+            "state",
+            f'<span id="job-state">{job_state(info.state)}</span>'
+            + (f" ({_e(info.reason)})" if info.reason else ""),
+        ],
+        ["progress", job_progress(info)],
         ["started", _e(_time(info.started, info.HasField("started")))],
         ["finished", _e(_time(info.finished, info.HasField("finished")))],
         ["restarts", _e(info.restart)],
         ["output commit", _commit_link(info.output_commit)],
     ]
+    failed_html = ""
+    if failed:
+        failed_html = (
+            "<h2>Failed datums</h2><ul>"
+            + "".join(
+                f"<li><code>{_e(d.datum.id)}</code> "
+                f"({_e(', '.join(f.file.path for f in d.data) or '-')}): {logs_link(d)}</li>"
+                for d in failed
+            )
+            + "</ul>"
+        )
+    if datum_id:
+        logs_head = (
+            f'<h2 id="logs">Logs of datum <code>{_e(datum_id)}</code></h2>'
+            f"<p>{_link(base + '#logs', 'all logs of the job')}</p>"
+        )
+    else:
+        logs_head = (
+            f'<h2 id="logs">Logs</h2><p>The last {LOG_LINES_SHOWN} lines, then new ones.</p>'
+        )
     body = (
-        f"<h1>Job <code>{_e(job_id)}</code></h1>"
+        f'<h1 id="job" data-job="{_e(job_id)}" data-datum="{_e(datum_id)}">'
+        f"Job <code>{_e(job_id)}</code></h1>"
+        + '<div id="job-summary">'
         + _table(["", ""], summary)
+        + "</div>"
+        + '<div id="datum-views">'
+        + failed_html
+        + "<h2>Datum timing</h2>"
+        + timing_chart(datums.datum_infos)
         + f"<h2>Datums</h2><p>Page {page + 1} of {max(datums.total_pages, 1)}. "
         + " ".join(pager)
         + "</p>"
-        + _table(["id", "state", "data", "time"], datum_rows)
-        + f"<h2>Logs</h2><p>The last {LOG_LINES_SHOWN} lines at most.</p>"
-        + f"<pre>{_e(chr(10).join(logs)) or '(no logs)'}</pre>"
+        + _table(["id", "state", "data", "time", ""], datum_rows)
+        + "</div>"
+        + logs_head
+        + f'<pre id="log-lines" aria-live="polite">{_e(chr(10).join(logs)) or "(no logs)"}</pre>'
     )
-    return _page(f"job {job_id} - Pachyderm", body)
+    return _page(f"job {job_id} - Pachyderm", body, script=True)
 
 
-def mount(app: web.Application, bus: Bus) -> None:
+def job_progress(info: pps.JobInfo) -> str:
+    """The job page's live progress: a bar, the percentage and the counts
+    (``processed + skipped / total``; ``pages.js`` keeps them current)."""
+    done = info.data_processed + info.data_skipped
+    total = info.data_total
+    percent = (
+        100
+        if info.state == pps.JOB_SUCCESS and not total
+        else (int(100 * done / total) if total else 0)
+    )
+    text = f"{info.data_processed} + {info.data_skipped} / {total}"
+    if info.data_failed:
+        text += f" ({info.data_failed} failed)"
+    return (
+        f'<progress id="job-progress" value="{done}" max="{max(total, 1)}" '
+        f'aria-label="job progress"></progress> '
+        f'<strong id="job-percent">{percent}%</strong> <span id="job-counts">{_e(text)}</span>'
+    )
+
+
+# One bar per datum: width per second is scaled to the slowest datum shown.
+_CHART_W, _BAR_H, _LABEL_W = 560, 16, 180
+
+
+def timing_chart(datums: Iterable[pps.DatumInfo]) -> str:
+    """Each datum's download, process and upload time (from its stats) as a
+    stacked bar (inline SVG); the numbers are in each bar's title."""
+    rows = []
+    for d in datums:
+        parts = [
+            t.ToNanoseconds() / 1e9
+            for t in (d.stats.download_time, d.stats.process_time, d.stats.upload_time)
+        ]
+        label = ", ".join(f.file.path for f in d.data) or d.datum.id[:12]
+        rows.append((label, parts))
+    if not rows or not any(sum(p) for _, p in rows):
+        return "<p>No timings yet (they come with each processed datum).</p>"
+    longest = max(sum(p) for _, p in rows) or 1.0
+    height = len(rows) * (_BAR_H + 6) + 30
+    out = [
+        f'<svg class="timing" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'aria-label="time per datum: download, process, upload" '
+        f'width="{_LABEL_W + _CHART_W + 80}" height="{height}">'
+    ]
+    for n, (label, parts) in enumerate(rows):
+        y = n * (_BAR_H + 6)
+        short = label if len(label) <= 24 else "…" + label[-23:]
+        out.append(f'<text x="0" y="{y + 12}">{_e(short)}</text>')
+        x = float(_LABEL_W)
+        for kind, secs in zip(("download", "process", "upload"), parts, strict=True):
+            w = _CHART_W * secs / longest
+            out.append(
+                f'<rect class="{kind}" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_BAR_H}">'
+                f"<title>{_e(label)}: {kind} {secs:.3g}s</title></rect>"
+            )
+            x += w
+        out.append(f'<text x="{x + 6:.1f}" y="{y + 12}">{sum(parts):.3g}s</text>')
+    y = len(rows) * (_BAR_H + 6) + 8
+    for i, kind in enumerate(("download", "process", "upload")):
+        out.append(
+            f'<rect class="{kind}" x="{_LABEL_W + i * 110}" y="{y}" width="12" height="12"/>'
+            f'<text x="{_LABEL_W + i * 110 + 16}" y="{y + 11}">{kind}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def mount(app: web.Application, bus: Bus, store: ObjectStore) -> None:
     app[BUS] = bus
+    app[STORE] = store
     app.router.add_get("/pipelines", pipelines_page)
     app.router.add_get("/pipelines/{pipeline}", pipeline_page)
     app.router.add_get("/jobs/{job}", job_page)

@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 
 from aiohttp import web
+from nats.aio.client import Client
 
 from libs.authz.view import AuthView
 from libs.bus import Bus
@@ -23,6 +24,7 @@ from services.gateway import dashboard, principal
 from services.gateway.app.authn import Authenticator
 from services.gateway.app.backends import BackendMonitor
 from services.gateway.grpc.server import start_grpc
+from services.gateway.http import feed, keys
 from services.gateway.http.app import build_app, serve_http
 
 GRACE_S = 5.0
@@ -39,11 +41,12 @@ def loopback_only(host: str) -> bool:
         return False  # a name: whatever it resolves to, maybe not loopback
 
 
-async def start_http(cfg: Config, monitor: BackendMonitor, bus: Bus) -> web.AppRunner:
-    """The HTTP front (JSON API, file download and upload) and the dashboard,
-    on one aiohttp app."""
+async def start_http(cfg: Config, monitor: BackendMonitor, bus: Bus, nc: Client) -> web.AppRunner:
+    """The HTTP front (JSON API, file download and upload), the dashboard
+    and its change feed (``nc``), on one aiohttp app."""
     app = build_app(cfg, monitor, bus)
-    dashboard.mount(app, bus)
+    feed.mount(app, nc)
+    dashboard.mount(app, bus, app[keys.STORE])
     return await serve_http(app, cfg)
 
 
@@ -69,7 +72,7 @@ async def setup(ctx: ServiceContext) -> None:
 
     ctx.stack.push_async_callback(stop_grpc)
 
-    runner = await start_http(cfg, monitor, ctx.bus)
+    runner = await start_http(cfg, monitor, ctx.bus, ctx.nc)
     ctx.stack.push_async_callback(runner.cleanup)
 
     await monitor.check_once()
