@@ -24,6 +24,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.errors import Unavailable
+from programs.cluster import credentials
 from programs.cluster.natsserver import NatsServer, free_port
 from programs.cluster.settings import BACKENDS, GATEWAY, ClusterSettings
 from programs.cluster.supervisor import NatsProcess, ServiceProcess, child_env
@@ -31,6 +32,8 @@ from programs.cluster.supervisor import NatsProcess, ServiceProcess, child_env
 _log = structlog.get_logger("cluster")
 
 READY_POLL_S = 0.25
+# Credentials inherited from the launcher's own environment are never passed on.
+_CRED_VARS = ("PACH_NATS_USER", "PACH_NATS_PASSWORD", "PACH_NATS_WORKER_")
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -56,6 +59,7 @@ class Launcher:
         self.nats: NatsProcess | None = None
         self.services: list[ServiceProcess] = []
         self.gateway: ServiceProcess | None = None
+        self.creds: dict[str, credentials.Credential] = {}
 
     # --- the state file --------------------------------------------------------
 
@@ -97,10 +101,19 @@ class Launcher:
     # --- up --------------------------------------------------------------------
 
     async def _start_nats(self, stack: AsyncExitStack) -> str:
+        # Made at first start, kept in the data dir (mode 0600); the server
+        # config holds their bcrypt hashes only.
+        self.creds = await asyncio.to_thread(credentials.load_or_create, self.data_dir)
+        authorization = await asyncio.to_thread(
+            credentials.authorization_block,
+            self.creds,
+            events_stream=self.settings.config.events_stream,
+        )
         server = NatsServer(
             store_dir=self.data_dir / "nats",
             port=free_port(),
             log_file=self.data_dir / "nats.log",
+            authorization=authorization,
         )
         self.nats = NatsProcess(server, self.write_state)
         await self.nats.start()
@@ -119,6 +132,11 @@ class Launcher:
                 "PACH_GRPC_HOST": cfg.grpc_host,
             },
         )
+
+    def _own(self, env: dict[str, str], service: str) -> dict[str, str]:
+        """``env`` with ``service``'s own NATS credentials (and nobody else's)."""
+        mine = {k: v for k, v in env.items() if not k.startswith(_CRED_VARS)}
+        return {**mine, **credentials.service_env(self.creds, service)}
 
     async def _stop_all(self, procs: list[ServiceProcess]) -> None:
         await asyncio.gather(*(p.stop(self.settings.stop_timeout_s) for p in procs))
@@ -157,14 +175,14 @@ class Launcher:
             nats_url = await self._start_nats(stack)
             env = self._env(nats_url)
             self.services = [
-                ServiceProcess(name, i, env, self.write_state)
+                ServiceProcess(name, i, self._own(env, name), self.write_state)
                 for name in BACKENDS
                 for i in range(self.settings.count(name))
             ]
             stack.push_async_callback(self._stop_all, self.services)
             for p in self.services:
                 await p.start()
-            self.gateway = ServiceProcess(GATEWAY, 0, env, self.write_state)
+            self.gateway = ServiceProcess(GATEWAY, 0, self._own(env, GATEWAY), self.write_state)
             stack.push_async_callback(self._stop_all, [self.gateway])
             await self.gateway.start()
             stack.push_async_callback(cancel_supervisors)  # runs first on the way down

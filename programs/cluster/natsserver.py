@@ -59,6 +59,9 @@ class NatsServer:
     # See docs/decisions/0005-event-log-durability.md.
     sync_interval: str = field(default_factory=lambda: os.environ.get("PACH_NATS_SYNC", "1s"))
     log_file: Path | None = None
+    # The config's ``authorization`` block (programs/cluster/credentials.py);
+    # empty: anyone may connect (tests of single libraries only).
+    authorization: str = field(default="", repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -76,7 +79,7 @@ class NatsServer:
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             f"  sync_interval: {self.sync_interval}\n"
-            "}\n"
+            "}\n" + self.authorization
         )
 
     def start(self, timeout: float = 20.0) -> NatsServer:
@@ -84,7 +87,11 @@ class NatsServer:
             self.port = free_port(self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
-        conf.write_text(self._config())
+        # Mode 0600 from the start: it may hold password hashes.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(self._config())
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)],

@@ -47,11 +47,36 @@ class Cluster:
         return self
 
     def state(self) -> dict[str, Any]:
+        """``cluster.json``; its ``nats.url`` carries the cluster's operator
+        credential (from the 0600 credentials file: cluster.json holds no
+        secret) so a test can connect as before."""
         try:
             data: dict[str, Any] = json.loads((self.data_dir / "cluster.json").read_text())
-            return data
         except (FileNotFoundError, ValueError):
             return {}
+        nats_state = data.get("nats") or {}
+        url = nats_state.get("url", "")
+        user, password = self.nats_credential()
+        if url.startswith("nats://") and password:
+            nats_state["url"] = f"nats://{user}:{password}@{url[len('nats://') :]}"
+        return data
+
+    def nats_credential(self, role: str = "operator") -> tuple[str, str]:
+        """(user, password) of ``role`` (a service, ``pps-worker`` or
+        ``operator``) in this cluster's NATS; empty before the first start."""
+        try:
+            raw = json.loads((self.data_dir / "nats-credentials.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return role, ""
+        return role, str(raw.get("passwords", {}).get(role, ""))
+
+    def nats_address(self) -> str:
+        """The cluster's NATS URL without any credential."""
+        try:
+            raw = json.loads((self.data_dir / "cluster.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return ""
+        return str((raw.get("nats") or {}).get("url", ""))
 
     def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
         assert self.proc is not None
