@@ -9,6 +9,7 @@ from programs.pachctl.commands import (
     admin,
     branch,
     commit,
+    deploy,
     file,
     job,
     pipeline,
@@ -18,4 +19,16 @@ from programs.pachctl.commands import (
 )
 from programs.pachctl.commands import gc as garbage_collect
 
-GROUPS = (version, repo, commit, branch, file, job, pipeline, secret, admin, garbage_collect)
+GROUPS = (
+    version,
+    repo,
+    commit,
+    branch,
+    file,
+    job,
+    pipeline,
+    secret,
+    admin,
+    garbage_collect,
+    deploy,
+)

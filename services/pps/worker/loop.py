@@ -273,6 +273,16 @@ async def watch_parent(stop: asyncio.Event, parent: int) -> None:
     stop.set()
 
 
+def _runner(settings: WorkerSettings, ctx: ServiceContext) -> Runner:
+    """The local sandbox, or in a Kubernetes worker pod (``PACH_PPS_RUNNER=pod``)
+    the datum driver in the user's container (runners/kubernetes.py)."""
+    if os.environ.get("PACH_PPS_RUNNER") == "pod":
+        from services.pps.runners.kubernetes import PodRunner
+
+        return PodRunner(Path("/pach/run"), Path("/pach/pfs"))
+    return LocalRunner(hide=[settings.scratch_root, ctx.config.data_dir])
+
+
 def make_setup(parent: int | None = None) -> Setup:
     """The ``run_service`` setup of a worker whose parent is ``parent``
     (default: the parent when setup runs)."""
@@ -300,7 +310,7 @@ async def start_worker(ctx: ServiceContext, parent: int) -> None:
         store=store,
         # The data dir (object store, secret store, read models) is hidden
         # from user code; a secret it names is bound in on its own.
-        runner=LocalRunner(hide=[settings.scratch_root, ctx.config.data_dir]),
+        runner=_runner(settings, ctx),
         logs=logs,
         settings=settings,
         secrets=SecretStore(default_root(ctx.config.data_dir)),
