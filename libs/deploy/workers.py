@@ -114,13 +114,27 @@ def worker_objects(
     ]
     user_mounts: list[Obj] = [
         {"name": "pach-bin", "mountPath": DRIVER_DIR, "readOnly": True},
-        {"name": "pach", "mountPath": SHARED_DIR},
+        {"name": "pach", "mountPath": f"{SHARED_DIR}/run", "subPath": "run"},
         {"name": "pach", "mountPath": "/pfs", "subPath": "pfs"},
     ]
-    for n, secret in enumerate(t.secrets):
-        if secret.mount_path:
-            vol = f"secret-{n}"
+    # Each Secret is a volume: in the user container at its mount_path, and
+    # in the worker container where its secret store reads it
+    # (<data dir>/secrets/data/<name>/<key>), for the env values it passes.
+    secret_volumes: dict[str, str] = {}
+    worker_mounts: list[Obj] = [{"name": "pach", "mountPath": SHARED_DIR}]
+    for secret in t.secrets:
+        if secret.name not in secret_volumes:
+            vol = secret_volumes[secret.name] = f"secret-{len(secret_volumes)}"
             volumes.append({"name": vol, "secret": {"secretName": secret.name}})
+            worker_mounts.append(
+                {
+                    "name": vol,
+                    "mountPath": f"{SHARED_DIR}/data/secrets/data/{secret.name}",
+                    "readOnly": True,
+                }
+            )
+        vol = secret_volumes[secret.name]
+        if secret.mount_path:
             user_mounts.append({"name": vol, "mountPath": secret.mount_path, "readOnly": True})
         if secret.env_var:
             ref = {"name": secret.name, "key": secret.key}
@@ -163,7 +177,7 @@ def worker_objects(
             {"configMapRef": {"name": opts.config_map}},
             {"secretRef": {"name": opts.storage_secret, "optional": True}},
         ],
-        "volumeMounts": [{"name": "pach", "mountPath": SHARED_DIR}],
+        "volumeMounts": worker_mounts,
     }
     if opts.objects_host_path:
         volumes.append(

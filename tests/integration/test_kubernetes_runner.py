@@ -96,6 +96,18 @@ async def test_a_pipelines_workers_over_its_life(emulator: Path) -> None:
             "volumeMounts"
         ]
         assert worker["image"] == "reg.example/pachyderm-es:1.0"
+        # the worker reads both Secrets where its secret store looks
+        assert {m["mountPath"] for m in worker["volumeMounts"]} >= {
+            "/pach/data/secrets/data/creds",
+            "/pach/data/secrets/data/token",
+        }
+        # the user's container sees only the driver's directory of /pach
+        assert {m["mountPath"] for m in user["volumeMounts"]} == {
+            "/pach-bin",
+            "/pach/run",
+            "/pfs",
+            "/secrets/creds",
+        }
         env = {e["name"]: e for e in worker["env"]}
         assert env["PACH_NATS_USER"]["value"] == "pps-worker"
         assert env["PACH_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "pps-worker"
