@@ -26,7 +26,6 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.nuid import NUID
 
 from libs.bus.limits import check_publish
 from libs.errors import InvalidArgument
@@ -146,7 +145,6 @@ class Publisher:
 
     def __init__(self, nc: Client, max_pending: int = 8192, sweep_every: float = 0.05) -> None:
         self._nc = nc
-        self._nuid = NUID()
         self._prefix = ""
         self._sub: Subscription | None = None
         # token -> (future, deadline), in insertion (= send) order. An entry

@@ -5,6 +5,11 @@ Order up: lock the data dir, nats-server, the backend services, the gateway;
 (SIGTERM / Ctrl-C): the gateway, then the services, then nats-server.
 ``<data_dir>/cluster.json`` describes the running cluster (nats url, ports,
 pids) for tools and tests; it is rewritten whenever a pid changes.
+
+NATS takes no anonymous connections: the launcher makes one credential per
+service (``<data_dir>/nats-credentials.json``, mode 0600) and hands each
+service only its own in ``PACH_NATS_USER`` / ``PACH_NATS_PASSWORD``
+(programs/cluster/credentials.py, docs/decisions/0016-nats-credentials.md).
 """
 
 from __future__ import annotations
