@@ -260,3 +260,52 @@ async def test_the_pod_runner_refuses_a_newline_in_an_argument(
             on_line=sink,
         )
     assert not (driver / "req-0").exists()
+
+
+async def test_pods_that_cannot_run_are_the_pools_failure_and_a_lost_controller_returns(
+    emulator: Path,
+) -> None:
+    api = await kube.connect(str(emulator))
+    async with api:
+        k = kube.Kube(api)
+        specs = Specs()
+        specs.current = (1, spec())
+        pool = KubernetesWorkerPool("edges", k, specs, WorkerOptions(namespace=NS), recheck_s=0)
+        await pool.scale(2)
+        assert pool.failure == ""
+        # the kubelet's report on one of its pods: the image cannot be pulled
+        await k.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "pipeline-edges-v1-x7k2p",
+                    "namespace": NS,
+                    "labels": {"app": "pipeline-edges-v1"},
+                },
+                "status": {
+                    "containerStatuses": [
+                        {
+                            "name": "user",
+                            "state": {
+                                "waiting": {
+                                    "reason": "ImagePullBackOff",
+                                    "message": 'Back-off pulling image "alpine:3.20"',
+                                }
+                            },
+                        }
+                    ]
+                },
+            }
+        )
+        await pool.scale(2)
+        assert "ImagePullBackOff" in pool.failure and "container user" in pool.failure
+        await k.delete("Pod", NS, "pipeline-edges-v1-x7k2p")
+        await pool.scale(2)
+        assert pool.failure == ""
+
+        # someone deletes the controller: the next look makes it again
+        assert await k.delete("ReplicationController", NS, "pipeline-edges-v1")
+        await pool.scale(2)
+        got = await rc(k, "pipeline-edges-v1")
+        assert got is not None and got["spec"]["replicas"] == 2

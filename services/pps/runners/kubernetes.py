@@ -36,6 +36,18 @@ from services.pps.runners.base import LineSink, RunResult
 _log = structlog.get_logger("pps.kubernetes")
 DRIVER_SOURCE = Path(__file__).with_name("datum-driver.sh")
 
+# A container waiting for one of these will not start by itself.
+BROKEN_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+
 # (version, spec) of a pipeline, or None once it is deleted.
 SpecLookup = Callable[[str], Awaitable[tuple[int, pps.CreatePipelineRequest] | None]]
 
@@ -79,8 +91,12 @@ class KubernetesWorkerPool:
     kube: kube.Kube
     spec_of: SpecLookup
     options: workers.WorkerOptions = field(default_factory=workers.WorkerOptions)
+    # How often an unchanged pool still reads its controller back (one
+    # deleted by hand is made again) and its pods' states (``failure``).
+    recheck_s: float = 5.0
     _size: int = 0
     _applied: tuple[int, int] | None = None  # (version, replicas) last made so
+    _checked: float = 0.0
     _failure: str = ""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -99,7 +115,8 @@ class KubernetesWorkerPool:
                 await self._delete_all()
                 return
             version, spec = found
-            if self._applied == (version, count):
+            fresh = time.monotonic() - self._checked < self.recheck_s
+            if self._applied == (version, count) and fresh:
                 return
             try:
                 objs = workers.worker_objects(self.pipeline, version, spec, self.options, count)
@@ -121,7 +138,32 @@ class KubernetesWorkerPool:
                     "ReplicationController", ns, name, dict(workers.scale_patch(count))
                 )
                 _log.info("workers scaled", pipeline=self.pipeline, controller=name, replicas=count)
-            self._applied, self._size, self._failure = (version, count), count, ""
+            self._applied, self._size = (version, count), count
+            self._failure = await self._pod_failure(name) if count else ""
+            self._checked = time.monotonic()
+
+    async def _pod_failure(self, controller: str) -> str:
+        """Why the controller's pods cannot run ("" when nothing says so):
+        an image that cannot be pulled, a container crash-looping, a
+        missing Secret or ConfigMap."""
+        for pod in await self.kube.list("Pod", self.options.namespace, f"app={controller}"):
+            status = pod.get("status") or {}
+            containers = [
+                *(status.get("initContainerStatuses") or []),
+                *(status.get("containerStatuses") or []),
+            ]
+            for c in containers:
+                waiting = (c.get("state") or {}).get("waiting") or {}
+                reason = waiting.get("reason", "")
+                if reason in BROKEN_REASONS:
+                    message = waiting.get("message", "")
+                    detail = f": {message}" if message else ""
+                    return (
+                        f"workers of pipeline {self.pipeline} cannot run: container "
+                        f"{c.get('name', '?')} of pod {pod['metadata']['name']} is "
+                        f"{reason}{detail}"
+                    )
+        return ""
 
     async def stop(self) -> None:
         """Scale to 0 (standby, stop); remove everything once the pipeline
