@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -78,8 +79,9 @@ async def connect(kubeconfig: str = "", context: str = "") -> k8s.ApiClient:
 
 
 class Kube:
-    def __init__(self, api: k8s.ApiClient) -> None:
+    def __init__(self, api: k8s.ApiClient, timeout: float = 30.0) -> None:
         self.api = api
+        self.timeout = timeout  # seconds per request: none hangs forever
 
     async def _call(
         self,
@@ -100,11 +102,12 @@ class Kube:
                 response_types_map={200: "object", 201: "object", 202: "object"},
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
+                _request_timeout=self.timeout,
             )
         except ApiException:
             raise
-        except OSError as exc:
-            raise Unavailable(f"the Kubernetes API is unreachable: {exc}") from None
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            raise Unavailable(f"the Kubernetes API is unreachable: {exc!r}") from None
         return dict(result) if isinstance(result, dict) else {}
 
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:

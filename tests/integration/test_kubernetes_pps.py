@@ -7,6 +7,9 @@ through the public gRPC API: create, update, stop, start, delete."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -97,3 +100,26 @@ def test_a_pipelines_workers_are_pods_over_its_life(cluster: Cluster, k8s: int) 
         wait_until(lambda: controller(k8s, "pipeline-edges-v2") is None, timeout=60)
     finally:
         channel.close()
+
+
+def probe(cluster: Cluster, *argv: str, role: str = "pfs", password: str | None = None) -> int:
+    """``python -m libs.deploy.probe``, as a backend pod's probe runs it."""
+    user, real = cluster.nats_credential(role)
+    env = {
+        **os.environ,
+        "PACH_NATS_URL": cluster.nats_address(),
+        "PACH_NATS_USER": user,
+        "PACH_NATS_PASSWORD": real if password is None else password,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "libs.deploy.probe", *argv], env=env, timeout=60, check=False
+    ).returncode
+
+
+def test_the_backends_probe_asks_the_services_health_over_nats(cluster: Cluster) -> None:
+    assert probe(cluster, "pfs") == 0
+    assert probe(cluster, "pps", "--live", role="pps") == 0
+    assert probe(cluster, "admin", role="gateway") == 0  # any user that may send qry.>
+    assert probe(cluster, "pfs", password="wrong") == 1  # NATS refuses the connection
+    assert probe(cluster, "nosuch") == 1  # nobody answers
+    assert probe(cluster) == 2 and probe(cluster, "pfs", "--bogus") == 2

@@ -309,3 +309,26 @@ async def test_pods_that_cannot_run_are_the_pools_failure_and_a_lost_controller_
         await pool.scale(2)
         got = await rc(k, "pipeline-edges-v1")
         assert got is not None and got["spec"]["replicas"] == 2
+
+
+async def test_removal_survives_the_master_being_cancelled(emulator: Path) -> None:
+    """pps cancels a deleted pipeline's master while it removes the workers:
+    they are removed anyway."""
+    api = await kube.connect(str(emulator))
+    async with api:
+        k = kube.Kube(api)
+        specs = Specs()
+        specs.current = (1, spec())
+        pool = KubernetesWorkerPool("edges", k, specs, WorkerOptions(namespace=NS))
+        await pool.scale(2)
+        specs.current = None
+        stopping = asyncio.create_task(pool.stop())
+        await asyncio.sleep(0)  # let it start
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+        for _ in range(100):
+            if await rc(k, "pipeline-edges-v1") is None:
+                break
+            await asyncio.sleep(0.1)
+        assert await rc(k, "pipeline-edges-v1") is None

@@ -36,6 +36,8 @@ from services.pps.runners.base import LineSink, RunResult
 _log = structlog.get_logger("pps.kubernetes")
 DRIVER_SOURCE = Path(__file__).with_name("datum-driver.sh")
 
+DELETE_TRIES = 6
+_REMOVALS: set[asyncio.Task[None]] = set()  # removals that outlive a cancelled master
 # A container waiting for one of these will not start by itself.
 BROKEN_REASONS = frozenset(
     {
@@ -168,11 +170,34 @@ class KubernetesWorkerPool:
     async def stop(self) -> None:
         """Scale to 0 (standby, stop); remove everything once the pipeline
         is deleted."""
-        if await self.spec_of(self.pipeline) is None:
-            async with self._lock:
-                await self._delete_all()
+        gone = await self.spec_of(self.pipeline) is None
+        if not gone:
+            await self.scale(0)
             return
-        await self.scale(0)
+        # The master is ending for good and is often cancelled meanwhile (the
+        # supervisor drops a deleted pipeline's master): the removal runs on
+        # in its own task, retried, so a cancel cannot leave pods behind.
+        task = asyncio.create_task(self._remove(), name=f"remove workers {self.pipeline}")
+        _REMOVALS.add(task)
+        task.add_done_callback(_REMOVALS.discard)
+        await asyncio.shield(task)
+
+    async def _remove(self) -> None:
+        delay = 0.5
+        for attempt in range(1, DELETE_TRIES + 1):
+            try:
+                async with self._lock:
+                    await self._delete_all()
+                return
+            except Exception as exc:
+                if attempt == DELETE_TRIES:
+                    _log.error("removing workers failed", pipeline=self.pipeline, error=repr(exc))
+                    return
+                _log.warning(
+                    "removing workers failed, retrying", pipeline=self.pipeline, error=repr(exc)
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 8.0)
 
     async def _delete_all(self, keep: str = "") -> None:
         ns = self.options.namespace
