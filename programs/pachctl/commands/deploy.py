@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     deploy = sub.add_parser("deploy", help="Deploy a Pachyderm cluster on Kubernetes.")
     targets = deploy.add_subparsers(dest="target", metavar="<target>")
 
+    def deploy_help(args: argparse.Namespace, out: TextIO) -> int:
+        deploy.print_help(out)
+        return 2
+
+    deploy.set_defaults(run=deploy_help)
+
     p = targets.add_parser("local", help="Deploy a single-node Pachyderm cluster (kind, minikube).")
     p.add_argument(
         "--host-path",
