@@ -402,6 +402,17 @@ def deployment(service: str, opts: DeployOptions) -> Obj:
             "valueFrom": {"secretKeyRef": {"name": NATS_SECRET, "key": service}},
         },
     ]
+    if service == "gateway":
+        # A pod serves other pods: listen on every interface, and answer
+        # HTTP requests naming the Service (the gateway's Host check).
+        names = ["pachd", f"pachd.{opts.namespace}", f"pachd.{opts.namespace}.svc",
+                 f"pachd.{opts.namespace}.svc.cluster.local"]  # fmt: skip
+        if not opts.dashboard:
+            names += [n.replace("pachd", "pachd-http", 1) for n in names]
+        env += [
+            {"name": "PACH_BIND_ADDRESS", "value": "0.0.0.0"},
+            {"name": "PACH_HTTP_ALLOWED_HOSTS", "value": ",".join(names)},
+        ]
     if service == "pps":
         env += [
             {"name": "PACH_NATS_WORKER_USER", "value": "pps-worker"},

@@ -175,6 +175,9 @@ def test_every_service_has_its_own_deployment_with_probes(service: str) -> None:
         assert ref == {"name": "pachyderm-nats", "key": "pps-worker"}
     else:
         assert "PACH_NATS_WORKER_PASSWORD" not in env
+    if service == "gateway":  # reachable from other pods, by the Service's name
+        assert env["PACH_BIND_ADDRESS"]["value"] == "0.0.0.0"
+        assert "pachd.default.svc.cluster.local" in env["PACH_HTTP_ALLOWED_HOSTS"]["value"]
     assert service in by_kind(docs, "PodDisruptionBudget")
     assert (service in by_kind(docs, "HorizontalPodAutoscaler")) == (
         service in ("gateway", "pfs", "pps")
