@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up install system-deps test-deps test test-fast lint fmt proto proto-check bench clean
+.PHONY: up install system-deps test-deps test test-fast lint fmt proto proto-check bench image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,11 @@ $(BENCH_VENV):
 
 bench: test-deps $(BENCH_VENV)
 	$(BIN)/python -m tests.bench
+
+# The one image every service (and the workers' sidecar) runs: docs/kubernetes.md.
+IMAGE ?= pachyderm-es:latest
+image:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

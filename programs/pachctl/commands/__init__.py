@@ -11,6 +11,7 @@ from programs.pachctl.commands import (
     branch,
     commit,
     enterprise,
+    deploy,
     file,
     job,
     pipeline,
@@ -33,4 +34,5 @@ GROUPS = (
     garbage_collect,
     auth,
     enterprise,
+    deploy,
 )

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 
 from libs.api.events import pfs_pb2 as pfs_events
+from libs.api.pps import pps_pb2 as pps
 from libs.authz.guard import install_guard
 from libs.authz.view import AuthView
+from libs.errors import InvalidArgument
 from libs.events import EventStore, ProjectionRunner, Reactor
 from libs.objects import ObjectStore, open_object_store
 from libs.readmodels import DocumentStore, open_document_store
@@ -22,7 +24,7 @@ from services.pps.adapters.jobs_view import JobsProjection, job_counts
 from services.pps.adapters.leases import Leases
 from services.pps.adapters.logs import LogStore
 from services.pps.adapters.pfs import Pfs
-from services.pps.adapters.pipelines_view import PipelinesProjection
+from services.pps.adapters.pipelines_view import PipelinesProjection, get_pipeline
 from services.pps.adapters.secrets import SecretStore, default_root
 from services.pps.adapters.work_queue import ensure_stream as ensure_work_stream
 from services.pps.app import job_trigger
@@ -35,7 +37,7 @@ from services.pps.app.master import Master
 from services.pps.app.pipelines import Pipelines, PipelineWriter
 from services.pps.app.secrets import Secrets
 from services.pps.app.service import ServiceHost
-from services.pps.app.workers import local_pools
+from services.pps.app.workers import PoolFactory, local_pools
 from services.pps.domain.events import registry
 from services.pps.domain.resources import WorkerCaps
 from services.pps.runners.local import LocalRunner
@@ -80,6 +82,28 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.log.info("pps ready", projection_positions=[v.position for v in views])
 
 
+async def worker_pools(ctx: ServiceContext, docs: DocumentStore) -> PoolFactory:
+    """Where pipeline workers run: local processes, or pods with
+    ``PACH_PPS_RUNNER=kubernetes`` (services/pps/runners/kubernetes.py)."""
+    runner = os.environ.get("PACH_PPS_RUNNER", "local") or "local"
+    if runner == "local":
+        return local_pools()
+    if runner != "kubernetes":
+        raise InvalidArgument(f"PACH_PPS_RUNNER must be local or kubernetes, got {runner!r}")
+    from libs.deploy import kube
+    from services.pps.runners.kubernetes import KubernetesRunnerConfig, kubernetes_pools
+
+    k8s_cfg = KubernetesRunnerConfig.from_env(os.environ)
+    api = await kube.connect(k8s_cfg.kubeconfig)
+    ctx.stack.push_async_callback(api.close)
+
+    async def spec_of(name: str) -> tuple[int, pps.CreatePipelineRequest] | None:
+        record = await get_pipeline(docs, name)
+        return None if record is None else (record.version, record.spec)
+
+    return kubernetes_pools(kube.Kube(api), spec_of, k8s_cfg)
+
+
 async def start_jobs(
     ctx: ServiceContext,
     events: EventStore,
@@ -117,7 +141,7 @@ async def start_jobs(
         store,
         ctx.js,
         logs,
-        local_pools(),
+        await worker_pools(ctx, docs),
         cfg.objects,
         leases=leases,
         services=ServiceHost(

@@ -64,3 +64,7 @@ class Runner(Protocol):
         """Whether user code could read host file ``path`` (an output
         symlink out of ``/pfs`` is followed only to such a file)."""
         ...
+
+    def close(self) -> None:
+        """Release what the runner holds (called once, at the worker's end)."""
+        ...

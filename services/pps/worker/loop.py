@@ -308,6 +308,18 @@ async def watch_parent(stop: asyncio.Event, parent: int) -> None:
     stop.set()
 
 
+def _runner(settings: WorkerSettings) -> Runner:
+    """The local sandbox, or in a Kubernetes worker pod (``PACH_PPS_RUNNER=pod``)
+    the datum driver in the user's container (runners/kubernetes.py)."""
+    if os.environ.get("PACH_PPS_RUNNER") == "pod":
+        from services.pps.runners.kubernetes import PodRunner
+
+        return PodRunner(Path("/pach/run"), Path("/pach/pfs"))
+    # The scratch root is where datums' /pfs live: the runner reaches it
+    # for the sandbox uid (its parents may be private) and never shows it.
+    return LocalRunner(hide=[settings.scratch_root])
+
+
 def make_setup(parent: int | None = None) -> Setup:
     """The ``run_service`` setup of a worker whose parent is ``parent``
     (default: the parent when setup runs)."""
@@ -329,9 +341,7 @@ async def start_worker(ctx: ServiceContext, parent: int) -> None:
     await work_queue.ensure_stream(ctx.js)
     logs = LogStore(ctx.js)
     await logs.ensure()
-    # The scratch root is where datums' /pfs live: the runner reaches it
-    # for the sandbox uid (its parents may be private) and never shows it.
-    runner = LocalRunner(hide=[settings.scratch_root])
+    runner = _runner(settings)
     ctx.stack.callback(runner.close)
     worker = Worker(
         bus=ctx.bus,
