@@ -58,6 +58,10 @@ class Config:
     service: str = "pachd"
     replica: str = "0"
     nats_url: str = "nats://127.0.0.1:4222"
+    # This process's own NATS user (PACH_NATS_USER / PACH_NATS_PASSWORD);
+    # empty: connect without credentials (a server without authorization).
+    nats_user: str = ""
+    nats_password: str = field(default="", repr=False)
     data_dir: Path = Path(".pachyderm")
     grpc_port: int = 30650
     http_port: int = 30080
@@ -118,6 +122,8 @@ class Config:
             service=service,
             replica=_str(e, "PACH_REPLICA", str(os.getpid())),
             nats_url=_str(e, "PACH_NATS_URL", "nats://127.0.0.1:4222"),
+            nats_user=_str(e, "PACH_NATS_USER", ""),
+            nats_password=_str(e, "PACH_NATS_PASSWORD", ""),
             data_dir=data_dir,
             grpc_port=_int(e, "PACH_GRPC_PORT", 30650),
             http_port=_int(e, "PACH_HTTP_PORT", 30080),
@@ -133,3 +139,20 @@ class Config:
             readmodels=readmodels,
             backup_dir=Path(_str(e, "PACH_BACKUP_DIR", str(data_dir / "backups"))).absolute(),
         )
+
+
+NATS_CREDENTIAL_VARS = ("PACH_NATS_USER", "PACH_NATS_PASSWORD")
+WORKER_CREDENTIAL_VARS = ("PACH_NATS_WORKER_USER", "PACH_NATS_WORKER_PASSWORD")
+
+
+def worker_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a pipeline worker started from a process whose
+    environment is ``env`` (pps): the workers' NATS credential
+    (``PACH_NATS_WORKER_USER`` / ``PACH_NATS_WORKER_PASSWORD``) becomes its
+    ``PACH_NATS_USER`` / ``PACH_NATS_PASSWORD``; the starter's own never
+    passes on (without a worker credential the worker has none)."""
+    out = {k: v for k, v in env.items() if k not in NATS_CREDENTIAL_VARS + WORKER_CREDENTIAL_VARS}
+    user, password = (env.get(k, "") for k in WORKER_CREDENTIAL_VARS)
+    if user and password:
+        out["PACH_NATS_USER"], out["PACH_NATS_PASSWORD"] = user, password
+    return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,8 @@ from nats.js import JetStreamContext
 from libs import version
 from libs.api.internal.service_pb2 import HealthRequest, HealthResponse
 from libs.bus import Bus, Context
-from libs.config import Config
+from libs.bus import guard as guard_connection
+from libs.config import NATS_CREDENTIAL_VARS, Config
 from libs.errors import PachError, Unavailable
 from libs.log_guard import IDENTITY_OK, GuardSettings, LogGuard, disk_free
 from libs.observe import configure_logging, configure_tracing
@@ -101,11 +103,36 @@ class ServiceContext:
         return self._gate
 
 
+class ConnectionLost(Unavailable):
+    """NATS closed this process's connection for good (the server refused
+    something, or credentials stopped working): the process ends non-zero
+    so its supervisor starts it again rather than leaving it deaf."""
+
+    code = "nats_connection_lost"
+
+
+# Processes that never read or append events do not create the event log
+# (their NATS users may not touch it).
+WITHOUT_EVENT_LOG = frozenset({"gateway", "pps-worker"})
+
+# After the connection is lost, the process ends within this many seconds
+# even if closing its resources hangs.
+EXIT_AFTER_LOSS_S = 10.0
+
+
 async def connect_nats(
-    cfg: Config, log: structlog.stdlib.BoundLogger, stop: asyncio.Event
+    cfg: Config,
+    log: structlog.stdlib.BoundLogger,
+    stop: asyncio.Event,
+    lost: asyncio.Event | None = None,
 ) -> Client:
     """Connect, retrying (with backoff) until NATS answers or ``stop`` is set;
-    afterwards the client reconnects forever on its own."""
+    afterwards the client reconnects forever on its own. With
+    ``cfg.nats_user`` it connects as that user, with replies under its own
+    inbox prefix (``_INBOX.<user>``, all the user may subscribe to). If the
+    connection is closed for good (nats-server closes it after a protocol
+    error; nats-py then never reconnects) while ``stop`` is not set,
+    ``lost`` and ``stop`` are set."""
 
     async def on_disconnect() -> None:
         if not stop.is_set():  # draining on shutdown disconnects on purpose
@@ -115,8 +142,28 @@ async def connect_nats(
         log.info("nats reconnected", url=cfg.nats_url)
 
     async def on_error(exc: Exception) -> None:
-        log.debug("nats error", error=str(exc))
+        if "permissions violation" in str(exc).lower():
+            # this process's NATS user may not do what it tried: a bug or a
+            # permission list (programs/cluster/credentials.py) out of date
+            log.warning("nats refused", error=str(exc), user=cfg.nats_user)
+        else:
+            log.debug("nats error", error=str(exc))
 
+    async def on_closed() -> None:
+        if stop.is_set() and (lost is None or not lost.is_set()):
+            return  # closed on purpose, shutting down
+        log.error("nats connection closed for good; ending the process", url=cfg.nats_url)
+        if lost is not None:
+            lost.set()
+        stop.set()
+
+    auth: dict[str, Any] = {}
+    if cfg.nats_user:
+        auth = {
+            "user": cfg.nats_user,
+            "password": cfg.nats_password,
+            "inbox_prefix": f"_INBOX.{cfg.nats_user}",
+        }
     delay = 0.1
     while True:
         # The first connect gives up after one retry, so this loop (which
@@ -126,7 +173,8 @@ async def connect_nats(
         # when it reconnects).
         try:
             nc = await nats.connect(
-                cfg.nats_url,
+                # every node of a NATS cluster (comma-separated): it fails over
+                [u.strip() for u in cfg.nats_url.split(",") if u.strip()],
                 name=f"{cfg.service}-{cfg.replica}",
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
@@ -135,9 +183,11 @@ async def connect_nats(
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
+                closed_cb=on_closed,
+                **auth,
             )
             nc.options["max_reconnect_attempts"] = -1
-            return nc
+            return guard_connection(nc)
         except (OSError, nats.errors.Error) as exc:
             log.warning("nats not reachable yet", url=cfg.nats_url, error=str(exc) or repr(exc))
         with contextlib.suppress(TimeoutError):
@@ -154,8 +204,9 @@ async def _drain(nc: Client) -> None:
 
 # What admin serves while the log is lost: the way to bring it back.
 ADMIN_EXEMPT: tuple[str, ...] = ("cmd.admin.Restore", "qry.admin.InspectCluster")
-# Processes that serve whatever state the log is in (the gateway reports it).
-UNGUARDED: tuple[str, ...] = ("gateway",)
+# Processes that serve whatever state the log is in (the gateway reports
+# it; workers never read the log, and their NATS user may not).
+UNGUARDED: tuple[str, ...] = tuple(sorted(WITHOUT_EVENT_LOG))
 _HEALTH_CHECK_S = 0.8
 
 
@@ -231,11 +282,16 @@ async def _guard_start(name: str, ctx: ServiceContext, stop: asyncio.Event) -> L
     return guard
 
 
-async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> None:
-    """Run one service until ``stop`` is set (the testable core of run_service)."""
+async def serve(
+    name: str, setup: Setup, cfg: Config, stop: asyncio.Event, lost: asyncio.Event | None = None
+) -> None:
+    """Run one service until ``stop`` is set (the testable core of run_service).
+    ``ConnectionLost`` if NATS closed the connection for good (``lost`` is
+    set then)."""
     log: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    lost = asyncio.Event() if lost is None else lost
     async with AsyncExitStack() as stack:
-        nc = await connect_nats(cfg, log, stop)
+        nc = await connect_nats(cfg, log, stop, lost)
         stack.push_async_callback(_drain, nc)
         bus = Bus(
             nc,
@@ -260,6 +316,9 @@ async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> No
         ctx.ready = True
         log.info("service started", nats=cfg.nats_url)
         await stop.wait()
+        if lost.is_set():
+            # Deaf: end non-zero so the supervisor starts a new process.
+            raise ConnectionLost(f"{name}: the NATS connection to {cfg.nats_url} was closed")
         log.info("service stopping: draining")
         # Stop taking requests and let in-flight handlers finish *before*
         # the stack closes what they use (read models, projections).
@@ -269,11 +328,27 @@ async def serve(name: str, setup: Setup, cfg: Config, stop: asyncio.Event) -> No
 
 async def _main(name: str, setup: Setup, cfg: Config) -> None:
     stop = asyncio.Event()
+    lost = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with contextlib.suppress(asyncio.CancelledError):
-        await serve(name, setup, cfg, stop)
+
+    async def exit_if_lost() -> None:
+        # A process whose connection is gone ends non-zero within
+        # EXIT_AFTER_LOSS_S, even if closing its resources (or a setup still
+        # waiting on NATS) hangs.
+        await lost.wait()
+        await asyncio.sleep(EXIT_AFTER_LOSS_S)
+        os._exit(3)
+
+    watchdog = asyncio.create_task(exit_if_lost())
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(name, setup, cfg, stop, lost)
+    finally:
+        watchdog.cancel()
+    if lost.is_set():
+        raise ConnectionLost(f"{name}: the NATS connection to {cfg.nats_url} was closed")
 
 
 def run_service(name: str, setup: Setup, argv: list[str] | None = None) -> None:
@@ -281,6 +356,10 @@ def run_service(name: str, setup: Setup, argv: list[str] | None = None) -> None:
     del argv  # services take their settings from the environment only
     try:
         cfg = Config.from_env(name)
+        # Read once into the config; nothing this process starts inherits
+        # its NATS credential (pps hands workers their own: worker_env).
+        for var in NATS_CREDENTIAL_VARS:
+            os.environ.pop(var, None)
         configure_logging(cfg)
         configure_tracing(name)
     except PachError as err:

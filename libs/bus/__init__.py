@@ -13,5 +13,6 @@ and the W3C trace context, so a handler's span continues the caller's trace.
 from __future__ import annotations
 
 from libs.bus.bus import Bus, Context, Handler, kind_for
+from libs.bus.limits import SubjectTooLong, check_publish, guard
 
-__all__ = ["Bus", "Context", "Handler", "kind_for"]
+__all__ = ["Bus", "Context", "Handler", "SubjectTooLong", "check_publish", "guard", "kind_for"]

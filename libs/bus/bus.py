@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -18,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import propagate, trace
 
+from libs.bus.limits import guard
 from libs.errors import (
     DeadlineExceeded,
     Internal,
@@ -84,7 +86,9 @@ class Bus:
         max_message_bytes: int = 1 << 20,
         timeout: float = 10.0,
     ) -> None:
-        self._nc = nc
+        # A subject or message nats-server would refuse (and close the
+        # connection for) fails alone, before it is sent.
+        self._nc = guard(nc)
         self.service = service
         self.max_message_bytes = max_message_bytes
         self.timeout = timeout
@@ -356,7 +360,8 @@ class Bus:
             try:
                 await sub.drain()  # type: ignore[no-untyped-call]
             except nats.errors.Error:
-                await sub.unsubscribe()
+                with contextlib.suppress(nats.errors.Error):  # the connection is gone
+                    await sub.unsubscribe()
         self._subs.clear()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)

@@ -26,7 +26,9 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.nuid import NUID
+
+from libs.bus.limits import check_publish
+from libs.errors import InvalidArgument
 
 
 class Ack(NamedTuple):
@@ -143,7 +145,6 @@ class Publisher:
 
     def __init__(self, nc: Client, max_pending: int = 8192, sweep_every: float = 0.05) -> None:
         self._nc = nc
-        self._nuid = NUID()
         self._prefix = ""
         self._sub: Subscription | None = None
         # token -> (future, deadline), in insertion (= send) order. An entry
@@ -162,7 +163,9 @@ class Publisher:
             return
         async with self._lock:
             if self._sub is None:
-                self._prefix = f"_INBOX.pub.{self._nuid.next().decode()}."
+                # Under the connection's own inbox prefix: with NATS
+                # credentials a user may subscribe to its own inboxes only.
+                self._prefix = f"{self._nc.new_inbox()}."
                 self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
                 self._sweeper = asyncio.create_task(self._sweep())
 
@@ -304,6 +307,19 @@ class Publisher:
                 except TimeoutError as exc:
                     out.append(exc)
                     continue
+            try:  # what nats-server would refuse fails alone (libs/bus/limits.py)
+                check_publish(
+                    message.subject,
+                    f"{prefix}{self._next_token + 1}",
+                    message.headers,
+                    len(message.data),
+                    max_payload=max_payload,
+                )
+            except InvalidArgument as exc:
+                await self._flush_group(group, commands, size, payload_bytes, out)
+                group, commands, size, payload_bytes = [], [], 0, 0
+                out.append(exc)
+                continue
             self._next_token += 1
             token = str(self._next_token)
             future: asyncio.Future[Ack] = loop.create_future()

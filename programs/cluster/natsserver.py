@@ -7,6 +7,7 @@ JetStream store under ``store_dir`` so a restart finds every event again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -59,6 +60,19 @@ class NatsServer:
     # See docs/decisions/0005-event-log-durability.md.
     sync_interval: str = field(default_factory=lambda: os.environ.get("PACH_NATS_SYNC", "1s"))
     log_file: Path | None = None
+    # The config's ``authorization`` block (programs/cluster/credentials.py);
+    # empty: anyone may connect (tests of single libraries only).
+    authorization: str = field(default="", repr=False)
+    # Clustering (programs/cluster/natscluster.py): this node's name, the
+    # route listener's port and the other nodes' routes (with the route
+    # credential, which the config also requires of every route that dials
+    # in). No cluster block when ``cluster_port`` is 0.
+    server_name: str = ""
+    cluster_name: str = "pachyderm"
+    cluster_port: int = 0
+    routes: list[str] = field(default_factory=list, repr=False)
+    route_user: str = "route"
+    route_password: str = field(default="", repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -67,15 +81,32 @@ class NatsServer:
 
     def _config(self) -> str:
         store = str(self.store_dir.absolute()).replace('"', '\\"')
+        name = f"server_name: {self.server_name}\n" if self.server_name else ""
         # Every acknowledged append has been written to the OS before the
         # ack, so kill -9 of nats-server loses nothing acknowledged; fsync
         # to the disk itself happens every sync_interval.
         return (
-            f"listen: {self.host}:{self.port}\n"
+            name + f"listen: {self.host}:{self.port}\n"
             f"max_payload: {self.max_payload}\n"
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             f"  sync_interval: {self.sync_interval}\n"
+            "}\n" + self.authorization + self._cluster()
+        )
+
+    def _cluster(self) -> str:
+        if not self.cluster_port:
+            return ""
+        # Routes need the route credential too: a local process that dialled
+        # the route port without it would get a server's view of every
+        # subject, past the users' permissions.
+        user, password = json.dumps(self.route_user), json.dumps(self.route_password)
+        return (
+            "cluster {\n"
+            f"  name: {self.cluster_name}\n"
+            f"  listen: {self.host}:{self.cluster_port}\n"
+            f"  authorization {{ user: {user}, password: {password}, timeout: 2 }}\n"
+            f"  routes: [{', '.join(json.dumps(r) for r in self.routes)}]\n"
             "}\n"
         )
 
@@ -84,7 +115,11 @@ class NatsServer:
             self.port = free_port(self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
-        conf.write_text(self._config())
+        # Mode 0600 from the start: it may hold password hashes.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(self._config())
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)],

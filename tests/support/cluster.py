@@ -47,11 +47,54 @@ class Cluster:
         return self
 
     def state(self) -> dict[str, Any]:
+        """``cluster.json``; its ``nats.url`` carries the cluster's operator
+        credential (from the 0600 credentials file: cluster.json holds no
+        secret) so a test can connect as before."""
         try:
             data: dict[str, Any] = json.loads((self.data_dir / "cluster.json").read_text())
-            return data
         except (FileNotFoundError, ValueError):
             return {}
+        nats_state = data.get("nats") or {}
+        url = nats_state.get("url", "")
+        user, password = self.nats_credential()
+        if url.startswith("nats://") and password:
+            nats_state["url"] = f"nats://{user}:{password}@{url[len('nats://') :]}"
+        return data
+
+    def nats_credential(self, role: str = "operator") -> tuple[str, str]:
+        """(user, password) of ``role`` (a service, ``pps-worker`` or
+        ``operator``) in this cluster's NATS; empty before the first start."""
+        try:
+            raw = json.loads((self.data_dir / "nats-credentials.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return role, ""
+        return role, str(raw.get("passwords", {}).get(role, ""))
+
+    def nats_address(self) -> str:
+        """The cluster's NATS URL without any credential."""
+        try:
+            raw = json.loads((self.data_dir / "cluster.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return ""
+        return str((raw.get("nats") or {}).get("url", ""))
+
+    def nats_urls(self, role: str = "operator") -> list[str]:
+        """Every NATS node's URL (one unless PACH_NATS_NODES > 1), with
+        ``role``'s credential."""
+        try:
+            raw = json.loads((self.data_dir / "cluster.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        user, password = self.nats_credential(role)
+        urls = [u for u in str(raw.get("nats_urls", "")).split(",") if u]
+        if password:
+            urls = [f"nats://{user}:{password}@{u[len('nats://') :]}" for u in urls]
+        return urls
+
+    def nats_nodes(self) -> list[dict[str, Any]]:
+        """``cluster.json``'s ``nats_nodes``: name, url, port, pid, restarts."""
+        nodes: list[dict[str, Any]] = self.state().get("nats_nodes") or []
+        return nodes
 
     def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
         assert self.proc is not None
@@ -69,6 +112,7 @@ class Cluster:
     def pids(self) -> list[int]:
         st = self.state()
         pids = [p["pid"] for p in st["processes"].values()] + [st["nats"]["pid"]]
+        pids += [n["pid"] for n in st.get("nats_nodes") or []]
         return [p for p in pids if p]
 
     def stop(self) -> int:
@@ -85,11 +129,11 @@ class Cluster:
                 os.kill(pid, signal.SIGKILL)
 
 
-def running(data_dir: Path, **env: str) -> Iterator[Cluster]:
+def running(data_dir: Path, ready_timeout: float = 30, **env: str) -> Iterator[Cluster]:
     """A started, ready cluster for a fixture to yield; killed afterwards."""
     c = Cluster(data_dir, **env).start()
     try:
-        c.wait_ready()
+        c.wait_ready(ready_timeout)
         yield c
     finally:
         c.kill()

@@ -74,3 +74,25 @@ def test_dockerfile_runs_the_selected_service() -> None:
     assert text.startswith("#") and "FROM python:3.11-slim" in text
     assert "pip install ." in text
     assert "python -m services.$SERVICE" in text
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_takes_its_own_nats_credential_from_a_secret(service: str) -> None:
+    container = _by_kind("Deployment")[service]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PACH_NATS_USER"]["value"] == service
+    ref = env["PACH_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "pachyderm-nats", "key": service}
+    if service == "pps":  # the workers' credential, handed to each worker
+        ref = env["PACH_NATS_WORKER_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "pachyderm-nats", "key": "pps-worker"}
+    else:
+        assert "PACH_NATS_WORKER_PASSWORD" not in env
+
+
+def test_nats_requires_the_users_from_a_secret() -> None:
+    conf = _by_kind("ConfigMap")["nats-config"]["data"]["nats.conf"]
+    assert 'include "auth/auth.conf"' in conf and "no_auth_user" not in conf
+    pod = _by_kind("StatefulSet")["nats"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["auth"]["secret"]["secretName"] == "pachyderm-nats-server"

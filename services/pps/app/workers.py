@@ -25,6 +25,7 @@ from typing import Protocol
 import structlog
 
 from libs.api.pps import pps_pb2 as pps
+from libs.config import worker_env
 
 _log = structlog.get_logger("pps.workers")
 
@@ -116,7 +117,8 @@ class LocalWorkerPool:
         self._failure = ""
 
     async def _start(self, worker: _Worker) -> asyncio.subprocess.Process:
-        env = dict(os.environ if self.env is None else self.env)
+        # The workers' own NATS credential, never pps's.
+        env = worker_env(os.environ if self.env is None else self.env)
         env["PACH_PPS_PIPELINE"] = self.pipeline
         env["PACH_PPS_WORKER_ID"] = worker.worker_id
         # The worker exits at once if this process is gone before it reads
