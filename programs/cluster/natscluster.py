@@ -84,7 +84,9 @@ def route_password(data_dir: Path) -> str:
     return password
 
 
-def plan(data_dir: Path, nodes: int, authorization: str, host: str = "127.0.0.1") -> list[NatsServer]:
+def plan(
+    data_dir: Path, nodes: int, authorization: str, host: str = "127.0.0.1"
+) -> list[NatsServer]:
     """The nodes' servers (not started): one plain server when ``nodes`` is
     1, else ``nodes`` servers routed to each other on ``host``."""
     if nodes == 1:
