@@ -112,7 +112,7 @@ class Cluster:
     def pids(self) -> list[int]:
         st = self.state()
         pids = [p["pid"] for p in st["processes"].values()] + [st["nats"]["pid"]]
-        pids += [n["pid"] for n in st.get("nats_nodes") or []]
+        pids += [n["pid"] for n in st.get("nats_nodes") or [] if n["pid"] not in pids]
         return [p for p in pids if p]
 
     def stop(self) -> int:
@@ -129,11 +129,11 @@ class Cluster:
                 os.kill(pid, signal.SIGKILL)
 
 
-def running(data_dir: Path, ready_timeout: float = 30, **env: str) -> Iterator[Cluster]:
+def running(data_dir: Path, **env: str) -> Iterator[Cluster]:
     """A started, ready cluster for a fixture to yield; killed afterwards."""
     c = Cluster(data_dir, **env).start()
     try:
-        c.wait_ready(ready_timeout)
+        c.wait_ready()
         yield c
     finally:
         c.kill()
