@@ -7,8 +7,9 @@ The launcher creates them at first start in ``<data_dir>/nats-credentials.json``
 with bcrypt hashes only. Each service gets its own user and password in
 ``PACH_NATS_USER`` / ``PACH_NATS_PASSWORD``; pps also gets the workers' in
 ``PACH_NATS_WORKER_USER`` / ``PACH_NATS_WORKER_PASSWORD`` and hands it to the
-workers it starts. No user may delete a stream or purge one, except pps
-purging its own work queue (``PPS_WORK``) when a pipeline's jobs are dropped.
+workers it starts. No user may delete, change or purge a stream, except pps
+purging its own work queue (``PPS_WORK``) when a pipeline's jobs are dropped
+and the admin service deleting or updating the event stream (restore).
 """
 
 from __future__ import annotations
@@ -67,13 +68,14 @@ _JS_READ_AND_CONSUME = [
     "$JS.FC.>",
     "$KV.>",
 ]
-# Nobody removes a stream or its messages (a deny wins over any allow).
+# Nobody removes a stream or its messages (a deny wins over any allow),
+# except the admin path: a restore replaces an empty event stream of another
+# cluster, and admin stamps the cluster's id on an older one.
 _DENY_ALL = [
-    "$JS.API.STREAM.DELETE.>",
-    "$JS.API.STREAM.UPDATE.>",
     "$JS.API.STREAM.MSG.DELETE.>",
     "$JS.API.STREAM.RESTORE.>",
 ]
+_DENY_CHANGE = ["$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.UPDATE.>"]
 
 
 def permissions(role: str, *, events_stream: str = "EVENTS") -> dict[str, object]:
@@ -89,6 +91,11 @@ def permissions(role: str, *, events_stream: str = "EVENTS") -> dict[str, object
         sub = [*own, inbox, "ev.>"]
         if role == "pps":
             pub += ["pps.work.>", "pps.logs.>", "$JS.API.STREAM.PURGE.PPS_WORK"]
+        if role == "admin":
+            pub += [
+                f"$JS.API.STREAM.DELETE.{events_stream}",
+                f"$JS.API.STREAM.UPDATE.{events_stream}",
+            ]
     elif role == GATEWAY:
         pub = ["cmd.>", "qry.>"]  # no events, no JetStream at all
         sub = [*own, inbox]
@@ -116,6 +123,11 @@ def permissions(role: str, *, events_stream: str = "EVENTS") -> dict[str, object
     else:
         raise ValueError(f"no NATS role {role!r}")
     deny = list(_DENY_ALL)
+    if role == "admin":
+        others = ("PPS_WORK", "PPS_LOGS", "KV_PACH_CLUSTER", "KV_PPS_MASTERS")
+        deny += [f"$JS.API.STREAM.{op}.{s}" for op in ("DELETE", "UPDATE") for s in others]
+    else:
+        deny += _DENY_CHANGE
     if role != "pps":
         deny.append("$JS.API.STREAM.PURGE.>")
     else:

@@ -131,13 +131,16 @@ async def test_a_wrong_password_is_refused(
         await connect(server.url, "admin", creds["gateway"].password)
 
 
-async def test_nobody_deletes_or_purges_the_event_log(login: dict[str, As]) -> None:
+async def test_only_the_admin_path_deletes_the_event_log_and_nobody_purges(
+    login: dict[str, As],
+) -> None:
     for role in credentials.ROLES:
         me = login[role]
+        if role != "admin":  # a restore replaces an empty foreign event stream
+            for subject in ("$JS.API.STREAM.DELETE.EVENTS", "$JS.API.STREAM.UPDATE.EVENTS"):
+                assert await me.publish_refused(subject), (role, subject)
         for subject in (
-            "$JS.API.STREAM.DELETE.EVENTS",
             "$JS.API.STREAM.PURGE.EVENTS",
-            "$JS.API.STREAM.UPDATE.EVENTS",
             "$JS.API.STREAM.MSG.DELETE.EVENTS",
             "$JS.API.STREAM.DELETE.PPS_WORK",
             "$JS.API.STREAM.DELETE.PPS_LOGS",
@@ -146,9 +149,10 @@ async def test_nobody_deletes_or_purges_the_event_log(login: dict[str, As]) -> N
             assert await me.publish_refused(subject), (role, subject)
         if role != "pps":  # only pps drops a pipeline's queued chunks
             assert await me.publish_refused("$JS.API.STREAM.PURGE.PPS_WORK"), role
-        js = me.nc.jetstream(timeout=0.3)
-        with pytest.raises(nats.errors.TimeoutError):
-            await js.delete_stream("EVENTS")
+        if role != "admin":
+            js = me.nc.jetstream(timeout=0.3)
+            with pytest.raises(nats.errors.TimeoutError):
+                await js.delete_stream("EVENTS")
     info = await login["pfs"].nc.jetstream().stream_info("EVENTS")
     assert info.config.name == "EVENTS"
 
