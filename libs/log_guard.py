@@ -142,6 +142,12 @@ class LogGuard:
         return self._view
 
     async def _evaluate(self) -> GuardState:
+        # What the read models applied is read *before* the stream's end:
+        # both only grow, so an event appended and applied between the two
+        # reads cannot make a whole log look emptied (a slower stream info,
+        # as from a clustered stream's leader, made that race common).
+        runners = [r for r in self.read_models() if isinstance(r, ProjectionRunner)]
+        applied = min((r.position for r in runners), default=0)
         ident = await stream_identity(self.js, self.stream)
         view = await self._cluster()
         cluster_id = await view.stored_cluster_id()
@@ -160,10 +166,8 @@ class LogGuard:
             return GuardState(
                 FOREIGN, log_foreign(self.stream, ident.cluster_id, cluster_id), ident
             )
-        runners = [r for r in self.read_models() if isinstance(r, ProjectionRunner)]
         if not runners:
             return GuardState(OK, None, ident)
-        applied = min(r.position for r in runners)
         known = await self._known_epoch(runners)
         if known != ident.epoch:
             if applied == 0 or (known == 0 and ident.last_seq >= applied):

@@ -169,7 +169,8 @@ async def connect_nats(
         # when it reconnects).
         try:
             nc = await nats.connect(
-                cfg.nats_url,
+                # every node of a NATS cluster (comma-separated): it fails over
+                [u.strip() for u in cfg.nats_url.split(",") if u.strip()],
                 name=f"{cfg.service}-{cfg.replica}",
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,

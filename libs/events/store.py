@@ -131,8 +131,15 @@ class EventStore:
         stream: str = "EVENTS",
         max_message_bytes: int = 1 << 20,
         timeout: float = 10.0,
+        direct: bool = True,
     ) -> None:
         self._nc = nc
+        # Direct gets may be answered by any replica of a clustered stream,
+        # including a follower that has not applied the newest appends: two
+        # reads could then disagree (a commit sealed at a position whose
+        # writes one stale read missed). With replicas, reads go to the
+        # stream's leader (docs/decisions/0026-nats-cluster.md).
+        self.direct = direct
         self.js = nc.jetstream()
         self.registry = registry
         self.stream = stream
@@ -148,6 +155,7 @@ class EventStore:
             stream=cfg.events_stream,
             max_message_bytes=cfg.max_message_bytes,
             timeout=cfg.request_timeout_s,
+            direct=cfg.events_replicas == 1,
         )
 
     # --- writing -----------------------------------------------------------
@@ -345,7 +353,7 @@ class EventStore:
     async def position(self, aggregate: AggregateRef) -> Position:
         """Where the aggregate stands now (NEW if it has no events)."""
         try:
-            raw = await self.js.get_last_msg(self.stream, aggregate.subject, direct=True)
+            raw = await self.js.get_last_msg(self.stream, aggregate.subject, direct=self.direct)
         except nats.js.errors.NotFoundError:
             return Position()
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
@@ -372,7 +380,7 @@ class EventStore:
         """The aggregate's first message at or after stream sequence ``seq``."""
         try:
             return await self.js.get_msg(
-                self.stream, seq=seq, subject=aggregate.subject, next=True, direct=True
+                self.stream, seq=seq, subject=aggregate.subject, next=True, direct=self.direct
             )
         except nats.js.errors.NotFoundError:
             return None

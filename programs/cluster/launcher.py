@@ -10,6 +10,11 @@ NATS takes no anonymous connections: the launcher makes one credential per
 service (``<data_dir>/nats-credentials.json``, mode 0600) and hands each
 service only its own in ``PACH_NATS_USER`` / ``PACH_NATS_PASSWORD``
 (programs/cluster/credentials.py, docs/decisions/0016-nats-credentials.md).
+
+With ``PACH_NATS_NODES=3`` nats-server is a three-node JetStream cluster on
+loopback (programs/cluster/natscluster.py): the services start once it has
+elected a meta leader, get every node's URL and create their streams with
+3 copies; ``cluster.json`` lists every node under ``nats_nodes``.
 """
 
 from __future__ import annotations
@@ -29,8 +34,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.errors import Unavailable
-from programs.cluster import credentials
-from programs.cluster.natsserver import NatsServer, free_port
+from programs.cluster import credentials, natscluster
 from programs.cluster.settings import BACKENDS, GATEWAY, ClusterSettings
 from programs.cluster.supervisor import NatsProcess, ServiceProcess, child_env
 
@@ -61,10 +65,15 @@ class Launcher:
         self.state_path = self.data_dir / "cluster.json"
         self.stopping = asyncio.Event()
         self.ready = False
-        self.nats: NatsProcess | None = None
+        self.nats_nodes: list[NatsProcess] = []
         self.services: list[ServiceProcess] = []
         self.gateway: ServiceProcess | None = None
         self.creds: dict[str, credentials.Credential] = {}
+
+    @property
+    def nats(self) -> NatsProcess | None:
+        """The first NATS node (the only one unless PACH_NATS_NODES > 1)."""
+        return self.nats_nodes[0] if self.nats_nodes else None
 
     # --- the state file --------------------------------------------------------
 
@@ -95,6 +104,19 @@ class Launcher:
                 "pid": nats.pid if nats else None,
                 "restarts": nats.restarts if nats else 0,
             },
+            "nats_urls": natscluster.urls([n.server for n in self.nats_nodes]),
+            "nats_nodes": [
+                {
+                    "name": n.name,
+                    "url": n.server.url,
+                    "port": n.server.port,
+                    "cluster_port": n.server.cluster_port,
+                    "pid": n.pid,
+                    "restarts": n.restarts,
+                }
+                for n in self.nats_nodes
+            ],
+            "stream_replicas": self.settings.stream_replicas,
             "processes": procs,
         }
 
@@ -114,16 +136,22 @@ class Launcher:
             self.creds,
             events_stream=self.settings.config.events_stream,
         )
-        server = NatsServer(
-            store_dir=self.data_dir / "nats",
-            port=free_port(),
-            log_file=self.data_dir / "nats.log",
-            authorization=authorization,
-        )
-        self.nats = NatsProcess(server, self.write_state)
-        await self.nats.start()
-        stack.push_async_callback(self.nats.stop, self.settings.stop_timeout_s)
-        return server.url
+        nodes = self.settings.nats_nodes
+        await asyncio.to_thread(natscluster.check_node_count, self.data_dir, nodes)
+        servers = await asyncio.to_thread(natscluster.plan, self.data_dir, nodes, authorization)
+        self.nats_nodes = [
+            NatsProcess(s, self.write_state, name="nats-server" if nodes == 1 else f"nats-{i}")
+            for i, s in enumerate(servers)
+        ]
+        # All at once: a cluster node waits for its peers to elect a leader.
+        await asyncio.gather(*(n.start() for n in self.nats_nodes))
+        for n in self.nats_nodes:
+            stack.push_async_callback(n.stop, self.settings.stop_timeout_s)
+        url = natscluster.urls(servers)
+        operator = self.creds[credentials.OPERATOR]
+        waited = await natscluster.wait_for_jetstream(url, operator.user, operator.password)
+        _log.info("jetstream ready", nodes=nodes, waited_s=round(waited, 2))
+        return url
 
     def _env(self, nats_url: str) -> dict[str, str]:
         cfg = self.settings.config
@@ -135,6 +163,7 @@ class Launcher:
                 "PACH_GRPC_PORT": str(cfg.grpc_port),
                 "PACH_HTTP_PORT": str(cfg.http_port),
                 "PACH_GRPC_HOST": cfg.grpc_host,
+                "PACH_EVENTS_REPLICAS": str(self.settings.stream_replicas),
             },
         )
 
@@ -191,8 +220,11 @@ class Launcher:
             stack.push_async_callback(self._stop_all, [self.gateway])
             await self.gateway.start()
             stack.push_async_callback(cancel_supervisors)  # runs first on the way down
-            assert self.nats is not None
-            sups: list[NatsProcess | ServiceProcess] = [self.nats, *self.services, self.gateway]
+            sups: list[NatsProcess | ServiceProcess] = [
+                *self.nats_nodes,
+                *self.services,
+                self.gateway,
+            ]
             for sup in sups:
                 tasks.append(asyncio.create_task(sup.supervise(self.stopping)))
 

@@ -7,6 +7,7 @@ JetStream store under ``store_dir`` so a restart finds every event again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -62,6 +63,16 @@ class NatsServer:
     # The config's ``authorization`` block (programs/cluster/credentials.py);
     # empty: anyone may connect (tests of single libraries only).
     authorization: str = field(default="", repr=False)
+    # Clustering (programs/cluster/natscluster.py): this node's name, the
+    # route listener's port and the other nodes' routes (with the route
+    # credential, which the config also requires of every route that dials
+    # in). No cluster block when ``cluster_port`` is 0.
+    server_name: str = ""
+    cluster_name: str = "pachyderm"
+    cluster_port: int = 0
+    routes: list[str] = field(default_factory=list, repr=False)
+    route_user: str = "route"
+    route_password: str = field(default="", repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -70,16 +81,33 @@ class NatsServer:
 
     def _config(self) -> str:
         store = str(self.store_dir.absolute()).replace('"', '\\"')
+        name = f"server_name: {self.server_name}\n" if self.server_name else ""
         # Every acknowledged append has been written to the OS before the
         # ack, so kill -9 of nats-server loses nothing acknowledged; fsync
         # to the disk itself happens every sync_interval.
         return (
-            f"listen: {self.host}:{self.port}\n"
+            name + f"listen: {self.host}:{self.port}\n"
             f"max_payload: {self.max_payload}\n"
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             f"  sync_interval: {self.sync_interval}\n"
-            "}\n" + self.authorization
+            "}\n" + self.authorization + self._cluster()
+        )
+
+    def _cluster(self) -> str:
+        if not self.cluster_port:
+            return ""
+        # Routes need the route credential too: a local process that dialled
+        # the route port without it would get a server's view of every
+        # subject, past the users' permissions.
+        user, password = json.dumps(self.route_user), json.dumps(self.route_password)
+        return (
+            "cluster {\n"
+            f"  name: {self.cluster_name}\n"
+            f"  listen: {self.host}:{self.cluster_port}\n"
+            f"  authorization {{ user: {user}, password: {password}, timeout: 2 }}\n"
+            f"  routes: [{', '.join(json.dumps(r) for r in self.routes)}]\n"
+            "}\n"
         )
 
     def start(self, timeout: float = 20.0) -> NatsServer:

@@ -133,9 +133,10 @@ class ServiceProcess:
 
 
 class NatsProcess:
-    name = "nats-server"
-
-    def __init__(self, server: NatsServer, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, server: NatsServer, on_change: Callable[[], None], name: str = "nats-server"
+    ) -> None:
+        self.name = name
         self.server = server
         self.restarts = 0
         self._on_change = on_change

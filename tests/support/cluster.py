@@ -78,6 +78,24 @@ class Cluster:
             return ""
         return str((raw.get("nats") or {}).get("url", ""))
 
+    def nats_urls(self, role: str = "operator") -> list[str]:
+        """Every NATS node's URL (one unless PACH_NATS_NODES > 1), with
+        ``role``'s credential."""
+        try:
+            raw = json.loads((self.data_dir / "cluster.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        user, password = self.nats_credential(role)
+        urls = [u for u in str(raw.get("nats_urls", "")).split(",") if u]
+        if password:
+            urls = [f"nats://{user}:{password}@{u[len('nats://') :]}" for u in urls]
+        return urls
+
+    def nats_nodes(self) -> list[dict[str, Any]]:
+        """``cluster.json``'s ``nats_nodes``: name, url, port, pid, restarts."""
+        nodes: list[dict[str, Any]] = self.state().get("nats_nodes") or []
+        return nodes
+
     def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
         assert self.proc is not None
         proc = self.proc
@@ -94,6 +112,7 @@ class Cluster:
     def pids(self) -> list[int]:
         st = self.state()
         pids = [p["pid"] for p in st["processes"].values()] + [st["nats"]["pid"]]
+        pids += [n["pid"] for n in st.get("nats_nodes") or [] if n["pid"] not in pids]
         return [p for p in pids if p]
 
     def stop(self) -> int:

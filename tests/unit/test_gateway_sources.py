@@ -241,6 +241,16 @@ def test_the_allow_list_and_the_s3_endpoint_come_from_the_environment() -> None:
         parse_allow("bad/ness")
 
 
+def test_every_nats_node_is_one_of_the_clusters_own_addresses() -> None:
+    """PACH_NATS_URL lists every node of a NATS cluster (PACH_NATS_NODES):
+    none of them is a put-file source, not only the first."""
+    policy = UrlPolicy.from_env(
+        {"PACH_NATS_URL": "nats://8.8.4.4:4222, nats://8.8.8.8:4223,nats://9.9.9.9:4224"}
+    )
+    for ip in ("8.8.4.4", "8.8.8.8", "9.9.9.9"):
+        assert policy.refusal(ip_address(ip), 443) == "one of the cluster's own addresses"
+
+
 async def test_errors_never_carry_the_servers_bytes() -> None:
     """A server that answers something other than HTTP (say NATS's INFO
     banner) is Unavailable with our words only."""

@@ -198,7 +198,8 @@ def _own_addresses(env: Mapping[str, str]) -> Iterable[IP]:
     server's, and what this machine's name resolves to."""
     hosts = [
         env.get("PACH_BIND_ADDRESS") or env.get("PACH_GRPC_HOST") or "",
-        urlsplit(env.get("PACH_NATS_URL", "")).hostname or "",
+        # every node of a NATS cluster (comma-separated URLs)
+        *(urlsplit(u.strip()).hostname or "" for u in env.get("PACH_NATS_URL", "").split(",")),
     ]
     for host in hosts:
         ip = _ip(host)

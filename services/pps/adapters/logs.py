@@ -98,7 +98,8 @@ def matches(req: pps_pb2.GetLogsRequest, msg: pps_pb2.LogMessage) -> bool:
 def shown(req: pps_pb2.GetLogsRequest, msg: pps_pb2.LogMessage) -> bool:
     """Whether pachctl get-logs prints a matching line (as 1.7's does): user
     code's lines, master lines when the master's were asked for, and every
-    line when neither a pipeline nor a job was named. ``tail`` counts these, and a tailed read returns only these."""
+    line when neither a pipeline nor a job was named. ``tail`` counts these,
+    and a tailed read returns only these."""
     named = bool(req.pipeline.name or req.job.id)
     return msg.user or req.master or not named
 
