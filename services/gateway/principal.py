@@ -1,8 +1,8 @@
 """Who is calling: the ``authn-token`` metadata (HTTP: also ``Authorization:
-Bearer``) becomes the principal passed to the bus. Once the gateway
-installed its ``Authenticator`` (``app/authn.py``), the token is checked and
-the principal is the subject it stands for; without one (a bare bus in a
-test) the token itself is passed on.
+Bearer`` or the dashboard's session cookie) becomes the principal passed to
+the bus. Once the gateway installed its ``Authenticator`` (``app/authn.py``),
+the token is checked and the principal is the subject it stands for;
+without one (a bare bus in a test) the token itself is passed on.
 
 Servicers call backends through ``ask`` so the principal always travels."""
 
@@ -17,6 +17,8 @@ from libs.bus import Bus
 from services.gateway.app.authn import Authenticator
 
 TOKEN_KEY = "authn-token"
+# The dashboard's sign-in cookie (HttpOnly, SameSite=Strict).
+SESSION_COOKIE = "pach_session"
 
 _authenticator: Authenticator | None = None
 
@@ -83,16 +85,25 @@ def grpc_principal(context: HasMetadata) -> str:
 
 
 def http_token(request: web.Request) -> str:
+    """The HTTP caller's token: ``authn-token``, ``Authorization: Bearer``,
+    or the dashboard's session cookie (``http/session.py``)."""
     token = request.headers.get(TOKEN_KEY, "")
     if not token:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             token = value.strip()
+    if not token:
+        token = request.cookies.get(SESSION_COOKIE, "")
     return token
 
 
 def http_principal(request: web.Request) -> str:
     return _who(http_token(request))
+
+
+def auth_active() -> bool:
+    """Whether auth is active (as the gateway's view last saw it)."""
+    return _authenticator is not None and _authenticator.view.state.active
 
 
 async def ask(

@@ -93,10 +93,11 @@ def _table(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 
 
 def _page(title: str, body: str, script: bool = False) -> web.Response:
-    """A page in the common frame: the header (its ``#user`` slot is where the
-    signed-in user and the login link go once auth is served) and ``body``;
+    """A page in the common frame: the header (its ``#user`` slot shows who
+    is signed in once auth is active: ``session.js``) and ``body``;
     ``script`` adds the live updates of ``/static/pages.js``."""
-    js = '<script src="/static/pages.js"></script>' if script else ""
+    js = '<script src="/static/session.js"></script>'
+    js += '<script src="/static/pages.js"></script>' if script else ""
     text = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

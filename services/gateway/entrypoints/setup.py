@@ -24,7 +24,7 @@ from services.gateway import dashboard, principal
 from services.gateway.app.authn import Authenticator
 from services.gateway.app.backends import BackendMonitor
 from services.gateway.grpc.server import start_grpc
-from services.gateway.http import feed, keys
+from services.gateway.http import feed, keys, session
 from services.gateway.http.app import build_app, serve_http
 
 GRACE_S = 5.0
@@ -41,10 +41,14 @@ def loopback_only(host: str) -> bool:
         return False  # a name: whatever it resolves to, maybe not loopback
 
 
-async def start_http(cfg: Config, monitor: BackendMonitor, bus: Bus, nc: Client) -> web.AppRunner:
+async def start_http(
+    cfg: Config, monitor: BackendMonitor, bus: Bus, nc: Client, authn: Authenticator
+) -> web.AppRunner:
     """The HTTP front (JSON API, file download and upload), the dashboard
-    and its change feed (``nc``), on one aiohttp app."""
+    (signed in with ``authn`` once auth is active) and its change feed
+    (``nc``), on one aiohttp app."""
     app = build_app(cfg, monitor, bus)
+    session.mount(app, bus, authn)
     feed.mount(app, nc)
     dashboard.mount(app, bus, app[keys.STORE])
     return await serve_http(app, cfg)
@@ -72,7 +76,7 @@ async def setup(ctx: ServiceContext) -> None:
 
     ctx.stack.push_async_callback(stop_grpc)
 
-    runner = await start_http(cfg, monitor, ctx.bus, ctx.nc)
+    runner = await start_http(cfg, monitor, ctx.bus, ctx.nc, authn)
     ctx.stack.push_async_callback(runner.cleanup)
 
     await monitor.check_once()

@@ -19,6 +19,7 @@ from services.gateway.app.backends import BackendMonitor
 from services.gateway.errors import http_errors
 from services.gateway.http import admin, api, files, githook
 from services.gateway.http.guard import GuardSettings, guard, security_headers
+from services.gateway.http.session import require_session
 
 MONITOR = web.AppKey("monitor", BackendMonitor)
 
@@ -50,7 +51,7 @@ def build_app(
     headers on every response."""
     settings = guarded or GuardSettings.from_env(cfg)
     app = web.Application(
-        middlewares=[http_request_log(), http_errors, guard(settings)],
+        middlewares=[http_request_log(), http_errors, guard(settings), require_session],
         client_max_size=cfg.max_message_bytes,
     )
     app.on_response_prepare.append(security_headers)

@@ -8,8 +8,9 @@ its data a JSON list of ``{"kind": "pps.job", "id": "<job id>"}`` (kinds
 ``pfs.repo``, ``pfs.commit``, ``pps.pipeline``, ``pps.job``), repeated
 changes of one aggregate in a window coalesced into one. The page then asks
 the JSON API for what it shows, with its own credentials, so the feed is a
-doorbell, not a copy of the data. A comment line every ``PING_S`` keeps
-proxies from closing an idle stream.
+doorbell, not a copy of the data. While auth is active only a signed-in
+caller may listen (the names of what changed are not for anyone). A
+comment line every ``PING_S`` keeps proxies from closing an idle stream.
 
 ``GET /api/feed/logs?job=<id>[&datum=<id>]`` follows a job's log lines
 (the last ``LOG_TAIL`` first, then new ones as pps records them, as
@@ -34,11 +35,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from libs.api.pps import pps_pb2 as pps
-from libs.errors import InvalidArgument, Unavailable
+from libs.errors import InvalidArgument, Unauthenticated, Unavailable
 from libs.events.envelope import AggregateRef
 from services.gateway.app.jobs import log_messages
 from services.gateway.http.keys import BUS
-from services.gateway.principal import http_ask
+from services.gateway.principal import auth_active, http_ask, http_principal
 
 FEED_SUBJECTS = ("ev.pfs.repo.*", "ev.pfs.commit.*", "ev.pps.pipeline.*", "ev.pps.job.*")
 FLUSH_S = 0.25
@@ -99,6 +100,8 @@ class Feed:
             listener.add(key)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
+        if auth_active() and not http_principal(request):
+            raise Unauthenticated("the change feed needs a signed-in caller: sign in at /login")
         if len(self.listeners) >= MAX_CLIENTS:
             raise Unavailable(
                 f"the change feed has {MAX_CLIENTS} pages listening already; try again later",
