@@ -113,7 +113,10 @@ def permissions(role: str, *, events_stream: str = "EVENTS") -> dict[str, object
             f"$JS.API.CONSUMER.MSG.NEXT.{es}.>",
             f"$JS.API.CONSUMER.DELETE.{es}.>",
         ]
-        sub = [*own, inbox]
+        # The dashboard's change feed: which repo, commit, pipeline or job
+        # changed (plain subscriptions to the event subjects, read-only).
+        feed = ["ev.pfs.repo.*", "ev.pfs.commit.*", "ev.pps.pipeline.*", "ev.pps.job.*"]
+        sub = [*own, inbox, *feed]
     elif role == WORKER:
         # Its pipeline's chunks (PPS_WORK), its log lines (PPS_LOGS), its
         # spec and its reports (pps): never the event log.

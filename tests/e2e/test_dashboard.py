@@ -21,6 +21,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,8 +230,9 @@ def test_the_feed_relays_changes_not_contents(cluster: Cluster) -> None:
     assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
     assert "default-src 'self'" in (resp.getheader("Content-Security-Policy") or "")
     ok(pachctl(cluster, "create-repo", "feedme", "-d", "a secret description"))
-    got = b""
-    while b"event: changed" not in got:
+    got, deadline = b"", time.monotonic() + 30
+    while b"event: changed" not in got:  # (a ping every 15 s keeps lines coming)
+        assert time.monotonic() < deadline, f"no change announced in 30 s: {got!r}"
         got += resp.fp.readline()  # type: ignore[union-attr]
     data = resp.fp.readline().decode()  # type: ignore[union-attr]
     resp.close()
