@@ -32,7 +32,11 @@ STATIC = {
 
 
 async def index(_: web.Request) -> web.FileResponse:
-    return web.FileResponse(INDEX, headers={"Content-Type": "text/html; charset=utf-8"})
+    # never from the browser's cache: once auth is active, who may see it
+    # is decided on each visit (a signed-out browser goes to /login)
+    return web.FileResponse(
+        INDEX, headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+    )
 
 
 async def login(_: web.Request) -> web.FileResponse:

@@ -107,7 +107,12 @@ def _page(title: str, body: str, script: bool = False) -> web.Response:
         '<span id="user" class="user" hidden></span></header>'
         f"<main>{body}</main>{js}</body></html>"
     )
-    return web.Response(text=text, content_type="text/html", charset="utf-8")
+    return web.Response(
+        text=text,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},  # a cluster's data: never cached
+    )
 
 
 def _browse_href(repo: str, commit: str, path: str = "/") -> str:

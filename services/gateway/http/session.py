@@ -79,7 +79,10 @@ def _credentials(raw: bytes) -> tuple[str, str]:
 
 def _signed_in(request: web.Request) -> str:
     """The subject of the caller's token ("" if none or not live)."""
-    return request.app[AUTHN].subject(http_token(request))
+    try:
+        return request.app[AUTHN].subject(http_token(request))
+    except Unauthenticated:  # expired or revoked: signed out
+        return ""
 
 
 @web.middleware
