@@ -107,6 +107,9 @@ def main(argv: list[str]) -> int:
                 s3.stop()  # type: ignore[attr-defined]
     print()
     print(_format(results))
+    notes = [f"  {r.name}: {r.note}" for r in results if r.note]
+    if notes:
+        print("\n".join(["", "notes:", *notes]))
     return 0
 
 

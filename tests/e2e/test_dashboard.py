@@ -119,10 +119,11 @@ def test_the_dag_is_live_and_the_job_page_reaches_100(
         ("montage:cross", "montage"),
     ]
     assert page.locator("#dag g.junction.cross").count() == 1
-    # honest status: a service that serves nothing says so
+    # honest status: each service says what it serves
     page.wait_for_selector("#services tr")
     rows = page.inner_text("#services")
-    assert "repos, branches, commits and files" in rows and "nothing yet" in rows
+    assert "repos, branches, commits and files" in rows and "repo ACLs" in rows
+    page.wait_for_function("() => document.getElementById('ent-state').textContent === 'none'")
     # keyboard: a node is reachable with Tab and opens with Enter
     page.focus('#dag a.node[data-name="edges"]')
     assert page.evaluate("document.activeElement.dataset.name") == "edges"

@@ -64,9 +64,10 @@ def session(token: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tokens(cluster: Cluster, home: Path) -> dict[str, str]:
-    """Auth active with robot:admin; robot:alice has a token and owns
-    'photos'; only the admin may read 'ledger'."""
+def tokens(cluster: Cluster, home: Path, browser: Any) -> dict[str, str]:
+    """Enterprise activated from the dashboard; auth active with
+    robot:admin; robot:alice has a token and owns 'photos'; only the admin
+    may read 'ledger'."""
     anon = home / "anon.json"
     # before auth: nothing to sign in to
     status, _, out = login(cluster, token="x" * 40)
@@ -75,7 +76,21 @@ def tokens(cluster: Cluster, home: Path) -> dict[str, str]:
     code = ok(
         pc(cluster, anon, "enterprise", "mint-code", "--signing-key", str(home / "signing.pem"))
     )
-    ok(pc(cluster, anon, "enterprise", "activate", code.strip()))
+    page = browser.new_page()
+    page.goto(base(cluster) + "/")
+    page.wait_for_function("() => document.getElementById('ent-state').textContent === 'none'")
+    page.fill("#ent-code", code.strip()[:-6] + "AAAAAA")
+    page.click("#ent-form button")
+    page.wait_for_function("() => document.getElementById('ent-result').textContent !== ''")
+    refused = page.inner_text("#ent-result")
+    assert "not signed" in refused or "malformed" in refused, refused
+    page.fill("#ent-code", code.strip())
+    page.click("#ent-form button")
+    page.wait_for_function(
+        "() => document.getElementById('ent-state').textContent.startsWith('active until')"
+    )
+    page.close()
+    assert "ACTIVE" in ok(pc(cluster, anon, "enterprise", "get-state"))
     admin = home / "admin.json"
     ok(pc(cluster, admin, "auth", "activate", "--initial-admin=robot:admin"))
     ok(pc(cluster, admin, "create-repo", "ledger"))
@@ -115,6 +130,35 @@ def test_a_browser_signs_in_and_out(cluster: Cluster, tokens: dict[str, str], br
     page.goto(base(cluster) + "/")
     assert page.url.startswith(base(cluster) + "/login")
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_an_owner_changes_the_acl_from_the_repo_page(
+    cluster: Cluster, tokens: dict[str, str], browser: Any
+) -> None:
+    page = browser.new_page()
+    page.goto(base(cluster) + "/login?next=/repos/photos")
+    page.fill("#token", tokens["alice"])
+    page.click("#login-token button")
+    page.wait_for_url(base(cluster) + "/repos/photos")
+    assert "robot:alice" in page.inner_text("main table:last-of-type")  # the owner
+    page.fill("#acl-subject", "robot:bob")
+    page.select_option("#acl-scope", "reader")
+    page.click("#acl-form button")
+    page.wait_for_function("() => document.querySelector('main').innerText.includes('robot:bob')")
+    rows = page.inner_text("main table:last-of-type")
+    assert "robot:bob\treader" in rows, rows
+    page.screenshot(path=str(SHOTS / "repo-acl.png"), full_page=True)
+    # not hers: the page is refused; the API says why
+    status, _, out = call(
+        cluster,
+        "POST",
+        "/api/auth/SetScope",
+        {"repo": "ledger", "username": "robot:alice", "scope": "OWNER"},
+        Cookie=session(tokens["alice"]),
+    )
+    assert status == 403 and b"robot:alice" in out
+    page.click("#sign-out")
+    page.wait_for_url(base(cluster) + "/login")
 
 
 def test_next_never_leaves_the_site(cluster: Cluster, tokens: dict[str, str], browser: Any) -> None:

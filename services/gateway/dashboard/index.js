@@ -293,8 +293,8 @@ const SERVES = {
   pfs: "repos, branches, commits and files",
   pps: "pipelines, jobs, datums and logs",
   admin: "the cluster id, extract and restore",
-  auth: "nothing yet: answers health checks only; every call is allowed",
-  enterprise: "nothing yet: answers health checks only",
+  auth: "users, tokens, admins and repo ACLs (once activated)",
+  enterprise: "activation codes and their expiry",
 };
 async function refreshHealth() {
   try {
@@ -326,6 +326,27 @@ async function refreshCluster() {
     if (info.id) document.getElementById("cluster-id").textContent = info.id;
   } catch (e) { /* NATS not reachable yet: the health table says so */ }
 }
+// --- enterprise -------------------------------------------------------------
+async function refreshEnterprise() {
+  const out = document.getElementById("ent-state");
+  try {
+    const st = await api("GetState", {}, "enterprise");
+    const expires = st.info && st.info.expires ? " until " + new Date(st.info.expires).toLocaleString() : "";
+    out.textContent = (st.state || "NONE").toLowerCase() + expires;
+  } catch (e) { out.textContent = e.message; }
+}
+document.getElementById("ent-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const out = document.getElementById("ent-result");
+  out.textContent = "";
+  try {
+    await api("Activate", {activationCode: document.getElementById("ent-code").value.trim()},
+      "enterprise");
+    document.getElementById("ent-code").value = "";
+    out.textContent = "activated";
+  } catch (e) { out.textContent = e.message; }
+  refreshEnterprise();
+});
 document.getElementById("gc").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const out = document.getElementById("gc-result");
@@ -352,6 +373,7 @@ async function start() {
   listen();
   refreshHealth();
   refreshCluster();
+  refreshEnterprise();
   await Promise.all([loadRepos(), loadPipelines()]);
   render();
   document.body.setAttribute("data-loaded", "1");

@@ -1,7 +1,7 @@
 "use strict";
 // Live parts of the server-rendered pages. On a job page: the progress and
 // state follow the change feed (/api/feed), the log lines follow
-// /api/feed/logs. Reads only (GET and the JSON API's queries).
+// /api/feed/logs. On a repo page (auth active): its ACL form.
 async function api(method, body, service) {
   const r = await fetch("/api/" + (service || "pfs") + "/" + method, {method: "POST",
     body: JSON.stringify(body || {}),
@@ -67,3 +67,21 @@ function followJob(head) {
 }
 const job = document.getElementById("job");
 if (job) followJob(job);
+// On a repo page with auth active: set a subject's scope (OWNERs and
+// admins may; the auth service refuses anyone else, and the reason shows).
+const aclForm = document.getElementById("acl-form");
+if (aclForm) {
+  aclForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const error = document.getElementById("acl-error");
+    error.textContent = "";
+    try {
+      await api("SetScope", {repo: aclForm.dataset.repo,
+        username: document.getElementById("acl-subject").value.trim(),
+        scope: document.getElementById("acl-scope").value.toUpperCase()}, "auth");
+      location.reload();
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  });
+}

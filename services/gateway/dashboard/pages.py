@@ -34,6 +34,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from libs import trees
+from libs.api.auth import auth_pb2 as auth
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pps import pps_pb2 as pps
 from libs.bus import Bus, kind_for
@@ -42,7 +43,7 @@ from libs.objects import ObjectStore
 from services.gateway.app.file_pages import diff_file, list_dir, read_file
 from services.gateway.app.jobs import log_messages
 from services.gateway.app.replies import TooLarge
-from services.gateway.principal import http_ask, http_principal
+from services.gateway.principal import auth_active, http_ask, http_principal
 
 R = TypeVar("R", bound=Message)
 
@@ -160,8 +161,31 @@ async def repo_page(request: web.Request) -> web.Response:
         + _table(["branch", "head", "provenance"], branch_rows)
         + f"<h2>Commits</h2><p>The newest {COMMITS_SHOWN} at most.</p>"
         + _table(["id", "branch head of", "started", "finished", "size"], commit_rows)
+        + (await _acl_section(request, name) if auth_active() else "")
     )
-    return _page(f"{name} - Pachyderm", body)
+    return _page(f"{name} - Pachyderm", body, script=auth_active())
+
+
+SCOPES = ("none", "reader", "writer", "owner")
+
+
+async def _acl_section(request: web.Request, repo: str) -> str:
+    """Who may do what with ``repo`` (auth active), and a form its OWNERs
+    (and admins) change it with (``pages.js``; the auth service decides)."""
+    acl = await _ask(request, "GetACL", auth.GetACLRequest(repo=repo), auth.GetACLResponse, "auth")
+    rows = [
+        [f"<code>{_e(e.username)}</code>", _e(auth.Scope.Name(e.scope).lower())]
+        for e in [*acl.entries, *acl.robot_entries]
+    ]
+    options = "".join(f'<option value="{s}">{s}</option>' for s in SCOPES)
+    return (
+        '<h2 id="acl-title">Access</h2>'
+        + (_table(["subject", "scope"], rows) if rows else "<p>No ACL: admins only.</p>")
+        + f'<form id="acl-form" data-repo="{_e(repo)}" aria-labelledby="acl-title">'
+        '<label>subject <input id="acl-subject" required placeholder="robot:alice"></label> '
+        f'<label>scope <select id="acl-scope">{options}</select></label> '
+        '<button type="submit">Set</button> <span id="acl-error" role="alert"></span></form>'
+    )
 
 
 async def browse_page(request: web.Request) -> web.Response:

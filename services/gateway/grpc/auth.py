@@ -6,7 +6,6 @@ catches up before the answer goes back (``Authenticator.changed``)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any, TypeVar
 
 import grpc.aio
@@ -16,38 +15,17 @@ from libs.api.auth import auth_pb2 as auth
 from libs.api.auth import auth_pb2_grpc
 from libs.api.enterprise import enterprise_pb2 as ent
 from libs.api.enterprise import enterprise_pb2_grpc
-from libs.authz.state import ANYONE
 from libs.bus import Bus
-from libs.errors import FailedPrecondition, Unauthenticated
-from services.gateway.app.authn import Authenticator
+from services.gateway.app.authn import (
+    AUTH_CHANGES,
+    ENTERPRISE_CHANGES,
+    Authenticator,
+    rpc_kind,
+)
 from services.gateway.principal import ask, grpc_token
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
-
-# auth.API RPCs that change state (everything else only reads).
-AUTH_CHANGES = frozenset(
-    {
-        "Activate",
-        "Deactivate",
-        "SetConfiguration",
-        "ModifyAdmins",
-        "Authenticate",
-        "SetScope",
-        "SetACL",
-        "GetAuthToken",
-        "ExtendAuthToken",
-        "RevokeAuthToken",
-        "SetGroupsForUser",
-        "ModifyMembers",
-        "GetOneTimePassword",
-    }
-)
-# What only reads (``qry.*``); everything else is a command.
-READS = frozenset(
-    {"GetConfiguration", "GetAdmins", "Authorize", "GetScope", "GetACL", "GetGroups", "GetUsers"}
-    | {"GetState"}
-)
 
 
 class _Forward:
@@ -58,7 +36,7 @@ class _Forward:
         self.changes = changes
 
     async def __call__(self, name: str, request: Message, context: Ctx, response: type[R]) -> R:
-        kind = "cmd" if name in self.changes or name not in READS else "qry"
+        kind = rpc_kind(name, self.changes)
         reply = await ask(self.bus, context, self.service, name, request, response, kind=kind)
         if name in self.changes:
             await self.authn.changed()
@@ -73,19 +51,7 @@ class AuthServicer(auth_pb2_grpc.APIServicer):
     async def WhoAmI(  # type: ignore[override]
         self, request: auth.WhoAmIRequest, context: Ctx
     ) -> auth.WhoAmIResponse:
-        state = self.authn.view.state
-        if not state.active:
-            raise FailedPrecondition(
-                "the auth service is not activated: run 'pachctl auth activate'"
-            )
-        token = grpc_token(context)
-        subject = self.authn.subject(token)
-        if not subject:
-            raise Unauthenticated("not logged in: run 'pachctl auth login'")
-        rec = state.token(token, time.time())
-        ttl = max(int(rec.expires - time.time()), 0) if rec and rec.expires else 0
-        state.check(subject, ANYONE, time.time())  # admin-only state: admins only
-        return auth.WhoAmIResponse(username=subject, is_admin=subject in state.admins, ttl=ttl)
+        return self.authn.whoami(grpc_token(context))
 
     async def Activate(  # type: ignore[override]
         self, request: auth.ActivateRequest, context: Ctx
@@ -202,7 +168,7 @@ class AuthServicer(auth_pb2_grpc.APIServicer):
 
 class EnterpriseServicer(enterprise_pb2_grpc.APIServicer):
     def __init__(self, bus: Bus, authn: Authenticator) -> None:
-        self._forward = _Forward(bus, authn, "enterprise", frozenset({"Activate", "Deactivate"}))
+        self._forward = _Forward(bus, authn, "enterprise", ENTERPRISE_CHANGES)
 
     async def Activate(  # type: ignore[override]
         self, request: ent.ActivateRequest, context: Ctx

@@ -1,4 +1,4 @@
-"""The HTTP JSON API: every unary RPC of a Pachyderm API as
+"""The HTTP JSON API: every unary RPC of pfs, pps, auth and enterprise as
 ``POST /api/<service>/<Method>`` with ``Content-Type: application/json``
 (``GET`` also serves a read without fields, e.g. ``GET /api/pfs/ListRepo``;
 a method that changes state answers 405 to GET and HEAD), e.g.
@@ -21,6 +21,8 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from libs.api.auth import auth_pb2
+from libs.api.enterprise import enterprise_pb2
 from libs.api.internal import pps_work_pb2 as work
 from libs.api.pfs import pfs_pb2
 from libs.api.pps import pps_pb2
@@ -29,11 +31,12 @@ from libs.bus import Bus, kind_for
 from libs.errors import InvalidArgument, NotFound, Unimplemented, to_wire
 from services.gateway.app import file_pages, jobs
 from services.gateway.app import ingest as files
+from services.gateway.app.authn import AUTH_CHANGES, ENTERPRISE_CHANGES, rpc_kind
 from services.gateway.app.gc import garbage_collect
 from services.gateway.app.replies import MAX_REPLY, TooLarge
 from services.gateway.app.unserved import REFUSED, refusal
-from services.gateway.http.keys import BUS, STORE
-from services.gateway.principal import Ask, http_ask, http_principal, timeout_for
+from services.gateway.http.keys import AUTHN, BUS, STORE
+from services.gateway.principal import Ask, http_ask, http_principal, http_token, timeout_for
 
 R = TypeVar("R", bound=Message)
 
@@ -42,7 +45,17 @@ R = TypeVar("R", bound=Message)
 SERVICES: dict[str, tuple[ServiceDescriptor, str]] = {
     "pfs": (pfs_pb2.DESCRIPTOR.services_by_name["API"], "pfs"),
     "pps": (pps_pb2.DESCRIPTOR.services_by_name["API"], "pps"),
+    "auth": (auth_pb2.DESCRIPTOR.services_by_name["API"], "auth"),
+    "enterprise": (enterprise_pb2.DESCRIPTOR.services_by_name["API"], "enterprise"),
 }
+# What changes auth or enterprise state (the gateway's view catches up
+# before answering, as over gRPC); the other RPCs of theirs only read.
+CHANGES = {"auth": AUTH_CHANGES, "enterprise": ENTERPRISE_CHANGES}
+
+
+def _kind(backend: str, name: str) -> str:
+    changes = CHANGES.get(backend)
+    return kind_for(name) if changes is None else rpc_kind(name, changes)
 
 
 def _method(service: str, name: str) -> tuple[MethodDescriptor, str]:
@@ -80,7 +93,7 @@ def parse_body(body: bytes, req: Message) -> None:
 
 async def call(request: web.Request) -> web.Response:
     method, backend = _method(request.match_info["service"], request.match_info["method"])
-    if request.method != "POST" and kind_for(method.name) != "qry":
+    if request.method != "POST" and _kind(backend, method.name) != "qry":
         err = InvalidArgument(
             f"{method.containing_service.full_name}/{method.name} changes state: "
             f"POST it with Content-Type: application/json (GET and HEAD only read)",
@@ -93,7 +106,9 @@ async def call(request: web.Request) -> web.Response:
         items = STREAMED[(backend, method.name)](request, req)
         return web.json_response(await _gather_json(items, method.name))
     gathered = GATHERED.get((backend, method.name))
-    if gathered is not None:
+    if (backend, method.name) == ("auth", "WhoAmI"):  # about the token: only here
+        reply: Message = request.app[AUTHN].whoami(http_token(request))
+    elif gathered is not None:
         asked = ASKED_OF.get((backend, method.name), backend)
         reply = await gathered(request.app, http_ask(request.app[BUS], request, asked), req)
     else:
@@ -102,10 +117,12 @@ async def call(request: web.Request) -> web.Response:
             method.name,
             req,
             message_factory.GetMessageClass(method.output_type),
-            kind=kind_for(method.name),
+            kind=_kind(backend, method.name),
             principal=http_principal(request),
             timeout=timeout_for(method.name, request.app[BUS].timeout),
         )
+        if method.name in CHANGES.get(backend, ()):
+            await request.app[AUTHN].changed()
     return web.json_response(json_format.MessageToDict(reply))
 
 

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from libs.bus import Bus
 from libs.objects import ObjectStore
+from services.gateway.app.authn import Authenticator
 
 BUS = web.AppKey("bus", Bus)
 STORE = web.AppKey("objects", ObjectStore)
+AUTHN = web.AppKey("authn", Authenticator)

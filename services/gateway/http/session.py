@@ -32,9 +32,9 @@ from libs.bounds import check_json_depth
 from libs.bus import Bus
 from libs.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from services.gateway.app.authn import Authenticator
+from services.gateway.http.keys import AUTHN
 from services.gateway.principal import SESSION_COOKIE, http_token
 
-AUTHN = web.AppKey("authn", Authenticator)
 SESSION_BUS = web.AppKey("session-bus", Bus)
 # The dashboard's own pages: while auth is active they need a signed-in caller.
 PAGES = ("/", "/pipelines")
