@@ -213,6 +213,11 @@ def test_what_a_session_opens_and_what_closes_it(
     )
     assert status == 403
     assert call(cluster, "GET", "/api/pfs/DeleteAll", Cookie=me)[0] == 405
+    # auth over the JSON API: WhoAmI from the session; a change is never a GET
+    status, _, out = call(cluster, "GET", "/api/auth/WhoAmI", Cookie=me)
+    assert status == 200 and json.loads(out)["username"] == "robot:alice"
+    assert call(cluster, "GET", "/api/auth/GetOneTimePassword", Cookie=me)[0] == 405
+    assert call(cluster, "GET", "/api/auth/WhoAmI")[0] == 401
     # bad sign-ins: one line, 400/401, no cookie
     for body in ({}, {"token": alice, "one_time_password": "x"}, {"token": 5}, {"who": "x"}):
         status, headers, out = call(cluster, "POST", "/api/session/login", body)

@@ -41,7 +41,7 @@ AUTH_CHANGES = frozenset(
 # What only reads (``qry.*``); everything else is a command.
 READS = frozenset(
     {"GetConfiguration", "GetAdmins", "Authorize", "GetScope", "GetACL", "GetGroups", "GetUsers"}
-    | {"GetState"}
+    | {"GetState", "WhoAmI"}
 )
 
 
