@@ -31,8 +31,6 @@ UNSERVED_APIS = {
         "it is not served: objects are internal here (content-addressed chunks "
         "and trees); read and write data through pfs.API (get-file, put-file)"
     ),
-    "auth.API": "it is not served yet: access control is not available in this cluster",
-    "enterprise.API": "it is not served yet: enterprise activation is not available",
 }
 
 
@@ -41,7 +39,7 @@ def unserved_method(full_method: str) -> Unimplemented:
     service, _, method = full_method.strip("/").partition("/")
     why = UNSERVED_APIS.get(service)
     if why is None:
-        why = "no such API in Pachyderm 1.7 (served: pfs.API, pps.API, admin.API, versionpb.API)"
+        why = "no such API in Pachyderm 1.7 (served: pfs.API, pps.API, admin.API, auth.API, enterprise.API, versionpb.API)"
     return Unimplemented(f"{service}/{method} is unimplemented: {why}", rpc=full_method)
 
 
