@@ -89,7 +89,7 @@ def test_no_shared_secret_and_no_unsigned_tokens() -> None:
     public = jwks(KEY)["keys"][0]["n"].encode()
     hs = jwt.encode({**claims, "nonce": "n-1"}, public, algorithm="HS256", headers={"kid": "k0"})
     assert "algorithm 'HS256' is not accepted" in refused(hs)
-    unsigned = jwt.encode({**claims, "nonce": "n-1"}, None, algorithm="none")
+    unsigned = jwt.encode({**claims, "nonce": "n-1"}, "", algorithm="none")
     assert "algorithm 'none' is not accepted" in refused(unsigned)
 
 

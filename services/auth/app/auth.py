@@ -184,8 +184,8 @@ class Auth:
         cluster = await self._active()
         if not req.one_time_password:
             raise InvalidArgument(
-                "GitHub tokens are not accepted here: log in with 'pachctl auth login' "
-                "(OIDC) or a one-time password (--one-time-password)"
+                "authenticate needs a one-time password or an ID token of the cluster's "
+                "OIDC provider (in github_token, checked by the gateway)"
             )
         otp = self.tokens
         ref = domain.token_ref(token_hash(req.one_time_password))
