@@ -7,7 +7,8 @@ and can be made an admin. The callback is attacked: missing, forged and
 replayed states, a replayed code, a code from another login (nonce),
 markup in what it is sent; 1.7's Authenticate with an ID token in
 ``github_token`` refuses tokens for another audience or signed by another
-key. Nothing is issued for a refused login."""
+key; the auth command that issues the token refuses a client's request.
+Nothing is issued for a refused login."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from libs.api.auth import auth_pb2 as auth
+from libs.api.internal import auth_service_pb2 as internal
+from libs.bus import Bus
+from libs.errors import PermissionDenied
 from tests.integration.auth_support import Client
 from tests.integration.test_auth_pachctl import fails, ok, pc
 from tests.servers.oidc_provider import OidcProvider, http, start_oidc_provider
@@ -261,3 +265,31 @@ def test_authenticate_with_an_id_token(cluster: Cluster, provider: OidcProvider)
         assert token_events(cluster) == before
     finally:
         client.close()
+
+
+def test_issuing_is_the_gateways_own_request_only(cluster: Cluster) -> None:
+    """IssueIdentityToken forwarded on a client's behalf (with
+    ``Pach-Auth-Seq``, as the gateway marks every client's request) is
+    refused, by anyone, naming no token."""
+
+    async def ask(principal: str) -> str:
+        nc = await nats.connect(cluster.state()["nats"]["url"])
+        try:
+            bus = Bus(nc, service="test")
+            with pytest.raises(PermissionDenied) as err:
+                await bus.request(
+                    "auth",
+                    "IssueIdentityToken",
+                    internal.IssueIdentityToken(subject="oidc:mallory@example.com"),
+                    internal.IdentityToken,
+                    principal=principal,
+                    auth_seq=0,
+                )
+            return str(err.value)
+        finally:
+            await nc.close()
+
+    before = token_events(cluster)
+    assert "no authorization rule" in asyncio.run(ask(""))
+    assert "no authorization rule" in asyncio.run(ask("robot:admin"))
+    assert token_events(cluster) == before
