@@ -196,6 +196,14 @@ class InvalidActivationCode(InvalidArgument):
     code = "invalid_activation_code"
 
 
+class InvalidIdToken(Unauthenticated):
+    """An OpenID Connect ID token the cluster does not accept: malformed,
+    signed by a key its provider does not publish, for another issuer or
+    audience, expired, or not the one this login asked for (nonce)."""
+
+    code = "invalid_id_token"
+
+
 class ObjectNotFound(NotFound):
     code = "object_not_found"
 

@@ -364,7 +364,7 @@ class Bus:
         }
         if auth_seq is None and self.auth_seq_source is not None:
             auth_seq = self.auth_seq_source()
-        if auth_seq is not None:
+        if auth_seq is not None and auth_seq >= 0:  # negative: the gateway's own request
             headers[H_AUTH_SEQ] = str(auth_seq)
         wait = self.timeout if timeout is None else timeout
         with _tracer.start_as_current_span(subject, kind=trace.SpanKind.CLIENT):

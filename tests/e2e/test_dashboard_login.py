@@ -179,7 +179,7 @@ def test_a_one_time_password_signs_in_once(
     status, token, out = login(cluster, one_time_password=otp)
     assert status == 200 and json.loads(out) == {"subject": "robot:alice"}
     status, _, body = call(cluster, "GET", "/api/session", Cookie=session(token))
-    assert json.loads(body) == {"auth_active": True, "subject": "robot:alice"}
+    assert json.loads(body) == {"auth_active": True, "subject": "robot:alice", "oidc": False}
     status, again, out = login(cluster, one_time_password=otp)
     assert status == 401 and again == ""  # used: refused, no cookie
 

@@ -137,6 +137,7 @@ LEVELS: dict[str, str] = {
     "auth.API.GetGroups": "any",
     "auth.API.GetUsers": "admin",
     "auth.API.GetOneTimePassword": "any",
+    "auth.API.GetOIDCLogin": "public",
     # enterprise.API
     "enterprise.API.Activate": "admin",
     "enterprise.API.GetState": "public",
@@ -251,6 +252,7 @@ def requests(acl: list[auth.ACLEntry]) -> dict[str, Message]:
         "auth.API.GetGroups": auth.GetGroupsRequest(),
         "auth.API.GetUsers": auth.GetUsersRequest(group="g"),
         "auth.API.GetOneTimePassword": auth.GetOneTimePasswordRequest(),
+        "auth.API.GetOIDCLogin": auth.GetOIDCLoginRequest(),
         "enterprise.API.Activate": ent.ActivateRequest(activation_code="pach1.x.y"),
         "enterprise.API.GetState": ent.GetStateRequest(),
         "enterprise.API.Deactivate": ent.DeactivateRequest(),

@@ -109,6 +109,8 @@ def test_auth_through_pachctl(cluster: Cluster, keys: tuple[Path, Path], base: P
     # a one-time password works once
     other = base / "other.json"
     fails(pc(cluster, other, "auth", "login", "--one-time-password", stdin=otp.encode() + b"\n"))
+    # no OIDC provider configured: a browser login says exactly that
+    assert "OIDC is not configured" in fails(pc(cluster, other, "auth", "login"))
 
     assert "READER" in fails(pc(cluster, bob, "get-file", "data", "master", "/a"))
     assert "OWNER" in fails(pc(cluster, bob, "auth", "set", "robot:bob", "owner", "data"))

@@ -642,6 +642,8 @@ SERVICES: dict[str, list[tuple[str, bool, bool]]] = {
         ("GetGroups", False, False),
         ("GetUsers", False, False),
         ("GetOneTimePassword", False, False),
+        # Addition (not in 1.7): later Pachyderm's OIDC login.
+        ("GetOIDCLogin", False, False),
     ],
     "enterprise.API": [
         ("Activate", False, False),

@@ -1187,3 +1187,49 @@ class GetOneTimePasswordResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOneTimePasswordResponse: _TypeAlias = GetOneTimePasswordResponse  # noqa: Y015
+
+@_typing.final
+class GetOIDCLoginRequest(_message.Message):
+    """---- OIDC login (an addition to 1.7; names as later Pachyderm's) -----------
+
+    Start a login through the cluster's OpenID Connect identity provider.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOIDCLoginRequest: _TypeAlias = GetOIDCLoginRequest  # noqa: Y015
+
+@_typing.final
+class GetOIDCLoginResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOGIN_URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    login_url: _builtins.str
+    """Open this in a browser; the gateway's callback page then shows a
+    Pachyderm token to paste back.
+    """
+    state: _builtins.str
+    """The login's state parameter (single use, expires after a few minutes)."""
+    def __init__(
+        self,
+        *,
+        login_url: _builtins.str = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["login_url", b"login_url", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOIDCLoginResponse: _TypeAlias = GetOIDCLoginResponse  # noqa: Y015

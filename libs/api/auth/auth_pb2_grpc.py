@@ -139,6 +139,11 @@ class APIStub:
                 request_serializer=auth_dot_auth__pb2.GetOneTimePasswordRequest.SerializeToString,
                 response_deserializer=auth_dot_auth__pb2.GetOneTimePasswordResponse.FromString,
                 _registered_method=True)
+        self.GetOIDCLogin = channel.unary_unary(
+                '/auth.API/GetOIDCLogin',
+                request_serializer=auth_dot_auth__pb2.GetOIDCLoginRequest.SerializeToString,
+                response_deserializer=auth_dot_auth__pb2.GetOIDCLoginResponse.FromString,
+                _registered_method=True)
 
 
 class APIServicer:
@@ -270,6 +275,12 @@ class APIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOIDCLogin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_APIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -377,6 +388,11 @@ def add_APIServicer_to_server(servicer, server):
                     servicer.GetOneTimePassword,
                     request_deserializer=auth_dot_auth__pb2.GetOneTimePasswordRequest.FromString,
                     response_serializer=auth_dot_auth__pb2.GetOneTimePasswordResponse.SerializeToString,
+            ),
+            'GetOIDCLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOIDCLogin,
+                    request_deserializer=auth_dot_auth__pb2.GetOIDCLoginRequest.FromString,
+                    response_serializer=auth_dot_auth__pb2.GetOIDCLoginResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -946,6 +962,33 @@ class API:
             '/auth.API/GetOneTimePassword',
             auth_dot_auth__pb2.GetOneTimePasswordRequest.SerializeToString,
             auth_dot_auth__pb2.GetOneTimePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOIDCLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auth.API/GetOIDCLogin',
+            auth_dot_auth__pb2.GetOIDCLoginRequest.SerializeToString,
+            auth_dot_auth__pb2.GetOIDCLoginResponse.FromString,
             options,
             channel_credentials,
             insecure,

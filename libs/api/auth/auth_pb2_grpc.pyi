@@ -57,6 +57,7 @@ class APIStub:
     GetGroups: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetGroupsRequest, _auth_pb2.GetGroupsResponse]
     GetUsers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUsersRequest, _auth_pb2.GetUsersResponse]
     GetOneTimePassword: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetOneTimePasswordRequest, _auth_pb2.GetOneTimePasswordResponse]
+    GetOIDCLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetOIDCLoginRequest, _auth_pb2.GetOIDCLoginResponse]
 
 @_typing.type_check_only
 class APIAsyncStub(APIStub):
@@ -82,6 +83,7 @@ class APIAsyncStub(APIStub):
     GetGroups: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetGroupsRequest, _auth_pb2.GetGroupsResponse]  # type: ignore[assignment]
     GetUsers: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUsersRequest, _auth_pb2.GetUsersResponse]  # type: ignore[assignment]
     GetOneTimePassword: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetOneTimePasswordRequest, _auth_pb2.GetOneTimePasswordResponse]  # type: ignore[assignment]
+    GetOIDCLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetOIDCLoginRequest, _auth_pb2.GetOIDCLoginResponse]  # type: ignore[assignment]
 
 class APIServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -230,5 +232,12 @@ class APIServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.GetOneTimePasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetOneTimePasswordResponse, _abc.Awaitable[_auth_pb2.GetOneTimePasswordResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetOIDCLogin(
+        self,
+        request: _auth_pb2.GetOIDCLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetOIDCLoginResponse, _abc.Awaitable[_auth_pb2.GetOIDCLoginResponse]]: ...
 
 def add_APIServicer_to_server(servicer: APIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

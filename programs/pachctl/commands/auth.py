@@ -1,5 +1,5 @@
-"""``pachctl auth ...``: activate, deactivate, login (a one-time password;
-OIDC when the cluster has an identity provider), logout, whoami,
+"""``pachctl auth ...``: activate, deactivate, login (through the cluster's
+OIDC identity provider, or with a one-time password), logout, whoami,
 get-auth-token, use-auth-token, revoke, get-otp, list-admins,
 modify-admins, set, get. The session token lives in pachctl's config file
 (``programs/pachctl/config.py``)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from typing import TextIO
 
 from libs.api.auth import auth_pb2 as auth
@@ -118,17 +119,35 @@ def deactivate(args: argparse.Namespace, out: TextIO) -> int:
 
 def login(args: argparse.Namespace, out: TextIO) -> int:
     if not args.one_time_password:
-        raise InvalidArgument(
-            "this cluster has no OIDC identity provider configured: log in with "
-            "'pachctl auth login --one-time-password' (an admin gets one with "
-            "'pachctl auth get-otp <subject>')"
-        )
+        return _oidc_login(out)
     otp = _stdin_line("One-time password: ")
     with Pachd(from_env(), anonymous=True) as pachd:
         reply = pachd.call(
             _api(pachd).Authenticate, auth.AuthenticateRequest(one_time_password=otp)
         )
     set_session_token(reply.pach_token)
+    return 0
+
+
+def _oidc_login(out: TextIO) -> int:
+    """1.7's browser login, through the cluster's OIDC provider: print the
+    provider's URL, read back the Pachyderm token the gateway's callback
+    page showed, check it and keep it."""
+    with Pachd(from_env(), anonymous=True) as pachd:
+        start = pachd.call(_api(pachd).GetOIDCLogin, auth.GetOIDCLoginRequest())
+    out.write(
+        "(1) Please paste this link into a browser:\n\n"
+        f"{start.login_url}\n\n"
+        "(You will log in with this cluster's identity provider; the page it sends you "
+        "back to shows a Pachyderm token.)\n\n"
+        "(2) Please paste the Pachyderm token here:\n"
+    )
+    out.flush()
+    token = _stdin_line("Pachyderm token: ")
+    with Pachd(from_env(), anonymous=True) as pachd:
+        who = _api(pachd).WhoAmI
+        pachd.call(partial(who, metadata=(("authn-token", token),)), auth.WhoAmIRequest())
+    set_session_token(token)
     return 0
 
 

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from libs.api.auth import auth_pb2 as auth
 from libs.api.events import auth_pb2 as aev
+from libs.api.internal import auth_service_pb2 as internal
 from libs.authz.state import NONE, OWNER, token_hash
 from libs.authz.view import AuthView
 from libs.bus import Bus, Context
@@ -32,6 +33,7 @@ DAY = 24 * 3600
 SESSION_TTL_S = 30 * DAY  # Authenticate and activation tokens
 OTP_TTL_S = 5 * 60
 MAX_TTL_S = 10 * 365 * DAY
+OIDC_PREFIX = "oidc:"  # users of the cluster's OpenID Connect provider
 
 
 def new_token() -> str:
@@ -73,6 +75,7 @@ class Auth:
             ("GetGroups", auth.GetGroupsRequest, self.get_groups),
             ("GetUsers", auth.GetUsersRequest, self.get_users),
             ("GetOneTimePassword", auth.GetOneTimePasswordRequest, self.get_one_time_password),
+            ("IssueIdentityToken", internal.IssueIdentityToken, self.issue_identity_token),
         ]
         for name, request_type, handler in handlers:
             kind = "qry" if name in READS else "cmd"
@@ -181,8 +184,8 @@ class Auth:
         cluster = await self._active()
         if not req.one_time_password:
             raise InvalidArgument(
-                "GitHub tokens are not accepted here: log in with 'pachctl auth login' "
-                "(OIDC) or a one-time password (--one-time-password)"
+                "authenticate needs a one-time password or an ID token of the cluster's "
+                "OIDC provider (in github_token, checked by the gateway)"
             )
         otp = self.tokens
         ref = domain.token_ref(token_hash(req.one_time_password))
@@ -197,6 +200,20 @@ class Auth:
         self._self_or_admin(subject, ctx, "get a one-time password")
         code = await self._issue(subject, OTP_TTL_S, auth.TokenInfo.GET_TOKEN, ctx, one_time=True)
         return auth.GetOneTimePasswordResponse(code=code)
+
+    async def issue_identity_token(
+        self, req: internal.IssueIdentityToken, ctx: Context
+    ) -> internal.IdentityToken:
+        """A session token for a subject the gateway's OIDC login verified.
+        Only the gateway's own request (no client's) may ask: the guard has
+        no rule for it, and this refuses a forwarded one too."""
+        if ctx.external:
+            raise PermissionDenied("IssueIdentityToken is served for the gateway's OIDC login only")
+        subject = canonical(req.subject, "identity")
+        if not subject.startswith(OIDC_PREFIX):
+            raise InvalidArgument(f"an identity token is for an oidc: subject, not {subject!r}")
+        token = await self._issue(subject, SESSION_TTL_S, auth.TokenInfo.AUTHENTICATE, ctx)
+        return internal.IdentityToken(pach_token=token)
 
     def _self_or_admin(self, subject: str, ctx: Context, what: str) -> None:
         if not subject:

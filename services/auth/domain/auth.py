@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from google.protobuf.message import Message
 
 from libs.api.events import auth_pb2 as ev
-from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.events.envelope import AggregateRef
 
 # --- the cluster -------------------------------------------------------------
@@ -170,8 +170,7 @@ def extend(expires: int, now: float, generation: int) -> Callable[[Token], Seque
 def redeem(now: float, generation: int) -> Callable[[Token], Sequence[Message]]:
     def decide(state: Token) -> Sequence[Message]:
         if not state.one_time or not state.live(now, generation):
-            # a credential that does not sign in (not a missing resource)
-            raise Unauthenticated("one-time password is unknown, expired or already used")
+            raise _unknown_token()
         return [ev.OneTimePasswordRedeemed()]
 
     return decide

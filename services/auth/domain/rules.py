@@ -33,4 +33,8 @@ RULES: dict[str, Callable[[Any], Need]] = {
     "GetGroups": lambda _: ANYONE,
     "GetUsers": lambda _: admin("auth get-users"),
     "GetOneTimePassword": lambda _: ANYONE,
+    # Answered by the gateway (it starts the OIDC login of a caller who has
+    # no token yet). IssueIdentityToken has no rule on purpose: only the
+    # gateway's own request may ask for it.
+    "GetOIDCLogin": lambda _: PUBLIC,
 }

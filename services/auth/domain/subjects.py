@@ -19,7 +19,7 @@ def canonical(subject: str, what: str = "subject") -> str:
     if not _SUBJECT.match(subject):
         raise InvalidArgument(
             f"bad {what} {subject!r}: expected robot:<name>, github:<login>, "
-            "pipeline:<name> or group/<name>",
+            "oidc:<email>, pipeline:<name> or group/<name>",
             subject=subject,
         )
     return subject

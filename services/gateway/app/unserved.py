@@ -39,7 +39,10 @@ def unserved_method(full_method: str) -> Unimplemented:
     service, _, method = full_method.strip("/").partition("/")
     why = UNSERVED_APIS.get(service)
     if why is None:
-        why = "no such API in Pachyderm 1.7 (served: pfs.API, pps.API, admin.API, auth.API, enterprise.API, versionpb.API)"
+        why = (
+            "no such API in Pachyderm 1.7 (served: pfs.API, pps.API, admin.API, "
+            "auth.API, enterprise.API, versionpb.API)"
+        )
     return Unimplemented(f"{service}/{method} is unimplemented: {why}", rpc=full_method)
 
 

@@ -57,12 +57,25 @@
       ev.preventDefault();
       signIn({one_time_password: document.getElementById("otp").value.trim()});
     });
+    document.getElementById("login-oidc").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      error.textContent = "";
+      try {
+        const started = await post("/api/session/oidc", {next: nextPath()});
+        location.assign(started.url);  // the provider's page; it comes back signed in
+      } catch (e) {
+        error.textContent = e.message;
+      }
+    });
   }
   async function start() {
     if (document.getElementById("login-token")) wireLogin();
     try {
       const r = await fetch("/api/session", {credentials: "same-origin"});
-      showUser(await r.json());
+      const session = await r.json();
+      const oidc = document.getElementById("login-oidc");
+      if (oidc && session.oidc) oidc.hidden = false;
+      showUser(session);
     } catch (e) { /* the header just stays empty */ }
   }
   start();

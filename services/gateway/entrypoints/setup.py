@@ -23,8 +23,9 @@ from libs.service import ServiceContext
 from services.gateway import dashboard, principal
 from services.gateway.app.authn import Authenticator
 from services.gateway.app.backends import BackendMonitor
+from services.gateway.app.oidc import OidcLogin, OidcSettings
 from services.gateway.grpc.server import start_grpc
-from services.gateway.http import feed, keys, session
+from services.gateway.http import feed, keys, oidc, session
 from services.gateway.http.app import build_app, serve_http
 
 GRACE_S = 5.0
@@ -42,14 +43,20 @@ def loopback_only(host: str) -> bool:
 
 
 async def start_http(
-    cfg: Config, monitor: BackendMonitor, bus: Bus, nc: Client, authn: Authenticator
+    cfg: Config,
+    monitor: BackendMonitor,
+    bus: Bus,
+    nc: Client,
+    authn: Authenticator,
+    login: OidcLogin,
 ) -> web.AppRunner:
     """The HTTP front (JSON API, file download and upload), the dashboard
     (signed in with ``authn`` once auth is active) and its change feed
-    (``nc``), on one aiohttp app."""
+    (``nc``), the OIDC login's callback, on one aiohttp app."""
     app = build_app(cfg, monitor, bus)
     session.mount(app, bus, authn)
     feed.mount(app, nc)
+    oidc.mount(app, login)
     dashboard.mount(app, bus, app[keys.STORE])
     return await serve_http(app, cfg)
 
@@ -69,14 +76,18 @@ async def setup(ctx: ServiceContext) -> None:
     principal.install(authn)
     ctx.stack.callback(principal.install, None)
 
-    server, grpc_port = await start_grpc(cfg, monitor, ctx.bus, authn)
+    # OIDC login (off without PACH_OIDC_ISSUER): gRPC starts it, HTTP ends it.
+    login = OidcLogin(OidcSettings.from_env(cfg), ctx.bus, authn)
+    ctx.stack.push_async_callback(login.close)
+
+    server, grpc_port = await start_grpc(cfg, monitor, ctx.bus, authn, login)
 
     async def stop_grpc() -> None:
         await server.stop(GRACE_S)
 
     ctx.stack.push_async_callback(stop_grpc)
 
-    runner = await start_http(cfg, monitor, ctx.bus, ctx.nc, authn)
+    runner = await start_http(cfg, monitor, ctx.bus, ctx.nc, authn, login)
     ctx.stack.push_async_callback(runner.cleanup)
 
     await monitor.check_once()

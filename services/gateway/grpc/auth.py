@@ -1,6 +1,8 @@
 """``auth.API`` and ``enterprise.API``: each RPC is forwarded to its service
 with the caller's principal; WhoAmI is answered here, from the gateway's
-auth view (it is about the caller's token, which only the gateway sees).
+auth view (it is about the caller's token, which only the gateway sees),
+and so are GetOIDCLogin and Authenticate with an OIDC ID token in
+``github_token`` (the gateway holds the OIDC login, ``app/oidc.py``).
 After a call that changes auth or enterprise state, the gateway's view
 catches up before the answer goes back (``Authenticator.changed``)."""
 
@@ -22,6 +24,7 @@ from services.gateway.app.authn import (
     Authenticator,
     rpc_kind,
 )
+from services.gateway.app.oidc import OidcLogin
 from services.gateway.principal import ask, grpc_token
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -44,9 +47,16 @@ class _Forward:
 
 
 class AuthServicer(auth_pb2_grpc.APIServicer):
-    def __init__(self, bus: Bus, authn: Authenticator) -> None:
+    def __init__(self, bus: Bus, authn: Authenticator, oidc: OidcLogin) -> None:
         self.authn = authn
+        self.oidc = oidc
         self._forward = _Forward(bus, authn, "auth", AUTH_CHANGES)
+
+    async def GetOIDCLogin(  # type: ignore[override]
+        self, request: auth.GetOIDCLoginRequest, context: Ctx
+    ) -> auth.GetOIDCLoginResponse:
+        url, state = await self.oidc.start()
+        return auth.GetOIDCLoginResponse(login_url=url, state=state)
 
     async def WhoAmI(  # type: ignore[override]
         self, request: auth.WhoAmIRequest, context: Ctx
@@ -90,6 +100,11 @@ class AuthServicer(auth_pb2_grpc.APIServicer):
     async def Authenticate(  # type: ignore[override]
         self, request: auth.AuthenticateRequest, context: Ctx
     ) -> auth.AuthenticateResponse:
+        if request.github_token and not request.one_time_password:
+            # 1.7's GitHub token field carries an ID token of the cluster's
+            # OIDC provider (not an access token: its audience is unknown).
+            _, token = await self.oidc.authenticate(request.github_token)
+            return auth.AuthenticateResponse(pach_token=token)
         return await self._forward("Authenticate", request, context, auth.AuthenticateResponse)
 
     async def Authorize(  # type: ignore[override]
@@ -186,6 +201,9 @@ class EnterpriseServicer(enterprise_pb2_grpc.APIServicer):
         return await self._forward("Deactivate", request, context, ent.DeactivateResponse)
 
 
-def register(server: grpc.aio.Server, bus: Bus, authn: Authenticator) -> None:
-    auth_pb2_grpc.add_APIServicer_to_server(AuthServicer(bus, authn), server)
+def register(
+    server: grpc.aio.Server, bus: Bus, authn: Authenticator, oidc: OidcLogin | None = None
+) -> None:
+    login = oidc if oidc is not None else OidcLogin(None, bus, authn)
+    auth_pb2_grpc.add_APIServicer_to_server(AuthServicer(bus, authn, login), server)
     enterprise_pb2_grpc.add_APIServicer_to_server(EnterpriseServicer(bus, authn), server)

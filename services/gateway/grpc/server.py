@@ -15,6 +15,7 @@ from libs.objects import open_object_store
 from libs.observe import GrpcRequestLog
 from services.gateway.app.authn import Authenticator
 from services.gateway.app.backends import BackendMonitor
+from services.gateway.app.oidc import OidcLogin
 from services.gateway.errors import GrpcErrors
 from services.gateway.grpc import admin, auth, pfs, pps, unserved, version
 
@@ -23,7 +24,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def start_grpc(
-    cfg: Config, monitor: BackendMonitor, bus: Bus, authn: Authenticator
+    cfg: Config,
+    monitor: BackendMonitor,
+    bus: Bus,
+    authn: Authenticator,
+    oidc: OidcLogin | None = None,
 ) -> tuple[aio.Server, int]:
     server = aio.server(
         interceptors=[GrpcRequestLog(), GrpcErrors()],
@@ -37,7 +42,7 @@ async def start_grpc(
     pfs.register(server, bus, open_object_store(cfg.objects), cfg.grpc_max_message_bytes)
     pps.register(server, bus, cfg.grpc_max_message_bytes)
     admin.register(server, bus, cfg)
-    auth.register(server, bus, authn)
+    auth.register(server, bus, authn, oidc)
 
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -30,9 +30,9 @@ from aiohttp import web
 from libs.api.auth import auth_pb2 as auth
 from libs.bounds import check_json_depth
 from libs.bus import Bus
-from libs.errors import FailedPrecondition, InvalidArgument, Unauthenticated
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from services.gateway.app.authn import Authenticator
-from services.gateway.http.keys import AUTHN
+from services.gateway.http.keys import AUTHN, LOGIN
 from services.gateway.principal import SESSION_COOKIE, http_token
 
 SESSION_BUS = web.AppKey("session-bus", Bus)
@@ -104,7 +104,12 @@ async def require_session(request: web.Request, handler: Handler) -> web.StreamR
 
 async def whoami(request: web.Request) -> web.Response:
     active = request.app[AUTHN].view.state.active
-    body = {"auth_active": active, "subject": _signed_in(request) if active else ""}
+    login = request.app.get(LOGIN)
+    body = {
+        "auth_active": active,
+        "subject": _signed_in(request) if active else "",
+        "oidc": login is not None and login.configured,
+    }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
@@ -114,28 +119,34 @@ async def login(request: web.Request) -> web.Response:
         raise FailedPrecondition("auth is not active: the dashboard needs no sign-in")
     token, otp = _credentials(await request.read())
     if otp:
-        reply = await request.app[SESSION_BUS].request(
-            "auth",
-            "Authenticate",
-            auth.AuthenticateRequest(one_time_password=otp),
-            auth.AuthenticateResponse,
-            kind="cmd",
-        )
+        try:
+            reply = await request.app[SESSION_BUS].request(
+                "auth",
+                "Authenticate",
+                auth.AuthenticateRequest(one_time_password=otp),
+                auth.AuthenticateResponse,
+                kind="cmd",
+            )
+        except NotFound:  # to a sign-in, a credential that does not work
+            raise Unauthenticated(
+                "that one-time password is unknown, expired or already used"
+            ) from None
         await authn.changed()  # the new token is live from the next request on
         token = reply.pach_token
     subject = authn.subject(token)
     if not subject:
         raise Unauthenticated("that token is not a live Pachyderm token (expired or revoked?)")
     response = web.json_response({"subject": subject}, headers={"Cache-Control": "no-store"})
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        httponly=True,
-        samesite="Strict",
-        path="/",
-        secure=request.secure,
-    )
+    set_session(response, token, secure=request.secure)
     return response
+
+
+def set_session(response: web.StreamResponse, token: str, *, secure: bool) -> None:
+    """Keep ``token`` in the browser: no script reads it, no other site's
+    page sends it."""
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/", secure=secure
+    )
 
 
 async def logout(_: web.Request) -> web.Response:
