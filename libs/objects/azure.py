@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import datetime
-import re
 import secrets
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
@@ -40,6 +38,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock
 from azure.storage.blob.aio import BlobServiceClient
 
+from libs.azure_names import check_account, check_account_key, check_container
 from libs.errors import (
     Internal,
     InvalidArgument,
@@ -55,8 +54,6 @@ from libs.objects.keys import check_block_size, check_key, check_prefix, check_r
 BLOCK_SIZE = 8 << 20
 MAX_BLOCK_SIZE = 4000 << 20  # Azure's limit for one staged block
 GET_PIECE = 4 << 20  # what one ranged read fetches (and holds) at most
-_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
-_CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _RETRYABLE = {"ServerBusy", "InternalError", "OperationTimedOut", "ServiceUnavailable"}
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ServiceRequestError,
@@ -65,39 +62,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     ConnectionError,
 )
-
-
-def check_account(account: str) -> str:
-    """An Azure storage account name: 3-24 lowercase letters and digits."""
-    if not _ACCOUNT.match(account):
-        raise InvalidArgument(
-            f"Azure storage account name must be 3-24 lowercase letters and digits, "
-            f"got {account!r}",
-            account=account,
-        )
-    return account
-
-
-def check_container(container: str) -> str:
-    """An Azure container name: 3-63 lowercase letters, digits and single hyphens."""
-    if not _CONTAINER.match(container):
-        raise InvalidArgument(
-            "Azure container name must be 3-63 lowercase letters, digits and single "
-            f"hyphens, starting and ending with a letter or digit, got {container!r}",
-            container=container,
-        )
-    return container
-
-
-def check_account_key(key: str) -> str:
-    """A shared key is base64 (Azure shows it so); anything else could never sign."""
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if not raw:
-        raise InvalidArgument("Azure account key must be the base64 key the portal shows")
-    return key
 
 
 def service_client(endpoint: str, account: str, key: str, **options: Any) -> BlobServiceClient:
