@@ -29,9 +29,14 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+OBJECT_BACKENDS = ("local", "s3", "azure")
+
+
 @dataclass(frozen=True)
 class ObjectStoreConfig:
-    """``backend`` is ``local`` (a directory under the data dir) or ``s3``."""
+    """``backend`` is ``local`` (a directory under the data dir), ``s3`` or
+    ``azure`` (a Blob Storage container; its account settings are also the
+    ones ``as://`` URLs use)."""
 
     backend: str = "local"
     local_root: Path = Path(".pachyderm/objects")
@@ -41,6 +46,11 @@ class ObjectStoreConfig:
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_prefix: str = ""
+    azure_container: str = ""
+    azure_account: str = ""
+    azure_key: str = field(default="", repr=False)
+    azure_endpoint: str = ""
+    azure_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,10 +111,15 @@ class Config:
             s3_access_key=_str(e, "PACH_S3_ACCESS_KEY", ""),
             s3_secret_key=_str(e, "PACH_S3_SECRET_KEY", ""),
             s3_prefix=_str(e, "PACH_S3_PREFIX", ""),
+            azure_container=_str(e, "PACH_AZURE_CONTAINER", ""),
+            azure_account=_str(e, "PACH_AZURE_ACCOUNT", ""),
+            azure_key=_str(e, "PACH_AZURE_KEY", ""),
+            azure_endpoint=_str(e, "PACH_AZURE_ENDPOINT", ""),
+            azure_prefix=_str(e, "PACH_AZURE_PREFIX", ""),
         )
-        if objects.backend not in ("local", "s3"):
+        if objects.backend not in OBJECT_BACKENDS:
             raise InvalidArgument(
-                f"PACH_OBJECT_BACKEND must be local or s3, got {objects.backend!r}",
+                f"PACH_OBJECT_BACKEND must be local, s3 or azure, got {objects.backend!r}",
                 name="PACH_OBJECT_BACKEND",
             )
         readmodels = ReadModelConfig(

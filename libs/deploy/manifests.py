@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from libs.azure_names import check_container
 from libs.errors import InvalidArgument
 
 Obj = dict[str, Any]
@@ -42,7 +43,9 @@ class Resources:
 @dataclass(frozen=True)
 class ObjectStore:
     """Where the cluster keeps file contents: ``local`` (a hostPath on the
-    node: one-node clusters only) or any S3 endpoint."""
+    node: one-node clusters only), any S3 endpoint, or an Azure Blob Storage
+    container (``azure``: ``bucket`` is the container; the account and its
+    key are in the storage Secret; ``endpoint`` only for a sovereign cloud)."""
 
     backend: str = "local"
     bucket: str = ""
@@ -108,10 +111,15 @@ def validate(opts: DeployOptions) -> None:
     for service, n in opts.replicas.items():
         if service not in SERVICES or not 0 <= n <= 100:
             raise InvalidArgument(f"bad replica count {service}={n}")
-    if opts.object_store.backend not in ("local", "s3"):
-        raise InvalidArgument("the object store backend must be local or s3")
+    if opts.object_store.backend not in ("local", "s3", "azure"):
+        raise InvalidArgument("the object store backend must be local, s3 or azure")
     if opts.object_store.backend == "s3" and not opts.object_store.bucket:
         raise InvalidArgument("an S3 object store needs a bucket")
+    if opts.object_store.backend == "azure":
+        check_container(opts.object_store.bucket)
+        endpoint = opts.object_store.endpoint
+        if endpoint and not endpoint.startswith("https://"):
+            raise InvalidArgument(f"--endpoint {endpoint!r} must be an https:// URL")
 
 
 def _meta(name: str, opts: DeployOptions, labels: Mapping[str, str] | None = None) -> Obj:
@@ -211,6 +219,12 @@ def config_map(opts: DeployOptions) -> Obj:
             PACH_S3_REGION=store.region,
             PACH_S3_PREFIX=store.prefix,
         )
+    elif store.backend == "azure":
+        data["PACH_AZURE_CONTAINER"] = store.bucket
+        if store.endpoint:
+            data["PACH_AZURE_ENDPOINT"] = store.endpoint
+        if store.prefix:
+            data["PACH_AZURE_PREFIX"] = store.prefix
     else:
         data["PACH_OBJECT_DIR"] = "/var/pachyderm/objects"
         data["PACH_PPS_OBJECTS_HOST_PATH"] = store.host_path  # workers mount it too

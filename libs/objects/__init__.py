@@ -1,7 +1,7 @@
 """The object store: content lives here, never in NATS.
 
 ``open_object_store(cfg)`` builds the backend a ``ObjectStoreConfig`` names:
-a local directory (the default) or S3. ``libs.objects.chunking`` stores byte
+a local directory (the default), S3 or Azure Blob Storage. ``libs.objects.chunking`` stores byte
 streams as content-addressed chunks on top of either.
 """
 
@@ -23,10 +23,12 @@ from libs.objects.chunking import (
 from libs.objects.local import LocalObjectStore
 
 if TYPE_CHECKING:
+    from libs.objects.azure import AzureObjectStore
     from libs.objects.s3 import S3ObjectStore
 
 __all__ = [
     "CHUNK_SIZE",
+    "AzureObjectStore",
     "ChunkRef",
     "LocalObjectStore",
     "ObjectInfo",
@@ -41,12 +43,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The S3 backend loads on first use: aioboto3 takes ~0.25 s to import,
-    # which every pachctl command would otherwise pay.
+    # The S3 and Azure backends load on first use: aioboto3 takes ~0.25 s to
+    # import and azure-storage-blob more, which every pachctl command would
+    # otherwise pay.
     if name == "S3ObjectStore":
         from libs.objects.s3 import S3ObjectStore
 
         return S3ObjectStore
+    if name == "AzureObjectStore":
+        from libs.objects.azure import AzureObjectStore
+
+        return AzureObjectStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -74,6 +81,30 @@ def open_object_store(cfg: ObjectStoreConfig) -> ObjectStore:
             secret_key=cfg.s3_secret_key,
             prefix=cfg.s3_prefix,
         )
+    if cfg.backend == "azure":
+        missing = [
+            var
+            for var, value in (
+                ("PACH_AZURE_CONTAINER", cfg.azure_container),
+                ("PACH_AZURE_ACCOUNT", cfg.azure_account),
+                ("PACH_AZURE_KEY", cfg.azure_key),
+            )
+            if not value
+        ]
+        if missing:
+            raise InvalidArgument(
+                f"object store: the azure backend needs {', '.join(missing)}", missing=missing
+            )
+        from libs.objects.azure import AzureObjectStore
+
+        return AzureObjectStore(
+            cfg.azure_container,
+            account=cfg.azure_account,
+            key=cfg.azure_key,
+            endpoint=cfg.azure_endpoint,
+            prefix=cfg.azure_prefix,
+        )
     raise InvalidArgument(
-        f"object store backend must be local or s3, got {cfg.backend!r}", backend=cfg.backend
+        f"object store backend must be local, s3 or azure, got {cfg.backend!r}",
+        backend=cfg.backend,
     )

@@ -27,7 +27,8 @@ class ObjectInfo:
 
 
 class ObjectStore(abc.ABC):
-    """Async object store. Implementations: ``LocalObjectStore``, ``S3ObjectStore``."""
+    """Async object store. Implementations: ``LocalObjectStore``, ``S3ObjectStore``,
+    ``AzureObjectStore``."""
 
     @abc.abstractmethod
     async def put(self, key: str, data: bytes) -> None:

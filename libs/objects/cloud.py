@@ -18,7 +18,8 @@ Credentials and endpoints are the cluster's object-store settings,
 - ``PACH_AZURE_ACCOUNT`` and ``PACH_AZURE_KEY`` (a shared key);
   ``PACH_AZURE_ENDPOINT``: the blob service's URL (an emulator such as
   Azurite: ``http://127.0.0.1:10000/<account>``), default
-  ``https://<account>.blob.core.windows.net``.
+  ``https://<account>.blob.core.windows.net``. The same account is the
+  cluster's own store when ``PACH_OBJECT_BACKEND=azure``.
 
 URL forms: ``gs://<bucket>/<key>``, ``as://<container>/<key>`` (the
 configured account) and ``wasb://<container>@<account>.blob.core.windows.net/<key>``

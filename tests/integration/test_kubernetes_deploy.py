@@ -167,3 +167,30 @@ async def test_no_cluster_is_a_one_line_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     code, out = await pachctl(missing, "undeploy")
     assert code == 1 and "no Kubernetes cluster to talk to" in out and "Traceback" not in out
+
+
+async def test_deploy_storage_microsoft_creates_then_updates_the_secret(emulator: Path) -> None:
+    api = await kube.connect(str(emulator))
+    async with api:
+        k = kube.Kube(api)
+        await k.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        code, out = await pachctl(
+            emulator, "deploy", "storage", "microsoft", "pachstore1", "a2V5MQ==", "--namespace", NS
+        )
+        assert code == 0 and "secret/pachyderm-storage created" in out, out
+        code, out = await pachctl(
+            emulator, "deploy", "storage", "microsoft", "pachstore1", "a2V5Mg==", "--namespace", NS
+        )
+        assert code == 0 and "secret/pachyderm-storage configured" in out, out
+        secret: Any = await k.get("Secret", NS, "pachyderm-storage")
+        assert (secret.get("stringData") or secret.get("data")) == {
+            "PACH_AZURE_ACCOUNT": "pachstore1",
+            "PACH_AZURE_KEY": "a2V5Mg==",
+        }
+        # a bad key is refused before anything is written
+        code, out = await pachctl(
+            emulator, "deploy", "storage", "microsoft", "pachstore1", "no key", "--namespace", NS
+        )
+        assert code != 0 and "account key must be" in out and "no key" not in out, out
+        secret = await k.get("Secret", NS, "pachyderm-storage")
+        assert (secret.get("stringData") or secret.get("data"))["PACH_AZURE_KEY"] == "a2V5Mg=="

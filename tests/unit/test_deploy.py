@@ -63,6 +63,18 @@ TARGETS: dict[str, tuple[list[str], Path]] = {
         ],
         GOLDEN / "deploy-google.yaml",
     ),
+    "microsoft": (
+        [
+            "microsoft",
+            "pach-data",
+            "pachstore1",
+            "c2VjcmV0LWtleQ==",
+            "30",
+            "--namespace",
+            "pachyderm",
+        ],
+        GOLDEN / "deploy-microsoft.yaml",
+    ),
     "custom": (
         [
             "custom",
@@ -220,6 +232,76 @@ def test_amazon_flags_reach_the_objects() -> None:
     assert secret["stringData"]["PACH_S3_ACCESS_KEY"] == "AKIAEXAMPLE"
 
 
+def test_microsoft_uses_the_azure_backend_a_secret_and_azure_disks() -> None:
+    docs = dry_run("microsoft")
+    config = by_kind(docs, "ConfigMap")["pachyderm-config"]["data"]
+    assert config["PACH_OBJECT_BACKEND"] == "azure"
+    assert config["PACH_AZURE_CONTAINER"] == "pach-data"
+    assert not any(k.startswith("PACH_S3_") for k in config) and "PACH_OBJECT_DIR" not in config
+    # the account and its key only in the Secret every pod (and worker) reads
+    assert "PACH_AZURE_KEY" not in config and "PACH_AZURE_ACCOUNT" not in config
+    secret = by_kind(docs, "Secret")["pachyderm-storage"]
+    assert secret["stringData"] == {
+        "PACH_AZURE_ACCOUNT": "pachstore1",
+        "PACH_AZURE_KEY": "c2VjcmV0LWtleQ==",
+    }
+    for dep in by_kind(docs, "Deployment").values():
+        spec = dep["spec"]["template"]["spec"]
+        env_from = spec["containers"][0]["envFrom"]
+        assert {"secretRef": {"name": "pachyderm-storage", "optional": True}} in env_from
+        assert not any("hostPath" in v for v in spec.get("volumes", []))
+    claim = by_kind(docs, "StatefulSet")["nats"]["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "managed-csi"
+    assert claim["resources"]["requests"] == {"storage": "30Gi"}
+    # the flags still choose: another StorageClass, a sovereign cloud's endpoint
+    argv = TARGETS["microsoft"][0]
+    code, text = pachctl(
+        "deploy",
+        *argv,
+        "--etcd-storage-class",
+        "managed-csi-premium",
+        "--endpoint",
+        "https://pachstore1.blob.core.chinacloudapi.cn",
+        "--dry-run",
+        "-o",
+        "yaml",
+    )
+    assert code == 0, text
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    claim = by_kind(docs, "StatefulSet")["nats"]["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "managed-csi-premium"
+    config = by_kind(docs, "ConfigMap")["pachyderm-config"]["data"]
+    assert config["PACH_AZURE_ENDPOINT"] == "https://pachstore1.blob.core.chinacloudapi.cn"
+
+
+def test_microsoft_settings_are_what_the_cluster_reads() -> None:
+    """The ConfigMap and the Secret together make a config the azure
+    backend accepts (the names deploy writes are the ones services read)."""
+    from libs.config import Config
+
+    docs = dry_run("microsoft")
+    env = {
+        **by_kind(docs, "ConfigMap")["pachyderm-config"]["data"],
+        **by_kind(docs, "Secret")["pachyderm-storage"]["stringData"],
+    }
+    objects = Config.from_env("pfs", env).objects
+    assert (objects.backend, objects.azure_container) == ("azure", "pach-data")
+    assert (objects.azure_account, objects.azure_key) == ("pachstore1", "c2VjcmV0LWtleQ==")
+
+
+def test_deploy_storage_microsoft_values() -> None:
+    from programs.pachctl.commands.deploy import storage_values
+
+    assert storage_values("microsoft", ["pachstore1", "a2V5"]) == {
+        "PACH_AZURE_ACCOUNT": "pachstore1",
+        "PACH_AZURE_KEY": "a2V5",
+    }
+    code, text = pachctl("deploy", "storage", "microsoft", "pach-data", "acct1", "a2V5")
+    assert code == 1 and "takes <account-name> <account-key>" in text
+    code, text = pachctl("deploy", "storage", "microsoft", "acct1", "sec ret")
+    assert code == 1 and "account key must be" in text and "sec ret" not in text
+
+
 def test_google_registry_pull_secret_and_no_dashboard() -> None:
     docs = dry_run("google")
     pfs = by_kind(docs, "Deployment")["pfs"]["spec"]["template"]["spec"]
@@ -257,7 +339,15 @@ def test_custom_minio_mongo_replicas_and_requests() -> None:
         (["amazon", "b", "us-east-1", "ten"], "disk size 'ten' must be a whole number"),
         (["amazon", "b", "us-east-1", "10", "--credentials", "x"], '"<id>,<secret>"'),
         (["google", "b", "10", "key.json"], "HMAC keys"),
-        (["microsoft", "c", "acct", "key", "10"], "Azure Blob storage has no S3 API"),
+        (["microsoft", "Pach_Data", "acct1", "a2V5", "10"], "container name must be"),
+        (["microsoft", "pach--data", "acct1", "a2V5", "10"], "container name must be"),
+        (["microsoft", "pach-data", "My-Acct", "a2V5", "10"], "account name must be 3-24"),
+        (["microsoft", "pach-data", "acct1", "not base64!", "10"], "account key must be"),
+        (["microsoft", "pach-data", "acct1", "a2V5", "0"], "disk size '0'"),
+        (
+            ["microsoft", "pach-data", "acct1", "a2V5", "10", "--endpoint", "http://x"],
+            "must be an https:// URL",
+        ),
         (["custom", "vol", "10"], "deploy custom takes"),
         (["local", "--image-pull-secret", "a b"], "is not a name"),
     ],

@@ -400,7 +400,8 @@ def test_open_object_store_s3_builds_without_connecting() -> None:
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        (ObjectStoreConfig(backend="gcs"), "local or s3, got 'gcs'"),
+        (ObjectStoreConfig(backend="gcs"), "local, s3 or azure, got 'gcs'"),
+        (ObjectStoreConfig(backend="azure"), "needs PACH_AZURE_CONTAINER"),
         (ObjectStoreConfig(backend="s3"), "needs a bucket"),
         (ObjectStoreConfig(backend="s3", s3_bucket="b", s3_access_key="a"), "both"),
     ],

@@ -16,8 +16,12 @@ from typing import Any, TextIO
 
 import yaml
 
+from libs.azure_names import check_account, check_account_key
 from libs.deploy import manifests as m
-from libs.errors import FailedPrecondition, InvalidArgument
+from libs.errors import InvalidArgument
+
+# AKS's built-in StorageClass of Azure managed disks (its default too).
+AZURE_STORAGE_CLASS = "managed-csi"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,11 +71,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p)
     p.set_defaults(run=deploy_cmd)
 
-    p = targets.add_parser("microsoft", help="Deploy on Azure (not supported: see the error).")
-    p.add_argument("container")
-    p.add_argument("account_name")
-    p.add_argument("account_key")
-    p.add_argument("disk_size")
+    p = targets.add_parser(
+        "microsoft",
+        help="Deploy on Azure (AKS): Blob Storage container, NATS volumes on Azure disks.",
+        description=(
+            "Deploy on Azure: file contents in a Blob Storage container "
+            "(PACH_OBJECT_BACKEND=azure; the container must exist), the account name and "
+            "key in the pachyderm-storage Secret, NATS volumes on Azure managed disks "
+            "(StorageClass managed-csi unless --etcd-storage-class says otherwise)."
+        ),
+    )
+    p.add_argument("container", help="Blob Storage container (create it first)")
+    p.add_argument("account_name", help="storage account name")
+    p.add_argument("account_key", help="storage account key (base64, as the portal shows it)")
+    p.add_argument("disk_size", help="size of each NATS node's volume in GB")
+    p.add_argument(
+        "--endpoint",
+        default="",
+        help="blob service URL for a sovereign cloud "
+        "(default https://<account>.blob.core.windows.net)",
+    )
     _common(p)
     p.set_defaults(run=deploy_cmd)
 
@@ -97,7 +116,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = targets.add_parser("storage", help="Create or update the object store credentials Secret.")
     p.add_argument("backend", choices=("amazon", "google", "microsoft", "custom"))
     p.add_argument(
-        "args", nargs="*", help="amazon: <region> <id> <secret>; google/custom: <id> <secret>"
+        "args",
+        nargs="*",
+        help="amazon: <region> <id> <secret>; google/custom: <id> <secret>; "
+        "microsoft: <account-name> <account-key>",
     )
     _k8s_flags(p)
     p.set_defaults(run=deploy_storage_cmd)
@@ -216,6 +238,10 @@ def _creds(value: str, flag: str = "--credentials") -> dict[str, str]:
     return {"PACH_S3_ACCESS_KEY": parts[0], "PACH_S3_SECRET_KEY": parts[1]}
 
 
+def _azure_creds(account: str, key: str) -> dict[str, str]:
+    return {"PACH_AZURE_ACCOUNT": check_account(account), "PACH_AZURE_KEY": check_account_key(key)}
+
+
 def _disk(value: str) -> str:
     if not value.isdigit() or int(value) < 1:
         raise InvalidArgument(f"disk size {value!r} must be a whole number of GB")
@@ -253,10 +279,11 @@ def options(args: argparse.Namespace) -> tuple[m.DeployOptions, dict[str, str]]:
         )
         storage = _creds(args.credentials)
     elif target == "microsoft":
-        raise FailedPrecondition(
-            "Azure Blob storage has no S3 API and the cluster's object store is S3 "
-            "(PACH_OBJECT_BACKEND=s3): deploy custom with an S3-compatible store instead"
-        )
+        disk = _disk(args.disk_size)
+        store = m.ObjectStore(backend="azure", bucket=args.container, endpoint=args.endpoint)
+        storage = _azure_creds(args.account_name, args.account_key)
+        if not args.storage_class:
+            args.storage_class = AZURE_STORAGE_CLASS
     else:  # custom
         if len(args.args) != 6:
             raise InvalidArgument(
@@ -329,7 +356,9 @@ def storage_values(backend: str, values: Sequence[str]) -> dict[str, str]:
             raise InvalidArgument("deploy storage amazon takes <region> <id> <secret>")
         return {**_creds(",".join(values[1:]), "<id> <secret>"), "PACH_S3_REGION": values[0]}
     if backend == "microsoft":
-        raise FailedPrecondition("Azure Blob storage has no S3 API; the object store is S3")
+        if len(values) != 2:
+            raise InvalidArgument("deploy storage microsoft takes <account-name> <account-key>")
+        return _azure_creds(*values)
     if len(values) != 2:
         raise InvalidArgument(f"deploy storage {backend} takes <id> <secret>")
     return _creds(",".join(values), "<id> <secret>")
