@@ -24,7 +24,7 @@ from nats.js import JetStreamContext, api
 from libs.api.events import auth_pb2, enterprise_pb2, pfs_pb2, pps_pb2
 from libs.authz.state import AUTH_TYPES, SUBJECTS, AuthState
 from libs.errors import DeadlineExceeded, PachError
-from libs.events.background import ResumingTask
+from libs.events.background import LONG_POLL_S, ResumingTask
 from libs.events.envelope import decode_batch
 from libs.events.registry import EventRegistry
 
@@ -74,8 +74,19 @@ class AuthView:
             return
 
         async def reached() -> None:
-            async with self._advanced:
-                await self._advanced.wait_for(lambda: self.position >= seq)
+            look = 0.02  # then look at the stream's end (the tail may be on other subjects)
+            while True:
+                async with self._advanced:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._advanced.wait_for(lambda: self.position >= seq), look
+                        )
+                    if self.position >= seq:
+                        return
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    info = await self.js.stream_info(self.stream)
+                    await self._idle_at(int(info.state.last_seq or 0))
+                look = min(look * 2, 1.0)
 
         try:
             await asyncio.wait_for(reached(), timeout)
@@ -150,11 +161,12 @@ class AuthView:
         sub = await self.js.pull_subscribe(SUBJECTS[0], stream=self.stream, config=config)
         self._sub = sub
         self._received = 0
+        self._loop.ok()
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(256, timeout=1.0)
-                except nats.errors.TimeoutError:
+                    msgs = await sub.fetch(256, timeout=LONG_POLL_S)
+                except TimeoutError:  # idle: nothing new
                     with contextlib.suppress(nats.errors.Error, TimeoutError):
                         info = await self.js.stream_info(self.stream)
                         await self._idle_at(int(info.state.last_seq or 0))

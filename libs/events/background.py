@@ -1,16 +1,30 @@
 """A long-running consumer loop in its own task: started, stopped, and
 resumed after any failure (a lost connection, a deleted consumer) until it is
-stopped. Projections and reactions both run this way."""
+stopped. Projections and reactions both run this way.
+
+An interruption is logged at warning level once per incident, not once per
+attempt: the loop says ``resumed`` (and how long it was out) when the body
+tells it, with ``ok()``, that it is running again (e.g. its consumer is
+subscribed again). Retries back off from ``pause`` up to ``MAX_PAUSE_S``.
+
+``LONG_POLL_S``: how long a consumer loop's fetch waits for the next message.
+An idle fetch that expires is the normal idle state, not an interruption:
+loops catch ``TimeoutError`` (nats-py raises its own subclass and, in some
+paths, the builtin) and fetch again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 _log = structlog.get_logger("events")
+
+LONG_POLL_S = 20.0  # below the ephemeral consumers' inactive_threshold (30 s)
+MAX_PAUSE_S = 5.0
 
 
 class ResumingTask:
@@ -19,6 +33,8 @@ class ResumingTask:
         self._body = body
         self._pause = pause
         self._task: asyncio.Task[None] | None = None
+        self._since: float | None = None  # when the current interruption began
+        self._attempts = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -31,6 +47,22 @@ class ResumingTask:
                 await self._task
             self._task = None
 
+    @property
+    def interrupted(self) -> bool:
+        return self._since is not None
+
+    def ok(self) -> None:
+        """The body runs again: close the current interruption, if any."""
+        if self._since is not None:
+            _log.info(
+                "resumed",
+                task=self.name,
+                after_s=round(time.monotonic() - self._since, 1),
+                attempts=self._attempts,
+            )
+            self._since = None
+            self._attempts = 0
+
     async def _run(self) -> None:
         while True:
             try:
@@ -38,5 +70,11 @@ class ResumingTask:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _log.warning("interrupted, resuming", task=self.name, error=repr(exc))
-                await asyncio.sleep(self._pause)
+                self._attempts += 1
+                if self._since is None:
+                    self._since = time.monotonic()
+                    _log.warning("interrupted, resuming", task=self.name, error=repr(exc))
+                else:
+                    _log.debug("still interrupted", task=self.name, error=repr(exc))
+                pause = min(MAX_PAUSE_S, self._pause * 2 ** (self._attempts - 1))
+                await asyncio.sleep(pause)

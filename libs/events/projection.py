@@ -14,7 +14,11 @@ it replies.
 subjects: when it is idle and its consumer has nothing pending, it moves to
 the stream's last sequence (and checkpoints it), so ``position >= seq`` means
 "every event up to ``seq`` that concerns this projection is applied" even
-when the events after its last one are on other subjects.
+when the events after its last one are on other subjects. An idle runner
+waits in one long fetch (``LONG_POLL_S``) and looks at the stream's end when
+it expires, or at once when ``wait_for`` asks for a sequence it has not
+reached (so an idle cluster costs next to nothing and a waiter is not kept
+waiting for the fetch to expire).
 
 A runner that is behind (a fetch came back full, e.g. after a restore) reads
 in bigger groups, up to ``catchup_batch`` events per ``DocumentStore.batch()``.
@@ -40,7 +44,7 @@ import structlog
 from nats.js import JetStreamContext, api
 
 from libs.errors import DeadlineExceeded, PachError
-from libs.events.background import ResumingTask
+from libs.events.background import LONG_POLL_S, ResumingTask
 from libs.events.envelope import RecordedEvent, decode_batch
 from libs.events.registry import EventRegistry
 from libs.readmodels.base import Batch, Collection, Document, DocumentStore
@@ -129,6 +133,13 @@ class ProjectionRunner:
         if all(t is not None for t in types):
             self._only = frozenset(name for t in types if t is not None for name in t)
         self.name = "+".join(p.name for p in fed)
+        self.idle_fetch_s = LONG_POLL_S
+        # Held while applying a fetched group or moving over the idle tail,
+        # so that ``wait_for``'s look at the tail never sees a group that is
+        # received but not yet committed.
+        self._applying = asyncio.Lock()
+        self._sub: Any = None
+        self._received = 0  # the consumer sequence of the last message applied
         # Resumes from the last committed checkpoint after any failure.
         self._loop = ResumingTask(f"projection {self.name}", self._follow)
 
@@ -164,8 +175,17 @@ class ProjectionRunner:
         """Return once every event up to stream sequence ``seq`` is applied."""
 
         async def reached() -> None:
-            async with self._advanced:
-                await self._advanced.wait_for(lambda: self.position >= seq)
+            look = 0.02  # then look at the stream's end (the tail may be on other subjects)
+            while True:
+                async with self._advanced:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._advanced.wait_for(lambda: self.position >= seq), look
+                        )
+                    if self.position >= seq:
+                        return
+                await self._look_at_tail()
+                look = min(look * 2, 1.0)
 
         try:
             await asyncio.wait_for(reached(), timeout)
@@ -190,27 +210,39 @@ class ProjectionRunner:
         )
         subjects = list(self.projection.subjects)
         sub = await self.js.pull_subscribe(subjects[0], stream=self.stream, config=config)
+        self._sub, self._received = sub, 0
+        self._loop.ok()
         size = self.batch_size
-        received = 0  # the consumer sequence of the last message this subscription got
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(size, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    try:
-                        await self._skip_idle(sub, received)
-                    except (nats.errors.Error, TimeoutError) as exc:
-                        # only progress reporting: the next idle round tries again
-                        _log.debug("idle position check failed", error=repr(exc))
+                    msgs = await sub.fetch(size, timeout=self.idle_fetch_s)
+                except TimeoutError:  # idle: nothing new on our subjects
+                    await self._look_at_tail()
                     continue
-                for msg in msgs:
-                    received = max(received, int(msg.metadata.sequence.consumer))
-                await self._apply(msgs)
+                async with self._applying:
+                    for msg in msgs:
+                        self._received = max(self._received, int(msg.metadata.sequence.consumer))
+                    await self._apply(msgs)
                 # Behind: read bigger groups (fewer commits) until caught up.
                 size = min(size * 2, self.catchup_batch) if len(msgs) >= size else self.batch_size
         finally:
+            self._sub = None
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _look_at_tail(self) -> None:
+        sub = self._sub
+        if sub is None:
+            return
+        async with self._applying:
+            if sub is not self._sub:
+                return
+            try:
+                await self._skip_idle(sub, self._received)
+            except (nats.errors.Error, TimeoutError) as exc:
+                # only progress reporting: the next look tries again
+                _log.debug("idle position check failed", error=repr(exc))
 
     async def _skip_idle(self, sub: Any, received: int) -> None:
         """Idle: when every event of the stream on our subjects is applied,

@@ -31,7 +31,7 @@ import structlog
 from nats.js import JetStreamContext, api
 
 from libs.errors import ConcurrencyError, DeadlineExceeded, PachError, Unavailable
-from libs.events.background import ResumingTask
+from libs.events.background import LONG_POLL_S, ResumingTask
 from libs.events.envelope import RecordedEvent, decode_batch
 from libs.events.registry import EventRegistry
 
@@ -100,11 +100,12 @@ class Reactor:
         sub = await self.js.pull_subscribe(
             self.subjects[0], durable=self.name, stream=self.stream, config=config
         )
+        self._loop.ok()
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(self.batch_size, timeout=1.0)
-                except nats.errors.TimeoutError:
+                    msgs = await sub.fetch(self.batch_size, timeout=LONG_POLL_S)
+                except TimeoutError:  # idle: nothing new
                     continue
                 for msg in msgs:
                     await self._handle(msg)

@@ -30,7 +30,9 @@ DUPLICATE_WINDOW_S = 300.0
 DEFAULT_ACK_WAIT_S = 30.0
 # Chunks handed out and not yet acked, over all workers of one pipeline.
 MAX_ACK_PENDING = 256
-_FETCH_WAIT_S = 1.0
+# A worker waits for its next chunk in one long fetch (an idle worker costs
+# nothing); it expires server-side just before the client gives up.
+_FETCH_WAIT_S = 20.0
 _ACK_TIMEOUT_S = 5.0
 
 
@@ -163,7 +165,7 @@ async def chunks(
         while True:
             try:
                 msgs = await sub.fetch(1, timeout=_FETCH_WAIT_S)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # idle: no chunk yet
                 continue
             for msg in msgs:
                 try:

@@ -2,9 +2,12 @@
 
 ``Master`` supervises: it keeps a ``PipelineMaster`` task for every pipeline
 of the ``pipelines`` read model (started for new ones, stopped for deleted
-ones). Tasks wake on hints — a plain NATS subscription on ``ev.pps.>`` and
-``ev.pfs.>`` — and re-check every few seconds anyway; the hints only make
-them quicker, every decision is taken on the read models and aggregates.
+ones). Tasks wake on the events — a plain NATS subscription on ``ev.pps.>``
+and ``ev.pfs.>`` — and look again a few times shortly after one (the read
+models apply it a moment later); every decision is taken on the read models
+and aggregates. While nothing happens they sleep: a slow safety-net sweep
+(``SWEEP_S``) covers a wakeup that was lost (a hint published while this
+process was down or disconnected).
 
 A ``PipelineMaster``, while its pipeline exists:
 
@@ -45,6 +48,10 @@ _log = structlog.get_logger("pps.master")
 # After a hint, the masters look again after each of these delays (the read
 # models apply an event a moment after it is published).
 HINT_AGAIN_S = (0.01, 0.03, 0.1)
+# Without any event, the supervisor and each idle pipeline master look again
+# after this long: only a safety net for a lost wakeup, not how they learn of
+# work.
+SWEEP_S = 30.0
 
 
 # --- one pipeline ---------------------------------------------------------------------
@@ -67,7 +74,8 @@ class PipelineMaster:
             while True:
                 if leases is not None and not await leases.hold(self.name):
                     await self.stop_all()
-                    await self.pause()
+                    # Take over soon after the holder's lease expires.
+                    await self.pause(leases.ttl / 2)
                     if await get_pipeline(self.deps.docs, self.name) is None:
                         return
                     continue
@@ -120,9 +128,9 @@ class PipelineMaster:
                 await asyncio.sleep(backoff)
                 backoff = min(30.0, backoff * 2)
 
-    async def pause(self) -> None:
+    async def pause(self, longest: float = SWEEP_S) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), self.deps.poll * 5)
+            await asyncio.wait_for(self.wake.wait(), longest)
         self.wake.clear()
 
     async def set_state(self, state: int, reason: str = "") -> None:
@@ -190,7 +198,7 @@ class PipelineMaster:
 class Master:
     deps: MasterDeps
     nc: Client
-    recheck: float = 5.0
+    recheck: float = SWEEP_S
     gate: ReactionGate | None = None  # masters take no job while a restore runs
     _runners: dict[str, tuple[PipelineMaster, asyncio.Task[None]]] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
