@@ -2,8 +2,10 @@
 there, is this cluster's, and holds what its read models applied.
 
 One per service process (``libs.service`` starts it). It checks at start,
-every ``interval`` seconds, whenever Health is asked, and when an append
-finds no stream. Its states:
+whenever Health is asked (the gateway asks every few seconds), when an append
+finds no stream, and otherwise every ``interval`` seconds (a periodic check
+is skipped when another one ran within ``interval``: an idle cluster is not
+kept busy checking twice). Its states:
 
 - ``ok``: serving;
 - ``starting``: not checked yet; ``waiting``: the cluster's first start, admin
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +82,7 @@ class LogGuard:
         read_models: Callable[[], Sequence[object]] = tuple,
         replicas: int = 1,
         exempt: Sequence[str] = (),
-        interval: float = 2.0,
+        interval: float = 10.0,
     ) -> None:
         self.js = js
         self.stream = stream
@@ -92,6 +95,7 @@ class LogGuard:
         self._view: ClusterView | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._checked_at = 0.0  # monotonic time of the last check
 
     # --- what the service asks -------------------------------------------------
 
@@ -125,6 +129,7 @@ class LogGuard:
                 state = GuardState(
                     UNREACHABLE, Unavailable(f"event store unreachable ({type(exc).__name__})")
                 )
+            self._checked_at = time.monotonic()
             if state.state != self.current.state:
                 log = _log.info if state.state == OK else _log.error
                 log(
@@ -237,6 +242,8 @@ class LogGuard:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            if time.monotonic() - self._checked_at < self.interval * 0.9:
+                continue  # Health looked a moment ago
             try:
                 await self.check()
             except asyncio.CancelledError:
@@ -247,18 +254,19 @@ class LogGuard:
 
 @dataclass(frozen=True)
 class GuardSettings:
-    """``PACH_LOG_CHECK_MS`` (2000): how often the guard checks the log;
+    """``PACH_LOG_CHECK_MS`` (10000): how often the guard checks the log
+    at least (Health asks for a check too);
     ``PACH_DISK_LOW_BYTES`` (512 MiB): below this much free space on the data
     dir's file system a replica reports itself degraded."""
 
-    interval_s: float = 2.0
+    interval_s: float = 10.0
     disk_low_bytes: int = 512 << 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GuardSettings:
         e: Mapping[str, str] = os.environ if env is None else env
         return cls(
-            interval_s=_positive(e, "PACH_LOG_CHECK_MS", 2000) / 1000.0,
+            interval_s=_positive(e, "PACH_LOG_CHECK_MS", 10000) / 1000.0,
             disk_low_bytes=_positive(e, "PACH_DISK_LOW_BYTES", 512 << 20, zero=True),
         )
 

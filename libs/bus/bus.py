@@ -130,6 +130,9 @@ class Bus:
         # Called with each request's subject before its handler; raising a
         # PachError refuses the request (e.g. while the event log is lost).
         self.admission: Callable[[str], None] | None = None
+        # Awaited with the target service before each request but Health
+        # (the gateway holds calls to a backend that has not served yet).
+        self.hold: Callable[[str], Awaitable[None]] | None = None
 
     # --- serving -----------------------------------------------------------
 
@@ -355,6 +358,8 @@ class Bus:
         auth_seq: int | None = None,
     ) -> Resp:
         subject = subject_for(kind, service, name)
+        if self.hold is not None and name != "Health":
+            await self.hold(service)
         body = request.SerializeToString()
         if len(body) > self.max_message_bytes:
             raise MessageTooLarge(len(body), self.max_message_bytes, f"request to {subject}")

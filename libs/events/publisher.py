@@ -141,7 +141,8 @@ class Outgoing(NamedTuple):
 class Publisher:
     """Acknowledgement deadlines are enforced by one sweeper task rather than a
     timer per message: pending publishes are kept in send order, so the
-    sweeper only looks at the oldest ones."""
+    sweeper only looks at the oldest ones. With nothing pending it sleeps
+    until the next publish (an idle process does not wake 20 times a second)."""
 
     def __init__(self, nc: Client, max_pending: int = 8192, sweep_every: float = 0.05) -> None:
         self._nc = nc
@@ -156,6 +157,7 @@ class Publisher:
         self._lock = asyncio.Lock()
         self._sweep_every = sweep_every
         self._sweeper: asyncio.Task[None] | None = None
+        self._sent = asyncio.Event()  # set when a publish is pending
         self._raw_ok = True  # False once nats-py refused the fast path for good
 
     async def _ensure_inbox(self) -> None:
@@ -206,6 +208,9 @@ class Publisher:
         loop = asyncio.get_running_loop()
         futures = self._futures
         while True:
+            if not futures:
+                self._sent.clear()
+                await self._sent.wait()
             await asyncio.sleep(self._sweep_every)
             now = loop.time()
             expired = []
@@ -324,6 +329,7 @@ class Publisher:
             token = str(self._next_token)
             future: asyncio.Future[Ack] = loop.create_future()
             futures[token] = (future, loop.time() + timeout)
+            self._sent.set()
             group.append((token, future, message))
             if self._raw_ok:
                 try:

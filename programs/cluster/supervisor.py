@@ -26,6 +26,7 @@ _log = structlog.get_logger("cluster")
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 HEALTHY_AFTER_S = 10.0  # a process that lived this long restarts without delay
+NATS_POLL_S = 1.0  # how often the launcher looks whether nats-server still runs
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -158,7 +159,7 @@ class NatsProcess:
             proc = self.server.proc
             code = proc.poll() if proc is not None else -1
             if code is None:
-                await _sleep_unless(stopping, 0.2)
+                await _sleep_unless(stopping, NATS_POLL_S)
                 continue
             delay = self._backoff.next_delay()
             _log.warning(

@@ -37,7 +37,9 @@ def settle(cluster: Cluster, pipelines: int, repo: str = "idle") -> None:
                 timeout=120,
             )
         head = pfs.Commit(repo=pfs.Repo(name=repo))
-        commit = pfs_api.StartCommit(pfs.StartCommitRequest(parent=head, branch="master"), timeout=30)
+        commit = pfs_api.StartCommit(
+            pfs.StartCommitRequest(parent=head, branch="master"), timeout=30
+        )
         put = pfs.PutFileRequest(file=pfs.File(commit=commit, path="/a"), value=b"a")
         pfs_api.PutFile(iter([put]), timeout=30)
         pfs_api.FinishCommit(pfs.FinishCommitRequest(commit=commit), timeout=60)
@@ -91,8 +93,8 @@ def cpu_percent(pids: list[int], seconds: float) -> float:
     return 100.0 * used / _TICK / elapsed
 
 
-def warnings_in(log: Path, offset: int = 0) -> list[dict[str, object]]:
-    """The warning-level (and worse) JSON lines of ``log`` after byte ``offset``."""
+def log_lines(log: Path, offset: int = 0) -> list[dict[str, object]]:
+    """The JSON lines of ``log`` after byte ``offset``."""
     found = []
     with open(log, "rb") as f:
         f.seek(offset)
@@ -101,6 +103,12 @@ def warnings_in(log: Path, offset: int = 0) -> list[dict[str, object]]:
                 line = json.loads(raw)
             except ValueError:
                 continue
-            if isinstance(line, dict) and line.get("level") in ("warning", "error", "critical"):
+            if isinstance(line, dict):
                 found.append(line)
     return found
+
+
+def warnings_in(log: Path, offset: int = 0) -> list[dict[str, object]]:
+    """The warning-level (and worse) JSON lines of ``log`` after byte ``offset``."""
+    bad = ("warning", "error", "critical")
+    return [line for line in log_lines(log, offset) if line.get("level") in bad]

@@ -15,7 +15,7 @@ from libs.log_guard import MISSING, UNREACHABLE, GuardSettings, GuardState, LogG
 
 
 def test_settings_default_and_parse() -> None:
-    assert GuardSettings.from_env({}) == GuardSettings(2.0, 512 << 20)
+    assert GuardSettings.from_env({}) == GuardSettings(10.0, 512 << 20)
     got = GuardSettings.from_env({"PACH_LOG_CHECK_MS": "250", "PACH_DISK_LOW_BYTES": "0"})
     assert got == GuardSettings(0.25, 0)
 

@@ -1,6 +1,16 @@
 """Is the cluster behind the gateway up? Polls every backend's Health over
-the bus every ``interval`` seconds and tells listeners after each check
-(logging when the overall answer changes).
+the bus and tells listeners after each check (logging when the overall
+answer changes): every ``interval`` seconds while the gateway serves,
+every ``interval_down`` while it does not, and every ``STARTING_POLL_S``
+until each backend served once.
+
+At start, a call to a backend that has not served yet is held (``hold``,
+installed as the gateway bus's ``hold``) until it does, for at most
+``hold_s`` seconds from the gateway's start: the port opens at once (health
+says NOT_SERVING and why), and the first command after it opens succeeds
+instead of finding "no pfs service is serving". A backend still missing
+then is logged once; calls to it answer UNAVAILABLE with the reason, as
+they do for any backend that goes away later (never held again).
 
 The gateway is SERVING only when NATS is connected and every backend
 service answers Health with ``ready``. Each service's entry also says what
@@ -14,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +42,8 @@ BACKENDS: tuple[str, ...] = ("pfs", "pps", "auth", "enterprise", "admin")
 Listener = Callable[["BackendMonitor"], Awaitable[None]]
 
 _log = structlog.get_logger("gateway.backends")
+
+STARTING_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -73,14 +86,21 @@ class BackendMonitor:
         nc: Client,
         bus: Bus,
         backends: tuple[str, ...] = BACKENDS,
-        interval: float = 2.0,
+        interval: float = 10.0,
         timeout: float = 1.0,
+        interval_down: float = 2.0,
+        hold_s: float = 60.0,
     ) -> None:
         self._nc = nc
         self._bus = bus
         self.backends = backends
         self.interval = interval
+        self.interval_down = interval_down
         self.timeout = timeout
+        self.hold_s = hold_s
+        self._started = time.monotonic()
+        self._served = {name: asyncio.Event() for name in backends}  # served once
+        self._hold_over = False
         self.statuses: dict[str, BackendStatus] = {
             name: BackendStatus(name, False, "not checked yet") for name in backends
         }
@@ -91,6 +111,32 @@ class BackendMonitor:
     @property
     def serving(self) -> bool:
         return self.nats_connected and all(s.ok for s in self.statuses.values())
+
+    async def hold(self, service: str) -> None:
+        """Return once ``service`` served once, or when the start's hold
+        window is over (at once for any other service)."""
+        served = self._served.get(service)
+        if served is None or served.is_set():
+            return
+        left = self.hold_s - (time.monotonic() - self._started)
+        if left > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(served.wait(), left)
+
+    def _next_look(self) -> float:
+        if all(e.is_set() for e in self._served.values()):
+            return self.interval if self.serving else self.interval_down
+        if time.monotonic() - self._started < self.hold_s:
+            return STARTING_POLL_S
+        if not self._hold_over:
+            self._hold_over = True
+            _log.warning(
+                "backends have not served since the gateway started; "
+                "calls to them answer UNAVAILABLE",
+                waited_s=self.hold_s,
+                down={n: s.detail for n, s in self.statuses.items() if not s.ok},
+            )
+        return self.interval_down
 
     def on_change(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -129,6 +175,9 @@ class BackendMonitor:
         if self.nats_connected:
             results = await asyncio.gather(*(self._check(name) for name in self.backends))
             self.statuses = {s.service: s for s in results}
+            for s in results:
+                if s.ok:
+                    self._served[s.service].set()
         else:
             self.statuses = {
                 name: BackendStatus(name, False, "NATS is not connected") for name in self.backends
@@ -163,4 +212,4 @@ class BackendMonitor:
         while True:
             with contextlib.suppress(Exception):
                 await self.check_once()
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self._next_look())

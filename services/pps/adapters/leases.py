@@ -17,13 +17,14 @@ LEASES_BUCKET = "PPS_MASTERS"
 class Leases:
     """One master per pipeline across pps replicas: a lease per pipeline in
     the KV bucket ``PPS_MASTERS`` (entries expire ``ttl`` seconds after their
-    last refresh). The holder refreshes it; a replica that finds it taken
-    waits; a replica restarted under the same ``owner`` takes its own lease
-    back at once."""
+    last refresh). The holder refreshes it every ``ttl / 4``; a replica that
+    finds it taken waits; a replica restarted under the same ``owner`` takes
+    its own lease back at once. A bucket made earlier keeps its own ``ttl``
+    (read back when it is opened), so the refreshes keep up with it."""
 
     js: JetStreamContext
     owner: str
-    ttl: float = 10.0
+    ttl: float = 20.0
     replicas: int = 1
     _kv: KeyValue | None = None
     _held: dict[str, int] = field(default_factory=dict)
@@ -37,6 +38,9 @@ class Leases:
                 self._kv = await self.js.create_key_value(config)
             except nats.js.errors.BadRequestError:
                 self._kv = await self.js.key_value(LEASES_BUCKET)
+                ttl = (await self._kv.status()).ttl
+                if ttl:
+                    self.ttl = min(self.ttl, ttl)
         return self._kv
 
     async def hold(self, name: str) -> bool:
