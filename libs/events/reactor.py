@@ -25,8 +25,6 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-import nats.errors
-import nats.js.errors
 import structlog
 from nats.js import JetStreamContext, api
 

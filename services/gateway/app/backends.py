@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -192,21 +191,6 @@ class BackendMonitor:
         for listener in self._listeners:
             await listener(self)
         return serving
-
-    async def wait_serving(self, within: float, poll: float = 0.2) -> bool:
-        """Check until every backend serves (True) or ``within`` seconds
-        passed (False, logged with what is down)."""
-        deadline = time.monotonic() + within
-        while not await self.check_once():
-            if time.monotonic() >= deadline:
-                _log.warning(
-                    "backends not serving; listening anyway (calls answer UNAVAILABLE until they do)",
-                    waited_s=within,
-                    down={n: s.detail for n, s in self.statuses.items() if not s.ok},
-                )
-                return False
-            await asyncio.sleep(poll)
-        return True
 
     async def run(self) -> None:
         while True:

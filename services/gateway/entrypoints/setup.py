@@ -30,7 +30,6 @@ from services.gateway.http.app import build_app, serve_http
 
 GRACE_S = 5.0
 STARTUP_SYNC_S = 60.0
-BACKENDS_WAIT_S = 60.0  # then listen anyway, answering UNAVAILABLE with the reason
 
 
 def loopback_only(host: str) -> bool:
@@ -82,9 +81,6 @@ async def setup(ctx: ServiceContext) -> None:
     login = OidcLogin(OidcSettings.from_env(cfg), ctx.bus, authn)
     ctx.stack.push_async_callback(login.close)
 
-    # Listen only once the backends serve: a call right after the port opens
-    # must not find "no pfs service is serving" (bounded: see BACKENDS_WAIT_S).
-    await monitor.wait_serving(BACKENDS_WAIT_S)
     server, grpc_port = await start_grpc(cfg, monitor, ctx.bus, authn, login)
 
     async def stop_grpc() -> None:
