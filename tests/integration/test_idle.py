@@ -1,12 +1,13 @@
 """An idle cluster is quiet: once a pipeline's job finished, no service logs
 anything at warning level (an idle fetch is not an interruption). And the
-gateway's first call succeeds: a command sent the moment the gRPC port
-accepts connections waits for its backend instead of finding "no pfs
-service is serving"."""
+gateway's first calls succeed: a command sent the moment the gRPC port
+accepts connections, before pfs serves, waits for it instead of finding "no
+pfs service is serving"."""
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.api.pps import pps_pb2 as pps
 from libs.api.pps import pps_pb2_grpc
+from programs.cluster.natsserver import NatsServer
+from tests.integration.test_gateway import Procs
 from tests.support import idle
 from tests.support.cluster import Cluster, running
 
@@ -40,6 +43,18 @@ def test_an_idle_cluster_logs_no_warning(cluster: Cluster) -> None:
     assert {"pfs", "pps", "gateway"} <= logged, logged
 
 
+@pytest.fixture
+def procs(tmp_path: Path, nats_server: NatsServer) -> Iterator[Procs]:
+    ps = Procs(tmp_path, nats_server.url)
+    try:
+        yield ps
+    finally:
+        for p in ps.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def _accepting(port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -52,16 +67,31 @@ def _accepting(port: int, timeout: float = 60.0) -> None:
             time.sleep(0.01)
 
 
-def test_the_first_call_after_the_port_opens_succeeds(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path / "data").start()
-    try:
-        _accepting(cluster.grpc_port)
-        with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+def test_a_call_before_its_backend_serves_waits_for_it(procs: Procs) -> None:
+    """The gateway's port opens while pfs and pps are not up yet: a call sent
+    then is held until they serve, and succeeds."""
+    for service in ("admin", "auth", "enterprise", "gateway"):
+        procs.start(service)
+    _accepting(procs.grpc_port)
+    done: list[object] = []
+
+    def call() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{procs.grpc_port}") as channel:
             pfs_api, pps_api = pfs_pb2_grpc.APIStub(channel), pps_pb2_grpc.APIStub(channel)
-            pfs_api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="first")), timeout=90)
-            pipelines = pps_api.ListPipeline(pps.ListPipelineRequest(), timeout=90)
-            repos = pfs_api.ListRepo(pfs.ListRepoRequest(), timeout=30)
-        assert list(pipelines.pipeline_info) == []
-        assert [r.repo.name for r in repos.repo_info] == ["first"]
-    finally:
-        cluster.kill()
+            try:
+                pfs_api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="first")), timeout=60)
+                done.append(pps_api.ListPipeline(pps.ListPipelineRequest(), timeout=60))
+            except grpc.RpcError as err:
+                done.append(err)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(1.0)
+    assert done == [], done  # held, not refused
+    procs.start("pfs")
+    procs.start("pps")
+    caller.join(90)
+    assert len(done) == 1 and isinstance(done[0], pps.PipelineInfos), done
+    with grpc.insecure_channel(f"127.0.0.1:{procs.grpc_port}") as channel:
+        repos = pfs_pb2_grpc.APIStub(channel).ListRepo(pfs.ListRepoRequest(), timeout=30)
+    assert [r.repo.name for r in repos.repo_info] == ["first"]
