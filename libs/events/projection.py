@@ -175,7 +175,7 @@ class ProjectionRunner:
         """Return once every event up to stream sequence ``seq`` is applied."""
 
         async def reached() -> None:
-            look = 0.02  # then look at the stream's end (the tail may be on other subjects)
+            look = 0.25  # then look at the stream's end (the tail may be on other subjects)
             while True:
                 async with self._advanced:
                     with contextlib.suppress(TimeoutError):
