@@ -37,6 +37,7 @@ from libs.bus import Bus, Context
 from libs.bus import guard as guard_sizes
 from libs.config import NATS_CREDENTIAL_VARS, Config
 from libs.errors import PachError, Unavailable
+from libs.events import background
 from libs.log_guard import IDENTITY_OK, GuardSettings, LogGuard, disk_free
 from libs.observe import configure_logging, configure_tracing
 from libs.restore_gate import ClusterView, ReactionGate
@@ -136,6 +137,7 @@ async def connect_nats(
 
     async def on_reconnect() -> None:
         log.info("nats reconnected", url=cfg.nats_url)
+        background.reconnected()  # long fetches ask again on the new connection
 
     async def on_error(exc: Exception) -> None:
         if "permissions violation" in str(exc).lower():

@@ -24,7 +24,7 @@ from nats.js import JetStreamContext, api
 from libs.api.events import auth_pb2, enterprise_pb2, pfs_pb2, pps_pb2
 from libs.authz.state import AUTH_TYPES, SUBJECTS, AuthState
 from libs.errors import DeadlineExceeded, PachError
-from libs.events.background import LONG_POLL_S, ResumingTask
+from libs.events.background import ResumingTask, long_fetch
 from libs.events.envelope import decode_batch
 from libs.events.registry import EventRegistry
 
@@ -165,7 +165,7 @@ class AuthView:
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(256, timeout=LONG_POLL_S)
+                    msgs = await long_fetch(sub, 256)
                 except TimeoutError:  # idle: nothing new
                     with contextlib.suppress(nats.errors.Error, TimeoutError):
                         info = await self.js.stream_info(self.stream)

@@ -10,7 +10,10 @@ subscribed again). Retries back off from ``pause`` up to ``MAX_PAUSE_S``.
 ``LONG_POLL_S``: how long a consumer loop's fetch waits for the next message.
 An idle fetch that expires is the normal idle state, not an interruption:
 loops catch ``TimeoutError`` (nats-py raises its own subclass and, in some
-paths, the builtin) and fetch again."""
+paths, the builtin) and fetch again. ``long_fetch`` also ends (as an idle
+expiry) when the process's NATS connection comes back (``reconnected``,
+called by ``libs.service``): a pull request the server lost with the old
+connection would otherwise keep the loop waiting for the whole long poll."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -25,6 +29,37 @@ _log = structlog.get_logger("events")
 
 LONG_POLL_S = 20.0  # below the ephemeral consumers' inactive_threshold (30 s)
 MAX_PAUSE_S = 5.0
+
+_kicks: set[asyncio.Future[None]] = set()  # the long fetches waiting now
+
+
+def reconnected() -> None:
+    """The NATS connection is back: end every long fetch of this process."""
+    for kick in list(_kicks):
+        if not kick.done():
+            kick.set_result(None)
+
+
+async def long_fetch(sub: Any, batch: int, timeout: float = LONG_POLL_S) -> list[Any]:
+    """``sub.fetch(batch, timeout)``, ended early by ``reconnected`` (raising
+    ``TimeoutError`` like an idle expiry). A message the server delivers to
+    the cancelled fetch stays in the subscription's queue: the next fetch
+    takes it first."""
+    kick: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    _kicks.add(kick)
+    fetch = asyncio.ensure_future(sub.fetch(batch, timeout=timeout))
+    try:
+        await asyncio.wait({fetch, kick}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        _kicks.discard(kick)
+        if not fetch.done():
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+    if fetch.cancelled():
+        raise TimeoutError("the connection came back: fetch again")
+    msgs: list[Any] = fetch.result()
+    return msgs
 
 
 class ResumingTask:

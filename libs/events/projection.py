@@ -44,7 +44,7 @@ import structlog
 from nats.js import JetStreamContext, api
 
 from libs.errors import DeadlineExceeded, PachError
-from libs.events.background import LONG_POLL_S, ResumingTask
+from libs.events.background import LONG_POLL_S, ResumingTask, long_fetch
 from libs.events.envelope import RecordedEvent, decode_batch
 from libs.events.registry import EventRegistry
 from libs.readmodels.base import Batch, Collection, Document, DocumentStore
@@ -216,7 +216,7 @@ class ProjectionRunner:
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(size, timeout=self.idle_fetch_s)
+                    msgs = await long_fetch(sub, size, self.idle_fetch_s)
                 except TimeoutError:  # idle: nothing new on our subjects
                     await self._look_at_tail()
                     continue

@@ -29,7 +29,7 @@ import structlog
 from nats.js import JetStreamContext, api
 
 from libs.errors import ConcurrencyError, DeadlineExceeded, PachError, Unavailable
-from libs.events.background import LONG_POLL_S, ResumingTask
+from libs.events.background import ResumingTask, long_fetch
 from libs.events.envelope import RecordedEvent, decode_batch
 from libs.events.registry import EventRegistry
 
@@ -102,7 +102,7 @@ class Reactor:
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(self.batch_size, timeout=LONG_POLL_S)
+                    msgs = await long_fetch(sub, self.batch_size)
                 except TimeoutError:  # idle: nothing new
                     continue
                 for msg in msgs:

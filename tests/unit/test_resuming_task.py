@@ -1,13 +1,15 @@
 """ResumingTask: an interruption is one warning however many retries it
-takes, and its end is said (info) once the body runs again."""
+takes, and its end is said (info) once the body runs again. long_fetch:
+what arrives, or an early end when the NATS connection comes back."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from structlog.testing import capture_logs
 
-from libs.events.background import ResumingTask
+from libs.events.background import ResumingTask, long_fetch, reconnected
 
 
 async def test_one_warning_per_incident_and_resumed_when_running_again() -> None:
@@ -47,3 +49,38 @@ async def test_ok_without_an_interruption_says_nothing() -> None:
     with capture_logs() as logs:
         task.ok()
     assert logs == []
+
+
+class _Sub:
+    """A pull subscription whose fetch waits for ``gate`` then returns ``msgs``."""
+
+    def __init__(self, msgs: list[str]) -> None:
+        self.msgs = msgs
+        self.gate = asyncio.Event()
+        self.cancelled = False
+
+    async def fetch(self, batch: int, timeout: float) -> list[str]:
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return self.msgs[:batch]
+
+
+async def test_a_long_fetch_returns_what_arrives() -> None:
+    sub = _Sub(["a", "b"])
+    fetching = asyncio.create_task(long_fetch(sub, 5))
+    await asyncio.sleep(0.01)
+    sub.gate.set()
+    assert await asyncio.wait_for(fetching, 1) == ["a", "b"]
+
+
+async def test_a_long_fetch_ends_when_the_connection_comes_back() -> None:
+    sub = _Sub(["a"])
+    fetching = asyncio.create_task(long_fetch(sub, 5, timeout=600))
+    await asyncio.sleep(0.01)
+    reconnected()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(fetching, 1)
+    assert sub.cancelled

@@ -23,6 +23,7 @@ from nats.js import JetStreamContext, api
 
 from libs.api.internal import pps_work_pb2 as pachinternal
 from libs.errors import InvalidArgument
+from libs.events.background import long_fetch
 
 STREAM = "PPS_WORK"
 SUBJECT_PREFIX = "pps.work"
@@ -164,7 +165,7 @@ async def chunks(
     try:
         while True:
             try:
-                msgs = await sub.fetch(1, timeout=_FETCH_WAIT_S)
+                msgs = await long_fetch(sub, 1, _FETCH_WAIT_S)
             except TimeoutError:  # idle: no chunk yet
                 continue
             for msg in msgs:
