@@ -87,7 +87,7 @@ class BackendMonitor:
         backends: tuple[str, ...] = BACKENDS,
         interval: float = 10.0,
         timeout: float = 1.0,
-        interval_down: float = 2.0,
+        interval_down: float = 1.0,
         hold_s: float = 60.0,
     ) -> None:
         self._nc = nc
