@@ -17,7 +17,6 @@ import queue
 import re
 import sys
 import threading
-import urllib.request
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,6 +194,8 @@ def _listing(name: str) -> Iterator[str]:
         yield from (ln.strip() for ln in lines if ln.strip())
         return
     if is_url(name):
+        import urllib.request  # only for a URL (costs ~12 ms to load)
+
         try:
             with urllib.request.urlopen(name, timeout=60) as reply:
                 for raw in reply:
