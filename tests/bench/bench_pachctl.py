@@ -4,7 +4,8 @@ same run (the same interpreter, runs interleaved so both see the same load):
 * ``pachctl version --client-only``: a command that contacts no server;
 * ``pachctl list-repo`` against a running embedded cluster (a few repos):
   the client path (gRPC, the pfs stubs, one RPC), which the tutorials run
-  once per image (``put-file`` in a loop).
+  once per image (``put-file`` in a loop); next to it, for scale, what just
+  importing grpcio and the pfs stubs costs.
 
 Each value is the median of ``RUNS`` runs of the console script, as a user
 starts it.
@@ -24,6 +25,7 @@ from tests.bench import BenchContext, Result
 from tests.support.cluster import ROOT, Cluster
 
 RUNS = 11
+_STUBS = "import grpc; from libs.api.pfs import pfs_pb2_grpc"
 
 
 def _pachctl() -> list[str]:
@@ -81,7 +83,13 @@ async def run(ctx: BenchContext) -> list[Result]:
         for name in ("images", "edges", "montage"):
             await asyncio.to_thread(_once, [*pachctl, "create-repo", name], env)
         online = await asyncio.to_thread(
-            _medians, {"floor": floor, "list-repo": [*pachctl, "list-repo"]}, env
+            _medians,
+            {
+                "floor": floor,
+                "list-repo": [*pachctl, "list-repo"],
+                "stubs": [sys.executable, "-c", _STUBS],
+            },
+            env,
         )
     finally:
         await asyncio.to_thread(cluster.kill)
@@ -90,4 +98,10 @@ async def run(ctx: BenchContext) -> list[Result]:
         *_rows("version --client-only", offline["version"], offline["floor"], 3.0),
         Result(f"floor: python -c pass, median of {RUNS}", round(online["floor"] * 1000), "ms"),
         *_rows("list-repo (running cluster)", online["list-repo"], online["floor"], 4.0),
+        Result(
+            "  peer: python importing grpc + the pfs stubs / python -c pass",
+            round(online["stubs"] / online["floor"], 2),
+            "x",
+            note="what any grpcio client pays before its first call",
+        ),
     ]
