@@ -58,7 +58,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    groups = GROUPS
+    groups: tuple[str, ...] = GROUPS
     if argv and argv[0] in COMMANDS:
         groups = (COMMANDS[argv[0]],)
     for group in groups:
