@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up install system-deps test-deps test test-fast lint fmt proto proto-check bench image clean
+.PHONY: up install system-deps test-deps test test-scale test-fast lint fmt proto proto-check bench image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ up: install
 test: test-deps
 	$(BIN)/python -m pytest -q
 
+# The scale runs (a 4 GiB file, a million files in a commit, 200k in a
+# directory): minutes each, so not in `make test`; `make bench` runs them.
+test-scale: test-deps
+	$(BIN)/python -m pytest -q -m scale
+
 test-fast: install
 	PACH_SKIP_S3=1 $(BIN)/python -m pytest -q -x
 
@@ -82,7 +87,7 @@ $(BENCH_VENV):
 	.venv-bench/bin/python -m pip install -q dvc py-spy
 	@touch $@
 
-bench: test-deps $(BENCH_VENV)
+bench: test-scale $(BENCH_VENV)
 	$(BIN)/python -m tests.bench
 
 # The one image every service (and the workers' sidecar) runs: docs/kubernetes.md.

@@ -9,9 +9,10 @@ Every error carries the fields a caller needs (``repo``, ``expected`` …) in
 from __future__ import annotations
 
 import errno
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import grpc
+if TYPE_CHECKING:  # grpc is imported only when a status is asked for: pachctl's
+    import grpc  # commands that contact no server never load it (start-up time)
 
 MAX_MESSAGE_CHARS = 1024  # an error message's length, after escaping
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -264,21 +265,21 @@ def from_unexpected(exc: BaseException, where: str = "") -> PachError:
 
 # --- the one mapping table -------------------------------------------------
 
-_GRPC: dict[type[PachError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    DiskFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ConcurrencyError: grpc.StatusCode.ABORTED,
-    Internal: grpc.StatusCode.INTERNAL,
-    PachError: grpc.StatusCode.INTERNAL,
+_GRPC: dict[type[PachError], str] = {  # grpc.StatusCode's member names
+    InvalidArgument: "INVALID_ARGUMENT",
+    NotFound: "NOT_FOUND",
+    AlreadyExists: "ALREADY_EXISTS",
+    FailedPrecondition: "FAILED_PRECONDITION",
+    Unauthenticated: "UNAUTHENTICATED",
+    PermissionDenied: "PERMISSION_DENIED",
+    Unavailable: "UNAVAILABLE",
+    DeadlineExceeded: "DEADLINE_EXCEEDED",
+    Unimplemented: "UNIMPLEMENTED",
+    ResourceExhausted: "RESOURCE_EXHAUSTED",
+    DiskFull: "RESOURCE_EXHAUSTED",
+    ConcurrencyError: "ABORTED",
+    Internal: "INTERNAL",
+    PachError: "INTERNAL",
 }
 
 _HTTP: dict[type[PachError], int] = {
@@ -307,7 +308,9 @@ def _lookup(table: dict[type[PachError], Any], err: PachError) -> Any:
 
 
 def grpc_status(err: PachError) -> grpc.StatusCode:
-    return _lookup(_GRPC, err)  # type: ignore[no-any-return]
+    import grpc
+
+    return grpc.StatusCode[_lookup(_GRPC, err)]
 
 
 def http_status(err: PachError) -> int:

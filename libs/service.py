@@ -44,6 +44,9 @@ from libs.restore_gate import ClusterView, ReactionGate
 
 Setup = Callable[["ServiceContext"], Awaitable[None]]
 
+# How long a starting replica waits for its read models to apply the log.
+CATCH_UP_S = 120.0
+
 
 class HasPosition(Protocol):
     """A read model's progress: the last event-log sequence it applied
@@ -81,6 +84,29 @@ class ServiceContext:
 
     def applied_seq(self) -> int:
         return min((r.position for r in self.read_models), default=0)
+
+    async def catch_up(self, timeout: float = CATCH_UP_S) -> None:
+        """Wait until the read models (``watch_applied``) applied the event
+        log as it is now, before the service answers anything: a replica
+        back from a crash must not answer from the read model it had while
+        another replica serves a newer one (reads would go back in time).
+        Past ``timeout`` it serves anyway, and says so."""
+        try:
+            info = await self.js.stream_info(self.config.events_stream)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            self.log.warning("cannot see the event log's end: serving as is", error=repr(exc))
+            return
+        last = int(info.state.last_seq or 0)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.applied_seq() < last:
+            if asyncio.get_running_loop().time() > deadline:
+                self.log.warning(
+                    "read models still catching up: serving as is",
+                    applied=self.applied_seq(),
+                    log_end=last,
+                )
+                return
+            await asyncio.sleep(0.05)
 
     def _log_served(self) -> bool:
         return self.log_guard is None or self.log_guard.ok

@@ -88,6 +88,26 @@ def _quantities(spec: pps.ResourceSpec) -> dict[str, str]:
     return out
 
 
+DEFAULT_UID = 65534  # nobody, as the local sandbox's default
+
+
+def _user_security(user: str) -> Obj:
+    """The user container's securityContext: no capability, no privilege
+    escalation, the runtime's seccomp profile, and the uid (``uid`` or
+    ``uid:gid`` of ``transform.user``; a user name cannot be resolved
+    before the pod runs, so it, like no user, runs as uid 65534)."""
+    uid, _, gid = user.partition(":")
+    run_as = int(uid) if uid.isdigit() else DEFAULT_UID
+    group = int(gid) if gid.isdigit() else run_as
+    return {
+        "runAsUser": run_as,
+        "runAsGroup": group,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def merge(base: Any, over: Any) -> Any:
     """``over`` on top of ``base``: maps merge key by key, anything else
     (lists included) is replaced."""
@@ -151,6 +171,7 @@ def worker_objects(
         "env": [*env, {"name": "PACH_DRIVER_DIR", "value": f"{SHARED_DIR}/run"}],
         "volumeMounts": user_mounts,
     }
+    user["securityContext"] = _user_security(t.user)
     if resources:
         user["resources"] = resources
     if t.working_dir:

@@ -196,8 +196,11 @@ class LocalObjectStore(ObjectStore):
     def _ensure_dir(self, key: str, directory: Path) -> None:
         if directory.is_dir():
             return
-        if directory != self._root:
-            self._ensure_dir(key, directory.parent)
+        if directory == self._root:
+            # The store's own root may not exist yet on a fresh data directory.
+            directory.mkdir(parents=True, exist_ok=True)
+            return
+        self._ensure_dir(key, directory.parent)
         try:
             directory.mkdir()
         except FileExistsError:
@@ -208,7 +211,7 @@ class LocalObjectStore(ObjectStore):
                     key=key,
                 ) from None
             return
-        if self._durable and directory != self._root:
+        if self._durable:
             _fsync_dir(directory.parent)
 
     async def delete(self, key: str) -> None:

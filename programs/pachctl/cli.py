@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
 from libs.errors import InvalidArgument, PachError
-from programs.pachctl.commands import GROUPS
+from programs.pachctl.commands import COMMANDS, GROUPS, load
 
 PROG = "pachctl"
 
@@ -47,7 +47,9 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{prefix}{message} (see '{self.prog} -h')")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: every command's, or, when ``argv`` starts with
+    a known command, only its group's (imported now; the others never are)."""
     parser = Parser(
         prog=PROG,
         description="Access the Pachyderm API.",
@@ -56,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for group in GROUPS:
-        group.register(sub)
+    groups: tuple[str, ...] = GROUPS
+    if argv and argv[0] in COMMANDS:
+        groups = (COMMANDS[argv[0]],)
+    for group in groups:
+        load(group).register(sub)
     return parser
 
 
@@ -68,7 +73,7 @@ def _oserror(exc: OSError) -> str:
 
 
 def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

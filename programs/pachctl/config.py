@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
 def write_config(data: dict[str, Any], path: Path | None = None) -> None:
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import tempfile  # only when writing
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-")
     try:
         with os.fdopen(fd, "w") as f:

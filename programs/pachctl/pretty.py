@@ -4,10 +4,12 @@ Docker's go-units: ``HumanDuration`` and ``BytesSize``)."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from google.protobuf.json_format import MessageToJson
-from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 _BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
@@ -68,6 +70,8 @@ def size(n: float) -> str:
 
 def raw(msg: Message) -> str:
     """The ``--raw`` form: indented JSON of the message (protobuf JSON names)."""
+    from google.protobuf.json_format import MessageToJson  # only for --raw
+
     return MessageToJson(msg, indent=2) + "\n"
 
 

@@ -192,9 +192,11 @@ def test_dashboard_repo_page_and_file_browser(cluster: Cluster, api: pfs_pb2_grp
 
     root = http(cluster, "GET", f"/repos/web/commits/{second}/").body.decode()
     assert f'href="/repos/web/commits/{second}/docs">docs/</a>' in root
-    assert f'href="/pfs/web/{second}/top.txt">top.txt</a>' in root
+    # a file's name opens its preview; its download link fetches the bytes
+    assert f'href="/repos/web/commits/{second}/top.txt">top.txt</a>' in root
+    assert f'href="/pfs/web/{second}/top.txt">download</a>' in root
     docs = http(cluster, "GET", f"/repos/web/commits/{second}/docs").body.decode()
-    # Escaped in text and in links; the link downloads the file.
+    # Escaped in text and in links.
     assert "read&lt;me&gt;.txt</a>" in docs and "<me>" not in docs
     assert f'href="/pfs/web/{first}/docs/read%3Cme%3E.txt"' not in docs
     assert f'href="/pfs/web/{second}/docs/read%3Cme%3E.txt"' in docs

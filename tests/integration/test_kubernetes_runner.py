@@ -19,7 +19,7 @@ import pytest
 
 from libs.api.pps import pps_pb2 as pps
 from libs.deploy import kube
-from libs.deploy.workers import WorkerOptions
+from libs.deploy.workers import WorkerOptions, worker_objects
 from services.pps.runners.kubernetes import DRIVER_SOURCE, KubernetesWorkerPool, PodRunner
 from tests.support import kube_emulator
 
@@ -89,6 +89,14 @@ async def test_a_pipelines_workers_over_its_life(emulator: Path) -> None:
             "requests": {"cpu": "0.5", "memory": "256Mi"},
             "limits": {"nvidia.com/gpu": "1"},
         }
+        # user code: no capability, no escalation, never root unless asked
+        assert user["securityContext"] == {
+            "runAsUser": 65534,
+            "runAsGroup": 65534,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
         assert {"name": "MODE", "value": "fast"} in user["env"]
         ref = {"secretKeyRef": {"name": "token", "key": "value"}}
         assert {"name": "API_TOKEN", "valueFrom": ref} in user["env"]
@@ -117,6 +125,17 @@ async def test_a_pipelines_workers_over_its_life(emulator: Path) -> None:
         assert pod["priorityClassName"] == "high"
         assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]  # pod_spec merged
         assert pod["automountServiceAccountToken"] is False
+        # transform.user "uid:gid" is honoured; a name cannot be resolved yet
+        for asked, uid, gid in (
+            ("1000:50", 1000, 50),
+            ("2000", 2000, 2000),
+            ("alice", 65534, 65534),
+        ):
+            s = spec()
+            s.transform.user = asked
+            (controller,) = worker_objects("edges", 9, s, opts, 1)
+            got_ctx = controller["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+            assert (got_ctx["runAsUser"], got_ctx["runAsGroup"]) == (uid, gid)
 
         # scale: parallelism 3 patches the controller
         await pool.scale(3)

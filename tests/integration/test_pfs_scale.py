@@ -98,6 +98,7 @@ def _write_big(path: Path) -> str:
     return str(hasher.hexdigest())
 
 
+@pytest.mark.scale
 @pytest.mark.timeout(600)
 def test_4gib_file_round_trips_in_bounded_memory(cluster: Cluster, tmp_path: Path) -> None:
     started = time.monotonic()
@@ -159,6 +160,7 @@ def _listing(api: pfs_pb2_grpc.APIStub, commit: pfs.Commit, path: str) -> Iterat
         yield from stream
 
 
+@pytest.mark.scale
 @pytest.mark.timeout(900)
 def test_a_million_small_files_in_one_commit(cluster: Cluster) -> None:
     timings: dict[str, float] = {}

@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -531,44 +529,41 @@ async def test_local_pool_reports_a_crash_loop() -> None:
 async def test_restart_datum_runs_a_failed_datum_of_a_running_job_again(
     bus: Bus, files: pfs_pb2_grpc.APIStub
 ) -> None:
-    # The user code reads a marker the sandbox sees (/var is bound, /tmp is not).
-    marker_dir = Path(tempfile.mkdtemp(prefix="pps-restart-", dir="/var/tmp"))
-    marker = marker_dir / "fixed"
-    try:
-        await put(bus, files, {"/bad": b"b\n", "/slow": b"s\n"})
-        script = (
-            'case "$images" in *slow) sleep 6;; *bad) [ -e "$MARKER" ] || exit 1;; esac; '
-            "cp $images /pfs/out/"
-        )
-        req = pps.CreatePipelineRequest(
-            pipeline=pps.Pipeline(name="retry"),
-            transform=pps.Transform(cmd=["sh"], stdin=[script], env={"MARKER": str(marker)}),
-            input=pps.Input(atom=pps.AtomInput(repo="images", glob="/*")),
-            parallelism_spec=pps.ParallelismSpec(constant=2),
-            datum_tries=1,
-        )
-        await bus.request("pps", "CreatePipeline", req, Empty)
+    # /bad fails until a moment the test waits for (user code sees nothing of
+    # the host to leave it a marker in); /slow keeps the job running past it.
+    fixed_at = int(time.time()) + 12
+    await put(bus, files, {"/bad": b"b\n", "/slow": b"s\n"})
+    script = (
+        'case "$images" in *slow) sleep 25;; *bad) [ "$(date +%s)" -ge "$FIXED_AT" ] || exit 1;; '
+        "esac; cp $images /pfs/out/"
+    )
+    req = pps.CreatePipelineRequest(
+        pipeline=pps.Pipeline(name="retry"),
+        transform=pps.Transform(cmd=["sh"], stdin=[script], env={"FIXED_AT": str(fixed_at)}),
+        input=pps.Input(atom=pps.AtomInput(repo="images", glob="/*")),
+        parallelism_spec=pps.ParallelismSpec(constant=2),
+        datum_tries=1,
+    )
+    await bus.request("pps", "CreatePipeline", req, Empty)
 
-        async def bad_failed() -> bool:
-            jobs = await list_jobs(bus, "retry")
-            return bool(jobs) and jobs[0].data_failed == 1
+    async def bad_failed() -> bool:
+        jobs = await list_jobs(bus, "retry")
+        return bool(jobs) and jobs[0].data_failed == 1
 
-        await eventually(bad_failed)
-        [job] = await list_jobs(bus, "retry")
-        assert job.state == pps.JOB_RUNNING
-        running_datums = (await list_datums(bus, job.job.id)).datum_infos
-        states = {d.data[0].file.path: d.state for d in running_datums}
-        assert states == {"/bad": pps.FAILED, "/slow": pps.STARTING}
-        with pytest.raises(FailedPrecondition, match="no running or failed datum"):
-            req_none = pps.RestartDatumRequest(job=job.job, data_filters=["/none"])
-            await bus.request("pps", "RestartDatum", req_none, Empty)
-        marker.write_text("")
-        restart = pps.RestartDatumRequest(job=job.job, data_filters=["/bad"])
-        said = await bus.request("pps", "RestartDatum", restart, work.RestartDatumResult)
-        assert len(said.failed) == 1 and not said.running
-        [job] = await wait_jobs(bus, "retry", 1)
-        assert job.state == pps.JOB_SUCCESS, job.reason
-        assert (job.data_processed, job.data_failed) == (2, 0)
-        assert paths(files, "retry", job.output_commit.id) == ["/bad", "/slow"]
-    finally:
-        shutil.rmtree(marker_dir, ignore_errors=True)
+    await eventually(bad_failed)
+    [job] = await list_jobs(bus, "retry")
+    assert job.state == pps.JOB_RUNNING
+    running_datums = (await list_datums(bus, job.job.id)).datum_infos
+    states = {d.data[0].file.path: d.state for d in running_datums}
+    assert states == {"/bad": pps.FAILED, "/slow": pps.STARTING}
+    with pytest.raises(FailedPrecondition, match="no running or failed datum"):
+        req_none = pps.RestartDatumRequest(job=job.job, data_filters=["/none"])
+        await bus.request("pps", "RestartDatum", req_none, Empty)
+    await asyncio.sleep(max(0.0, fixed_at + 1 - time.time()))
+    restart = pps.RestartDatumRequest(job=job.job, data_filters=["/bad"])
+    said = await bus.request("pps", "RestartDatum", restart, work.RestartDatumResult)
+    assert len(said.failed) == 1 and not said.running
+    [job] = await wait_jobs(bus, "retry", 1)
+    assert job.state == pps.JOB_SUCCESS, job.reason
+    assert (job.data_processed, job.data_failed) == (2, 0)
+    assert paths(files, "retry", job.output_commit.id) == ["/bad", "/slow"]

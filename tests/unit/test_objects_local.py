@@ -50,6 +50,17 @@ async def test_put_get_roundtrip(store: LocalObjectStore) -> None:
     assert (store.root / "a" / "b" / "c").read_bytes() == b"hello world"
 
 
+async def test_a_root_whose_parents_do_not_exist_yet_is_created_on_first_write(
+    tmp_path: Path,
+) -> None:
+    # a fresh data directory: neither data/ nor data/objects/ exists yet
+    store = LocalObjectStore(tmp_path / "data" / "objects")
+    assert [info async for info in store.list("transfers/")] == []
+    assert await store.put_stream("transfers/x/part-0", blocks_of(b"ab", b"c")) == 3
+    await store.put("blocks/y", b"d")
+    assert all_files(tmp_path / "data" / "objects") == ["blocks/y", "transfers/x/part-0"]
+
+
 async def test_put_stream_counts_and_coalesces_odd_blocks(store: LocalObjectStore) -> None:
     data = os.urandom(11 << 20)
     cuts = [0, 1, 7, 4096, (4 << 20) + 3, (9 << 20) + 1, len(data)]

@@ -138,6 +138,7 @@ async def test_diff_skips_equal_subtrees_and_pages(store):
     assert len(store.gets) <= 4 + 2 * 3
 
 
+@pytest.mark.scale
 @pytest.mark.slow
 async def test_200k_files_in_one_directory_with_bounded_memory(store, tmp_path):
     n = 200_000

@@ -17,12 +17,10 @@ import queue
 import re
 import sys
 import threading
-import urllib.request
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, NamedTuple, TextIO
 from urllib.parse import urlparse
 
 import grpc
@@ -165,8 +163,7 @@ def _file(repo: str, commit: str, path: str) -> pfs.File:
 # --- what to put --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Put:
+class Put(NamedTuple):  # not a dataclass: ``dataclasses`` costs ~10 ms to load
     """One file (or URL) to put and where it goes in the repo."""
 
     source: str  # a local path, "-" for stdin, or a URL
@@ -195,6 +192,8 @@ def _listing(name: str) -> Iterator[str]:
         yield from (ln.strip() for ln in lines if ln.strip())
         return
     if is_url(name):
+        import urllib.request  # only for a URL (costs ~12 ms to load)
+
         try:
             with urllib.request.urlopen(name, timeout=60) as reply:
                 for raw in reply:

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, TextIO
 
-from google.protobuf.empty_pb2 import Empty
-from google.protobuf.json_format import MessageToDict
-
 from libs import version
-from programs.pachctl.address import from_env
-from programs.pachctl.client import Pachd
 from programs.pachctl.tabwriter import format_table
 
 
@@ -49,7 +43,14 @@ def table(rows: list[tuple[str, str]]) -> str:
 
 
 def server_version(timeout: float) -> dict[str, Any]:
+    # gRPC and protobuf are loaded only when pachd is asked (``--client-only``
+    # starts in about the time of a bare ``python``)
+    from google.protobuf.empty_pb2 import Empty
+    from google.protobuf.json_format import MessageToDict
+
     from libs.api.version.versionpb import version_pb2_grpc
+    from programs.pachctl.address import from_env
+    from programs.pachctl.client import Pachd
 
     with Pachd(from_env(), timeout=timeout) as pachd:
         reply = pachd.call(version_pb2_grpc.APIStub(pachd.channel).GetVersion, Empty())
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     client = _client_version()
     server = None if args.client_only else server_version(args.timeout)
     if args.raw:
+        import json
+
         out.write(json.dumps(client, indent=2) + "\n")
         if server is not None:
             out.write(json.dumps(server, indent=2) + "\n")

@@ -42,6 +42,7 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.stack.push_async_callback(view.stop)
     views = [view]
     ctx.watch_applied(*views)
+    await ctx.catch_up()  # (before a single query is answered)
     store = open_object_store(cfg.objects)
     ctx.stack.push_async_callback(store.close)
     writer = RepoWriter.create(events, views)

@@ -58,6 +58,7 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.stack.push_async_callback(view.stop)
         views.append(view)
     ctx.watch_applied(*views)
+    await ctx.catch_up()  # (before a single query is answered)
     store = open_object_store(cfg.objects)
     ctx.stack.push_async_callback(store.close)
     pfs = Pfs(ctx.bus)

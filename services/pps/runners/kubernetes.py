@@ -250,8 +250,8 @@ class PodRunner:
         limits: Limits | None = None,
     ) -> RunResult:
         # In a pod the user container's own securityContext and resources
-        # (set from the pipeline's spec by the pod template) are the uid and
-        # the limits: the driver has no way to change them per datum.
+        # (set from the pipeline's spec by the pod template,
+        # libs/deploy/workers.py) are the uid and the limits.
         del user, limits
         for text in (*cmd, *env.keys(), *env.values(), working_dir):
             if "\n" in text or "\0" in text:

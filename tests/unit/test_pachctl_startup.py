@@ -1,0 +1,121 @@
+"""pachctl starts fast: only the command that runs imports its group (and
+the gRPC stubs it needs), so a command that contacts no server loads no
+gRPC, protobuf or service library at all (docs/decisions/
+0032-pachctl-lazy-start.md). Each check runs in a fresh interpreter."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from programs.pachctl.cli import run
+from programs.pachctl.commands import _BY_GROUP, COMMANDS, GROUPS, load
+
+# What no client-only command may load: the gRPC/protobuf stack, the
+# services' and deploy's libraries.
+HEAVY = (
+    "grpc",
+    "google.protobuf",
+    "libs.api",
+    "asyncio",
+    "structlog",
+    "aiohttp",
+    "nats",
+    "boto3",
+    "botocore",
+    "azure",
+    "kubernetes",
+    "kubernetes_asyncio",
+    "yaml",
+    "libs.pps",
+    "libs.trees",
+    "libs.objects",
+    "urllib.request",
+    "dataclasses",
+)
+
+
+def _loaded_after(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, set[str]]:
+    """``run(argv)`` in a fresh interpreter: its output and the modules it loaded."""
+    code = (
+        "import io, json, sys\n"
+        "from programs.pachctl.cli import run\n"
+        "out = io.StringIO()\n"
+        "run(json.loads(sys.argv[1]), out)\n"
+        "print(json.dumps([out.getvalue(), sorted(sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    text, modules = json.loads(done.stdout)
+    return text, set(modules)
+
+
+def _heavy(modules: set[str], names: tuple[str, ...] = HEAVY) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in names))
+
+
+def _groups(modules: set[str]) -> set[str]:
+    prefix = "programs.pachctl.commands."
+    return {m.removeprefix(prefix) for m in modules if m.startswith(prefix)}
+
+
+def test_the_manifest_names_exactly_what_each_group_registers() -> None:
+    assert set(_BY_GROUP) == set(GROUPS)
+    for group in GROUPS:
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers()
+        load(group).register(sub)
+        assert tuple(sub.choices) == _BY_GROUP[group], group
+    every = [c for cmds in _BY_GROUP.values() for c in cmds]
+    assert len(every) == len(set(every)) == len(COMMANDS)
+
+
+def test_version_client_only_loads_no_grpc_and_no_other_group() -> None:
+    out, modules = _loaded_after(["version", "--client-only"])
+    assert out.splitlines()[1].split() == ["pachctl", "1.7.0"]
+    assert _heavy(modules) == []
+    assert _groups(modules) == {"version"}
+
+
+def test_list_repo_loads_only_its_group_and_its_stubs() -> None:
+    # no server listens on port 1: the command fails, after importing what it needs
+    env = {**os.environ, "PACHD_ADDRESS": "127.0.0.1:1"}
+    out, modules = _loaded_after(["list-repo"], env=env)
+    assert out == ""
+    assert "libs.api.pfs.pfs_pb2_grpc" in modules
+    assert _groups(modules) == {"repo"}
+    needed = ("grpc", "google.protobuf", "libs.api", "asyncio")
+    unneeded = tuple(h for h in HEAVY if h not in needed)
+    assert _heavy(modules, (*unneeded, "libs.api.pps", "libs.api.admin")) == []
+
+
+def test_put_file_loads_only_the_file_groups() -> None:
+    env = {**os.environ, "PACHD_ADDRESS": "127.0.0.1:1"}
+    _, modules = _loaded_after(["put-file", "r", "master", "/a", "-f", "/dev/null"], env=env)
+    assert _groups(modules) == {"file", "putfile"}
+    assert (
+        _heavy(
+            modules, ("structlog", "aiohttp", "yaml", "libs.pps", "urllib.request", "dataclasses")
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize("argv", [[], ["no-such-command"]])
+def test_help_and_unknown_commands_still_see_every_command(argv: list[str]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    run(argv, out, err)
+    shown = out.getvalue() + err.getvalue()
+    for command in COMMANDS:
+        assert command in shown, command
