@@ -85,6 +85,9 @@ class Config:
     # send files in 3 MiB PutFile messages).
     grpc_max_message_bytes: int = 20 << 20
     request_timeout_s: float = 10.0
+    # How long the gateway holds calls to a backend that has not served since
+    # it started (PACH_GATEWAY_HOLD_MS); 0: never hold, answer UNAVAILABLE.
+    gateway_hold_s: float = 60.0
     events_stream: str = "EVENTS"
     events_replicas: int = 1
     objects: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
@@ -148,6 +151,7 @@ class Config:
             max_message_bytes=_int(e, "PACH_MAX_MESSAGE_BYTES", 1 << 20),
             grpc_max_message_bytes=_int(e, "PACH_GRPC_MAX_MESSAGE_BYTES", 20 << 20),
             request_timeout_s=float(_int(e, "PACH_REQUEST_TIMEOUT_MS", 10_000)) / 1000.0,
+            gateway_hold_s=float(_int(e, "PACH_GATEWAY_HOLD_MS", 60_000)) / 1000.0,
             events_stream=_str(e, "PACH_EVENTS_STREAM", "EVENTS"),
             events_replicas=_int(e, "PACH_EVENTS_REPLICAS", 1),
             objects=objects,

@@ -132,7 +132,7 @@ class Bus:
         self.admission: Callable[[str], None] | None = None
         # Awaited with the target service before each request but Health
         # (the gateway holds calls to a backend that has not served yet).
-        self.hold: Callable[[str], Awaitable[None]] | None = None
+        self.hold: Callable[[str, float | None], Awaitable[None]] | None = None
 
     # --- serving -----------------------------------------------------------
 
@@ -358,8 +358,11 @@ class Bus:
         auth_seq: int | None = None,
     ) -> Resp:
         subject = subject_for(kind, service, name)
+        wait = self.timeout if timeout is None else timeout
         if self.hold is not None and name != "Health":
-            await self.hold(service)
+            held_since = time.monotonic()
+            await self.hold(service, wait)
+            wait = max(0.01, wait - (time.monotonic() - held_since))
         body = request.SerializeToString()
         if len(body) > self.max_message_bytes:
             raise MessageTooLarge(len(body), self.max_message_bytes, f"request to {subject}")
@@ -371,7 +374,6 @@ class Bus:
             auth_seq = self.auth_seq_source()
         if auth_seq is not None and auth_seq >= 0:  # negative: the gateway's own request
             headers[H_AUTH_SEQ] = str(auth_seq)
-        wait = self.timeout if timeout is None else timeout
         with _tracer.start_as_current_span(subject, kind=trace.SpanKind.CLIENT):
             propagate.inject(headers)
             try:

@@ -28,6 +28,7 @@ def procs(tmp_path: Path, nats_server: NatsServer) -> Iterator[Procs]:
     ps = Procs(tmp_path, nats_server.url)
     for key in ("PACH_MAX_MESSAGE_BYTES", "PACH_GRPC_MAX_MESSAGE_BYTES", "PACH_LOG_LEVEL"):
         ps.env.pop(key)
+    ps.env["PACH_GATEWAY_HOLD_MS"] = "0"  # a missing backend answers UNAVAILABLE at once
     try:
         yield ps
     finally:

@@ -63,7 +63,7 @@ async def start_http(
 
 async def setup(ctx: ServiceContext) -> None:
     cfg = ctx.config
-    monitor = BackendMonitor(ctx.nc, ctx.bus)
+    monitor = BackendMonitor(ctx.nc, ctx.bus, hold_s=cfg.gateway_hold_s)
     ctx.bus.hold = monitor.hold  # the first calls wait for their backend
     # Authentication: the gateway's own view of tokens, admins and ACLs.
     view = AuthView(ctx.js, stream=cfg.events_stream)
