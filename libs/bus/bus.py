@@ -132,7 +132,7 @@ class Bus:
         self.admission: Callable[[str], None] | None = None
         # Awaited with the target service before each request but Health
         # (the gateway holds calls to a backend that has not served yet).
-        self.hold: Callable[[str, float | None], Awaitable[None]] | None = None
+        self.hold: Callable[[str], Awaitable[None]] | None = None
 
     # --- serving -----------------------------------------------------------
 
@@ -358,11 +358,10 @@ class Bus:
         auth_seq: int | None = None,
     ) -> Resp:
         subject = subject_for(kind, service, name)
-        wait = self.timeout if timeout is None else timeout
         if self.hold is not None and name != "Health":
-            held_since = time.monotonic()
-            await self.hold(service, wait)
-            wait = max(0.01, wait - (time.monotonic() - held_since))
+            # bounded by the hold window; a gRPC caller's deadline cancels it
+            await self.hold(service)
+        wait = self.timeout if timeout is None else timeout
         body = request.SerializeToString()
         if len(body) > self.max_message_bytes:
             raise MessageTooLarge(len(body), self.max_message_bytes, f"request to {subject}")

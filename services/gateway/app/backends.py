@@ -111,16 +111,13 @@ class BackendMonitor:
     def serving(self) -> bool:
         return self.nats_connected and all(s.ok for s in self.statuses.values())
 
-    async def hold(self, service: str, timeout: float | None = None) -> None:
-        """Return once ``service`` served once, when the start's hold window
-        is over, or after the call's own ``timeout`` (at once for any other
-        service)."""
+    async def hold(self, service: str) -> None:
+        """Return once ``service`` served once, or when the start's hold
+        window is over (at once for any other service)."""
         served = self._served.get(service)
         if served is None or served.is_set():
             return
         left = self.hold_s - (time.monotonic() - self._started)
-        if timeout is not None:
-            left = min(left, timeout)
         if left > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(served.wait(), left)
