@@ -12,8 +12,9 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' || \
+	  $(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
 install: $(STAMP) system-deps
@@ -32,10 +33,10 @@ system-deps:
 # protobuf modules clash with ours in one process).
 COMPAT := .venv-compat/.installed
 
-$(COMPAT):
+$(COMPAT): | $(STAMP)
 	@test -x .venv-compat/bin/python || $(PYTHON) -m venv .venv-compat
-	.venv-compat/bin/python -m pip install -q --upgrade pip
-	.venv-compat/bin/python -m pip install -q "python-pachyderm==1.8.6"
+	$(BIN)/uv pip install -q --python .venv-compat/bin/python "python-pachyderm==1.8.6" || \
+	  .venv-compat/bin/python -m pip install -q "python-pachyderm==1.8.6"
 	@touch $@
 
 test-deps: install $(COMPAT)

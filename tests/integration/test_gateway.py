@@ -185,12 +185,20 @@ def test_two_replicas_share_the_health_subject(procs: Procs) -> None:
     procs.start("pfs")  # a second replica (its log goes to the same file)
     procs.procs["pfs-first"] = first_pfs
     channel = grpc.insecure_channel(f"127.0.0.1:{procs.grpc_port}")
-    wait_until(lambda: health_status(channel) == SERVING)
-    time.sleep(1)
+
+    def pfs_replicas_started() -> int:
+        return sum(1 for e in procs.log_lines("pfs") if e.get("event") == "service started")
+
+    # both replicas serve (a replica answers only once it caught up with the log)
+    wait_until(lambda: pfs_replicas_started() == 2, timeout=60)
+    wait_until(lambda: health_status(channel) == SERVING, timeout=60)
     first_pfs.send_signal(signal.SIGTERM)
     assert first_pfs.wait(15) == 0
-    time.sleep(2.5)  # another health round: the remaining replica answers
-    assert health_status(channel) == SERVING
+    # the health rounds that follow reach the remaining replica on the shared subject
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline:
+        assert health_status(channel) == SERVING
+        time.sleep(0.5)
     channel.close()
 
 
