@@ -82,7 +82,7 @@ def procs(tmp_path: Path, nats_server: NatsServer) -> Iterator[Procs]:
                 p.wait()
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+def wait_until(cond: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
