@@ -35,9 +35,17 @@ class Writer:
         self.fail_call = 0  # this call of run_as fails (0: none)
         self.calls = 0
         self.started = asyncio.Event()
+        self.shown = asyncio.Event()  # the read models show every append
+        self.shown.set()
 
     async def settled(self, name: str) -> repo.Repo:
         return self.state
+
+    async def load(self, name: str) -> repo.Repo:
+        return self.state
+
+    async def wait_for(self, seq: int) -> None:
+        await self.shown.wait()
 
     async def run_as(
         self, name: str, decide: Callable[[repo.Repo], Sequence[Message]], **kw: Any
@@ -52,7 +60,8 @@ class Writer:
             self.state = repo.evolve(self.state, e)
         if events:
             self.appends.append(events)
-        return type("Done", (), {"events": events, "state": self.state})()
+        appended = type("Appended", (), {"position": type("P", (), {"seq": len(self.appends)})})
+        return type("Done", (), {"events": events, "state": self.state, "appended": appended})()
 
 
 class Docs:
@@ -179,3 +188,19 @@ async def test_an_open_head_sends_the_puts_to_the_session_path(
     writer.state = repo.evolve(writer.state, ev.BranchSet(name="master", head="a" * 32))
     assert await batches.put("data", "master", put("/x"), "", "") is None
     assert writer.appends == []
+
+
+async def test_callers_are_answered_only_once_the_read_models_show_their_commits(
+    batches: PutBatches, writer: Writer
+) -> None:
+    writer.shown.clear()
+    first = asyncio.ensure_future(batches.put("data", "master", put("/a"), "", ""))
+    await asyncio.sleep(0.05)
+    assert len(writer.appends) == 1 and not first.done()  # appended, not yet shown
+    # the next batch is made meanwhile, on the first one's tree
+    second = asyncio.ensure_future(batches.put("data", "master", put("/b"), "", ""))
+    await asyncio.sleep(0.05)
+    assert len(writer.appends) == 2 and not second.done()
+    writer.shown.set()
+    a, b = await first, await second
+    assert writer.state.commits[b].parent == a

@@ -82,6 +82,9 @@ class PutBatches:
     max_batch: int = 64
     _pending: dict[tuple[str, str], list[_Put]] = field(default_factory=dict)
     _running: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    # the commit each branch's last batch made here, and its tree: (id, tree)
+    _roots: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    _answering: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def put(
         self, repo: str, branch: str, writes: Sequence[Message], principal: str, request_id: str
@@ -96,9 +99,10 @@ class PutBatches:
         return await item.done
 
     async def stop(self) -> None:
-        for task in list(self._running.values()):
+        tasks = [*self._running.values(), *self._answering]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drain(self, key: tuple[str, str]) -> None:
         try:
@@ -123,9 +127,12 @@ class PutBatches:
                 p.fail(asyncio.CancelledError())
 
     async def _commit(self, repo: str, branch: str, batch: list[_Put]) -> None:
+        """Make the batch's commits; its callers are answered by a task of
+        their own once the read models show them, while the next batch is
+        being made."""
+        key = (repo, branch)
         for _ in range(ATTEMPTS):
-            # settled: the read models show the head, whose tree we build on
-            state = await self.writer.settled(repo)
+            state = await self.writer.load(repo)
             require(state, repo)
             found = state.branches.get(branch)
             if found is None and _names_commit(state, repo, branch):
@@ -135,7 +142,7 @@ class PutBatches:
                 break  # held: the put-session path queues them
             head_id = head.id if head is not None else ""
             commits.put_commits(repo, branch, head_id, [])(state)  # refuses an output branch
-            root = await self._tree(repo, head_id)
+            root = await self._tree(key, head_id)
             deferred = DeferredWrites(self.store)
             made: list[tuple[str, str, int]] = []
             built: list[tuple[_Put, str]] = []
@@ -153,25 +160,46 @@ class PutBatches:
                 root = tree.hash
             if not made:
                 return
-            await deferred.flush()
+            await deferred.flush()  # every tree object durable before the append
             done = await self.writer.run_as(
                 repo,
                 commits.put_commits(repo, branch, head_id, made),
                 principal=batch[0].principal,
                 correlation_id=batch[0].request_id,
+                wait=False,
             )
-            if not done.events:
+            if not done.events or done.appended is None:
                 continue  # the branch moved on meanwhile: build on its new head
-            for p, commit_id in built:
-                p.resolve(commit_id)
+            self._roots[key] = (made[-1][0], made[-1][1])
+            answer = asyncio.create_task(self._answer(built, done.appended.position.seq))
+            self._answering.add(answer)
+            answer.add_done_callback(self._answering.discard)
             return
         for p in batch:
             p.resolve(None)
 
-    async def _tree(self, repo: str, commit_id: str) -> str | None:
+    async def _answer(self, built: list[tuple[_Put, str]], seq: int) -> None:
+        """Answer the callers of an appended batch once pfs's read models
+        show it (read-your-writes); a failure to see it fails them."""
+        try:
+            await self.writer.wait_for(seq)
+        except BaseException as err:
+            for p, _ in built:
+                p.fail(err)
+            raise
+        for p, commit_id in built:
+            p.resolve(commit_id)
+
+    async def _tree(self, key: tuple[str, str], commit_id: str) -> str | None:
+        """The tree of the branch's head ``commit_id``: the one this replica
+        made last, or read from the commits view once it shows the head."""
         if not commit_id:
             return None
-        doc = await self.docs.get(COMMITS, commit_key(repo, commit_id))
+        made = self._roots.get(key)
+        if made is not None and made[0] == commit_id:
+            return made[1]
+        await self.writer.settled(key[0])
+        doc = await self.docs.get(COMMITS, commit_key(key[0], commit_id))
         return (doc or {}).get("tree") or None
 
 
