@@ -42,16 +42,16 @@ def _put(repo: str, ref: str, path: str) -> list[pfs.PutFileRequest]:
 
 def _pct(times: list[float], q: float) -> float:
     ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
-async def _put_file(api: pfs_pb2_grpc.APIStub, repo: str, path: str) -> float:
+async def _put_file(api: pfs_pb2_grpc.APIAsyncStub, repo: str, path: str) -> float:
     start = time.perf_counter()
     await api.PutFile(iter(_put(repo, "master", path)), timeout=120)
     return time.perf_counter() - start
 
 
-async def _start_put_finish(api: pfs_pb2_grpc.APIStub, repo: str, path: str) -> float:
+async def _start_put_finish(api: pfs_pb2_grpc.APIAsyncStub, repo: str, path: str) -> float:
     start = time.perf_counter()
     commit = await api.StartCommit(
         pfs.StartCommitRequest(parent=pfs.Commit(repo=pfs.Repo(name=repo)), branch="master"),
@@ -62,7 +62,7 @@ async def _start_put_finish(api: pfs_pb2_grpc.APIStub, repo: str, path: str) -> 
     return time.perf_counter() - start
 
 
-async def _commits(api: pfs_pb2_grpc.APIStub, repo: str) -> int:
+async def _commits(api: pfs_pb2_grpc.APIAsyncStub, repo: str) -> int:
     listed = await api.ListCommit(pfs.ListCommitRequest(repo=pfs.Repo(name=repo)))
     return len(listed.commit_info)
 

@@ -126,6 +126,17 @@ async def test_a_put_whose_tree_conflicts_fails_alone(cluster: Cluster) -> None:
         assert set(_head_files(sync, repo)) == {"/a", *(f"/ok{i}" for i in range(10))}
 
 
+def _kill_pfs(cluster: Cluster) -> None:
+    pid = cluster.state()["processes"]["pfs-0"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: cluster.state()["processes"]["pfs-0"]["pid"] not in (pid, None), 60)
+
+
+def _more_acked(acked: dict[str, bytes], more: int) -> None:
+    then = len(acked)
+    wait_until(lambda: len(acked) >= then + more, 60)
+
+
 def test_kill_9_of_pfs_during_batches_loses_no_acknowledged_put(cluster: Cluster) -> None:
     repo = "killed"
     _serving(cluster)
@@ -156,12 +167,9 @@ def test_kill_9_of_pfs_during_batches_loses_no_acknowledged_put(cluster: Cluster
     try:
         for _ in range(2):
             wait_until(lambda: len(acked) >= 40, 60)
-            pid = cluster.state()["processes"]["pfs-0"]["pid"]
-            os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: cluster.state()["processes"]["pfs-0"]["pid"] not in (pid, None), 60)
+            _kill_pfs(cluster)
             _serving(cluster)
-            acked_then = len(acked)
-            wait_until(lambda: len(acked) >= acked_then + 20, 60)  # puts go on after the restart
+            _more_acked(acked, 20)  # puts go on after the restart
     finally:
         stop.set()
         for t in threads:

@@ -203,4 +203,5 @@ async def test_callers_are_answered_only_once_the_read_models_show_their_commits
     assert len(writer.appends) == 2 and not second.done()
     writer.shown.set()
     a, b = await first, await second
+    assert a is not None and b is not None
     assert writer.state.commits[b].parent == a

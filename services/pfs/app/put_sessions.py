@@ -232,9 +232,9 @@ class PutSessions:
             commit_id = await self.files.write(name, req.commit.id, writes, ctx)
             return internal.PutFileRefsResponse(commit=_commit(name, commit_id))
         if end and self.batches is not None and is_whole(writes):
-            commit_id = await self._whole(name, req.commit.id, writes, ctx)
-            if commit_id is not None:
-                return internal.PutFileRefsResponse(commit=_commit(name, commit_id))
+            made = await self._whole(name, req.commit.id, writes, ctx)
+            if made is not None:
+                return internal.PutFileRefsResponse(commit=_commit(name, made))
         target = await self._target(name, req.commit.id, req.session, ctx)
         if target is None:
             return internal.PutFileRefsResponse(queued=True)
