@@ -8,7 +8,7 @@ import pytest
 from google.protobuf.message import Message
 
 from libs.api.events import pfs_pb2 as ev
-from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.pfs.domain import ancestry, branches, commits, repo
 
 A, B, C = "a" * 32, "b" * 32, "c" * 32
@@ -276,3 +276,41 @@ def test_expiring_a_put_deletes_only_an_open_commit_its_session_holds() -> None:
     user = chain(A, finish_last=False)  # a caller's commit is no session's
     assert run(user, commits.expire_put("data", A, ""))[1] == []
     assert run(created(), commits.expire_put("data", A, "s1"))[1] == []  # gone already
+
+
+def test_put_commits_chains_finished_commits_on_the_branch_head() -> None:
+    s = chain(A)
+    made = [(B, "t" * 64, 3), (C, "u" * 64, 5)]
+    s, events = run(s, commits.put_commits("data", "master", A, made))
+    assert [type(e).__name__ for e in events] == [
+        "CommitStarted",
+        "CommitFinished",
+        "BranchSet",
+    ] * 2
+    assert s.commits[B].parent == A and s.commits[C].parent == B
+    assert s.commits[B].finished and s.commits[C].finished and not s.commits[C].lease
+    assert s.branches["master"].head == C
+
+
+def test_put_commits_on_a_new_branch_start_without_parent() -> None:
+    s, _ = run(created(), commits.put_commits("data", "dev", "", [(A, "t" * 64, 1)]))
+    assert s.branches["dev"].head == A and s.commits[A].parent == ""
+
+
+def test_put_commits_decide_nothing_when_the_branch_moved_or_its_head_is_open() -> None:
+    s = chain(A, B)
+    assert commits.put_commits("data", "master", A, [(C, "t" * 64, 1)])(s) == []
+    opened = chain(A, B, finish_last=False)
+    assert commits.put_commits("data", "master", B, [(C, "t" * 64, 1)])(opened) == []
+
+
+def test_put_commits_refuse_output_branches_bad_names_and_taken_ids() -> None:
+    s, _ = run(chain(A), branches.create_branch("data", "out", provenance=[("data", "master")]))
+    with pytest.raises(FailedPrecondition, match="output branch"):
+        commits.put_commits("data", "out", s.branches["out"].head, [(C, "t" * 64, 1)])(s)
+    with pytest.raises(InvalidArgument):
+        commits.put_commits("data", "bad branch!", "", [])
+    with pytest.raises(InvalidArgument):
+        commits.put_commits("data", "master", A, [("not-an-id", "t" * 64, 1)])
+    with pytest.raises(AlreadyExists):
+        commits.put_commits("data", "master", A, [(A, "t" * 64, 1)])(chain(A))

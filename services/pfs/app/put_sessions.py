@@ -49,8 +49,10 @@ from services.pfs.adapters.commits_view import PUT_LEASES
 from services.pfs.app.commits import Commits
 from services.pfs.app.files import Files, write_event
 from services.pfs.app.lookup import repo_name
+from services.pfs.app.put_batches import PutBatches, is_whole
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain import commits
+from services.pfs.domain import files as files_domain
 from services.pfs.domain.repo import Commit, Repo, require
 
 _log = structlog.get_logger("pfs.put_sessions")
@@ -183,6 +185,7 @@ class PutSessions:
     bus: Bus
     gate: RestoreGate
     settings: PutSettings = field(default_factory=PutSettings)
+    batches: PutBatches | None = None  # whole puts onto a free branch: one append per batch
 
     def __post_init__(self) -> None:
         self.leases = Leases(self.settings.lease_s)
@@ -228,6 +231,10 @@ class PutSessions:
         if not req.session:
             commit_id = await self.files.write(name, req.commit.id, writes, ctx)
             return internal.PutFileRefsResponse(commit=_commit(name, commit_id))
+        if end and self.batches is not None and is_whole(writes):
+            made = await self._whole(name, req.commit.id, writes, ctx)
+            if made is not None:
+                return internal.PutFileRefsResponse(commit=_commit(name, made))
         target = await self._target(name, req.commit.id, req.session, ctx)
         if target is None:
             return internal.PutFileRefsResponse(queued=True)
@@ -241,6 +248,24 @@ class PutSessions:
         elif held:
             reply.lease_ms = int(self.settings.lease_s * 1000)
         return reply
+
+    async def _whole(
+        self, repo: str, ref: str, writes: list[files_domain.Write], ctx: Context
+    ) -> str | None:
+        """A session's only request, onto a branch no other session waits
+        for: its commit, made whole in a batch (``put_batches``); None when
+        the put-session path must take it (the branch's head is open, or
+        ``ref`` names a commit)."""
+        assert self.batches is not None
+        if self._queues.get((repo, ref)):
+            return None  # sessions wait for the branch: this one waits behind them
+        events = [w for w in writes if not isinstance(w, files_domain.Split)]
+        commit_id = await self.batches.put(repo, ref, events, ctx.principal, ctx.request_id)
+        if commit_id is not None:
+            for (r, b), queue in self._queues.items():
+                if r == repo and b == ref:
+                    queue.wake()
+        return commit_id
 
     async def abandon_put(self, req: internal.AbandonPutRequest, ctx: Context) -> Empty:
         """Delete the commits the session holds open among ``req.commits``;

@@ -277,3 +277,44 @@ def build_commit(
         return events
 
     return decide
+
+
+def put_commits(repo: str, branch: str, head: str, made: Sequence[tuple[str, str, int]]) -> Decide:
+    """The commits of whole auto-commit puts (each arrived in one request),
+    made at once: for each ``(commit id, tree, size)`` in order a finished
+    commit on ``branch``, on top of the one before, the first on ``head``
+    (the branch's head the trees were built on; "" for none). Nothing is
+    decided when the branch has moved on or its head is open meanwhile: the
+    caller looks again (its trees were built on a head that is no longer
+    the branch's). Output branches take no puts."""
+    validate_branch_name(branch)
+    for commit_id, _, _ in made:
+        if not is_commit_id(commit_id):
+            raise InvalidArgument(f"commit id {commit_id!r} is invalid", commit=commit_id)
+
+    def decide(state: Repo) -> Sequence[Message]:
+        require(state, repo)
+        old = state.branches.get(branch)
+        if old is not None and old.provenance:
+            raise FailedPrecondition(
+                f"cannot start a commit on output branch {repo}/{branch}",
+                repo=repo,
+                branch=branch,
+            )
+        current = old.head if old is not None else ""
+        if current != head or (current and not state.commits[current].finished):
+            return []
+        events: list[Message] = []
+        parent = head
+        for commit_id, tree, size in made:
+            if commit_id in state.commits:
+                raise AlreadyExists(f"commit {repo}/{commit_id} already exists", commit=commit_id)
+            events += [
+                ev.CommitStarted(id=commit_id, branch=branch, parent=parent),
+                ev.CommitFinished(id=commit_id, tree=tree, size_bytes=size),
+                _branch_set(state, branch, commit_id),
+            ]
+            parent = commit_id
+        return events
+
+    return decide

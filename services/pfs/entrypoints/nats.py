@@ -19,6 +19,7 @@ from services.pfs.app.downstream import EVENT_TYPES as DOWNSTREAM_EVENTS
 from services.pfs.app.downstream import Downstream
 from services.pfs.app.files import Files
 from services.pfs.app.gc import GarbageCollector, GcSettings, stream_last_seq
+from services.pfs.app.put_batches import PutBatches
 from services.pfs.app.put_sessions import PutSessions, PutSettings
 from services.pfs.app.repos import Repos
 from services.pfs.app.writer import RepoWriter
@@ -53,7 +54,9 @@ async def setup(ctx: ServiceContext) -> None:
     await commits.register(ctx.bus)
     await files.register(ctx.bus)
     await Branches(writer, docs).register(ctx.bus)
-    puts = PutSessions(writer, docs, files, commits, ctx.bus, gate, PutSettings.from_env())
+    batches = PutBatches(writer, docs, store)
+    ctx.stack.push_async_callback(batches.stop)
+    puts = PutSessions(writer, docs, files, commits, ctx.bus, gate, PutSettings.from_env(), batches)
     await puts.register(ctx.bus)
     await puts.start()
     ctx.stack.push_async_callback(puts.stop)
