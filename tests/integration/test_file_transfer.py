@@ -90,7 +90,7 @@ def test_get_file_replies_are_bytes_values_within_the_client_limit(cluster: Clus
         api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="frames")), timeout=10)
         data = os.urandom(5 * MiB + 3)
         _put(api, "frames", "/f", data)
-        raw = channel.unary_stream(
+        raw: grpc.UnaryStreamMultiCallable[pfs.GetFileRequest, bytes] = channel.unary_stream(
             "/pfs.API/GetFile", request_serializer=pfs.GetFileRequest.SerializeToString
         )
         req = pfs.GetFileRequest(file=pfs.File(commit=_commit("frames"), path="/f"))

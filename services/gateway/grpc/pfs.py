@@ -204,7 +204,7 @@ def register(
     # UNIMPLEMENTED answer; the typed stubs declare them abstract.
     servicer = PfsServicer(bus, store, max_reply)  # type: ignore[abstract]
     capture = _Handlers()
-    pfs_pb2_grpc.add_APIServicer_to_server(servicer, capture)
+    pfs_pb2_grpc.add_APIServicer_to_server(servicer, capture)  # type: ignore[arg-type]
     handlers = capture.handlers
     # GetFile's replies are BytesValue frames written from the bytes read.
     handlers["GetFile"] = grpc.unary_stream_rpc_method_handler(
@@ -223,13 +223,13 @@ class _Handlers:
     """Stands in for the server to take the generated method handlers."""
 
     def __init__(self) -> None:
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def add_generic_rpc_handlers(self, _: object) -> None:
         pass
 
     def add_registered_method_handlers(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
     ) -> None:
         assert service == _SERVICE, service
         self.handlers = dict(handlers)
