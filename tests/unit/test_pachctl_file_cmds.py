@@ -345,3 +345,56 @@ def test_unavailable_from_pachd_is_not_cannot_reach() -> None:
         assert str(url) == "put-file from http://h/x: cannot connect (UNAVAILABLE)"
     finally:
         pachd.channel.close()
+
+
+# --- batches of small files ------------------------------------------------------
+
+
+def test_small_files_read_whole_go_several_to_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(putfile, "BATCH_FILES", 3)
+    args = parse("put-file", "r", "br", "/x", "-o")
+    whole = [(putfile.Put(f"s{i}", f"/s{i}"), putfile.Whole(b"%d" % i)) for i in range(7)]
+    streamed = (putfile.Put("big", "/big"), iter([b"ab", b"cd"]))
+    msgs = list(putfile.requests(args, [*whole[:4], streamed, *whole[4:]]))
+    shapes = [[e.file.path for e in m.batch] if m.batch else m.file.path for m in msgs]
+    assert shapes == [["/s0", "/s1", "/s2"], "/s3", "/big", "", ["/s4", "/s5", "/s6"]]
+    first = msgs[0].batch[0]
+    assert first.value == b"0" and first.HasField("overwrite_index")
+    assert first.file.commit.repo.name == "r" and first.file.commit.id == "br"
+    assert not msgs[0].HasField("file") and not msgs[0].value  # a batch sets nothing else
+
+
+def test_a_batch_is_cut_at_about_batch_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(putfile, "BATCH_BYTES", 10_000)
+    args = parse("put-file", "r", "br", "/x")
+    whole = [(putfile.Put(f"s{i}", f"/s{i}"), putfile.Whole(b"z" * 4000)) for i in range(6)]
+    msgs = list(putfile.requests(args, whole))
+    assert [len(m.batch) for m in msgs] == [3, 3]
+    assert all(m.ByteSize() < 2 * 10_000 for m in msgs)
+
+
+def test_read_ahead_hands_small_files_whole(tmp_path: Path) -> None:
+    (tmp_path / "small").write_bytes(b"s" * 10)
+    (tmp_path / "big").write_bytes(b"b" * (putfile.SMALL_FILE + 1))
+    ahead = putfile.ReadAhead(2)
+    try:
+        puts = [putfile.Put(str(tmp_path / n), f"/{n}") for n in ("small", "big")]
+        got = [(put.dest, blocks) for put, blocks in ahead.files(puts)]
+        kinds = [isinstance(blocks, putfile.Whole) for _, blocks in got]
+        assert kinds == [True, False]
+        assert b"".join(got[1][1]) == b"b" * (putfile.SMALL_FILE + 1)
+    finally:
+        ahead.close()
+
+
+def test_walk_names_files_as_before(tmp_path: Path) -> None:
+    for rel in ("a/b/c", "a/d", "e"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    for dest, want in (
+        ("/in", ["/in/a/b/c", "/in/a/d", "/in/e"]),
+        ("/", ["/a/b/c", "/a/d", "/e"]),
+        ("in/", ["in/a/b/c", "in/a/d", "in/e"]),
+        ("", ["a/b/c", "a/d", "e"]),
+    ):
+        assert sorted(p.dest for p in putfile._local(str(tmp_path), dest, True)) == want, dest

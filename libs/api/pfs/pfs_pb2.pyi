@@ -1087,6 +1087,7 @@ class PutFileRequest(_message.Message):
     OVERWRITE_INDEX_FIELD_NUMBER: _builtins.int
     HEADER_FIELD_NUMBER: _builtins.int
     FOOTER_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     value: _builtins.bytes
     url: _builtins.str
     recursive: _builtins.bool
@@ -1101,6 +1102,13 @@ class PutFileRequest(_message.Message):
     def header(self) -> Global___Metadata: ...
     @_builtins.property
     def footer(self) -> Global___Metadata: ...
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___PutFileRequest]:
+        """Not in 1.7 (a 1.7 client never sets it): many small files in one
+        message. A message with `batch` sets nothing else and stands for its
+        entries sent one after another (an entry has no batch of its own).
+        """
+
     def __init__(
         self,
         *,
@@ -1114,10 +1122,11 @@ class PutFileRequest(_message.Message):
         overwrite_index: Global___OverwriteIndex | None = ...,
         header: Global___Metadata | None = ...,
         footer: Global___Metadata | None = ...,
+        batch: _abc.Iterable[Global___PutFileRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "footer", b"footer", "header", b"header", "overwrite_index", b"overwrite_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delimiter", b"delimiter", "file", b"file", "footer", b"footer", "header", b"header", "overwrite_index", b"overwrite_index", "recursive", b"recursive", "target_file_bytes", b"target_file_bytes", "target_file_datums", b"target_file_datums", "url", b"url", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "delimiter", b"delimiter", "file", b"file", "footer", b"footer", "header", b"header", "overwrite_index", b"overwrite_index", "recursive", b"recursive", "target_file_bytes", b"target_file_bytes", "target_file_datums", b"target_file_datums", "url", b"url", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

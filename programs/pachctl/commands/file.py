@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
+from libs import bytes_value
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument, PachError
@@ -291,7 +292,7 @@ def get_file(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     file = _file(args.repo, args.commit, args.path)
     with Pachd(from_env(), timeout=STREAM_TIMEOUT_S) as pachd:
-        replies = pachd.stream(_api(pachd).GetFile, pfs.GetFileRequest(file=file))
+        replies = _get_file(pachd, pfs.GetFileRequest(file=file))
         try:
             first = next(replies, None)
         except ServerError as exc:
@@ -305,17 +306,33 @@ def get_file(args: argparse.Namespace, out: TextIO) -> int:
                 _drain(first, replies, sink.write)
         else:
             binary = getattr(out, "buffer", None)
-            _drain(first, replies, binary.write if binary else lambda b: out.write(b.decode()))
+            _drain(
+                first, replies, binary.write if binary else lambda b: out.write(bytes(b).decode())
+            )
             out.flush()
     return 0
 
 
-def _drain(first: object, replies: Iterator[object], write: Callable[[bytes], object]) -> None:
+Bytes = bytes | memoryview
+
+
+def _get_file(pachd: Pachd, req: pfs.GetFileRequest) -> Iterator[Bytes]:
+    """GetFile's bytes, reply by reply: each reply's ``BytesValue`` is read
+    as a view of the received message (no message object, no copy)."""
+    rpc = pachd.channel.unary_stream(
+        "/pfs.API/GetFile",
+        request_serializer=pfs.GetFileRequest.SerializeToString,
+        response_deserializer=bytes_value.payload,
+    )
+    return pachd.stream(rpc, req)
+
+
+def _drain(first: Bytes | None, replies: Iterator[Bytes], write: Callable[[Bytes], object]) -> None:
     if first is None:
         return
-    write(first.value)  # type: ignore[attr-defined]
-    for reply in replies:
-        write(reply.value)  # type: ignore[attr-defined]
+    write(first)
+    for block in replies:
+        write(block)
 
 
 def _is_dir(pachd: Pachd, file: pfs.File) -> bool:
@@ -413,7 +430,7 @@ class Puller:
     def _download(self, file: pfs.File, local: Path) -> None:
         if self._failed is not None:
             return
-        replies = self.pachd.stream(_api(self.pachd).GetFile, pfs.GetFileRequest(file=file))
+        replies = _get_file(self.pachd, pfs.GetFileRequest(file=file))
         first = next(replies, None)
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(f".{local.name}.partial-{os.getpid()}")
@@ -421,7 +438,7 @@ class Puller:
             with open(partial, "wb") as sink:
                 meter = self.meter
 
-                def write(block: bytes) -> None:
+                def write(block: Bytes) -> None:
                     sink.write(block)
                     if meter is not None:
                         meter.add(len(block))

@@ -36,6 +36,9 @@ from programs.pachctl.client import LONG_TIMEOUT_S, Pachd
 BLOCK = 512 * 1024
 # Files up to this size are read where the stream is sent, not ahead.
 SMALL_FILE = 64 * 1024
+# Small files sent in one message: at most this many, of about this many bytes.
+BATCH_FILES = 1000
+BATCH_BYTES = 1024 * 1024
 # Blocks each read-ahead file may hold while it waits for its turn.
 READ_AHEAD_BLOCKS = 2
 # Streams of big files run as long as they need to.
@@ -243,11 +246,16 @@ def _local(source: str, dest: str, recursive: bool) -> Iterator[Put]:
     if local.is_dir():
         if not recursive:
             raise InvalidArgument(f"{source} is a directory: use -r to put it recursively")
-        for root, dirs, files in os.walk(local, onerror=_raise):
+        # Plain strings, not Path objects: path parsing per file cost more
+        # than reading a 1 KiB file.
+        top = str(local)
+        for root, dirs, files in os.walk(top, onerror=_raise):
             dirs.sort()
+            rel = os.path.relpath(root, top)
+            base = go_join(dest, "" if rel == "." else rel.replace(os.sep, "/"))
+            prefix = base if base.endswith("/") else base + "/" if base else ""
             for name in sorted(files):
-                full = Path(root) / name
-                yield Put(str(full), go_join(dest, full.relative_to(local).as_posix()))
+                yield Put(os.path.join(root, name), prefix + name)
         return
     if not local.exists():
         raise InvalidArgument(f"{source}: no such file")
@@ -340,12 +348,15 @@ class ReadAhead:
     def _blocks(
         self, put: Put, q: queue.Queue[bytes | BaseException | None] | None
     ) -> Iterator[bytes]:
-        if put.url:
-            return
-        if q is None and put.source != "-":  # a small file: one read, here
+        if not put.url and q is None and put.source != "-":  # a small file: one read, here
             with open(put.source, "rb") as small:  # an OSError is reported as the pool's are
-                data = small.read()
-            yield data
+                return Whole(small.read())
+        return self._stream(put, q)
+
+    def _stream(
+        self, put: Put, q: queue.Queue[bytes | BaseException | None] | None
+    ) -> Iterator[bytes]:
+        if put.url:
             return
         if q is None:  # stdin, read here in order
             if sys.stdin.isatty():
@@ -367,6 +378,24 @@ class ReadAhead:
             yield item
 
 
+class Whole:
+    """A small file's bytes, read whole: its one block, and ``data`` for
+    ``requests`` to put it in a batch."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        self._done = True
+        return self.data
+
+
 def _small(path: str) -> bool:
     """Small enough to read in one go where the stream is sent: handing a
     small file to a read-ahead thread costs more than reading it (two
@@ -382,7 +411,10 @@ def requests(
     args: argparse.Namespace, files: Iterable[tuple[Put, Iterator[bytes]]]
 ) -> Iterator[pfs.PutFileRequest]:
     """The ``PutFile`` stream: each file's first message names it and carries
-    its options, the rest carry its bytes."""
+    its options, the rest carry its bytes. Small files read whole go several
+    to a message (``batch``): per message, gRPC costs more than the file."""
+    batch = pfs.PutFileRequest()
+    size = 0
     for put, blocks in files:
         first = pfs.PutFileRequest(file=_file(args.repo, args.branch, put.dest))
         if args.overwrite:
@@ -391,6 +423,17 @@ def requests(
             first.delimiter = SPLITS[args.split]
             first.target_file_datums = args.target_file_datums
             first.target_file_bytes = args.target_file_bytes
+        if isinstance(blocks, Whole):
+            first.value = blocks.data
+            batch.batch.append(first)
+            size += len(blocks.data) + len(put.dest)
+            if len(batch.batch) >= BATCH_FILES or size >= BATCH_BYTES:
+                yield _unbatched(batch)
+                batch, size = pfs.PutFileRequest(), 0
+            continue
+        if batch.batch:
+            yield _unbatched(batch)
+            batch, size = pfs.PutFileRequest(), 0
         if put.url:
             first.url = put.source
             first.recursive = put.recursive
@@ -400,6 +443,13 @@ def requests(
         yield first  # always one message, so an empty file is put too
         for block in blocks:
             yield pfs.PutFileRequest(value=block)
+    if batch.batch:
+        yield _unbatched(batch)
+
+
+def _unbatched(batch: pfs.PutFileRequest) -> pfs.PutFileRequest:
+    """A batch of one file as that file's own message."""
+    return batch.batch[0] if len(batch.batch) == 1 else batch
 
 
 class _Guarded:
@@ -476,7 +526,10 @@ def metered(
     stream: Iterator[pfs.PutFileRequest], meter: progress.Meter
 ) -> Iterator[pfs.PutFileRequest]:
     for req in stream:
-        meter.add(len(req.value), files=1 if req.HasField("file") else 0)
+        if req.batch:
+            meter.add(sum(len(e.value) for e in req.batch), files=len(req.batch))
+        else:
+            meter.add(len(req.value), files=1 if req.HasField("file") else 0)
         yield req
 
 

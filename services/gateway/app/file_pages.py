@@ -95,10 +95,13 @@ async def diff_file(ask: Ask, request: pfs.DiffFileRequest, limit: int) -> pfs.D
 REPLY_BYTES = 2 * 1024 * 1024
 
 
-async def read_file(store: ObjectStore, ask: Ask, req: pfs.GetFileRequest) -> AsyncIterator[bytes]:
+async def read_file(
+    store: ObjectStore, ask: Ask, req: pfs.GetFileRequest
+) -> AsyncIterator[bytes | memoryview]:
     """Bytes ``[offset_bytes, offset_bytes + size_bytes)`` of what reading
     ``req.file`` returns (to its end when ``size_bytes`` is 0), in pieces of
-    at most ``REPLY_BYTES``. A path with glob characters reads every match."""
+    at most ``REPLY_BYTES`` (views into the blocks read, not copies). A path
+    with glob characters reads every match."""
     if req.offset_bytes < 0 or req.size_bytes < 0:
         raise InvalidArgument("get-file offset and size must not be negative")
     pages = _glob_refs(ask, req.file) if is_glob(req.file.path) else _file_refs(ask, req.file)
@@ -112,8 +115,12 @@ async def read_file(store: ObjectStore, ask: Ask, req: pfs.GetFileRequest) -> As
         async for block in read_refs(store, refs, skip, left):
             if left is not None:
                 left -= len(block)
+            if len(block) <= REPLY_BYTES:
+                yield block
+                continue
+            view = memoryview(block)
             for start in range(0, len(block), REPLY_BYTES):
-                yield block[start : start + REPLY_BYTES]
+                yield view[start : start + REPLY_BYTES]
         skip = 0
         if left is not None and left <= 0:
             return

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -50,23 +51,29 @@ BATCH = 1000
 
 
 class _Requests:
-    """A PutFile stream that a file's reader can hand its next message back to."""
+    """A PutFile stream that a file's reader can hand its next message back
+    to. A message with ``batch`` (many small files in one gRPC message, which
+    pachctl sends) is read as its entries, one after another."""
 
     def __init__(self, stream: AsyncIterable[pfs.PutFileRequest]) -> None:
         self._it = stream.__aiter__()
-        self._pending: pfs.PutFileRequest | None = None
+        self._pending: deque[pfs.PutFileRequest] = deque()
 
     async def next(self) -> pfs.PutFileRequest | None:
-        if self._pending is not None:
-            msg, self._pending = self._pending, None
-            return msg
+        if self._pending:
+            return self._pending.popleft()
         try:
-            return await self._it.__anext__()
+            msg = await self._it.__anext__()
         except StopAsyncIteration:
             return None
+        if not msg.batch:
+            return msg
+        _check_batch(msg)
+        self._pending.extend(msg.batch)
+        return self._pending.popleft()
 
     def push_back(self, msg: pfs.PutFileRequest) -> None:
-        self._pending = msg
+        self._pending.appendleft(msg)
 
     async def blocks(self, first: pfs.PutFileRequest) -> AsyncIterator[bytes]:
         """The bytes of the file ``first`` starts, up to the next file."""
@@ -78,6 +85,18 @@ class _Requests:
                 return
             if msg.value:
                 yield msg.value
+
+
+def _check_batch(msg: pfs.PutFileRequest) -> None:
+    """A batch sets nothing else, and its entries hold no batch."""
+    if len(msg.ListFields()) != 1:
+        raise InvalidArgument("put-file: a message with a batch of files must set nothing else")
+    for entry in msg.batch:
+        if entry.batch:
+            path = entry.file.path or "/"
+            raise InvalidArgument(
+                f"put-file {path}: a batch entry must not hold a batch of its own", path=path
+            )
 
 
 def _check(req: pfs.PutFileRequest) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+import grpc
 import grpc.aio
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
-from google.protobuf.wrappers_pb2 import BytesValue
 
+from libs import bytes_value
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.bus import Bus
@@ -52,9 +53,11 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
 
     async def GetFile(  # type: ignore[override]
         self, request: pfs.GetFileRequest, context: Ctx
-    ) -> AsyncIterator[BytesValue]:
+    ) -> AsyncIterator[bytes | memoryview]:
+        """Each reply is a ``BytesValue``, framed by ``register``'s
+        serializer straight from the bytes read (no message built)."""
         async for block in file_pages.read_file(self.store, self._ask(context), request):
-            yield BytesValue(value=block)
+            yield block
 
     async def InspectFile(  # type: ignore[override]
         self, request: pfs.InspectFileRequest, context: Ctx
@@ -200,4 +203,33 @@ def register(
     # The RPCs PfsServicer does not define yet keep the generated base's
     # UNIMPLEMENTED answer; the typed stubs declare them abstract.
     servicer = PfsServicer(bus, store, max_reply)  # type: ignore[abstract]
-    pfs_pb2_grpc.add_APIServicer_to_server(servicer, server)
+    capture = _Handlers()
+    pfs_pb2_grpc.add_APIServicer_to_server(servicer, capture)  # type: ignore[arg-type]
+    handlers = capture.handlers
+    # GetFile's replies are BytesValue frames written from the bytes read.
+    handlers["GetFile"] = grpc.unary_stream_rpc_method_handler(
+        servicer.GetFile,
+        request_deserializer=pfs.GetFileRequest.FromString,
+        response_serializer=bytes_value.frame,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+    server.add_registered_method_handlers(_SERVICE, handlers)
+
+
+_SERVICE = "pfs.API"
+
+
+class _Handlers:
+    """Stands in for the server to take the generated method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, _: object) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        assert service == _SERVICE, service
+        self.handlers = dict(handlers)

@@ -133,7 +133,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 async def _blocks(
     request: web.Request, commit: pfs.Commit, path: str, offset: int, length: int
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[bytes | memoryview]:
     if length == 0:
         return
     req = pfs.GetFileRequest(
