@@ -96,7 +96,7 @@ class Cluster:
         nodes: list[dict[str, Any]] = self.state().get("nats_nodes") or []
         return nodes
 
-    def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
+    def wait_ready(self, timeout: float = 90) -> dict[str, Any]:
         assert self.proc is not None
         proc = self.proc
         wait_until(
