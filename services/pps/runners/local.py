@@ -65,6 +65,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from libs.errors import FailedPrecondition, InvalidArgument
 from services.pps.domain.resources import Limits, parse_memory
@@ -582,15 +583,9 @@ class LocalRunner:
                 sandbox = self.sandbox_args(
                     pfs_dir, working_dir, uid=uid, gid=gid, extra_ro_binds=extra_ro_binds, fds=fds
                 )
-                proc = await asyncio.create_subprocess_exec(
-                    *self._command(sandbox, group, lim),
-                    "--",
-                    *cmd,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
+                proc = await _Child.start(
+                    [*self._command(sandbox, group, lim), "--", *cmd],
                     env=full_env,
-                    start_new_session=True,
                     pass_fds=[*fds, *([self.stage.fd] if self.stage is not None else [])],
                 )
             finally:
@@ -605,7 +600,7 @@ class LocalRunner:
 
     async def _wait(
         self,
-        proc: asyncio.subprocess.Process,
+        proc: _Child,
         stdin: bytes,
         timeout: float | None,
         on_line: LineSink,
@@ -613,7 +608,6 @@ class LocalRunner:
         limits: Limits,
         started: float,
     ) -> RunResult:
-        assert proc.stdin and proc.stdout and proc.stderr
         io = [
             asyncio.create_task(_feed(proc.stdin, stdin)),
             asyncio.create_task(_pump(proc.stdout, on_line)),
@@ -675,6 +669,129 @@ class LocalRunner:
                 )
                 times.append(result.seconds)
         return statistics.median(times)
+
+
+class _Child:
+    """A sandbox's first process, started with ``subprocess.Popen`` (which
+    uses vfork: the worker's memory is not copied for every datum, as the
+    event loop's own fork-based spawn does, blocking the loop for tens of
+    milliseconds with a large heap) and watched from the event loop: its
+    output through pipe transports, its end through a pidfd."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        stdin: asyncio.StreamWriter,
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+    ) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self._exited = asyncio.get_running_loop().create_future()
+        self._watch()
+
+    @classmethod
+    async def start(
+        cls, argv: Sequence[str], *, env: Mapping[str, str], pass_fds: Sequence[int]
+    ) -> _Child:
+        loop = asyncio.get_running_loop()
+        # vfork + exec: quick, and nothing to wait for in a thread
+        popen = subprocess.Popen(  # noqa: ASYNC220
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+            pass_fds=list(pass_fds),
+        )
+        assert popen.stdin and popen.stdout and popen.stderr
+        try:
+            readers = [await _reader(loop, popen.stdout), await _reader(loop, popen.stderr)]
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: _WriteProtocol(loop), popen.stdin
+            )
+            writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        except BaseException:
+            _kill(popen.pid)
+            await asyncio.to_thread(popen.wait)
+            raise
+        return cls(popen, writer, readers[0], readers[1])
+
+    def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (OSError, AttributeError):  # no pidfd: a thread waits
+            waiting = asyncio.ensure_future(asyncio.to_thread(self._popen.wait))
+            waiting.add_done_callback(lambda _: self._ended())
+            return
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._popen.wait()  # it has ended: reaping does not block
+            self._ended()
+
+        loop.add_reader(fd, exited)
+
+    def _ended(self) -> None:
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        await asyncio.shield(self._exited)
+        assert self._popen.returncode is not None
+        return self._popen.returncode
+
+
+async def _reader(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=2 * MAX_LINE, loop=loop)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    return reader
+
+
+class _WriteProtocol(asyncio.Protocol):
+    """Flow control and a close waiter for the child's stdin (what a
+    ``StreamWriter`` over a write pipe needs)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = loop.create_future()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_exception(exc or ConnectionResetError("stdin closed"))
+
+    async def _drain_helper(self) -> None:
+        if self._closed.done():
+            raise ConnectionResetError("stdin closed")
+        if not self._paused:
+            return
+        self._drained = self._loop.create_future()
+        await self._drained
+
+    def _get_close_waiter(self, stream: asyncio.StreamWriter) -> asyncio.Future[None]:
+        return self._closed
 
 
 def _limit_reason(group: RunGroup, limits: Limits) -> str:
