@@ -55,6 +55,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import stat
 import statistics
 import subprocess
@@ -71,6 +72,7 @@ from libs.errors import FailedPrecondition, InvalidArgument
 from services.pps.domain.resources import Limits, parse_memory
 from services.pps.runners.base import LineSink, RunResult
 from services.pps.runners.cgroups import Cgroups, RunGroup
+from services.pps.runners.warm import DRIVER, SandboxKey, WarmSandbox, clear_dir, pfs_entries
 
 # The system directories user code sees (read-only), when this machine has them.
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
@@ -350,6 +352,7 @@ class LocalRunner:
         settings: SandboxSettings | None = None,
         ro_binds: Sequence[tuple[Path, str]] = (),
         cgroups: Cgroups | bool | None = True,
+        reuse: bool | None = None,
     ) -> None:
         """``ro_binds``: extra (host path, sandbox path) pairs bound read-only
         into every sandbox. ``cgroups``: True probes this machine, False or
@@ -371,6 +374,10 @@ class LocalRunner:
         wanted = [*self._python, *(src for src, _ in self._ro_binds), *hide]
         unreachable = [d for d in wanted if not reachable(d, s.uid, s.gid)]
         self.stage: Stage | None = None
+        # A warm sandbox per worker slot (``run(..., warm=True)``), unless
+        # PACH_PPS_SANDBOX_REUSE=0.
+        self.reuse = reuse if reuse is not None else os.environ.get("PACH_PPS_SANDBOX_REUSE") != "0"
+        self._warm: dict[Path, WarmSandbox] = {}
         if unreachable:
             self.stage = Stage(_outermost(unreachable), _find("unshare", "unshare"), self._sh)
             self._drop = [
@@ -387,7 +394,11 @@ class LocalRunner:
             self._drop = [setpriv, f"--reuid={s.uid}", f"--regid={s.gid}", "--clear-groups", "--"]
 
     def close(self) -> None:
-        """Release the stage (its mount namespace and directory)."""
+        """End the warm sandboxes; release the stage (its mount namespace
+        and directory)."""
+        for box in self._warm.values():
+            box.close_now()
+        self._warm.clear()
         if self.stage is not None:
             self.stage.close()
             self.stage = None
@@ -561,6 +572,7 @@ class LocalRunner:
         extra_ro_binds: Sequence[tuple[Path, str]] = (),
         user: str = "",
         limits: Limits | None = None,
+        warm: bool = False,
     ) -> RunResult:
         if not cmd:
             raise InvalidArgument("transform.cmd is empty: nothing to run")
@@ -569,6 +581,13 @@ class LocalRunner:
         uid, gid = self.identity(user)
         lim = self.limits(limits)
         full_env = {**self._env, **env}
+        if warm and self.reuse and not extra_ro_binds:
+            entries = await asyncio.to_thread(pfs_entries, pfs_dir)
+            if entries is not None:
+                key = SandboxKey(pfs_dir, entries, uid, gid, (), lim)
+                return await self._run_warm(
+                    key, cmd, full_env, working_dir, stdin, timeout, on_line
+                )
         await asyncio.to_thread(self.give_out, pfs_dir / "out")
         group = None
         if self.cgroups is not None:
@@ -597,6 +616,76 @@ class LocalRunner:
             if group is not None:
                 await asyncio.to_thread(group.remove)
         return result
+
+    async def _run_warm(
+        self,
+        key: SandboxKey,
+        cmd: Sequence[str],
+        env: Mapping[str, str],
+        working_dir: str,
+        stdin: bytes,
+        timeout: float | None,
+        on_line: LineSink,
+    ) -> RunResult:
+        """Run in the slot's warm sandbox (started, or started again when
+        what it binds changed)."""
+        box = self._warm.get(key.pfs_dir)
+        if box is not None and (box.closed or box.key != key):
+            self._warm.pop(key.pfs_dir, None)
+            await box.close()
+            box = None
+        if box is None:
+            box = await self._start_warm(key)
+            self._warm[key.pfs_dir] = box
+        await asyncio.to_thread(self.give_out, key.pfs_dir / "out")
+        try:
+            return await box.run(
+                cmd, env=env, working_dir=working_dir, stdin=stdin, timeout=timeout, on_line=on_line
+            )
+        finally:
+            if box.closed:
+                self._warm.pop(key.pfs_dir, None)
+
+    async def _start_warm(self, key: SandboxKey) -> WarmSandbox:
+        s = self.settings
+        tmp = key.pfs_dir.parent / "tmp"
+        await asyncio.to_thread(_fresh_tmp, tmp, s.uid, s.gid)
+        group = None
+        if self.cgroups is not None:
+            try:
+                group = await asyncio.to_thread(self.cgroups.create, key.limits)
+            except OSError as err:
+                raise FailedPrecondition(f"cannot make the sandbox's control group: {err}") from err
+        fds: list[int] = []
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            try:
+                sandbox = self.sandbox_args(key.pfs_dir, "/", uid=key.uid, gid=key.gid, fds=fds)
+                sandbox += ["--bind", self._source(tmp), "/tmp"]
+                driver = [sys.executable, "-I", "-S", "-c", DRIVER, str(theirs.fileno())]
+                proc = await _Child.start(
+                    [*self._command(sandbox, group, key.limits), "--", *driver],
+                    env=self._env,
+                    pass_fds=[
+                        *fds,
+                        theirs.fileno(),
+                        *([self.stage.fd] if self.stage is not None else []),
+                    ],
+                )
+            finally:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                theirs.close()
+        except BaseException:
+            ours.close()
+            if group is not None:
+                await asyncio.to_thread(group.remove)
+            raise
+        ours.setblocking(False)
+        box = WarmSandbox(key, proc, ours, group, key.limits, tmp, _limit_reason, _kill)
+        await box.wait_ready()
+        return box
 
     async def _wait(
         self,
@@ -711,10 +800,7 @@ class _Child:
         assert popen.stdin and popen.stdout and popen.stderr
         try:
             readers = [await _reader(loop, popen.stdout), await _reader(loop, popen.stderr)]
-            transport, protocol = await loop.connect_write_pipe(
-                lambda: _WriteProtocol(loop), popen.stdin
-            )
-            writer = asyncio.StreamWriter(transport, protocol, None, loop)
+            writer = await _writer(loop, popen.stdin)
         except BaseException:
             _kill(popen.pid)
             await asyncio.to_thread(popen.wait)
@@ -756,6 +842,19 @@ async def _reader(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> asyncio.S
     reader = asyncio.StreamReader(limit=2 * MAX_LINE, loop=loop)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
     return reader
+
+
+async def _writer(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> asyncio.StreamWriter:
+    transport, protocol = await loop.connect_write_pipe(lambda: _WriteProtocol(loop), pipe)
+    return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+def _fresh_tmp(tmp: Path, uid: int, gid: int) -> None:
+    """A warm sandbox's ``/tmp``: an empty directory of the sandbox user's."""
+    tmp.mkdir(mode=0o700, exist_ok=True)
+    clear_dir(tmp)
+    os.chown(tmp, uid, gid)
+    tmp.chmod(0o700)
 
 
 class _WriteProtocol(asyncio.Protocol):
