@@ -582,7 +582,7 @@ class LocalRunner:
         lim = self.limits(limits)
         full_env = {**self._env, **env}
         if warm and self.reuse and not extra_ro_binds:
-            entries = await asyncio.to_thread(pfs_entries, pfs_dir)
+            entries = pfs_entries(pfs_dir)  # a handful of directories
             if entries is not None:
                 key = SandboxKey(pfs_dir, entries, uid, gid, (), lim)
                 return await self._run_warm(
@@ -637,7 +637,13 @@ class LocalRunner:
         if box is None:
             box = await self._start_warm(key)
             self._warm[key.pfs_dir] = box
-        await asyncio.to_thread(self.give_out, key.pfs_dir / "out")
+        out = key.pfs_dir / "out"
+        with os.scandir(out) as entries:
+            empty = next(entries, None) is None
+        if empty:
+            self.give_out(out)  # one chown at most
+        else:
+            await asyncio.to_thread(self.give_out, out)
         try:
             return await box.run(
                 cmd, env=env, working_dir=working_dir, stdin=stdin, timeout=timeout, on_line=on_line

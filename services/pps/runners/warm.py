@@ -146,6 +146,14 @@ def clear_dir(path: Path) -> None:
                     os.unlink(entry.path)
 
 
+async def _clear(path: Path) -> None:
+    """``clear_dir`` in a thread, unless there is nothing to clear."""
+    with os.scandir(path) as entries:
+        if next(entries, None) is None:
+            return
+    await asyncio.to_thread(clear_dir, path)
+
+
 def _children(pid: int) -> list[int]:
     """The children of every thread of ``pid`` (host pids)."""
     found: list[int] = []
@@ -249,7 +257,7 @@ class WarmSandbox:
 
         async with self._lock:
             loop = asyncio.get_running_loop()
-            await asyncio.to_thread(clear_dir, self._tmp)
+            await _clear(self._tmp)
             r_in, w_in = os.pipe()
             r_out, w_out = os.pipe()
             r_err, w_err = os.pipe()
@@ -311,7 +319,7 @@ class WarmSandbox:
                     task.cancel()
                 await asyncio.gather(*io, return_exceptions=True)
                 if not self.closed:
-                    await asyncio.to_thread(clear_dir, self._tmp)
+                    await _clear(self._tmp)
             self.datums += 1
             return RunResult(
                 returncode=returncode, timed_out=timed_out, seconds=seconds, reason=reason

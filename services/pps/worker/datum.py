@@ -156,11 +156,18 @@ async def run_datum(
             attempt += 1
             used = attempt
             try:
-                secret_env, binds = await asyncio.to_thread(transform_secrets, secret_store, spec)
+                secret_env, binds = (
+                    await asyncio.to_thread(transform_secrets, secret_store, spec)
+                    if spec.transform.secrets
+                    else ({}, [])
+                )
                 if layout is None:
                     # a failed earlier try (or the slot's previous datum)
                     # may have left part of a layout
-                    await asyncio.to_thread(reset_pfs, scratch / "pfs", names if slot else set())
+                    if not _emptied(scratch / "pfs", names if slot else set()):
+                        await asyncio.to_thread(
+                            reset_pfs, scratch / "pfs", names if slot else set()
+                        )
                     layout = await lay_out(task, store, scratch / "pfs")
                     download_s += layout.seconds
                     stats.download_bytes += layout.download_bytes
@@ -290,10 +297,10 @@ async def _fresh_out(
     the ctime (ns) every file laid out here is older than and every later
     change is not (0: nothing laid out)."""
     out = layout.out_dir
-    if out.exists():  # emptied, not replaced: a warm sandbox binds it
-        await asyncio.to_thread(clear_dir, out)
-    else:
+    if not out.exists():
         out.mkdir()
+    elif any(os.scandir(out)):  # emptied, not replaced: a warm sandbox binds it
+        await asyncio.to_thread(clear_dir, out)
     if not (spec.incremental and previous):
         return 0
     await write_tree(store, previous, "/", out)
@@ -316,6 +323,22 @@ def reset_pfs(pfs_dir: Path, names: set[str]) -> None:
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
                 os.unlink(entry.path)
+
+
+def _emptied(pfs_dir: Path, names: set[str]) -> bool:
+    """Whether ``pfs_dir`` is absent or already as ``reset_pfs`` leaves it
+    (a quick look: the usual case needs no thread)."""
+    if not pfs_dir.exists():
+        return True
+    keep = {*names, OUT} if names else set()
+    with os.scandir(pfs_dir) as entries:
+        for entry in entries:
+            if entry.name not in keep or not entry.is_dir(follow_symlinks=False):
+                return False
+            with os.scandir(entry.path) as inside:
+                if next(inside, None) is not None:
+                    return False
+    return True
 
 
 def _next_tick(marker: Path) -> int:

@@ -53,6 +53,7 @@ from services.pps.adapters.secrets import SecretStore, default_root
 from services.pps.domain.jobs import FailedDatum, datum_matches
 from services.pps.runners.base import Runner
 from services.pps.runners.local import LocalRunner
+from services.pps.worker.cache import TreeCachingStore
 from services.pps.worker.datum import run_datum
 
 SERVICE = "pps-worker"
@@ -354,7 +355,7 @@ async def start_worker(ctx: ServiceContext, parent: int) -> None:
     worker = Worker(
         bus=ctx.bus,
         js=ctx.js,
-        store=store,
+        store=TreeCachingStore(store),
         runner=runner,
         logs=logs,
         settings=settings,
