@@ -69,7 +69,8 @@ async def test_a_slots_datums_share_a_sandbox_but_nothing_else(
     # /tmp and /pfs/out, a process in the background (its own session),
     # and a System V shared memory segment.
     script = (
-        "{ echo in: $(ls -A /pfs/in); echo pfs: $(ls -A /pfs); echo out: $(ls -A /pfs/out | grep -vx seen); "
+        "{ echo in: $(ls -A /pfs/in); echo pfs: $(ls -A /pfs); "
+        "echo out: $(ls -A /pfs/out | grep -vx seen); "
         "echo tmp: $(ls -A /tmp); echo procs: $(cat /proc/[0-9]*/cmdline | tr '\\0' ' '); "
         "echo ipc: $(tail -n +2 /proc/sysvipc/shm | wc -l); } > /pfs/out/seen; "
         "cp /pfs/in/* /tmp/stolen; echo left > /pfs/out/left-$(ls /pfs/in); "
