@@ -14,6 +14,7 @@ from libs.api.internal import pps_work_pb2 as pachinternal
 from libs.api.pps import pps_pb2
 from libs.objects import LocalObjectStore
 from services.pps.runners.local import LocalRunner
+from services.pps.runners.warm import WarmSandbox
 from services.pps.worker.datum import run_datum
 from tests.integration.test_pps_worker import Logs, _files, _spec, _task, _tree
 
@@ -56,7 +57,7 @@ async def _in_slot(
     return result.reason, files
 
 
-def _box(runner: LocalRunner, slot: Path) -> object:
+def _box(runner: LocalRunner, slot: Path) -> WarmSandbox | None:
     return runner._warm.get(slot / "pfs")
 
 
@@ -89,7 +90,7 @@ async def test_a_slots_datums_share_a_sandbox_but_nothing_else(
         store, runner, tmp_path, await _task(store, tree, "/b"), spec, slot
     )
     assert reason == ""
-    assert _box(runner, slot) is box and box.datums == 2  # type: ignore[attr-defined]  # one sandbox
+    assert _box(runner, slot) is box and box.datums == 2  # one sandbox
     seen = dict(line.split(":", 1) for line in second["/seen"].decode().splitlines())
     assert seen["in"].split() == ["b"]  # only its own input
     assert seen["pfs"].split() == ["in", "out"]
@@ -178,7 +179,8 @@ async def test_outputs_in_a_warm_sandbox_equal_a_sandbox_per_datum(
         task = await _task(store, tree, path.rsplit("/", 1)[0])
         warm.append(await _in_slot(store, runner, tmp_path, task, spec, slot))
         cold.append(await _in_slot(store, runner, tmp_path, task, spec, None))
-    assert _box(runner, slot).datums == len(files)  # type: ignore[union-attr]
+    box = _box(runner, slot)
+    assert box is not None and box.datums == len(files)
     assert warm == cold
     assert all(reason == "" for reason, _ in warm)
     assert warm[2][1]["/by/d2/copy"] == b"line 2\n"
