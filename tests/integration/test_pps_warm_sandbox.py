@@ -184,3 +184,29 @@ async def test_outputs_in_a_warm_sandbox_equal_a_sandbox_per_datum(
     assert warm == cold
     assert all(reason == "" for reason, _ in warm)
     assert warm[2][1]["/by/d2/copy"] == b"line 2\n"
+
+
+async def test_exit_codes_match_a_sandbox_per_datum(runner: LocalRunner, tmp_path: Path) -> None:
+    pfs = tmp_path / "scratch" / "slot-0" / "pfs"
+    (pfs / "in").mkdir(parents=True)
+    (pfs / "out").mkdir()
+
+    async def ignore(_: str) -> None:
+        return None
+
+    for cmd in (["sh", "-c", "exit 3"], ["sh", "-c", "kill -9 $$"], ["no-such-program"]):
+        codes = []
+        for warm in (True, False):
+            result = await runner.run(
+                cmd,
+                pfs_dir=pfs,
+                stdin=b"",
+                env={},
+                working_dir="",
+                timeout=20,
+                on_line=ignore,
+                warm=warm,
+            )
+            codes.append(result.returncode)
+        assert codes[0] == codes[1], (cmd, codes)
+    assert runner._warm[pfs].datums == 3

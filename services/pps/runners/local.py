@@ -72,7 +72,15 @@ from libs.errors import FailedPrecondition, InvalidArgument
 from services.pps.domain.resources import Limits, parse_memory
 from services.pps.runners.base import LineSink, RunResult
 from services.pps.runners.cgroups import Cgroups, RunGroup
-from services.pps.runners.warm import DRIVER, SandboxKey, WarmSandbox, clear_dir, pfs_entries
+from services.pps.runners.warm import (
+    DRIVER,
+    WARM_MIN_MEMORY,
+    SandboxKey,
+    WarmSandbox,
+    WarmUnavailable,
+    clear_dir,
+    pfs_entries,
+)
 
 # The system directories user code sees (read-only), when this machine has them.
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
@@ -581,13 +589,18 @@ class LocalRunner:
         uid, gid = self.identity(user)
         lim = self.limits(limits)
         full_env = {**self._env, **env}
-        if warm and self.reuse and not extra_ro_binds:
+        # Warm: not with secrets mounted (a copy would go stale), nor under a
+        # memory limit the driver would take a noticeable part of.
+        if warm and self.reuse and not extra_ro_binds and not 0 < lim.memory < WARM_MIN_MEMORY:
             entries = pfs_entries(pfs_dir)  # a handful of directories
             if entries is not None:
                 key = SandboxKey(pfs_dir, entries, uid, gid, (), lim)
-                return await self._run_warm(
-                    key, cmd, full_env, working_dir, stdin, timeout, on_line
-                )
+                try:
+                    return await self._run_warm(
+                        key, cmd, full_env, working_dir, stdin, timeout, on_line
+                    )
+                except WarmUnavailable:
+                    pass  # a sandbox of its own, as without warm sandboxes
         await asyncio.to_thread(self.give_out, pfs_dir / "out")
         group = None
         if self.cgroups is not None:

@@ -14,8 +14,9 @@ command, environment, working directory and three pipe ends (the datum's
 stdin, stdout, stderr). The driver forks, execs the command, waits for it,
 then SIGKILLs every other process it can signal in the sandbox (``kill(-1)``:
 whatever the datum left running), removes the System V IPC objects left in
-the sandbox's IPC namespace, and answers with the exit code. Before the next
-datum the worker checks, from the host, that only the sandbox's init and
+the sandbox's IPC namespace, and answers with the exit code (128 + N for
+signal N, as bubblewrap reports it; 1 when the command cannot start).
+Before the next datum the worker checks, from the host, that only the sandbox's init and
 the driver are alive in it; anything else ends the sandbox. The driver is not
 dumpable (``PR_SET_DUMPABLE`` 0): user code cannot trace it or open its
 descriptors. A timeout, a restart, a hit limit, a driver that is gone, or a
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from services.pps.runners.local import _Child
 
 _READY_WAIT_S = 30.0
+WARM_MIN_MEMORY = 64 << 20  # under this memory limit, a sandbox per datum
 _LEFTOVER_WAIT_S = 0.5
 _MAX_REQUEST = 1 << 20
 
@@ -94,13 +96,15 @@ while True:
         pid = os.posix_spawnp(argv[0], argv, req["env"], file_actions=acts, setsid=True,
                               setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT))
     except Exception as err:
-        os.write(fds[2], ("sandbox: %s: %s\n" % (argv[0], err)).encode())
-        rc = 127 if isinstance(err, FileNotFoundError) else 126
+        os.write(fds[2], ("sandbox: execvp %s: %s\n" % (argv[0], err)).encode())
+        rc = 1
     for fd in fds:
         os.close(fd)
     if pid:
         _, status = os.waitpid(pid, 0)
         rc = os.waitstatus_to_exitcode(status)
+        if rc < 0:
+            rc = 128 - rc
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
@@ -108,6 +112,10 @@ while True:
     clear_ipc()
     ctl.send(json.dumps({"rc": rc}).encode())
 """
+
+
+class WarmUnavailable(FailedPrecondition):
+    """The warm sandbox did not start (the datum runs in one of its own)."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +216,7 @@ class WarmSandbox:
         self._output: list[str] = []  # the driver's own output (for a failure's reason)
 
     async def wait_ready(self) -> None:
-        """Wait for the driver's hello; FailedPrecondition when it never comes."""
+        """Wait for the driver's hello; WarmUnavailable when it never comes."""
 
         async def keep(line: str) -> None:
             self._output = [*self._output[-9:], line]
@@ -229,14 +237,14 @@ class WarmSandbox:
         if hello != b"ready":
             await self.close()
             said = "; ".join(self._output) or "no output"
-            raise FailedPrecondition(f"the sandbox did not start ({said})")
+            raise WarmUnavailable(f"the warm sandbox did not start ({said})")
         inits = _children(self._child.pid)
         self._init = inits[0] if len(inits) == 1 else 0
         drivers = _children(self._init) if self._init else []
         self._driver = drivers[0] if len(drivers) == 1 else 0
         if not self._driver:
             await self.close()
-            raise FailedPrecondition("the sandbox's driver is not where it should be")
+            raise WarmUnavailable("the warm sandbox's driver is not where it should be")
 
     def clean(self) -> bool:
         """Whether only the sandbox's init and driver are alive in it."""
@@ -361,4 +369,12 @@ class WarmSandbox:
             self._group.remove()
 
 
-__all__ = ["DRIVER", "SandboxKey", "WarmSandbox", "clear_dir", "pfs_entries"]
+__all__ = [
+    "DRIVER",
+    "WARM_MIN_MEMORY",
+    "SandboxKey",
+    "WarmSandbox",
+    "WarmUnavailable",
+    "clear_dir",
+    "pfs_entries",
+]
