@@ -483,6 +483,13 @@ async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline() or []
+    except psutil.Error:
+        return []
+
+
 def _sandboxed(marker: str) -> list[psutil.Process]:
     """Processes running user code whose command line holds ``marker``."""
     found = []
@@ -522,9 +529,13 @@ async def test_killed_worker_chunk_goes_to_another_and_its_code_dies(
             while not await started():  # noqa: ASYNC110 - polls the log stream
                 await asyncio.sleep(0.1)
         assert _sandboxed("2.7181")
+        # the worker's sandboxes (a warm one: bwrap, its init, the driver, the code)
+        under = psutil.Process(first.pid).children(recursive=True)
+        assert any("-I" in _cmdline(p) for p in under)  # the driver
         first.kill()
         await first.wait()
         await _until(lambda: not _sandboxed("2.7181"), 5)  # the user code died with it
+        await _until(lambda: not [p for p in under if p.is_running() and p.status() != "zombie"], 5)
         second = await _start_worker(_worker_env(nats_server.url, data, "wb"))
         await _until(lambda: len(fake.reports) == 1, 30)
         report = fake.reports[0]
