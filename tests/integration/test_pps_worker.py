@@ -483,6 +483,13 @@ async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _cmdline(p: psutil.Process) -> list[str]:
     try:
         return p.cmdline() or []
@@ -535,7 +542,7 @@ async def test_killed_worker_chunk_goes_to_another_and_its_code_dies(
         first.kill()
         await first.wait()
         await _until(lambda: not _sandboxed("2.7181"), 5)  # the user code died with it
-        await _until(lambda: not [p for p in under if p.is_running() and p.status() != "zombie"], 5)
+        await _until(lambda: not [p for p in under if _alive(p)], 5)
         second = await _start_worker(_worker_env(nats_server.url, data, "wb"))
         await _until(lambda: len(fake.reports) == 1, 30)
         report = fake.reports[0]
