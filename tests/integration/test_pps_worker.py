@@ -485,7 +485,7 @@ async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
 
 def _alive(p: psutil.Process) -> bool:
     try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
