@@ -61,9 +61,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -789,9 +790,9 @@ class _Child:
     def __init__(
         self,
         popen: subprocess.Popen[bytes],
-        stdin: asyncio.StreamWriter,
-        stdout: asyncio.StreamReader,
-        stderr: asyncio.StreamReader,
+        stdin: IO[bytes],
+        stdout: IO[bytes],
+        stderr: IO[bytes],
     ) -> None:
         self._popen = popen
         self.pid = popen.pid
@@ -805,7 +806,6 @@ class _Child:
     async def start(
         cls, argv: Sequence[str], *, env: Mapping[str, str], pass_fds: Sequence[int]
     ) -> _Child:
-        loop = asyncio.get_running_loop()
         # vfork + exec: quick, and nothing to wait for in a thread
         popen = subprocess.Popen(  # noqa: ASYNC220
             list(argv),
@@ -817,14 +817,7 @@ class _Child:
             pass_fds=list(pass_fds),
         )
         assert popen.stdin and popen.stdout and popen.stderr
-        try:
-            readers = [await _reader(loop, popen.stdout), await _reader(loop, popen.stderr)]
-            writer = await _writer(loop, popen.stdin)
-        except BaseException:
-            _kill(popen.pid)
-            await asyncio.to_thread(popen.wait)
-            raise
-        return cls(popen, writer, readers[0], readers[1])
+        return cls(popen, popen.stdin, popen.stdout, popen.stderr)
 
     def _watch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -857,59 +850,12 @@ class _Child:
         return self._popen.returncode
 
 
-async def _reader(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader(limit=2 * MAX_LINE, loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
-    return reader
-
-
-async def _writer(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> asyncio.StreamWriter:
-    transport, protocol = await loop.connect_write_pipe(lambda: _WriteProtocol(loop), pipe)
-    return asyncio.StreamWriter(transport, protocol, None, loop)
-
-
 def _fresh_tmp(tmp: Path, uid: int, gid: int) -> None:
     """A warm sandbox's ``/tmp``: an empty directory of the sandbox user's."""
     tmp.mkdir(mode=0o700, exist_ok=True)
     clear_dir(tmp)
     os.chown(tmp, uid, gid)
     tmp.chmod(0o700)
-
-
-class _WriteProtocol(asyncio.Protocol):
-    """Flow control and a close waiter for the child's stdin (what a
-    ``StreamWriter`` over a write pipe needs)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._paused = False
-        self._drained: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] = loop.create_future()
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed.done():
-            self._closed.set_result(None)
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_exception(exc or ConnectionResetError("stdin closed"))
-
-    async def _drain_helper(self) -> None:
-        if self._closed.done():
-            raise ConnectionResetError("stdin closed")
-        if not self._paused:
-            return
-        self._drained = self._loop.create_future()
-        await self._drained
-
-    def _get_close_waiter(self, stream: asyncio.StreamWriter) -> asyncio.Future[None]:
-        return self._closed
 
 
 def _limit_reason(group: RunGroup, limits: Limits) -> str:
@@ -1020,33 +966,111 @@ def _kill(pid: int, group: RunGroup | None = None) -> None:
         group.kill()
 
 
-async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
-    # Code that does not read all of its stdin is fine (as with 1.7's worker).
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        if data:
-            pipe.write(data)
-            await pipe.drain()
-        pipe.close()
-        await pipe.wait_closed()
+# Pipes to and from a sandbox are read and written by threads of their own
+# (blocking I/O), not by event loop transports: a pipe transport per run
+# under uvloop lost the end of some pipes after many runs (their readers
+# then waited out the drain time and their descriptors leaked).
 
 
-async def _pump(stream: asyncio.StreamReader, on_line: LineSink) -> None:
-    """Hand each output line (without its newline) to ``on_line``."""
-    buf = bytearray()
-    while block := await stream.read(_READ):
+def _thread(target: Callable[[], None], name: str) -> None:
+    threading.Thread(target=target, name=name, daemon=True).start()
+
+
+async def _feed(pipe: IO[bytes], data: bytes) -> None:
+    """Write ``data`` to the sandbox's stdin, then close it. Code that
+    does not read all of its stdin is fine (as with 1.7's worker)."""
+    if not data:
+        with contextlib.suppress(OSError):
+            pipe.close()
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def write() -> None:
+        try:
+            with contextlib.suppress(OSError):
+                pipe.write(data)
+                pipe.flush()
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+            _post(loop, done)
+
+    _thread(write, "sandbox-stdin")
+    await done
+
+
+def _post(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
+    def settle() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    with contextlib.suppress(RuntimeError):  # the loop is gone
+        loop.call_soon_threadsafe(settle)
+
+
+class _Lines:
+    """Cuts output blocks into lines (without their newline) for ``on_line``;
+    a long line is cut into pieces of ``MAX_LINE``."""
+
+    def __init__(self, on_line: LineSink) -> None:
+        self._on_line = on_line
+        self._buf = bytearray()
+        self.stopped = False
+
+    async def feed(self, block: bytes) -> None:
+        if self.stopped:
+            return
+        buf = self._buf
         buf += block
         start = 0
         while (end := buf.find(b"\n", start)) >= 0:
             # A long line that arrived whole is cut like one still coming.
             for cut in range(start, max(end, start + 1), MAX_LINE):
-                await on_line(_text(buf[cut : min(cut + MAX_LINE, end)]))
+                await self._on_line(_text(buf[cut : min(cut + MAX_LINE, end)]))
             start = end + 1
         del buf[:start]
         while len(buf) >= MAX_LINE:
-            await on_line(_text(buf[:MAX_LINE]))
+            await self._on_line(_text(buf[:MAX_LINE]))
             del buf[:MAX_LINE]
-    if buf:
-        await on_line(_text(buf))
+
+    async def end(self) -> None:
+        if self._buf and not self.stopped:
+            await self._on_line(_text(self._buf))
+        self._buf.clear()
+
+
+async def _pump(pipe: IO[bytes], on_line: LineSink) -> None:
+    """Hand each output line of ``pipe`` to ``on_line`` until its end (a
+    thread reads; it waits for each block's lines to be handled). The pipe
+    is closed at its end."""
+    loop = asyncio.get_running_loop()
+    lines = _Lines(on_line)
+    done: asyncio.Future[None] = loop.create_future()
+    failed: list[BaseException] = []
+    fd = pipe.fileno()
+
+    def read() -> None:
+        try:
+            while block := os.read(fd, _READ):
+                asyncio.run_coroutine_threadsafe(lines.feed(block), loop).result()
+        except BaseException as err:
+            failed.append(err)
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+            _post(loop, done)
+
+    _thread(read, "sandbox-output")
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        lines.stopped = True  # the thread ends at the pipe's end
+        raise
+    real = [e for e in failed if not isinstance(e, OSError | RuntimeError)]
+    if real:
+        raise real[0]
+    await lines.end()
 
 
 def _text(data: bytes | bytearray) -> str:

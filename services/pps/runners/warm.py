@@ -227,7 +227,8 @@ class WarmSandbox:
             asyncio.create_task(_pump(self._child.stdout, keep)),
             asyncio.create_task(_pump(self._child.stderr, keep)),
         ]
-        self._child.stdin.close()
+        with contextlib.suppress(OSError):
+            self._child.stdin.close()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(_READY_WAIT_S):
@@ -261,7 +262,7 @@ class WarmSandbox:
         timeout: float | None,
         on_line: LineSink,
     ) -> RunResult:
-        from services.pps.runners.local import _DRAIN_AFTER_EXIT_S, _feed, _pump, _reader, _writer
+        from services.pps.runners.local import _DRAIN_AFTER_EXIT_S, _feed, _pump
 
         async with self._lock:
             loop = asyncio.get_running_loop()
@@ -286,9 +287,9 @@ class WarmSandbox:
                 for fd in ends:
                     os.close(fd)
             io = [
-                asyncio.create_task(_feed(await _writer(loop, os.fdopen(w_in, "wb", 0)), stdin)),
-                asyncio.create_task(_pump(await _reader(loop, os.fdopen(r_out, "rb", 0)), on_line)),
-                asyncio.create_task(_pump(await _reader(loop, os.fdopen(r_err, "rb", 0)), on_line)),
+                asyncio.create_task(_feed(os.fdopen(w_in, "wb", 0), stdin)),
+                asyncio.create_task(_pump(os.fdopen(r_out, "rb", 0), on_line)),
+                asyncio.create_task(_pump(os.fdopen(r_err, "rb", 0), on_line)),
             ]
             timed_out = False
             returncode: int | None = None
