@@ -53,6 +53,7 @@ import os
 import posixpath
 import pwd
 import re
+import select
 import shutil
 import signal
 import socket
@@ -719,8 +720,7 @@ class LocalRunner:
     ) -> RunResult:
         io = [
             asyncio.create_task(_feed(proc.stdin, stdin)),
-            asyncio.create_task(_pump(proc.stdout, on_line)),
-            asyncio.create_task(_pump(proc.stderr, on_line)),
+            asyncio.create_task(_pump(proc.stdout, proc.stderr, on_line=on_line)),
         ]
         timed_out = False
         try:
@@ -1040,37 +1040,51 @@ class _Lines:
         self._buf.clear()
 
 
-async def _pump(pipe: IO[bytes], on_line: LineSink) -> None:
-    """Hand each output line of ``pipe`` to ``on_line`` until its end (a
-    thread reads; it waits for each block's lines to be handled). The pipe
-    is closed at its end."""
+async def _pump(*pipes: IO[bytes], on_line: LineSink) -> None:
+    """Hand each output line of ``pipes`` (stdout and stderr) to ``on_line``
+    until their end. One thread polls them and reads whichever is ready
+    first, so lines keep the order they were written in, and it waits for
+    each block's lines to be handled (backpressure). The pipes are closed
+    at their end."""
     loop = asyncio.get_running_loop()
-    lines = _Lines(on_line)
+    cutters = {p.fileno(): _Lines(on_line) for p in pipes}
     done: asyncio.Future[None] = loop.create_future()
     failed: list[BaseException] = []
-    fd = pipe.fileno()
 
     def read() -> None:
+        poller = select.poll()
+        for fd in cutters:
+            poller.register(fd, select.POLLIN)
+        open_fds = set(cutters)
         try:
-            while block := os.read(fd, _READ):
-                asyncio.run_coroutine_threadsafe(lines.feed(block), loop).result()
+            while open_fds:
+                for fd, _ in sorted(poller.poll()):
+                    block = os.read(fd, _READ)
+                    if not block:
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                        continue
+                    asyncio.run_coroutine_threadsafe(cutters[fd].feed(block), loop).result()
         except BaseException as err:
             failed.append(err)
         finally:
-            with contextlib.suppress(OSError):
-                pipe.close()
+            for pipe in pipes:
+                with contextlib.suppress(OSError):
+                    pipe.close()
             _post(loop, done)
 
     _thread(read, "sandbox-output")
     try:
         await asyncio.shield(done)
     except asyncio.CancelledError:
-        lines.stopped = True  # the thread ends at the pipe's end
+        for cutter in cutters.values():
+            cutter.stopped = True  # the thread ends at the pipes' end
         raise
     real = [e for e in failed if not isinstance(e, OSError | RuntimeError)]
     if real:
         raise real[0]
-    await lines.end()
+    for cutter in cutters.values():
+        await cutter.end()
 
 
 def _text(data: bytes | bytearray) -> str:

@@ -224,8 +224,7 @@ class WarmSandbox:
         from services.pps.runners.local import _pump
 
         self._pumps = [
-            asyncio.create_task(_pump(self._child.stdout, keep)),
-            asyncio.create_task(_pump(self._child.stderr, keep)),
+            asyncio.create_task(_pump(self._child.stdout, self._child.stderr, on_line=keep)),
         ]
         with contextlib.suppress(OSError):
             self._child.stdin.close()
@@ -288,8 +287,9 @@ class WarmSandbox:
                     os.close(fd)
             io = [
                 asyncio.create_task(_feed(os.fdopen(w_in, "wb", 0), stdin)),
-                asyncio.create_task(_pump(os.fdopen(r_out, "rb", 0), on_line)),
-                asyncio.create_task(_pump(os.fdopen(r_err, "rb", 0), on_line)),
+                asyncio.create_task(
+                    _pump(os.fdopen(r_out, "rb", 0), os.fdopen(r_err, "rb", 0), on_line=on_line)
+                ),
             ]
             timed_out = False
             returncode: int | None = None
