@@ -241,7 +241,7 @@ def test_fork_bomb_hits_the_process_limit_and_the_cluster_keeps_serving(
     deadline = time.monotonic() + 5
     while (left := sandbox_uid_pids() - others) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert left == set(), [(p, psutil.Process(p).cmdline()) for p in left if psutil.pid_exists(p)]
+    assert left == set()
     # The cluster still serves: a normal pipeline's job succeeds.
     ok(create(cluster, tmp_path, spec("after", "cat /pfs/in/a > /pfs/out/copy")))
     [after] = jobs(cluster, "after")
