@@ -11,16 +11,26 @@ each row next to the floor it is measured against in the same run.
 * end-to-end latency of a 1-datum pipeline: from the FinishCommit call on
   the input to the output commit's ``CommitFinished`` seen on NATS, p50;
 * a job where 1 of 100,000 datums changed (the 100,000-datum job runs first
-  to fill the skip index; ``PACH_BENCH_PPS_BIG=0`` leaves this row out).
+  to fill the skip index; ``PACH_BENCH_PPS_BIG=0`` leaves this row out);
+* N one-file datums that each copy their file to ``/pfs/out``, one worker
+  per core, create-pipeline -> job finished, in datums/s next to two floors
+  measured in the same run on the same files: ``xargs -P<cores>`` starting
+  one fresh bubblewrap sandbox per datum doing the same copy, and plain
+  ``xargs -P<cores> sh -c cp``; the ratios are rows of their own
+  (``PACH_BENCH_PPS_WRITERS``: N, default 2,000; 0 leaves them out).
+  ``PACH_BENCH_PPS_TRIVIAL=0`` leaves the 10,000 trivial datums out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -38,7 +48,8 @@ from services.pps.runners.local import LocalRunner
 from tests.bench import BenchContext, Result
 from tests.support.cluster import Cluster
 
-TRIVIAL_DATUMS = 10_000
+TRIVIAL_DATUMS = int(os.environ.get("PACH_BENCH_PPS_TRIVIAL", "10000"))
+WRITING_DATUMS = int(os.environ.get("PACH_BENCH_PPS_WRITERS", "2000"))
 BIG_DATUMS = 100_000
 LATENCY_SAMPLES = 15
 
@@ -146,7 +157,11 @@ def _job_finished(pipeline_jobs: set[str]) -> Callable[[str, Any], bool]:
 
 
 async def _wait_job_done(
-    ppsapi: pps_pb2_grpc.APIStub, pipeline: str, count: int, timeout: float = 3600
+    ppsapi: pps_pb2_grpc.APIStub,
+    pipeline: str,
+    count: int,
+    timeout: float = 3600,
+    poll: float = 0.2,
 ) -> pps.JobInfo:
     """The newest job once the pipeline has ``count`` jobs, all finished."""
     deadline = time.monotonic() + timeout
@@ -160,12 +175,91 @@ async def _wait_job_done(
             job: pps.JobInfo = jobs[0]
             assert job.state == pps.JOB_SUCCESS, job.reason
             return job
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(poll)
     raise TimeoutError(f"{pipeline}: jobs did not finish")
 
 
 def _seconds(job: pps.JobInfo) -> float:
     return (job.finished.ToNanoseconds() - job.started.ToNanoseconds()) / 1e9
+
+
+def _bwrap_floor_args(inputs: Path, outputs: Path) -> list[str]:
+    """A fresh bubblewrap sandbox for one copy: the system directories
+    read-only, its own namespaces (no network), the input read-only and the
+    output writable under /pfs."""
+    args = ["bwrap", "--unshare-all", "--die-with-parent"]
+    for name in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "etc"):
+        path = Path("/" + name)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    return [*args, "--ro-bind", str(inputs), "/pfs/in", "--bind", str(outputs), "/pfs/out"]
+
+
+def _xargs_floor(work: Path, n: int, cores: int) -> tuple[float, float]:
+    """Datums/s of ``xargs -P<cores>`` copying ``n`` one-line files, one
+    per command: in a fresh bubblewrap sandbox each, and with plain ``sh``."""
+    inputs, outputs = work / "floor-in", work / "floor-out"
+    shutil.rmtree(inputs, ignore_errors=True)
+    inputs.mkdir(parents=True)
+    names = []
+    for i in range(n):
+        (inputs / f"f{i:06}").write_bytes(b"%d\n" % i)
+        names.append(f"f{i:06}")
+    listing = "\n".join(names).encode() + b"\n"
+    rates = []
+    for sandboxed in (True, False):
+        shutil.rmtree(outputs, ignore_errors=True)
+        outputs.mkdir()
+        if sandboxed:
+            cmd = [*_bwrap_floor_args(inputs, outputs), "sh", "-c", "cp /pfs/in/{} /pfs/out/"]
+        else:
+            cmd = ["sh", "-c", f"cp {inputs}/{{}} {outputs}/"]
+        started = time.perf_counter()
+        subprocess.run(
+            ["xargs", f"-P{cores}", "-I{}", *cmd], input=listing, check=True, timeout=3600
+        )
+        rates.append(n / (time.perf_counter() - started))
+        assert len(list(outputs.iterdir())) == n
+    shutil.rmtree(inputs, ignore_errors=True)
+    shutil.rmtree(outputs, ignore_errors=True)
+    return rates[0], rates[1]
+
+
+async def _writing_datums(
+    api: pfs_pb2_grpc.APIStub, ppsapi: pps_pb2_grpc.APIStub, work: Path, n: int
+) -> list[Result]:
+    """N datums each writing one file, next to the xargs floors of the same run."""
+    cores = os.cpu_count() or 1
+    api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="writers_in")))
+    await asyncio.to_thread(_fill, api, "writers_in", n)
+    bwrap_rate, sh_rate = await asyncio.to_thread(_xargs_floor, work, n, cores)
+    started = time.perf_counter()
+    ppsapi.CreatePipeline(
+        pps.CreatePipelineRequest(
+            pipeline=pps.Pipeline(name="writers"),
+            transform=pps.Transform(cmd=["sh", "-c", "cp /pfs/writers_in/* /pfs/out/"]),
+            input=pps.Input(atom=pps.AtomInput(repo="writers_in", glob="/*")),
+            parallelism_spec=pps.ParallelismSpec(constant=cores),
+        ),
+        timeout=120,
+    )
+    job = await _wait_job_done(ppsapi, "writers", 1, poll=0.02)
+    rate = n / (time.perf_counter() - started)
+    assert job.data_processed == n, job
+    return [
+        Result(f"xargs -P{cores}: a fresh bwrap sandbox per copy ({n:,})", bwrap_rate, "datums/s"),
+        Result(f"xargs -P{cores}: plain sh -c cp ({n:,})", sh_rate, "datums/s"),
+        Result(
+            f"pipeline: {n:,} datums writing one file, {cores} workers, create -> job finished",
+            rate,
+            "datums/s",
+        ),
+        Result("  ratio to the bwrap-per-datum floor", rate / bwrap_rate, "x", 1.0),
+        Result("  ratio to plain xargs sh (stretch)", rate / sh_rate, "x", 0.5),
+    ]
 
 
 async def run(ctx: BenchContext) -> list[Result]:
@@ -183,29 +277,34 @@ async def run(ctx: BenchContext) -> list[Result]:
         await events.start(cluster.state()["nats"]["url"])
         api, ppsapi = _stubs(cluster)
 
+        # --- N datums writing one file each, next to their xargs floors ------
+        if WRITING_DATUMS > 0:
+            results += await _writing_datums(api, ppsapi, work, WRITING_DATUMS)
+
         # --- 10,000 trivial datums ---------------------------------------------
-        api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="trivial_in")))
-        await asyncio.to_thread(_fill, api, "trivial_in", TRIVIAL_DATUMS)
-        _pipeline(ppsapi, "trivial", "trivial_in", "/*")
-        job = await _wait_job_done(ppsapi, "trivial", 1)
-        secs = _seconds(job)
-        results.append(
-            Result(
-                f"pipeline: {TRIVIAL_DATUMS:,} trivial datums, {os.cpu_count()} workers",
-                TRIVIAL_DATUMS / secs,
-                "datums/s",
-                100.0,
+        if TRIVIAL_DATUMS > 0:
+            api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="trivial_in")))
+            await asyncio.to_thread(_fill, api, "trivial_in", TRIVIAL_DATUMS)
+            _pipeline(ppsapi, "trivial", "trivial_in", "/*")
+            job = await _wait_job_done(ppsapi, "trivial", 1)
+            secs = _seconds(job)
+            results.append(
+                Result(
+                    f"pipeline: {TRIVIAL_DATUMS:,} trivial datums, {os.cpu_count()} workers",
+                    TRIVIAL_DATUMS / secs,
+                    "datums/s",
+                    100.0,
+                )
             )
-        )
-        results.append(
-            Result(
-                "pipeline: ms per trivial datum (floor: 2x spawn floor)",
-                secs * 1000 / TRIVIAL_DATUMS,
-                "ms",
-                round(2 * floor * 1000, 2),
-                higher_is_better=False,
+            results.append(
+                Result(
+                    "pipeline: ms per trivial datum (floor: 2x spawn floor)",
+                    secs * 1000 / TRIVIAL_DATUMS,
+                    "ms",
+                    round(2 * floor * 1000, 2),
+                    higher_is_better=False,
+                )
             )
-        )
 
         # --- latencies on a 1-datum pipeline -----------------------------------
         api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="one_in")))

@@ -461,7 +461,8 @@ async def test_worker_runs_chunks_reports_and_acks(
     user = [m.message for m in page.messages if m.user]
     # Two datums of a chunk run at once: their lines may interleave.
     assert sorted(user) == ["did /pfs/in/f0"] * 2 + ["did /pfs/in/f1"] * 2
-    assert list((tmp_path / "scratch" / "w1").iterdir()) == []
+    # no datum file is left; the slots' directories stay for the next chunk
+    assert [p for p in (tmp_path / "scratch" / "w1").rglob("*") if not p.is_dir()] == []
 
 
 def _worker_env(nats_url: str, data: Path, worker_id: str) -> dict[str, str]:
@@ -480,6 +481,20 @@ async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.pps.worker", env=env
     )
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline() or []
+    except psutil.Error:
+        return []
 
 
 def _sandboxed(marker: str) -> list[psutil.Process]:
@@ -521,9 +536,13 @@ async def test_killed_worker_chunk_goes_to_another_and_its_code_dies(
             while not await started():  # noqa: ASYNC110 - polls the log stream
                 await asyncio.sleep(0.1)
         assert _sandboxed("2.7181")
+        # the worker's sandboxes (a warm one: bwrap, its init, the driver, the code)
+        under = psutil.Process(first.pid).children(recursive=True)
+        assert any("-I" in _cmdline(p) for p in under)  # the driver
         first.kill()
         await first.wait()
         await _until(lambda: not _sandboxed("2.7181"), 5)  # the user code died with it
+        await _until(lambda: not [p for p in under if _alive(p)], 5)
         second = await _start_worker(_worker_env(nats_server.url, data, "wb"))
         await _until(lambda: len(fake.reports) == 1, 30)
         report = fake.reports[0]

@@ -206,16 +206,7 @@ def _running(marker: str) -> bool:
 
 
 async def test_a_long_line_completed_by_a_later_read_is_cut_too() -> None:
-    from services.pps.runners.local import _pump
-
-    class Blocks:
-        """A stream whose reads return these blocks (the pipe's timing)."""
-
-        def __init__(self, *blocks: bytes) -> None:
-            self.blocks = list(blocks)
-
-        async def read(self, n: int) -> bytes:
-            return self.blocks.pop(0) if self.blocks else b""
+    from services.pps.runners.local import _Lines
 
     lines: list[str] = []
 
@@ -224,7 +215,10 @@ async def test_a_long_line_completed_by_a_later_read_is_cut_too() -> None:
 
     first = b"x" * 30_000  # no newline yet, shorter than a piece
     rest = b"x" * (MAX_LINE + 10 - len(first)) + b"\n\nend\n"
-    await _pump(Blocks(first, rest), keep)  # type: ignore[arg-type]
+    cutter = _Lines(keep)
+    for block in (first, rest):  # the pipe's timing: two reads
+        await cutter.feed(block)
+    await cutter.end()
     assert [len(x) for x in lines] == [MAX_LINE, 10, 0, 3]
 
 

@@ -44,6 +44,7 @@ class Runner(Protocol):
         extra_ro_binds: Sequence[tuple[Path, str]] = (),
         user: str = "",
         limits: Limits | None = None,
+        warm: bool = False,
     ) -> RunResult:
         """Run ``cmd`` with ``pfs_dir`` as ``/pfs``; ``env`` adds to (and
         overrides) the runner's base environment; ``working_dir`` empty: the
@@ -52,7 +53,10 @@ class Runner(Protocol):
         ``timed_out`` is set); ``extra_ro_binds``: (host path, sandbox path)
         pairs made visible read-only (a secret's ``mount_path``); ``user``:
         ``transform.user`` (empty: the runner's unprivileged default);
-        ``limits``: what the code may use (None: the runner's defaults)."""
+        ``limits``: what the code may use (None: the runner's defaults);
+        ``warm``: ``pfs_dir`` is a worker slot's, whose entries stay from
+        one datum to the next (the runner may keep a sandbox running there
+        for the slot's next datum)."""
         ...
 
     def give_out(self, out: Path) -> None:

@@ -248,11 +248,12 @@ class PodRunner:
         extra_ro_binds: Sequence[tuple[Path, str]] = (),
         user: str = "",
         limits: Limits | None = None,
+        warm: bool = False,
     ) -> RunResult:
         # In a pod the user container's own securityContext and resources
         # (set from the pipeline's spec by the pod template,
         # libs/deploy/workers.py) are the uid and the limits.
-        del user, limits
+        del user, limits, warm  # the pod's driver is always warm
         for text in (*cmd, *env.keys(), *env.values(), working_dir):
             if "\n" in text or "\0" in text:
                 raise InvalidArgument("a command, env var or working dir with a newline")

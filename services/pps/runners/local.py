@@ -53,23 +53,36 @@ import os
 import posixpath
 import pwd
 import re
+import select
 import shutil
 import signal
+import socket
 import stat
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from libs.errors import FailedPrecondition, InvalidArgument
 from services.pps.domain.resources import Limits, parse_memory
 from services.pps.runners.base import LineSink, RunResult
 from services.pps.runners.cgroups import Cgroups, RunGroup
+from services.pps.runners.warm import (
+    DRIVER,
+    WARM_MIN_MEMORY,
+    SandboxKey,
+    WarmSandbox,
+    WarmUnavailable,
+    clear_dir,
+    pfs_entries,
+)
 
 # The system directories user code sees (read-only), when this machine has them.
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
@@ -349,6 +362,7 @@ class LocalRunner:
         settings: SandboxSettings | None = None,
         ro_binds: Sequence[tuple[Path, str]] = (),
         cgroups: Cgroups | bool | None = True,
+        reuse: bool | None = None,
     ) -> None:
         """``ro_binds``: extra (host path, sandbox path) pairs bound read-only
         into every sandbox. ``cgroups``: True probes this machine, False or
@@ -370,6 +384,10 @@ class LocalRunner:
         wanted = [*self._python, *(src for src, _ in self._ro_binds), *hide]
         unreachable = [d for d in wanted if not reachable(d, s.uid, s.gid)]
         self.stage: Stage | None = None
+        # A warm sandbox per worker slot (``run(..., warm=True)``), unless
+        # PACH_PPS_SANDBOX_REUSE=0.
+        self.reuse = reuse if reuse is not None else os.environ.get("PACH_PPS_SANDBOX_REUSE") != "0"
+        self._warm: dict[Path, WarmSandbox] = {}
         if unreachable:
             self.stage = Stage(_outermost(unreachable), _find("unshare", "unshare"), self._sh)
             self._drop = [
@@ -386,7 +404,11 @@ class LocalRunner:
             self._drop = [setpriv, f"--reuid={s.uid}", f"--regid={s.gid}", "--clear-groups", "--"]
 
     def close(self) -> None:
-        """Release the stage (its mount namespace and directory)."""
+        """End the warm sandboxes; release the stage (its mount namespace
+        and directory)."""
+        for box in self._warm.values():
+            box.close_now()
+        self._warm.clear()
         if self.stage is not None:
             self.stage.close()
             self.stage = None
@@ -560,6 +582,7 @@ class LocalRunner:
         extra_ro_binds: Sequence[tuple[Path, str]] = (),
         user: str = "",
         limits: Limits | None = None,
+        warm: bool = False,
     ) -> RunResult:
         if not cmd:
             raise InvalidArgument("transform.cmd is empty: nothing to run")
@@ -568,6 +591,18 @@ class LocalRunner:
         uid, gid = self.identity(user)
         lim = self.limits(limits)
         full_env = {**self._env, **env}
+        # Warm: not with secrets mounted (a copy would go stale), nor under a
+        # memory limit the driver would take a noticeable part of.
+        if warm and self.reuse and not extra_ro_binds and not 0 < lim.memory < WARM_MIN_MEMORY:
+            entries = pfs_entries(pfs_dir)  # a handful of directories
+            if entries is not None:
+                key = SandboxKey(pfs_dir, entries, uid, gid, (), lim)
+                try:
+                    return await self._run_warm(
+                        key, cmd, full_env, working_dir, stdin, timeout, on_line
+                    )
+                except WarmUnavailable:
+                    pass  # a sandbox of its own, as without warm sandboxes
         await asyncio.to_thread(self.give_out, pfs_dir / "out")
         group = None
         if self.cgroups is not None:
@@ -582,15 +617,9 @@ class LocalRunner:
                 sandbox = self.sandbox_args(
                     pfs_dir, working_dir, uid=uid, gid=gid, extra_ro_binds=extra_ro_binds, fds=fds
                 )
-                proc = await asyncio.create_subprocess_exec(
-                    *self._command(sandbox, group, lim),
-                    "--",
-                    *cmd,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
+                proc = await _Child.start(
+                    [*self._command(sandbox, group, lim), "--", *cmd],
                     env=full_env,
-                    start_new_session=True,
                     pass_fds=[*fds, *([self.stage.fd] if self.stage is not None else [])],
                 )
             finally:
@@ -603,9 +632,85 @@ class LocalRunner:
                 await asyncio.to_thread(group.remove)
         return result
 
+    async def _run_warm(
+        self,
+        key: SandboxKey,
+        cmd: Sequence[str],
+        env: Mapping[str, str],
+        working_dir: str,
+        stdin: bytes,
+        timeout: float | None,
+        on_line: LineSink,
+    ) -> RunResult:
+        """Run in the slot's warm sandbox (started, or started again when
+        what it binds changed)."""
+        box = self._warm.get(key.pfs_dir)
+        if box is not None and (box.closed or box.key != key):
+            self._warm.pop(key.pfs_dir, None)
+            await box.close()
+            box = None
+        if box is None:
+            box = await self._start_warm(key)
+            self._warm[key.pfs_dir] = box
+        out = key.pfs_dir / "out"
+        with os.scandir(out) as entries:
+            empty = next(entries, None) is None
+        if empty:
+            self.give_out(out)  # one chown at most
+        else:
+            await asyncio.to_thread(self.give_out, out)
+        try:
+            return await box.run(
+                cmd, env=env, working_dir=working_dir, stdin=stdin, timeout=timeout, on_line=on_line
+            )
+        finally:
+            if box.closed:
+                self._warm.pop(key.pfs_dir, None)
+
+    async def _start_warm(self, key: SandboxKey) -> WarmSandbox:
+        s = self.settings
+        tmp = key.pfs_dir.parent / "tmp"
+        await asyncio.to_thread(_fresh_tmp, tmp, s.uid, s.gid)
+        group = None
+        if self.cgroups is not None:
+            try:
+                group = await asyncio.to_thread(self.cgroups.create, key.limits)
+            except OSError as err:
+                raise FailedPrecondition(f"cannot make the sandbox's control group: {err}") from err
+        fds: list[int] = []
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            try:
+                sandbox = self.sandbox_args(key.pfs_dir, "/", uid=key.uid, gid=key.gid, fds=fds)
+                sandbox += ["--bind", self._source(tmp), "/tmp"]
+                driver = [sys.executable, "-I", "-S", "-c", DRIVER, str(theirs.fileno())]
+                proc = await _Child.start(
+                    [*self._command(sandbox, group, key.limits), "--", *driver],
+                    env=self._env,
+                    pass_fds=[
+                        *fds,
+                        theirs.fileno(),
+                        *([self.stage.fd] if self.stage is not None else []),
+                    ],
+                )
+            finally:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                theirs.close()
+        except BaseException:
+            ours.close()
+            if group is not None:
+                await asyncio.to_thread(group.remove)
+            raise
+        ours.setblocking(False)
+        box = WarmSandbox(key, proc, ours, group, key.limits, tmp, _limit_reason, _kill)
+        await box.wait_ready()
+        return box
+
     async def _wait(
         self,
-        proc: asyncio.subprocess.Process,
+        proc: _Child,
         stdin: bytes,
         timeout: float | None,
         on_line: LineSink,
@@ -613,11 +718,9 @@ class LocalRunner:
         limits: Limits,
         started: float,
     ) -> RunResult:
-        assert proc.stdin and proc.stdout and proc.stderr
         io = [
             asyncio.create_task(_feed(proc.stdin, stdin)),
-            asyncio.create_task(_pump(proc.stdout, on_line)),
-            asyncio.create_task(_pump(proc.stderr, on_line)),
+            asyncio.create_task(_pump(proc.stdout, proc.stderr, on_line=on_line)),
         ]
         timed_out = False
         try:
@@ -675,6 +778,84 @@ class LocalRunner:
                 )
                 times.append(result.seconds)
         return statistics.median(times)
+
+
+class _Child:
+    """A sandbox's first process, started with ``subprocess.Popen`` (which
+    uses vfork: the worker's memory is not copied for every datum, as the
+    event loop's own fork-based spawn does, blocking the loop for tens of
+    milliseconds with a large heap) and watched from the event loop: its
+    output through pipe transports, its end through a pidfd."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        stdin: IO[bytes],
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+    ) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self._exited = asyncio.get_running_loop().create_future()
+        self._watch()
+
+    @classmethod
+    async def start(
+        cls, argv: Sequence[str], *, env: Mapping[str, str], pass_fds: Sequence[int]
+    ) -> _Child:
+        # vfork + exec: quick, and nothing to wait for in a thread
+        popen = subprocess.Popen(  # noqa: ASYNC220
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+            pass_fds=list(pass_fds),
+        )
+        assert popen.stdin and popen.stdout and popen.stderr
+        return cls(popen, popen.stdin, popen.stdout, popen.stderr)
+
+    def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (OSError, AttributeError):  # no pidfd: a thread waits
+            waiting = asyncio.ensure_future(asyncio.to_thread(self._popen.wait))
+            waiting.add_done_callback(lambda _: self._ended())
+            return
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._popen.wait()  # it has ended: reaping does not block
+            self._ended()
+
+        loop.add_reader(fd, exited)
+
+    def _ended(self) -> None:
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        await asyncio.shield(self._exited)
+        assert self._popen.returncode is not None
+        return self._popen.returncode
+
+
+def _fresh_tmp(tmp: Path, uid: int, gid: int) -> None:
+    """A warm sandbox's ``/tmp``: an empty directory of the sandbox user's."""
+    tmp.mkdir(mode=0o700, exist_ok=True)
+    clear_dir(tmp)
+    os.chown(tmp, uid, gid)
+    tmp.chmod(0o700)
 
 
 def _limit_reason(group: RunGroup, limits: Limits) -> str:
@@ -785,33 +966,125 @@ def _kill(pid: int, group: RunGroup | None = None) -> None:
         group.kill()
 
 
-async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
-    # Code that does not read all of its stdin is fine (as with 1.7's worker).
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        if data:
-            pipe.write(data)
-            await pipe.drain()
-        pipe.close()
-        await pipe.wait_closed()
+# Pipes to and from a sandbox are read and written by threads of their own
+# (blocking I/O), not by event loop transports: a pipe transport per run
+# under uvloop lost the end of some pipes after many runs (their readers
+# then waited out the drain time and their descriptors leaked).
 
 
-async def _pump(stream: asyncio.StreamReader, on_line: LineSink) -> None:
-    """Hand each output line (without its newline) to ``on_line``."""
-    buf = bytearray()
-    while block := await stream.read(_READ):
+def _thread(target: Callable[[], None], name: str) -> None:
+    threading.Thread(target=target, name=name, daemon=True).start()
+
+
+async def _feed(pipe: IO[bytes], data: bytes) -> None:
+    """Write ``data`` to the sandbox's stdin, then close it. Code that
+    does not read all of its stdin is fine (as with 1.7's worker)."""
+    if not data:
+        with contextlib.suppress(OSError):
+            pipe.close()
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def write() -> None:
+        try:
+            with contextlib.suppress(OSError):
+                pipe.write(data)
+                pipe.flush()
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+            _post(loop, done)
+
+    _thread(write, "sandbox-stdin")
+    await done
+
+
+def _post(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
+    def settle() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    with contextlib.suppress(RuntimeError):  # the loop is gone
+        loop.call_soon_threadsafe(settle)
+
+
+class _Lines:
+    """Cuts output blocks into lines (without their newline) for ``on_line``;
+    a long line is cut into pieces of ``MAX_LINE``."""
+
+    def __init__(self, on_line: LineSink) -> None:
+        self._on_line = on_line
+        self._buf = bytearray()
+        self.stopped = False
+
+    async def feed(self, block: bytes) -> None:
+        if self.stopped:
+            return
+        buf = self._buf
         buf += block
         start = 0
         while (end := buf.find(b"\n", start)) >= 0:
             # A long line that arrived whole is cut like one still coming.
             for cut in range(start, max(end, start + 1), MAX_LINE):
-                await on_line(_text(buf[cut : min(cut + MAX_LINE, end)]))
+                await self._on_line(_text(buf[cut : min(cut + MAX_LINE, end)]))
             start = end + 1
         del buf[:start]
         while len(buf) >= MAX_LINE:
-            await on_line(_text(buf[:MAX_LINE]))
+            await self._on_line(_text(buf[:MAX_LINE]))
             del buf[:MAX_LINE]
-    if buf:
-        await on_line(_text(buf))
+
+    async def end(self) -> None:
+        if self._buf and not self.stopped:
+            await self._on_line(_text(self._buf))
+        self._buf.clear()
+
+
+async def _pump(*pipes: IO[bytes], on_line: LineSink) -> None:
+    """Hand each output line of ``pipes`` (stdout and stderr) to ``on_line``
+    until their end. One thread polls them and reads whichever is ready
+    first, so lines keep the order they were written in, and it waits for
+    each block's lines to be handled (backpressure). The pipes are closed
+    at their end."""
+    loop = asyncio.get_running_loop()
+    cutters = {p.fileno(): _Lines(on_line) for p in pipes}
+    done: asyncio.Future[None] = loop.create_future()
+    failed: list[BaseException] = []
+
+    def read() -> None:
+        poller = select.poll()
+        for fd in cutters:
+            poller.register(fd, select.POLLIN)
+        open_fds = set(cutters)
+        try:
+            while open_fds:
+                for fd, _ in sorted(poller.poll()):
+                    block = os.read(fd, _READ)
+                    if not block:
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                        continue
+                    asyncio.run_coroutine_threadsafe(cutters[fd].feed(block), loop).result()
+        except BaseException as err:
+            failed.append(err)
+        finally:
+            for pipe in pipes:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+            _post(loop, done)
+
+    _thread(read, "sandbox-output")
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        for cutter in cutters.values():
+            cutter.stopped = True  # the thread ends at the pipes' end
+        raise
+    real = [e for e in failed if not isinstance(e, OSError | RuntimeError)]
+    if real:
+        raise real[0]
+    for cutter in cutters.values():
+        await cutter.end()
 
 
 def _text(data: bytes | bytearray) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import posixpath
 import secrets
 import shutil
@@ -31,7 +32,8 @@ from libs.objects import ObjectStore
 from services.pps.adapters.secrets import SecretStore
 from services.pps.domain.resources import limits_of
 from services.pps.runners.base import Runner, RunResult
-from services.pps.worker.layout import PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
+from services.pps.runners.warm import clear_dir
+from services.pps.worker.layout import OUT, PFS, InputIndex, Layout, LazyFeeder, lay_out, write_tree
 from services.pps.worker.upload import stats_tree, upload
 
 DEFAULT_DATUM_TRIES = 3
@@ -121,11 +123,15 @@ async def run_datum(
     worker_id: str = "",
     secret_store: SecretStore | None = None,
     restart: asyncio.Event | None = None,
+    slot: Path | None = None,
 ) -> pachevents.DatumResult:
     """Process ``task`` with up to ``datum_tries`` tries; never raises for a
     failure of the datum itself (the result says FAILED and why). Setting
     ``restart`` (restart-datum) stops the user code and runs the try again
-    from a fresh ``/pfs/out``; the stopped try does not count."""
+    from a fresh ``/pfs/out``; the stopped try does not count. ``slot``: the
+    worker slot's directory, used instead of a scratch directory of the
+    datum's own: its ``pfs`` entries are emptied and kept from one datum to
+    the next (the runner may keep the slot's sandbox running)."""
     run = _DatumRun(task, job_id, spec, log, worker_id, keep=spec.enable_stats)
     tries = spec.datum_tries if spec.datum_tries > 0 else DEFAULT_DATUM_TRIES
     env = datum_env(task, job_id, output_commit, spec)
@@ -133,7 +139,11 @@ async def run_datum(
     timeout = timeout_s(spec)
     accept = {0, *spec.transform.accept_return_code}
     limits = limits_of(spec)
-    scratch = scratch_root / f"{job_id[:12]}-{task.id[:12]}-{secrets.token_hex(4)}"
+    if slot is not None:
+        scratch = slot
+    else:
+        scratch = scratch_root / f"{job_id[:12]}-{task.id[:12]}-{secrets.token_hex(4)}"
+    names = {i.name for i in task.inputs}
     stats = pps_pb2.ProcessStats()
     download_s = process_s = upload_s = 0.0
     layout: Layout | None = None
@@ -146,10 +156,18 @@ async def run_datum(
             attempt += 1
             used = attempt
             try:
-                secret_env, binds = await asyncio.to_thread(transform_secrets, secret_store, spec)
+                secret_env, binds = (
+                    await asyncio.to_thread(transform_secrets, secret_store, spec)
+                    if spec.transform.secrets
+                    else ({}, [])
+                )
                 if layout is None:
-                    # a failed earlier try may have left part of a layout
-                    await asyncio.to_thread(shutil.rmtree, scratch / "pfs", True)
+                    # a failed earlier try (or the slot's previous datum)
+                    # may have left part of a layout
+                    if not _emptied(scratch / "pfs", names if slot else set()):
+                        await asyncio.to_thread(
+                            reset_pfs, scratch / "pfs", names if slot else set()
+                        )
                     layout = await lay_out(task, store, scratch / "pfs")
                     download_s += layout.seconds
                     stats.download_bytes += layout.download_bytes
@@ -171,6 +189,7 @@ async def run_datum(
                         extra_ro_binds=binds,
                         user=spec.transform.user,
                         limits=limits,
+                        warm=slot is not None,
                     )
                     result = await _unless_restarted(user_code, restart)
                 finally:
@@ -206,7 +225,10 @@ async def run_datum(
                 reason = f"{describe(task)} failed: {err}"
             await run.log_worker(f"{reason} (try {attempt} of {tries})")
     finally:
-        await asyncio.to_thread(shutil.rmtree, scratch, True)
+        if slot is not None:
+            await asyncio.to_thread(reset_pfs, scratch / "pfs", names)
+        else:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
     stats.download_time.CopyFrom(_duration(download_s))
     stats.process_time.CopyFrom(_duration(process_s))
     stats.upload_time.CopyFrom(_duration(upload_s))
@@ -275,14 +297,48 @@ async def _fresh_out(
     the ctime (ns) every file laid out here is older than and every later
     change is not (0: nothing laid out)."""
     out = layout.out_dir
-    if out.exists():
-        await asyncio.to_thread(shutil.rmtree, out)
-    out.mkdir()
+    if not out.exists():
+        out.mkdir()
+    elif any(os.scandir(out)):  # emptied, not replaced: a warm sandbox binds it
+        await asyncio.to_thread(clear_dir, out)
     if not (spec.incremental and previous):
         return 0
     await write_tree(store, previous, "/", out)
     await asyncio.to_thread(runner.give_out, out)
     return await asyncio.to_thread(_next_tick, layout.pfs_dir.parent / ".laid-out")
+
+
+def reset_pfs(pfs_dir: Path, names: set[str]) -> None:
+    """Empty ``pfs_dir`` for a datum with inputs ``names``: their
+    directories and ``out`` are emptied but kept (their inodes are what a
+    warm sandbox binds), everything else goes."""
+    if not pfs_dir.exists():
+        return
+    keep = {*names, OUT} if names else set()
+    with os.scandir(pfs_dir) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and entry.name in keep:
+                clear_dir(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+
+
+def _emptied(pfs_dir: Path, names: set[str]) -> bool:
+    """Whether ``pfs_dir`` is absent or already as ``reset_pfs`` leaves it
+    (a quick look: the usual case needs no thread)."""
+    if not pfs_dir.exists():
+        return True
+    keep = {*names, OUT} if names else set()
+    with os.scandir(pfs_dir) as entries:
+        for entry in entries:
+            if entry.name not in keep or not entry.is_dir(follow_symlinks=False):
+                return False
+            with os.scandir(entry.path) as inside:
+                if next(inside, None) is not None:
+                    return False
+    return True
 
 
 def _next_tick(marker: Path) -> int:

@@ -98,11 +98,11 @@ class Layout:
 
 
 async def lay_out(task: pachinternal.DatumTask, store: ObjectStore, pfs_dir: Path) -> Layout:
-    """Write every input of ``task`` under ``pfs_dir`` (which must not exist
-    yet); the output directory is left to the caller."""
+    """Write every input of ``task`` under ``pfs_dir`` (new, or holding
+    only empty directories); the output directory is left to the caller."""
     started = time.monotonic()
     layout = Layout(pfs_dir)
-    os.makedirs(pfs_dir)
+    os.makedirs(pfs_dir, exist_ok=True)
     for inp in task.inputs:
         check_input_name(inp.name)
         base = pfs_dir / inp.name

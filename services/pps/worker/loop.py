@@ -53,6 +53,7 @@ from services.pps.adapters.secrets import SecretStore, default_root
 from services.pps.domain.jobs import FailedDatum, datum_matches
 from services.pps.runners.base import Runner
 from services.pps.runners.local import LocalRunner
+from services.pps.worker.cache import TreeCachingStore
 from services.pps.worker.datum import run_datum
 
 SERVICE = "pps-worker"
@@ -193,10 +194,15 @@ class Worker:
         report = pachinternal.ChunkDoneRequest(
             job_id=chunk.job_id, chunk=chunk.chunk, worker_id=self.settings.worker_id
         )
-        slots = asyncio.Semaphore(self.settings.datums_at_once)
+        # Each datum at once has a slot: a directory whose sandbox the
+        # runner may keep running for the slot's next datum.
+        free: asyncio.Queue[int] = asyncio.Queue()
+        for n in range(self.settings.datums_at_once):
+            free.put_nowait(n)
 
         async def one(task: pachinternal.DatumTask) -> pachevents.DatumResult:
-            async with slots:
+            slot = await free.get()
+            try:
                 key = (chunk.job_id, task.id)
                 restart = asyncio.Event()
                 self.running[key] = (task, restart)
@@ -214,9 +220,12 @@ class Worker:
                         worker_id=self.settings.worker_id,
                         secret_store=self._secrets,
                         restart=restart,
+                        slot=self.settings.own_scratch / f"slot-{slot}",
                     )
                 finally:
                     self.running.pop(key, None)
+            finally:
+                free.put_nowait(slot)
 
         async with asyncio.TaskGroup() as group:
             runs = [group.create_task(one(task)) for task in chunk.datums]
@@ -346,7 +355,7 @@ async def start_worker(ctx: ServiceContext, parent: int) -> None:
     worker = Worker(
         bus=ctx.bus,
         js=ctx.js,
-        store=store,
+        store=TreeCachingStore(store),
         runner=runner,
         logs=logs,
         settings=settings,
