@@ -72,7 +72,7 @@ class PipelineMaster:
         leases = self.deps.leases
         try:
             while True:
-                if leases is not None and not await leases.hold(self.name):
+                if leases is not None and not await self._hold(leases):
                     await self.stop_all()
                     # Take over soon after the holder's lease expires.
                     await self.pause(leases.ttl / 2)
@@ -97,6 +97,20 @@ class PipelineMaster:
             await self.stop_all()
             if leases is not None:
                 await leases.release(self.name)
+
+    async def _hold(self, leases: Leases) -> bool:
+        """Take or refresh the lease, retrying while the key-value store does
+        not answer (a NATS node failing over): the master never dies of it."""
+        backoff = 0.5
+        while True:
+            try:
+                return await leases.hold(self.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("pipeline lease unreachable", pipeline=self.name, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
 
     async def stop_all(self) -> None:
         """Stop the pipeline's workers and its service (if it has one)."""
@@ -271,6 +285,7 @@ class Master:
                             self.deps, name, self.deps.pools(name), gate=self.gate
                         )
                         task = asyncio.create_task(master.run(), name=f"pps master {name}")
+                        task.add_done_callback(self._master_ended)
                         self._runners[name] = (master, task)
             except asyncio.CancelledError:
                 raise
@@ -279,6 +294,15 @@ class Master:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.recheck)
             self._wake.clear()
+
+    def _master_ended(self, task: asyncio.Task[None]) -> None:
+        """A pipeline's master ended: look at once (it is started again
+        unless its pipeline is gone), not at the next sweep."""
+        if not task.cancelled() and task.exception() is not None:
+            _log.warning(
+                "pipeline master ended", task=task.get_name(), error=repr(task.exception())
+            )
+        self._wake.set()
 
     async def _stop_runners(self, names: Sequence[str]) -> None:
         tasks = []
