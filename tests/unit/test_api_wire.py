@@ -167,6 +167,8 @@ MESSAGES: dict[str, dict[str, tuple[int, str]]] = {
         "overwrite_index": (10, "pfs.OverwriteIndex"),
         "header": (11, "pfs.Metadata"),
         "footer": (12, "pfs.Metadata"),
+        # Ours, beyond 1.7: small files packed in one message (docs/decisions/0034).
+        "batch": (100, "repeated pfs.PutFileRequest"),
     },
     "pfs.GetFileRequest": {
         "file": (1, "pfs.File"),
