@@ -15,7 +15,6 @@ import pytest
 from libs.errors import InvalidArgument
 from services.pps.domain.resources import Limits
 from services.pps.runners.local import (
-    MAX_LINE,
     SYSTEM_PATH,
     LocalRunner,
     SandboxSettings,
@@ -23,6 +22,7 @@ from services.pps.runners.local import (
     python_dirs_in_tmp,
     root_args,
 )
+from services.pps.runners.pipes import MAX_LINE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -206,7 +206,7 @@ def _running(marker: str) -> bool:
 
 
 async def test_a_long_line_completed_by_a_later_read_is_cut_too() -> None:
-    from services.pps.runners.local import _Lines
+    from services.pps.runners.pipes import LineCutter
 
     lines: list[str] = []
 
@@ -215,7 +215,7 @@ async def test_a_long_line_completed_by_a_later_read_is_cut_too() -> None:
 
     first = b"x" * 30_000  # no newline yet, shorter than a piece
     rest = b"x" * (MAX_LINE + 10 - len(first)) + b"\n\nend\n"
-    cutter = _Lines(keep)
+    cutter = LineCutter(keep)
     for block in (first, rest):  # the pipe's timing: two reads
         await cutter.feed(block)
     await cutter.end()

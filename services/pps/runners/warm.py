@@ -43,6 +43,7 @@ from libs.errors import FailedPrecondition
 from services.pps.domain.resources import Limits
 from services.pps.runners.base import LineSink, RunResult
 from services.pps.runners.cgroups import RunGroup
+from services.pps.runners.pipes import DRAIN_AFTER_EXIT_S, feed, pump
 
 if TYPE_CHECKING:
     from services.pps.runners.local import _Child
@@ -221,10 +222,8 @@ class WarmSandbox:
         async def keep(line: str) -> None:
             self._output = [*self._output[-9:], line]
 
-        from services.pps.runners.local import _pump
-
         self._pumps = [
-            asyncio.create_task(_pump(self._child.stdout, self._child.stderr, on_line=keep)),
+            asyncio.create_task(pump(self._child.stdout, self._child.stderr, on_line=keep)),
         ]
         with contextlib.suppress(OSError):
             self._child.stdin.close()
@@ -261,8 +260,6 @@ class WarmSandbox:
         timeout: float | None,
         on_line: LineSink,
     ) -> RunResult:
-        from services.pps.runners.local import _DRAIN_AFTER_EXIT_S, _feed, _pump
-
         async with self._lock:
             loop = asyncio.get_running_loop()
             await _clear(self._tmp)
@@ -286,9 +283,9 @@ class WarmSandbox:
                 for fd in ends:
                     os.close(fd)
             io = [
-                asyncio.create_task(_feed(os.fdopen(w_in, "wb", 0), stdin)),
+                asyncio.create_task(feed(os.fdopen(w_in, "wb", 0), stdin)),
                 asyncio.create_task(
-                    _pump(os.fdopen(r_out, "rb", 0), os.fdopen(r_err, "rb", 0), on_line=on_line)
+                    pump(os.fdopen(r_out, "rb", 0), os.fdopen(r_err, "rb", 0), on_line=on_line)
                 ),
             ]
             timed_out = False
@@ -315,7 +312,7 @@ class WarmSandbox:
                     if limit:
                         reason = limit
                         await self.close()  # its counters stay: the next gets a new group
-                done, pending = await asyncio.wait(io, timeout=_DRAIN_AFTER_EXIT_S)
+                done, pending = await asyncio.wait(io, timeout=DRAIN_AFTER_EXIT_S)
                 for task in pending:
                     task.cancel()
                 for task in done:
