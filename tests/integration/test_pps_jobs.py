@@ -531,10 +531,14 @@ async def test_restart_datum_runs_a_failed_datum_of_a_running_job_again(
 ) -> None:
     # /bad fails until a moment the test waits for (user code sees nothing of
     # the host to leave it a marker in); /slow keeps the job running past it.
-    fixed_at = int(time.time()) + 12
+    # The margin is wide: on a loaded machine the first try of /bad may start
+    # many seconds after the pipeline is created, and it must start before.
+    fixed_at = int(time.time()) + 30
     await put(bus, files, {"/bad": b"b\n", "/slow": b"s\n"})
     script = (
-        'case "$images" in *slow) sleep 25;; *bad) [ "$(date +%s)" -ge "$FIXED_AT" ] || exit 1;; '
+        'case "$images" in '
+        '*slow) while [ "$(date +%s)" -lt "$((FIXED_AT + 8))" ]; do sleep 1; done;; '
+        '*bad) [ "$(date +%s)" -ge "$FIXED_AT" ] || exit 1;; '
         "esac; cp $images /pfs/out/"
     )
     req = pps.CreatePipelineRequest(
@@ -550,7 +554,7 @@ async def test_restart_datum_runs_a_failed_datum_of_a_running_job_again(
         jobs = await list_jobs(bus, "retry")
         return bool(jobs) and jobs[0].data_failed == 1
 
-    await eventually(bad_failed)
+    await eventually(bad_failed, timeout=fixed_at - time.time())
     [job] = await list_jobs(bus, "retry")
     assert job.state == pps.JOB_RUNNING
     running_datums = (await list_datums(bus, job.job.id)).datum_infos
