@@ -49,8 +49,11 @@ test-deps: install $(COMPAT)
 up: install
 	$(BIN)/python -m programs.cluster
 
+# Test modules run on PACH_TEST_WORKERS parallel workers (pytest-xdist), each
+# module whole on one worker; tests/conftest.py starts the long ones first.
+PACH_TEST_WORKERS ?= 3
 test: test-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PACH_TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The scale runs (a 4 GiB file, a million files in a commit, 200k in a
 # directory): minutes each, so not in `make test`; `make bench` runs them.

@@ -46,6 +46,11 @@ def jobs(pps: Any, pipeline: str) -> list[Any]:
     return list(pps.stub.ListJob(req, metadata=pps.metadata).job_info)
 
 
+def settled(pps: Any, job: Any) -> Any:
+    req = PPS.InspectJobRequest(job=PPS.Job(id=job.job.id), block_state=True)
+    return pps.stub.InspectJob(req, metadata=pps.metadata, timeout=60)
+
+
 def state(pps: Any, job: Any) -> str:
     name: str = python_pachyderm.client.pps.pps_pb2.JobState.Name(job.state)
     return name
@@ -89,7 +94,9 @@ def stop_start(pfs: Any, pps: Any) -> dict[str, Any]:
     pps.start_pipeline("pp_holder")
     seen["provenance_started"] = provenance(pfs, "pp_holder")
     seen["flushed_started"] = flush(pfs, commit)
-    seen["jobs_started"] = [state(pps, j) for j in jobs(pps, "pp_holder")]
+    # As 1.7, a job's state is set just after its output commit finishes:
+    # flush_commit returns between the two, so wait on each job's state.
+    seen["jobs_started"] = [state(pps, settled(pps, j)) for j in jobs(pps, "pp_holder")]
     seen["output"] = read(pfs, "pp_holder", "/n")
     return seen
 

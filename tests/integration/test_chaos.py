@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import psutil
 import pytest
 
 from libs.api.pfs import pfs_pb2 as pfs
@@ -118,28 +117,15 @@ class Client:
                 self.stop.wait(PUT_EVERY_S)
 
 
-def _workers() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-            env = proc.info["environ"] or {}
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if "services.pps.worker" in cmd and env.get("PACH_PPS_PIPELINE") == PIPELINE:
-            found.append(proc)
-    return found
-
-
 def _kill(cluster: Cluster, kind: str) -> bool:
     """SIGKILL one process of the kind and wait until it is back; False if
     there was none to kill right now."""
     if kind == "worker":
-        workers = _workers()
+        workers = cluster.workers(PIPELINE)
         if not workers:
             return False
         os.kill(workers[0].pid, signal.SIGKILL)
-        wait_until(lambda: any(w.pid != workers[0].pid for w in _workers()), 60)
+        wait_until(lambda: any(w.pid != workers[0].pid for w in cluster.workers(PIPELINE)), 60)
         return True
     state = cluster.state()
     pid = state["nats"]["pid"] if kind == "nats" else state["processes"][kind]["pid"]
@@ -194,6 +180,26 @@ def _jobs(ppsapi: pps_pb2_grpc.APIStub) -> list[pps.JobInfo]:
     infos = _retrying(ppsapi.ListJob, pps.ListJobRequest(pipeline=pps.Pipeline(name=PIPELINE)))
     assert isinstance(infos, pps.JobInfos)
     return list(infos.job_info)
+
+
+def _history(api: pfs_pb2_grpc.APIStub, jobs: list[pps.JobInfo], src_head: str) -> str:
+    """The output branch's commits and the jobs, for a failure's message."""
+    infos = _retrying(api.ListCommit, pfs.ListCommitRequest(repo=pfs.Repo(name=PIPELINE)))
+    assert isinstance(infos, pfs.CommitInfos)
+    lines = [f"source head {src_head}"]
+    for c in infos.commit_info:
+        prov = ",".join(p.id[:8] for p in c.provenance)
+        lines.append(
+            f"commit {c.commit.id[:8]} parent {c.parent_commit.id[:8]} "
+            f"finished {c.HasField('finished')} tree {c.tree.hash[:8]} provenance {prov}"
+        )
+    for j in jobs:
+        inputs = ",".join(c.id[:8] for c in _input_commits(j))
+        lines.append(
+            f"job {j.job.id[:8]} {pps.JobState.Name(j.state)} output {j.output_commit.id[:8]} "
+            f"inputs {inputs} processed {j.data_processed} skipped {j.data_skipped}"
+        )
+    return "\n".join(lines)
 
 
 def test_kill_9_chaos_loses_nothing_acknowledged(cluster: Cluster) -> None:
@@ -271,6 +277,7 @@ def test_kill_9_chaos_loses_nothing_acknowledged(cluster: Cluster) -> None:
         assert out == head, (
             sorted(set(head) - set(out))[:5],
             sorted(set(out) - set(head))[:5],
+            _history(api, jobs, src_head.commit.id),
         )
     print(
         f"chaos: kills {killed}, puts acknowledged {len(acked)}, "

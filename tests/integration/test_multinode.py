@@ -42,7 +42,6 @@ from tests.integration.test_chaos import (
     _open_commits,
     _retrying,
     _set_up,
-    _workers,
 )
 from tests.support.cluster import Cluster, wait_until
 
@@ -155,7 +154,7 @@ def _kill_node(cluster: Cluster, name: str) -> int:
 
 def _kill_process(cluster: Cluster, name: str) -> bool:
     if name == "worker":
-        workers = _workers()
+        workers = cluster.workers(PIPELINE)
         if not workers:
             return False
         os.kill(workers[0].pid, signal.SIGKILL)

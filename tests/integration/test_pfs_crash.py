@@ -119,7 +119,7 @@ def _crash_mid_stream(cluster: Cluster, repo_name: str, pid_of: Callable[[], int
                 if killed.is_set() and deadline is None:
                     deadline = time.monotonic() + AFTER_KILL_S
                 if killed.is_set():
-                    time.sleep(0.001)  # a slow client after the kill
+                    time.sleep(0.01)  # a slow client after the kill
 
         errors: list[grpc.RpcError] = []
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
 import pytest
 
 from libs.api.pfs import pfs_pb2 as pfs
@@ -140,23 +139,10 @@ def _retrying_stream(call: object, req: object) -> list[Any]:
             time.sleep(0.5)
 
 
-def _workers(name: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-            env = proc.info["environ"] or {}
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if "services.pps.worker" in cmd and env.get("PACH_PPS_PIPELINE") == name:
-            found.append(proc)
-    return found
-
-
 def test_kill_a_worker_mid_job(cluster: Cluster) -> None:
     api, ppsapi = _start_job(cluster, "crash_worker")
     _wait_running(ppsapi, "crash_worker")
-    victims = _workers("crash_worker")
+    victims = cluster.workers("crash_worker")
     assert victims, "no worker process found for the pipeline"
     os.kill(victims[0].pid, signal.SIGKILL)
     _finished(api, ppsapi, "crash_worker")

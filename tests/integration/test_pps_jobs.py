@@ -325,20 +325,9 @@ async def test_egress_copies_the_output_to_s3(
             next(gen)
 
 
-def worker_pids(pipeline: str) -> list[int]:
-    """Live worker processes of ``pipeline`` on this machine."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if "services.pps.worker" not in " ".join(proc.info["cmdline"] or []):
-                continue
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if proc.environ().get("PACH_PPS_PIPELINE") == pipeline:
-                found.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
+def worker_pids(cluster: Cluster, pipeline: str) -> list[int]:
+    """Live worker processes of ``pipeline`` in ``cluster``."""
+    return [proc.pid for proc in cluster.workers(pipeline)]
 
 
 async def pipeline_state(bus: Bus, name: str) -> int:
@@ -355,7 +344,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0
 
 
 async def test_workers_follow_standby_stop_and_parallelism(
-    bus: Bus, files: pfs_pb2_grpc.APIStub
+    cluster: Cluster, bus: Bus, files: pfs_pb2_grpc.APIStub
 ) -> None:
     await put(bus, files, {"/a": b"1\n"})
     await create(bus, "idle", "cp $images /pfs/out/", standby=True)
@@ -363,7 +352,8 @@ async def test_workers_follow_standby_stop_and_parallelism(
     assert job.state == pps.JOB_SUCCESS, job.reason
 
     async def standing_by() -> bool:
-        return await pipeline_state(bus, "idle") == pps.PIPELINE_STANDBY and not worker_pids("idle")
+        state = await pipeline_state(bus, "idle")
+        return state == pps.PIPELINE_STANDBY and not worker_pids(cluster, "idle")
 
     await eventually(standing_by)  # idle with standby: no worker process
 
@@ -373,14 +363,14 @@ async def test_workers_follow_standby_stop_and_parallelism(
     await wait_jobs(bus, "busy", 1)
 
     async def two_workers() -> bool:
-        return len(worker_pids("busy")) == 2
+        return len(worker_pids(cluster, "busy")) == 2
 
     await eventually(two_workers)  # no standby: the workers stay
     stop = pps.StopPipelineRequest(pipeline=pps.Pipeline(name="busy"))
     await bus.request("pps", "StopPipeline", stop, Empty)
 
     async def no_workers() -> bool:
-        return not worker_pids("busy")
+        return not worker_pids(cluster, "busy")
 
     await eventually(no_workers)
     await bus.request(
@@ -452,11 +442,11 @@ async def test_two_pps_replicas_run_each_job_once(tmp_path_factory: pytest.TempP
         assert len(paths(files, "shared", job.output_commit.id)) == 6
 
         async def two_workers() -> bool:
-            return len(worker_pids("shared")) == 2
+            return len(worker_pids(cluster, "shared")) == 2
 
         await eventually(two_workers)  # one replica's pool, not one per replica
         await asyncio.sleep(1.5)
-        assert len(worker_pids("shared")) == 2
+        assert len(worker_pids(cluster, "shared")) == 2
         await put(bus, files, {"/g": b"g\n"})
         jobs = await wait_jobs(bus, "shared", 2)
         assert [j.state for j in jobs] == [pps.JOB_SUCCESS] * 2

@@ -84,8 +84,15 @@ def snapshot(top: Path) -> dict[str, tuple[int, bytes]]:
     return out
 
 
-def sandbox_uid_pids() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["uids"]) if p.info["uids"].real == SANDBOX_UID}
+def sandbox_uid_pids(job_id: str) -> set[int]:
+    """Processes running as the sandbox uid for ``job_id`` (not another
+    cluster's, which a parallel test may run)."""
+    found = set()
+    for p in psutil.process_iter(["uids", "environ"]):
+        env = p.info["environ"] or {}
+        if p.info["uids"].real == SANDBOX_UID and env.get("PACH_JOB_ID") == job_id:
+            found.add(p.pid)
+    return found
 
 
 def create(cluster: Cluster, tmp: Path, spec: dict[str, Any], *, update: bool = False) -> Any:
@@ -229,7 +236,6 @@ def test_fork_bomb_hits_the_process_limit_and_the_cluster_keeps_serving(
     cluster: Cluster, repo: str, world: dict[str, Path], tmp_path: Path
 ) -> None:
     before = snapshot(world["marker"])
-    others = sandbox_uid_pids()  # not the bomb's (another run's, if any)
     bomb = "f() { f | f & }; f; sleep 3; exit 3"
     started = time.monotonic()
     ok(create(cluster, tmp_path, spec("bomb", bomb, datum_timeout="30s")))
@@ -239,7 +245,7 @@ def test_fork_bomb_hits_the_process_limit_and_the_cluster_keeps_serving(
     assert f"reached its limit of {PIDS} processes" in job["reason"], job["reason"]
     # Nothing of the bomb is left running as the sandbox uid.
     deadline = time.monotonic() + 5
-    while (left := sandbox_uid_pids() - others) and time.monotonic() < deadline:
+    while (left := sandbox_uid_pids(job["job"]["id"])) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert left == set()
     # The cluster still serves: a normal pipeline's job succeeds.

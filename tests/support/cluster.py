@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from programs.cluster.natsserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +116,24 @@ class Cluster:
         pids = [p["pid"] for p in st["processes"].values()] + [st["nats"]["pid"]]
         pids += [n["pid"] for n in st.get("nats_nodes") or [] if n["pid"] not in pids]
         return [p for p in pids if p]
+
+    def workers(self, pipeline: str) -> list[psutil.Process]:
+        """Live worker processes of ``pipeline`` in this cluster (not in
+        another cluster a parallel test runs: workers inherit PACH_DATA_DIR)."""
+        found = []
+        for proc in psutil.process_iter(["cmdline", "environ", "status"]):
+            try:
+                cmd = " ".join(proc.info["cmdline"] or [])
+                env = proc.info["environ"] or {}
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if "services.pps.worker" not in cmd or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if env.get("PACH_PPS_PIPELINE") == pipeline and env.get("PACH_DATA_DIR") == str(
+                self.data_dir
+            ):
+                found.append(proc)
+        return found
 
     def stop(self) -> int:
         assert self.proc is not None

@@ -314,3 +314,45 @@ def test_put_commits_refuse_output_branches_bad_names_and_taken_ids() -> None:
         commits.put_commits("data", "master", A, [("not-an-id", "t" * 64, 1)])
     with pytest.raises(AlreadyExists):
         commits.put_commits("data", "master", A, [(A, "t" * 64, 1)])(chain(A))
+
+
+def test_newer_on_chain_walks_from_both_ends() -> None:
+    s = chain(A, B, C)
+    assert commits.newer_on_chain(s, A, C) and commits.newer_on_chain(s, B, C)
+    assert not commits.newer_on_chain(s, C, A) and not commits.newer_on_chain(s, B, B)
+    s, _ = run(s, commits.start_commit("data", "d" * 32, "other", parent=A))
+    assert not commits.newer_on_chain(s, B, "d" * 32)  # another line: neither is newer
+    assert not commits.newer_on_chain(s, "e" * 32, C)  # unknown
+
+
+def _downstream_over(*inputs: str) -> repo.Repo:
+    """Repo ``out`` whose master got one commit over each of ``inputs`` (of
+    data/master), in that order, as the downstream reaction opens them."""
+    s = created("out")
+    for n, cid in enumerate(inputs):
+        opened = f"{n:x}".rjust(32, "f")
+        s, _ = run(s, commits.start_commit("out", opened, "master", provenance=[("data", cid)]))
+    return s
+
+
+def test_a_late_reaction_does_not_stack_older_data_on_newer() -> None:
+    upstream = chain(A, B, C)
+    # A's reaction came back after B's and C's had opened their commits (a
+    # redelivery after a crash): A is older than the head's input C.
+    out = _downstream_over(B, C)
+    assert commits.superseded(upstream, A, out, "master")
+    assert commits.superseded(upstream, B, out, "master")
+    assert not commits.superseded(upstream, C, out, "master")  # the same: start_commit's no-op
+    # In order, each input is newer than the head's: opened.
+    assert not commits.superseded(upstream, B, _downstream_over(A), "master")
+    assert not commits.superseded(upstream, A, created("out"), "master")  # no head yet
+
+
+def test_superseded_looks_only_at_the_same_branch_of_the_input() -> None:
+    upstream = chain(A, B)
+    upstream, _ = run(upstream, commits.start_commit("data", C, "side", parent=B))
+    upstream, _ = run(upstream, commits.finish_commit("data", C))
+    # A pipeline over data@side: its head is over C on another branch, so
+    # master's A, older on C's line, says nothing about side's data.
+    out = _downstream_over(C)
+    assert not commits.superseded(upstream, A, out, "master")

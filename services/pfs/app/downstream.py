@@ -9,9 +9,11 @@ branch (``commits.downstream_id``), and starting an existing id is a no-op."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
+from google.protobuf.message import Message
 
 from libs.api.events import pfs_pb2 as ev
 from libs.errors import NotFound
@@ -20,7 +22,7 @@ from libs.readmodels import DocumentStore
 from services.pfs.adapters.branches_view import BRANCHES, EDGES, branch_key
 from services.pfs.app.writer import RepoWriter
 from services.pfs.domain import commits, repo
-from services.pfs.domain.repo import Key
+from services.pfs.domain.repo import Decide, Key, Repo
 
 _log = structlog.get_logger("pfs.downstream")
 
@@ -67,7 +69,12 @@ class Downstream:
                     head = await self.docs.get(BRANCHES, branch_key(r, b))
                     if head is not None and head["head"]:
                         provenance.append((r, head["head"]))
-            decide = commits.start_commit(target[0], cid, target[1], provenance=provenance)
+            decide = _unless_superseded(
+                commits.start_commit(target[0], cid, target[1], provenance=provenance),
+                state,
+                msg.id,
+                target[1],
+            )
             try:
                 done = await self.writer.run_as(
                     target[0],
@@ -81,3 +88,21 @@ class Downstream:
                 continue
             if cid in done.state.commits:
                 opened[target] = cid
+
+
+def _unless_superseded(decide: Decide, upstream: Repo, finished: str, branch: str) -> Decide:
+    """``decide``, unless the downstream branch already moved past
+    ``finished`` (``commits.superseded``): then nothing. Judged on the
+    downstream repo's state as the write sees it."""
+
+    def guarded(downstream: Repo) -> Sequence[Message]:
+        if commits.superseded(upstream, finished, downstream, branch):
+            _log.info(
+                "late reaction: downstream has newer data",
+                downstream=branch_key(downstream.name, branch),
+                commit=finished,
+            )
+            return []
+        return decide(downstream)
+
+    return guarded

@@ -218,6 +218,45 @@ def downstream_id(upstream_commit: str, repo: str, branch: str) -> str:
     return blake3(f"{upstream_commit}\0{repo}\0{branch}".encode()).hexdigest()[:32]
 
 
+def newer_on_chain(upstream: Repo, commit_id: str, other: str) -> bool:
+    """Whether ``other`` comes after ``commit_id`` on the same line of
+    commits of ``upstream`` (``commit_id`` is one of ``other``'s ancestors).
+    Walks back from both at once, so it costs the distance between them, not
+    the length of the history; False when neither is the other's ancestor."""
+    if commit_id == other:
+        return False
+    a, b = upstream.commits.get(commit_id), upstream.commits.get(other)
+    while a is not None or b is not None:
+        if b is not None:
+            if b.parent == commit_id:
+                return True
+            b = upstream.commits.get(b.parent) if b.parent else None
+        if a is not None:
+            if a.parent == other:
+                return False
+            a = upstream.commits.get(a.parent) if a.parent else None
+    return False
+
+
+def superseded(upstream: Repo, finished: str, downstream: Repo, branch: str) -> bool:
+    """Whether the downstream ``branch`` already has a commit over a NEWER
+    commit of ``finished``'s branch than ``finished``: the reaction to
+    ``finished`` comes late (redelivered after a crash, while later ones were
+    handled), and opening its commit now would put older data on top of newer
+    (Pachyderm 1.7 opens the downstream commits in the same transaction as
+    the input commit, so they never come out of order)."""
+    line = upstream.commits.get(finished)
+    head = downstream.branches.get(branch)
+    if line is None or head is None or not head.head or head.head not in downstream.commits:
+        return False
+    for repo_name, commit_id in downstream.commits[head.head].provenance:
+        over = upstream.commits.get(commit_id) if repo_name == upstream.name else None
+        on_line = over is not None and over.branch == line.branch
+        if on_line and newer_on_chain(upstream, finished, commit_id):
+            return True
+    return False
+
+
 def propagated_id(repo: str, branch: str, head: str, provenance: Sequence[Key]) -> str:
     """The id of the commit that creating (or re-pointing) a branch opens on
     ``repo``/``branch`` (whose head is ``head``) over the commits
