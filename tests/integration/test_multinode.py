@@ -198,6 +198,8 @@ def test_kill_9_a_node_and_a_replica_of_everything_loses_nothing(cluster: Cluste
         wait_until(lambda: sum(len(c.acked) for c in clients) > acked_before, 60)
         resumed_s = time.monotonic() - killed_at
         time.sleep(4)
+        # Enough puts to judge, however slowly a loaded machine makes them.
+        wait_until(lambda: len({p for c in clients for p in list(c.acked)}) >= 15, 60)
         acked_after = sum(len(c.acked) for c in clients)
     finally:
         stop.set()
