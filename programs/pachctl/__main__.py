@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 
+from programs.pachctl import sync_grpc
 from programs.pachctl.cli import run
 
 
@@ -20,6 +21,9 @@ def _others_running() -> bool:
 
 
 def main() -> None:
+    # pachctl's calls are synchronous: grpc, if the command loads it, comes
+    # without asyncio (docs/decisions/0037-pachctl-list-repo-start.md)
+    sync_grpc.install()
     code = run(sys.argv[1:])
     try:
         sys.stdout.flush()

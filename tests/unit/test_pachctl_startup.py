@@ -42,10 +42,13 @@ HEAVY = (
 
 
 def _loaded_after(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, set[str]]:
-    """``run(argv)`` in a fresh interpreter: its output and the modules it loaded."""
+    """``run(argv)`` in a fresh interpreter, set up as ``__main__`` sets it
+    up: its output and the modules it loaded."""
     code = (
         "import io, json, sys\n"
+        "from programs.pachctl import sync_grpc\n"
         "from programs.pachctl.cli import run\n"
+        "sync_grpc.install()\n"
         "out = io.StringIO()\n"
         "run(json.loads(sys.argv[1]), out)\n"
         "print(json.dumps([out.getvalue(), sorted(sys.modules)]))\n"
@@ -95,9 +98,61 @@ def test_list_repo_loads_only_its_group_and_its_stubs() -> None:
     assert out == ""
     assert "libs.api.pfs.pfs_pb2_grpc" in modules
     assert _groups(modules) == {"repo"}
-    needed = ("grpc", "google.protobuf", "libs.api", "asyncio")
+    needed = ("grpc", "google.protobuf", "libs.api")
     unneeded = tuple(h for h in HEAVY if h not in needed)
     assert _heavy(modules, (*unneeded, "libs.api.pps", "libs.api.admin")) == []
+    # pachctl's calls are synchronous: grpc's asyncio half stays unloaded
+    assert "grpc.aio" not in modules
+
+
+def _imported_by(argv: list[str], env: dict[str, str]) -> set[str]:
+    """The modules ``python -m programs.pachctl argv`` imports (the console
+    script runs the same ``main``), as ``-X importtime`` lists them."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "programs.pachctl", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+def test_list_repo_as_users_start_it_imports_grpc_without_asyncio() -> None:
+    env = {**os.environ, "PACHD_ADDRESS": "127.0.0.1:1"}
+    modules = _imported_by(["list-repo"], env)
+    assert {"grpc", "grpc._channel", "libs.api.pfs.pfs_pb2_grpc"} <= modules
+    assert _heavy(modules, ("asyncio", "grpc.aio", "ssl")) == []
+
+
+def test_grpc_loaded_without_asyncio_still_hands_over_asyncio_and_grpc_aio() -> None:
+    # what a stand-in must do if anything uses it: import the real module
+    code = (
+        "import sys\n"
+        "from programs.pachctl import sync_grpc\n"
+        "sync_grpc.install()\n"
+        "import grpc\n"
+        "assert 'asyncio' not in sys.modules and 'grpc.aio' not in sys.modules\n"
+        "import asyncio\n"
+        "async def main():\n"
+        "    async with grpc.aio.insecure_channel('127.0.0.1:1') as channel:\n"
+        "        return channel.get_state()\n"
+        "print(asyncio.run(main()).name)\n"
+        "assert sys.modules['grpc.aio'] is grpc.aio and grpc.aio.__spec__ is not None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "IDLE"
+
+
+def test_sync_grpc_is_a_no_op_once_grpc_is_loaded() -> None:
+    import grpc  # noqa: F401  (this interpreter has it already, as pytest's often does)
+
+    from programs.pachctl import sync_grpc
+
+    sync_grpc.install()
+    assert all(finder is not sync_grpc._Finder for finder in sys.meta_path)
 
 
 def test_put_file_loads_only_the_file_groups() -> None:
