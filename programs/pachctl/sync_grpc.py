@@ -1,18 +1,19 @@
 """pachctl's gRPC calls are synchronous: load grpc without its asyncio half.
 
 ``import grpc`` also runs ``grpc.aio`` (grpc's asyncio API), and grpc's
-Cython core runs ``import asyncio``, which loads ssl, subprocess, socket,
-inspect and concurrent.futures: about a third of what importing grpc costs,
-for code a synchronous client never runs (docs/decisions/
+Cython core imports ``asyncio``, ``inspect`` and ``socket``, which only its
+asyncio code uses (the synchronous calls run in gRPC's C core): with what
+they import (ssl, subprocess, selectors, ast, dis...) about 40% of what
+importing grpc costs, for code pachctl never runs (docs/decisions/
 0037-pachctl-list-repo-start.md).
 
 ``install()``, called once by pachctl's ``__main__``, adds a finder that
-loads grpc, whenever it is first imported, with stand-ins for ``asyncio``
-and ``grpc.aio`` in ``sys.modules``. A stand-in imports the real module the
-first time one of its attributes is read and hands that over, so code that
-does use them still works. Once grpc is loaded both stand-ins leave
-``sys.modules``: a later ``import asyncio`` or ``import grpc.aio`` is the
-ordinary one."""
+loads grpc, whenever it is first imported, with stand-ins for these modules
+in ``sys.modules``. A stand-in imports the real module the first time one of
+its attributes is read and hands that over, so code that does use them
+(grpc.aio, or the Cython core through the references it keeps) still works.
+Once grpc is loaded the stand-ins leave ``sys.modules``: a later ``import
+asyncio`` (or socket, inspect, grpc.aio) is the ordinary one."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-DEFERRED = ("asyncio", "grpc.aio")
+# What grpc imports for its asyncio API only.
+DEFERRED = ("asyncio", "grpc.aio", "inspect", "socket")
 
 
 class _StandIn(ModuleType):

@@ -123,7 +123,7 @@ def test_list_repo_as_users_start_it_imports_grpc_without_asyncio() -> None:
     env = {**os.environ, "PACHD_ADDRESS": "127.0.0.1:1"}
     modules = _imported_by(["list-repo"], env)
     assert {"grpc", "grpc._channel", "libs.api.pfs.pfs_pb2_grpc"} <= modules
-    assert _heavy(modules, ("asyncio", "grpc.aio", "ssl")) == []
+    assert _heavy(modules, ("asyncio", "grpc.aio", "inspect", "socket", "ssl")) == []
 
 
 def test_grpc_loaded_without_asyncio_still_hands_over_asyncio_and_grpc_aio() -> None:
@@ -133,8 +133,9 @@ def test_grpc_loaded_without_asyncio_still_hands_over_asyncio_and_grpc_aio() -> 
         "from programs.pachctl import sync_grpc\n"
         "sync_grpc.install()\n"
         "import grpc\n"
-        "assert 'asyncio' not in sys.modules and 'grpc.aio' not in sys.modules\n"
-        "import asyncio\n"
+        "assert not {'asyncio', 'grpc.aio', 'inspect', 'socket'} & set(sys.modules)\n"
+        "import asyncio, socket\n"
+        "assert socket.socket and asyncio.run.__module__ == 'asyncio.runners'\n"
         "async def main():\n"
         "    async with grpc.aio.insecure_channel('127.0.0.1:1') as channel:\n"
         "        return channel.get_state()\n"
