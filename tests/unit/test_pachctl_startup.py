@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,11 +120,15 @@ def _imported_by(argv: list[str], env: dict[str, str]) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
 
 
-def test_list_repo_as_users_start_it_imports_grpc_without_asyncio() -> None:
-    env = {**os.environ, "PACHD_ADDRESS": "127.0.0.1:1"}
+def test_list_repo_as_users_start_it_imports_grpc_without_asyncio(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PACHD_ADDRESS": "127.0.0.1:1",
+        "PACH_CONFIG": str(tmp_path / "none.json"),  # logged out: no config file
+    }
     modules = _imported_by(["list-repo"], env)
     assert {"grpc", "grpc._channel", "libs.api.pfs.pfs_pb2_grpc"} <= modules
-    assert _heavy(modules, ("asyncio", "grpc.aio", "inspect", "socket", "ssl")) == []
+    assert _heavy(modules, ("asyncio", "grpc.aio", "inspect", "socket", "ssl", "json")) == []
 
 
 def test_grpc_loaded_without_asyncio_still_hands_over_asyncio_and_grpc_aio() -> None:
