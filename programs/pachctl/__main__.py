@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 
-from programs.pachctl import sync_grpc
+from programs.pachctl import lean_imports
 from programs.pachctl.cli import run
 
 
@@ -21,9 +21,9 @@ def _others_running() -> bool:
 
 
 def main() -> None:
-    # pachctl's calls are synchronous: grpc, if the command loads it, comes
-    # without asyncio (docs/decisions/0037-pachctl-list-repo-start.md)
-    sync_grpc.install()
+    # grpc and protobuf, if the command loads them, come without their asyncio
+    # and pure-Python halves (docs/decisions/0037-pachctl-list-repo-start.md)
+    lean_imports.install()
     code = run(sys.argv[1:])
     try:
         sys.stdout.flush()

@@ -47,12 +47,13 @@ def _loaded_after(argv: list[str], env: dict[str, str] | None = None) -> tuple[s
     up: its output and the modules it loaded."""
     code = (
         "import io, json, sys\n"
-        "from programs.pachctl import sync_grpc\n"
+        "from programs.pachctl import lean_imports\n"
         "from programs.pachctl.cli import run\n"
-        "sync_grpc.install()\n"
+        "lean_imports.install()\n"
         "out = io.StringIO()\n"
         "run(json.loads(sys.argv[1]), out)\n"
-        "print(json.dumps([out.getvalue(), sorted(sys.modules)]))\n"
+        "loaded = [n for n, m in sys.modules.items() if not isinstance(m, lean_imports._StandIn)]\n"
+        "print(json.dumps([out.getvalue(), loaded]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, json.dumps(argv)],
@@ -128,15 +129,29 @@ def test_list_repo_as_users_start_it_imports_grpc_without_asyncio(tmp_path: Path
     }
     modules = _imported_by(["list-repo"], env)
     assert {"grpc", "grpc._channel", "libs.api.pfs.pfs_pb2_grpc"} <= modules
-    assert _heavy(modules, ("asyncio", "grpc.aio", "inspect", "socket", "ssl", "json")) == []
+    # grpc's asyncio half, protobuf's pure-Python one, and a config reader
+    unused = (
+        *("asyncio", "grpc.aio", "inspect", "socket", "ssl"),
+        *("google.protobuf.internal.python_message", "google.protobuf.text_format", "pickle"),
+        "json",
+    )
+    assert _heavy(modules, unused) == []
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def test_grpc_loaded_without_asyncio_still_hands_over_asyncio_and_grpc_aio() -> None:
     # what a stand-in must do if anything uses it: import the real module
     code = (
         "import sys\n"
-        "from programs.pachctl import sync_grpc\n"
-        "sync_grpc.install()\n"
+        "from programs.pachctl import lean_imports\n"
+        "lean_imports.install()\n"
         "import grpc\n"
         "assert not {'asyncio', 'grpc.aio', 'inspect', 'socket'} & set(sys.modules)\n"
         "import asyncio, socket\n"
@@ -147,18 +162,37 @@ def test_grpc_loaded_without_asyncio_still_hands_over_asyncio_and_grpc_aio() -> 
         "print(asyncio.run(main()).name)\n"
         "assert sys.modules['grpc.aio'] is grpc.aio and grpc.aio.__spec__ is not None\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "IDLE"
+    assert _python(code) == "IDLE"
 
 
-def test_sync_grpc_is_a_no_op_once_grpc_is_loaded() -> None:
-    import grpc  # noqa: F401  (this interpreter has it already, as pytest's often does)
+@pytest.mark.parametrize("backend", ["upb", "python"])
+def test_protobuf_loaded_without_its_pure_python_half_still_works(backend: str) -> None:
+    code = (
+        "import sys\n"
+        "from programs.pachctl import lean_imports\n"
+        "lean_imports.install()\n"
+        "from libs.api.pfs import pfs_pb2 as pfs\n"
+        "info = pfs.RepoInfo(repo=pfs.Repo(name='images'), size_bytes=3)\n"
+        "again = pfs.RepoInfo.FromString(info.SerializeToString())\n"
+        "assert again == info and 'images' in str(again)\n"
+        "from google.protobuf.internal import python_message\n"
+        "assert python_message.GeneratedProtocolMessageType\n"  # the real one
+        "print(type(sys.modules[lean_imports.PROTOBUF_PURE_PYTHON]).__name__)\n"
+    )
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": backend}
+    assert _python(code, env) == "module"
 
-    from programs.pachctl import sync_grpc
 
-    sync_grpc.install()
-    assert all(finder is not sync_grpc._Finder for finder in sys.meta_path)
+def test_lean_imports_leaves_what_is_loaded_already() -> None:
+    code = (
+        "import sys, grpc\n"
+        "from google.protobuf import descriptor_pool\n"
+        "from programs.pachctl import lean_imports\n"
+        "lean_imports.install()\n"
+        "assert lean_imports._GrpcFinder not in sys.meta_path\n"
+        "print(type(sys.modules[lean_imports.PROTOBUF_PURE_PYTHON]).__name__)\n"
+    )
+    assert _python(code) == "module"
 
 
 def test_put_file_loads_only_the_file_groups() -> None:
