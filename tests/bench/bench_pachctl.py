@@ -14,8 +14,9 @@ machine's environment sets ``PYTHONDONTWRITEBYTECODE``, under which the
 project's own modules (and a uv-installed venv's packages) would be compiled
 from source at every start; so every command here, the floor included, keeps
 its bytecode in a cache in the work directory, which the warm-up run fills.
-One more row shows ``list-repo`` started as before, compiling the project's
-modules each time (docs/decisions/0037-pachctl-list-repo-start.md).
+Two more rows show ``list-repo`` started as before, compiling the project's
+modules each time, and against ``python -S -c pass``, a floor without the
+editable install's finder (docs/decisions/0037-pachctl-list-repo-start.md).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ async def run(ctx: BenchContext) -> list[Result]:
                 "list-repo": [*pachctl, "list-repo"],
                 "stubs": [sys.executable, "-c", _STUBS],
                 "compiling": [*pachctl, "list-repo"],
+                "bare": [sys.executable, "-S", "-c", "pass"],
             },
             env,
             {"compiling": compiling},
@@ -130,5 +132,12 @@ async def run(ctx: BenchContext) -> list[Result]:
             round(online["compiling"] / online["floor"], 2),
             "x",
             note="PYTHONDONTWRITEBYTECODE=1 and no cache, as this bench ran before 0037",
+        ),
+        Result(
+            "  pachctl list-repo / python -S -c pass",
+            round(online["list-repo"] / online["bare"], 2),
+            "x",
+            note="a floor without site: no .pth files, so not the editable install's finder "
+            "that every python -c pass of this venv imports (with pathlib)",
         ),
     ]
