@@ -11,7 +11,7 @@
   default, never uses.
 
 With what they import (ssl, subprocess, selectors, ast, dis, ...) that was
-about 40% of ``pachctl list-repo`` (docs/decisions/
+over a third of ``pachctl list-repo``'s start (docs/decisions/
 0037-pachctl-list-repo-start.md). ``install()``, called once by pachctl's
 ``__main__``, puts a stand-in in their place in ``sys.modules``. A stand-in
 imports the real module the first time one of its attributes is read and
