@@ -70,7 +70,8 @@ class _GrpcFinder:
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "grpc":
             return None
-        sys.meta_path.remove(cls)
+        if cls in sys.meta_path:
+            sys.meta_path.remove(cls)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
             return None  # not the grpc we know: the ordinary finders load it
