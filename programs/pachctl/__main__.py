@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 
+from programs.pachctl import lean_imports
 from programs.pachctl.cli import run
 
 
@@ -20,6 +21,9 @@ def _others_running() -> bool:
 
 
 def main() -> None:
+    # grpc and protobuf, if the command loads them, come without their asyncio
+    # and pure-Python halves (docs/decisions/0037-pachctl-list-repo-start.md)
+    lean_imports.install()
     code = run(sys.argv[1:])
     try:
         sys.stdout.flush()

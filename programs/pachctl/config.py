@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,9 +22,13 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 def read_config(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return {}
+    import json  # only when there is one (there is none until `auth login`)
+
+    try:
+        data = json.loads(text)
     except ValueError as exc:
         raise InvalidArgument(f"{path}: not a JSON config file ({exc})") from None
     if not isinstance(data, dict):
@@ -36,6 +39,7 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
 def write_config(data: dict[str, Any], path: Path | None = None) -> None:
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import json
     import tempfile  # only when writing
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-")

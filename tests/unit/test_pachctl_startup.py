@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,13 +43,17 @@ HEAVY = (
 
 
 def _loaded_after(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, set[str]]:
-    """``run(argv)`` in a fresh interpreter: its output and the modules it loaded."""
+    """``run(argv)`` in a fresh interpreter, set up as ``__main__`` sets it
+    up: its output and the modules it loaded."""
     code = (
         "import io, json, sys\n"
+        "from programs.pachctl import lean_imports\n"
         "from programs.pachctl.cli import run\n"
+        "lean_imports.install()\n"
         "out = io.StringIO()\n"
         "run(json.loads(sys.argv[1]), out)\n"
-        "print(json.dumps([out.getvalue(), sorted(sys.modules)]))\n"
+        "loaded = [n for n, m in sys.modules.items() if not isinstance(m, lean_imports._StandIn)]\n"
+        "print(json.dumps([out.getvalue(), loaded]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, json.dumps(argv)],
@@ -95,9 +100,99 @@ def test_list_repo_loads_only_its_group_and_its_stubs() -> None:
     assert out == ""
     assert "libs.api.pfs.pfs_pb2_grpc" in modules
     assert _groups(modules) == {"repo"}
-    needed = ("grpc", "google.protobuf", "libs.api", "asyncio")
+    needed = ("grpc", "google.protobuf", "libs.api")
     unneeded = tuple(h for h in HEAVY if h not in needed)
     assert _heavy(modules, (*unneeded, "libs.api.pps", "libs.api.admin")) == []
+    # pachctl's calls are synchronous: grpc's asyncio half stays unloaded
+    assert "grpc.aio" not in modules
+
+
+def _imported_by(argv: list[str], env: dict[str, str]) -> set[str]:
+    """The modules ``python -m programs.pachctl argv`` imports (the console
+    script runs the same ``main``), as ``-X importtime`` lists them."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "programs.pachctl", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+def test_list_repo_as_users_start_it_imports_grpc_without_asyncio(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PACHD_ADDRESS": "127.0.0.1:1",
+        "PACH_CONFIG": str(tmp_path / "none.json"),  # logged out: no config file
+    }
+    modules = _imported_by(["list-repo"], env)
+    assert {"grpc", "grpc._channel", "libs.api.pfs.pfs_pb2_grpc"} <= modules
+    # grpc's asyncio half, protobuf's pure-Python one, and a config reader
+    unused = (
+        *("asyncio", "grpc.aio", "inspect", "socket", "ssl"),
+        *("google.protobuf.internal.python_message", "google.protobuf.text_format", "pickle"),
+        "json",
+    )
+    assert _heavy(modules, unused) == []
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_grpc_loaded_without_asyncio_still_hands_over_asyncio_and_grpc_aio() -> None:
+    # what a stand-in must do if anything uses it: import the real module
+    code = (
+        "import sys\n"
+        "from programs.pachctl import lean_imports\n"
+        "lean_imports.install()\n"
+        "import grpc\n"
+        "assert not {'asyncio', 'grpc.aio', 'inspect', 'socket'} & set(sys.modules)\n"
+        "import asyncio, socket\n"
+        "assert socket.socket and asyncio.run.__module__ == 'asyncio.runners'\n"
+        "async def main():\n"
+        "    async with grpc.aio.insecure_channel('127.0.0.1:1') as channel:\n"
+        "        return channel.get_state()\n"
+        "print(asyncio.run(main()).name)\n"
+        "assert sys.modules['grpc.aio'] is grpc.aio and grpc.aio.__spec__ is not None\n"
+    )
+    assert _python(code) == "IDLE"
+
+
+@pytest.mark.parametrize("backend", ["upb", "python"])
+def test_protobuf_loaded_without_its_pure_python_half_still_works(backend: str) -> None:
+    code = (
+        "import sys\n"
+        "from programs.pachctl import lean_imports\n"
+        "lean_imports.install()\n"
+        "from libs.api.pfs import pfs_pb2 as pfs\n"
+        "info = pfs.RepoInfo(repo=pfs.Repo(name='images'), size_bytes=3)\n"
+        "again = pfs.RepoInfo.FromString(info.SerializeToString())\n"
+        "assert again == info and 'images' in str(again)\n"
+        "from google.protobuf.internal import python_message\n"
+        "assert python_message.GeneratedProtocolMessageType\n"  # the real one
+        "print(type(sys.modules[lean_imports.PROTOBUF_PURE_PYTHON]).__name__)\n"
+    )
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": backend}
+    assert _python(code, env) == "module"
+
+
+def test_lean_imports_leaves_what_is_loaded_already() -> None:
+    code = (
+        "import sys, grpc\n"
+        "from google.protobuf import descriptor_pool\n"
+        "from programs.pachctl import lean_imports\n"
+        "lean_imports.install()\n"
+        "assert lean_imports._GrpcFinder not in sys.meta_path\n"
+        "print(type(sys.modules[lean_imports.PROTOBUF_PURE_PYTHON]).__name__)\n"
+    )
+    assert _python(code) == "module"
 
 
 def test_put_file_loads_only_the_file_groups() -> None:
