@@ -1,0 +1,127 @@
+"""Object bytes from the local store straight to a socket (``os.sendfile``).
+
+The gateway's HTTP download of a file whose chunks are files of the local
+store sends each chunk range with ``sendfile``: the bytes go from the page
+cache (or the disk) to the socket inside the kernel, never through Python
+(docs/decisions/0036-get-file-fast-path.md).
+
+``SocketSink`` writes to a duplicate of an asyncio transport's socket (the
+transport's own buffer must be empty, and nothing else writes to it until
+the sink is closed). Each range is sent on the objects I/O pool (reading a
+cold chunk blocks on the disk), a hop at a time: a hop sends until the range
+is done or the socket stays full for ``STALL_S``; then the event loop waits
+until the socket is writable again, holding no thread while a slow reader
+catches up. Memory stays the same whatever the file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import select
+import stat as stat_mod
+import threading
+from pathlib import Path
+from typing import Any
+
+from libs.errors import Internal, ObjectNotFound
+from libs.objects import _io
+
+# How long a hop waits in its thread for a full socket to drain before it
+# hands the wait back to the event loop.
+STALL_S = 0.02
+
+
+class SocketSink:
+    def __init__(self, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            raise Internal("the HTTP transport has no socket to send a file to")
+        # A duplicate: should the transport close meanwhile, its descriptor
+        # number cannot be reused under a hop still sending.
+        self._fd = os.dup(sock.fileno())
+        self._loop = asyncio.get_running_loop()
+        self._stop = threading.Event()
+        self._pending: concurrent.futures.Future[Any] | None = None
+        self.sent = 0
+
+    async def send(self, path: Path, key: str, offset: int, length: int) -> None:
+        """Send bytes ``[offset, offset+length)`` of the object file ``path``
+        (key ``key``); Internal if it holds fewer."""
+        opening = _io.submit(_open, path, key, offset + length)
+        self._pending = opening
+        src = await asyncio.wrap_future(opening)
+        try:
+            while length > 0:
+                hop = _io.submit(_send, self._fd, src, offset, length, self._stop)
+                self._pending = hop
+                n, stalled = await asyncio.wrap_future(hop)
+                offset += n
+                length -= n
+                self.sent += n
+                if stalled:
+                    await self._writable()
+        finally:
+            _io.after(self._pending, lambda: os.close(src))
+
+    async def _writable(self) -> None:
+        ready = self._loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self._loop.add_writer(self._fd, wake)
+        try:
+            await ready
+        finally:
+            self._loop.remove_writer(self._fd)
+
+    def close(self) -> None:
+        """Stop (a hop in flight ends at its next step) and release the socket."""
+        self._stop.set()
+        fd = self._fd
+        _io.after(self._pending, lambda: _close_quietly(fd))
+
+
+def _open(path: Path, key: str, end: int) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ObjectNotFound(key) from None
+    st = os.fstat(fd)
+    if not stat_mod.S_ISREG(st.st_mode) or st.st_size < end:
+        os.close(fd)
+        raise Internal(
+            f"object {key} holds {st.st_size} bytes, fewer than a read to {end} needs", key=key
+        )
+    return fd
+
+
+def _send(out: int, src: int, offset: int, length: int, stop: threading.Event) -> tuple[int, bool]:
+    """Bytes sent, and whether the socket stayed full (the caller waits)."""
+    sent = 0
+    poller: select.poll | None = None
+    while sent < length and not stop.is_set():
+        try:
+            n = os.sendfile(out, src, offset + sent, length - sent)
+        except BlockingIOError:
+            if poller is None:
+                poller = select.poll()
+                poller.register(out, select.POLLOUT)
+            if not poller.poll(STALL_S * 1000):
+                return sent, True
+            continue
+        if n == 0:  # the file ended early (checked at open: truncated since)
+            raise Internal(f"an object file ended {length - sent} bytes early")
+        sent += n
+    if stop.is_set():
+        raise ConnectionResetError("the download was stopped")
+    return sent, False
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
