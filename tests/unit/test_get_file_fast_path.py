@@ -192,3 +192,11 @@ async def test_socket_sink_refuses_a_short_or_missing_object(tmp_path: Path) -> 
     assert got == b"0123" and isinstance(failure, Internal)
     got, failure = await _serve_with_sink([(tmp_path / "gone", 0, 4)], reader_delay=0)
     assert got == b"" and isinstance(failure, ObjectNotFound)
+
+
+def test_pachctl_knows_the_glob_characters_the_download_expands() -> None:
+    from libs.trees.glob import is_glob
+    from programs.pachctl.commands.file import GLOB_SPECIAL
+
+    assert all(is_glob(c) for c in GLOB_SPECIAL)
+    assert [c for c in map(chr, range(32, 127)) if is_glob(c)] == sorted(GLOB_SPECIAL)
