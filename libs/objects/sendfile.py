@@ -8,10 +8,10 @@ cache (or the disk) to the socket inside the kernel, never through Python
 ``SocketSink`` writes to a duplicate of an asyncio transport's socket (the
 transport's own buffer must be empty, and nothing else writes to it until
 the sink is closed). Each range is sent on the objects I/O pool (reading a
-cold chunk blocks on the disk), a hop at a time: a hop sends until the range
-is done or the socket stays full for ``STALL_S``; then the event loop waits
-until the socket is writable again, holding no thread while a slow reader
-catches up. Memory stays the same whatever the file size.
+cold chunk blocks on the disk), a hop at a time: a hop opens the file and
+sends until the range is done (closing it) or the socket stays full for
+``STALL_S``; then the event loop waits until the socket is writable again,
+holding no thread while a slow reader catches up. Memory stays the same whatever the file size.
 """
 
 from __future__ import annotations
@@ -49,22 +49,28 @@ class SocketSink:
 
     async def send(self, path: Path, key: str, offset: int, length: int) -> None:
         """Send bytes ``[offset, offset+length)`` of the object file ``path``
-        (key ``key``); Internal if it holds fewer."""
-        opening = _io.submit(_open, path, key, offset + length)
-        self._pending = opening
-        src = await asyncio.wrap_future(opening)
+        (key ``key``); Internal if it holds fewer. One hop opens, sends and
+        closes, unless the reader is slow: then the file stays open across
+        the waits."""
+        src: int | None = None
+        hop: concurrent.futures.Future[tuple[int | None, int]] | None = None
         try:
             while length > 0:
-                hop = _io.submit(_send, self._fd, src, offset, length, self._stop)
+                hop = _io.submit(_send, self._fd, src, path, key, offset, length, self._stop)
                 self._pending = hop
-                n, stalled = await asyncio.wrap_future(hop)
+                src, n = await asyncio.wrap_future(hop)
+                hop = None
                 offset += n
                 length -= n
                 self.sent += n
-                if stalled:
+                if src is not None:  # stalled: the reader is behind
                     await self._writable()
         finally:
-            _io.after(self._pending, lambda: os.close(src))
+            if hop is not None:  # cancelled during a hop: close what it leaves open
+                given = src
+                hop.add_done_callback(lambda done: _close_left_open(done, given))
+            elif src is not None:
+                _close_quietly(src)
 
     async def _writable(self) -> None:
         ready = self._loop.create_future()
@@ -86,6 +92,45 @@ class SocketSink:
         _io.after(self._pending, lambda: _close_quietly(fd))
 
 
+def _send(
+    out: int,
+    src: int | None,
+    path: Path,
+    key: str,
+    offset: int,
+    length: int,
+    stop: threading.Event,
+) -> tuple[int | None, int]:
+    """Send from ``src`` (opened here when None): ``(None, sent)`` when the
+    range is done (the file closed), ``(src, sent)`` when the socket stayed
+    full for ``STALL_S`` (the caller waits, then calls again)."""
+    if src is None:
+        src = _open(path, key, offset + length)
+    try:
+        sent = 0
+        poller: select.poll | None = None
+        while sent < length:
+            if stop.is_set():
+                raise ConnectionResetError("the download was stopped")
+            try:
+                n = os.sendfile(out, src, offset + sent, length - sent)
+            except BlockingIOError:
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(out, select.POLLOUT)
+                if not poller.poll(STALL_S * 1000):
+                    return src, sent
+                continue
+            if n == 0:  # the file ended early (checked at open: truncated since)
+                raise Internal(f"object {key} ended {length - sent} bytes early", key=key)
+            sent += n
+    except BaseException:
+        _close_quietly(src)
+        raise
+    _close_quietly(src)
+    return None, sent
+
+
 def _open(path: Path, key: str, end: int) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -100,26 +145,19 @@ def _open(path: Path, key: str, end: int) -> int:
     return fd
 
 
-def _send(out: int, src: int, offset: int, length: int, stop: threading.Event) -> tuple[int, bool]:
-    """Bytes sent, and whether the socket stayed full (the caller waits)."""
-    sent = 0
-    poller: select.poll | None = None
-    while sent < length and not stop.is_set():
-        try:
-            n = os.sendfile(out, src, offset + sent, length - sent)
-        except BlockingIOError:
-            if poller is None:
-                poller = select.poll()
-                poller.register(out, select.POLLOUT)
-            if not poller.poll(STALL_S * 1000):
-                return sent, True
-            continue
-        if n == 0:  # the file ended early (checked at open: truncated since)
-            raise Internal(f"an object file ended {length - sent} bytes early")
-        sent += n
-    if stop.is_set():
-        raise ConnectionResetError("the download was stopped")
-    return sent, False
+def _close_left_open(
+    hop: concurrent.futures.Future[tuple[int | None, int]], given: int | None
+) -> None:
+    """After a hop nobody awaits: close the file it was given (it never ran)
+    or left open (it stalled); one that failed closed it itself."""
+    if hop.cancelled():
+        left = given
+    elif hop.exception() is None:
+        left = hop.result()[0]
+    else:
+        return
+    if left is not None:
+        _close_quietly(left)
 
 
 def _close_quietly(fd: int) -> None:

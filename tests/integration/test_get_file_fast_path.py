@@ -9,6 +9,8 @@ activates auth: it runs last."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import socket
 import subprocess
@@ -128,10 +130,8 @@ class Relay:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def close(self) -> None:
@@ -182,6 +182,18 @@ def test_get_file_bytes_over_http_are_the_files(
             assert out.read_bytes() == data, path
     finally:
         relay.close()
+    # Two sent files and a range on one kept-alive connection: each answer
+    # ends exactly at its length.
+    conn = http.client.HTTPConnection("127.0.0.1", cluster.http_port, timeout=30)
+    try:
+        for path, want in (("/over", files["/over"]), ("/small", files["/small"])):
+            conn.request("GET", "/pfs/bytes/master" + path)
+            assert conn.getresponse().read() == want
+        conn.request("GET", "/pfs/bytes/master/many", headers={"Range": f"bytes={CHUNK - 3}-"})
+        reply = conn.getresponse()
+        assert reply.status == 206 and reply.read() == files["/many"][CHUNK - 3 :]
+    finally:
+        conn.close()
     # Without PACH_HTTP_ADDRESS: the advertised port, and the same bytes.
     done = _pachctl(cluster, "get-file", "bytes", "master", "/many")
     assert done.returncode == 0 and done.stdout == files["/many"]
@@ -194,8 +206,8 @@ def test_get_file_falls_back_to_grpc(cluster: Cluster, api: pfs_pb2_grpc.APIStub
     dead = socket.create_server(("127.0.0.1", 0))
     port = dead.getsockname()[1]
     dead.close()  # nothing listens there now
-    for http in (f"127.0.0.1:{port}", "off"):
-        done = _pachctl(cluster, "get-file", "fallback", "master", "/f", http=http)
+    for where in (f"127.0.0.1:{port}", "off"):
+        done = _pachctl(cluster, "get-file", "fallback", "master", "/f", http=where)
         assert done.returncode == 0 and done.stdout == data, done.stderr
     # A directory or a missing file: gRPC's own answers, as before.
     missing = _pachctl(cluster, "get-file", "fallback", "master", "/nope")

@@ -200,3 +200,48 @@ def test_pachctl_knows_the_glob_characters_the_download_expands() -> None:
 
     assert all(is_glob(c) for c in GLOB_SPECIAL)
     assert [c for c in map(chr, range(32, 127)) if is_glob(c)] == sorted(GLOB_SPECIAL)
+
+
+def _open_on(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd) == str(path)
+        except OSError:
+            continue
+    return count
+
+
+async def test_a_send_cancelled_while_the_reader_stalls_leaves_no_file_open(
+    tmp_path: Path,
+) -> None:
+    a = tmp_path / "a"
+    a.write_bytes(os.urandom(16 * 1024 * 1024))
+    started = asyncio.Event()
+    sending: list[asyncio.Task[None]] = []
+
+    async def handle(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sink = SocketSink(writer.transport)  # type: ignore[arg-type]
+        sending.append(asyncio.current_task())  # type: ignore[arg-type]
+        started.set()
+        try:
+            await sink.send(a, "a", 0, 16 * 1024 * 1024)
+        finally:
+            sink.close()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port)):  # never reads
+        await started.wait()
+        await asyncio.sleep(0.3)  # the socket is full: the send waits
+        assert _open_on(a) == 1
+        sending[0].cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
+        for _ in range(50):
+            if not _open_on(a):
+                break
+            await asyncio.sleep(0.02)
+        assert _open_on(a) == 0
+    server.close()
