@@ -122,10 +122,10 @@ class Relay:
                 if back and self.cut is not None and sent + len(data) > self.cut:
                     dst.sendall(data[: self.cut - sent])
                     break
+                if back:  # counted before the client can see it
+                    self.received += len(data)
                 dst.sendall(data)
                 sent += len(data)
-                if back:
-                    self.received += len(data)
         except OSError:
             pass
         finally:
