@@ -29,6 +29,8 @@ from typing import Any
 from libs.errors import Internal, ObjectNotFound
 from libs.objects import _io
 
+Range = tuple[Path, int, int]  # an object file, offset, length
+
 # How long a hop waits in its thread for a full socket to drain before it
 # hands the wait back to the event loop.
 STALL_S = 0.02
@@ -47,13 +49,17 @@ class SocketSink:
         self._pending: concurrent.futures.Future[Any] | None = None
         self.sent = 0
 
-    async def send(self, path: Path, key: str, offset: int, length: int) -> None:
+    async def send(
+        self, path: Path, key: str, offset: int, length: int, ahead: Range | None = None
+    ) -> None:
         """Send bytes ``[offset, offset+length)`` of the object file ``path``
         (key ``key``); Internal if it holds fewer. One hop opens, sends and
         closes, unless the reader is slow: then the file stays open across
-        the waits."""
+        the waits. ``ahead`` (the range sent next) is read in meanwhile."""
         src: int | None = None
         hop: concurrent.futures.Future[tuple[int | None, int]] | None = None
+        if ahead is not None:
+            _io.submit(_read_ahead, *ahead)
         try:
             while length > 0:
                 hop = _io.submit(_send, self._fd, src, path, key, offset, length, self._stop)
@@ -129,6 +135,21 @@ def _send(
         raise
     _close_quietly(src)
     return None, sent
+
+
+def _read_ahead(path: Path, offset: int, length: int) -> None:
+    """Start reading a range into the page cache (cold chunks: the disk
+    works on the next one while this one is sent)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # the send itself will say what is wrong
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _open(path: Path, key: str, end: int) -> int:

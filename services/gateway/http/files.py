@@ -164,10 +164,15 @@ async def _send_ranges(
         await asyncio.sleep(0.001)
     sink = SocketSink(transport)
     try:
-        if first is not None:
-            await sink.send(store.path_of(chunk_key(first[0])), first[0], first[1], first[2])
-            async for chunk, start, n in ranges:
-                await sink.send(store.path_of(chunk_key(chunk)), chunk, start, n)
+        current = first
+        while current is not None:  # each range sent while the next is read in
+            following = await anext(ranges, None)
+            ahead = None
+            if following is not None:
+                ahead = (store.path_of(chunk_key(following[0])), following[1], following[2])
+            chunk, start, n = current
+            await sink.send(store.path_of(chunk_key(chunk)), chunk, start, n, ahead)
+            current = following
         if sink.sent != length:
             raise Internal(f"{file.path}: its refs hold {sink.sent} bytes, not {length}")
     except BaseException:
