@@ -61,7 +61,12 @@ def _unique(n: int, salt: int = 0) -> bytes:
     return b"".join((salt << 40 | i).to_bytes(8, "big") for i in range(n // 8 + 1))[:n]
 
 
-def _put(api: pfs_pb2_grpc.APIStub, repo: str, files: dict[str, bytes], meta: object = ()) -> None:
+def _put(
+    api: pfs_pb2_grpc.APIStub,
+    repo: str,
+    files: dict[str, bytes],
+    meta: tuple[tuple[str, str], ...] = (),
+) -> None:
     def requests() -> Iterator[pfs.PutFileRequest]:
         for path, data in files.items():
             commit = pfs.Commit(repo=pfs.Repo(name=repo), id="master")
@@ -257,7 +262,7 @@ def test_the_download_under_auth_refuses_what_grpc_refuses(
     admin = Client(cluster.grpc_port, token)
     admin.call(admin.pfs.CreateRepo, pfs.CreateRepoRequest(repo=pfs.Repo(name="secret")))
     data = _unique(CHUNK + 99, 9)
-    _put(admin.pfs, "secret", {"/f": data}, admin.metadata())
+    _put(admin.pfs, "secret", {"/f": data}, tuple(admin.metadata()))
     alice = admin.call(admin.auth.GetAuthToken, auth.GetAuthTokenRequest(subject="robot:alice"))
     try:
         good = _get(cluster, "/pfs/secret/master/f", token)

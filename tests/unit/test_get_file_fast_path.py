@@ -111,7 +111,7 @@ def test_fetch_into_a_pipe_a_file_and_a_callable(tmp_path: Path) -> None:
     os.close(r)
     assert bytes(got) == body
     # no descriptor: recv_into and the callable
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     assert fastget.fetch(_Server(_answer(body)).address, head, len(body), "ff", None, parts.append)
     assert b"".join(bytes(p) for p in parts) == body
 
@@ -119,7 +119,7 @@ def test_fetch_into_a_pipe_a_file_and_a_callable(tmp_path: Path) -> None:
 def test_fetch_declines_another_answer_and_fails_a_cut_body(tmp_path: Path) -> None:
     head = fastget.request_head(PACHD, "r", "c", "/f", "")
     body = b"x" * 1000
-    written: list[bytes] = []
+    written: list[bytes | memoryview] = []
     for answer in (
         _answer(body, etag="other"),  # another file
         _answer(body[:10]),  # another length
