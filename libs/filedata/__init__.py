@@ -10,7 +10,7 @@ docs/decisions/0008-file-data.md.
 
 from __future__ import annotations
 
-from libs.filedata.reader import file_size, read_refs
+from libs.filedata.reader import file_size, read_refs, segments
 from libs.filedata.split import DELIMITERS, Delimiter, Split, SqlRows, lines
 from libs.filedata.writer import SMALL_FILE, FileWriter
 
@@ -24,4 +24,5 @@ __all__ = [
     "file_size",
     "lines",
     "read_refs",
+    "segments",
 ]

@@ -43,9 +43,8 @@ async def read_refs(
     if segment <= 0:
         raise InvalidArgument(f"segment must be > 0, got {segment}", segment=segment)
     pending: deque[asyncio.Task[bytes]] = deque()
-    segments = _segments(refs, offset, size, segment)
     try:
-        for seg in segments:
+        for seg in segments(refs, offset, size, segment):
             pending.append(asyncio.create_task(_read(store, *seg)))
             if len(pending) >= _READ_AHEAD:
                 yield await pending.popleft()
@@ -57,10 +56,13 @@ async def read_refs(
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _segments(
-    refs: Iterable[DataRef], offset: int, size: int | None, segment: int
+def segments(
+    refs: Iterable[DataRef], offset: int = 0, size: int | None = None, segment: int = SEGMENT
 ) -> Iterator[tuple[str, int, int]]:
-    """(chunk, offset in chunk, length) of each read, in order."""
+    """(chunk, offset in chunk, length) of each read of bytes ``[offset,
+    offset+size)`` of the concatenation of ``refs``, in order, each at most
+    ``segment`` bytes (the gateway's zero-copy download sends these ranges
+    of the chunk files as they are)."""
     end = None if size is None else offset + size
     pos = 0  # where the current ref starts in the file
     for ref in refs:

@@ -61,6 +61,11 @@ class LocalObjectStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self._root.joinpath(*check_key(key).split("/"))
 
+    def path_of(self, key: str) -> Path:
+        """The file that holds object ``key`` (for ``libs.objects.sendfile``,
+        which sends its bytes to a socket without reading them)."""
+        return self._path(key)
+
     # --- writes -------------------------------------------------------------
 
     async def put(self, key: str, data: bytes) -> None:

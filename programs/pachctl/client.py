@@ -121,6 +121,7 @@ class Pachd:
         self.timeout = timeout
         self._raw = grpc.insecure_channel(address.target)
         token = "" if anonymous else session_token()
+        self.token = token
         self.channel = grpc.intercept_channel(self._raw, _Token(token)) if token else self._raw
 
     def __enter__(self) -> Pachd:

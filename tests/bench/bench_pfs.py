@@ -3,8 +3,9 @@ programs.cluster``), each row next to a peer measured in the same run on the
 same disk.
 
 * put-file 1 GiB through pachctl vs ``cp`` (+ ``sync``) and vs ``dvc add``;
-* get-file 1 GiB through pachctl and through the gRPC API vs ``cat``, all
-  warm and all cold (dropped with ``posix_fadvise(DONTNEED)``);
+* get-file 1 GiB through pachctl (its HTTP fast path, and kept on gRPC)
+  and through the gRPC API vs ``cat``, all warm and all cold (dropped with
+  ``posix_fadvise(DONTNEED)``);
 * 100,000 files of 1 KiB in one commit (start-commit, ``put-file -r`` of a
   directory, finish-commit; the stream and the finish also shown apart) vs
   ``cp -r`` (+ ``sync``) and ``dvc add`` of the same directory;
@@ -217,13 +218,17 @@ async def run(ctx: BenchContext) -> list[Result]:
 
         # get-file against cat of the same file, both warm and both cold
         # (the median of READS runs each: one run swings by +-30% on a shared
-        # VM), through pachctl and through the gRPC API as python-pachyderm
-        # reads it. Cold: the source file and every object of the store are
-        # dropped from the page cache (posix_fadvise DONTNEED) before each.
+        # VM): pachctl as a user runs it (the HTTP download sent with
+        # sendfile, 0036), pachctl kept on gRPC (PACH_HTTP_ADDRESS=off: the
+        # path before 0036, plus one InspectFile), and the gRPC API as
+        # python-pachyderm reads it. Cold: the source file and every object
+        # of the store are dropped from the page cache (posix_fadvise
+        # DONTNEED) before each.
         get = f"{pachctl} get-file big master /big.bin > /dev/null"
+        grpc_env = {**env, "PACH_HTTP_ADDRESS": "off"}
         for temp in ("warm", "cold"):
             cold = temp == "cold"
-            cats, gets, apis = [], [], []
+            cats, gets, grpc_gets, apis = [], [], [], []
             if not cold:  # warm them all up once
                 await _timed(f"cat {src} > /dev/null")
                 await _timed(get, env=env)
@@ -236,8 +241,13 @@ async def run(ctx: BenchContext) -> list[Result]:
                 gets.append(await _timed(get, env=env))
                 if cold:
                     _drop_tree_cache(work / "data" / "objects")
+                grpc_gets.append(await _timed(get, env=grpc_env))
+                if cold:
+                    _drop_tree_cache(work / "data" / "objects")
                 apis.append(await asyncio.to_thread(_api_get, address, "big", "/big.bin", BIG))
-            cat_s, get_s, api_s = (statistics.median(t) for t in (cats, gets, apis))
+            cat_s, get_s, grpc_s, api_s = (
+                statistics.median(t) for t in (cats, gets, grpc_gets, apis)
+            )
             floor = 0.8 if cold else 0.5
             results += [
                 Result(f"peer: cat 1 GiB > /dev/null (median, {temp})", _mbs(BIG, cat_s), "MB/s"),
@@ -250,6 +260,15 @@ async def run(ctx: BenchContext) -> list[Result]:
                 Result(
                     f"  pachctl get-file speed / cat speed, {temp}",
                     round(cat_s / get_s, 2),
+                    "x",
+                    floor,
+                ),
+                Result(
+                    f"pachctl get-file over gRPC only (median, {temp})", _mbs(BIG, grpc_s), "MB/s"
+                ),
+                Result(
+                    f"  pachctl get-file over gRPC speed / cat speed, {temp}",
+                    round(cat_s / grpc_s, 2),
                     "x",
                     floor,
                 ),

@@ -20,7 +20,7 @@ from libs import trees
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument
-from libs.filedata import read_refs
+from libs.filedata import read_refs, segments
 from libs.objects import ObjectStore
 from libs.trees.glob import is_glob
 from services.gateway.app.replies import TooLarge
@@ -123,6 +123,26 @@ async def read_file(
                 yield view[start : start + REPLY_BYTES]
         skip = 0
         if left is not None and left <= 0:
+            return
+
+
+async def file_ranges(
+    ask: Ask, file: pfs.File, offset: int, length: int
+) -> AsyncIterator[tuple[str, int, int]]:
+    """Where bytes ``[offset, offset+length)`` of one file (no glob) lie:
+    (chunk, offset in the chunk, length) in order, a page of refs at a time
+    (the zero-copy download sends these ranges of the chunk files)."""
+    skip, left = offset, length
+    async for refs in _file_refs(ask, file):
+        size = sum(r.length for r in refs)
+        if skip >= size:
+            skip -= size
+            continue
+        for chunk, start, n in segments(refs, skip, min(left, size - skip)):
+            left -= n
+            yield chunk, start, n
+        skip = 0
+        if left <= 0:
             return
 
 

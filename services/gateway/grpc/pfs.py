@@ -22,7 +22,7 @@ from libs import bytes_value
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.bus import Bus
-from libs.objects import ObjectStore
+from libs.objects import LocalObjectStore, ObjectStore
 from services.gateway.app import commits, file_pages
 from services.gateway.app import ingest as files
 from services.gateway.app.replies import MAX_REPLY
@@ -33,11 +33,21 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
 
 
+# InspectFile's trailing metadata: the port of the gateway's HTTP download,
+# sent when it serves files with sendfile (the local store): pachctl
+# get-file fetches the bytes there (docs/decisions/0036-get-file-fast-path.md).
+HTTP_PORT_KEY = "pach-http-port"
+
+
 class PfsServicer(pfs_pb2_grpc.APIServicer):
-    def __init__(self, bus: Bus, store: ObjectStore, max_reply: int = MAX_REPLY) -> None:
+    def __init__(
+        self, bus: Bus, store: ObjectStore, max_reply: int = MAX_REPLY, http_port: int = 0
+    ) -> None:
         self.bus = bus
         self.store = store
         self.max_reply = max_reply
+        fast = http_port and isinstance(store, LocalObjectStore)
+        self._advertised = ((HTTP_PORT_KEY, str(http_port)),) if fast else ()
 
     def _ask(self, context: Ctx) -> Ask:
         async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
@@ -62,7 +72,10 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
     async def InspectFile(  # type: ignore[override]
         self, request: pfs.InspectFileRequest, context: Ctx
     ) -> pfs.FileInfo:
-        return await ask(self.bus, context, "pfs", "InspectFile", request, pfs.FileInfo, kind="qry")
+        info = await ask(self.bus, context, "pfs", "InspectFile", request, pfs.FileInfo, kind="qry")
+        if self._advertised:
+            context.set_trailing_metadata(self._advertised)
+        return info
 
     async def ListFile(  # type: ignore[override]
         self, request: pfs.ListFileRequest, context: Ctx
@@ -198,11 +211,16 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
 
 
 def register(
-    server: grpc.aio.Server, bus: Bus, store: ObjectStore, max_reply: int = MAX_REPLY
+    server: grpc.aio.Server,
+    bus: Bus,
+    store: ObjectStore,
+    max_reply: int = MAX_REPLY,
+    http_port: int = 0,
 ) -> None:
+    """``http_port``: where the gateway's HTTP download listens (0: none)."""
     # The RPCs PfsServicer does not define yet keep the generated base's
     # UNIMPLEMENTED answer; the typed stubs declare them abstract.
-    servicer = PfsServicer(bus, store, max_reply)  # type: ignore[abstract]
+    servicer = PfsServicer(bus, store, max_reply, http_port)  # type: ignore[abstract]
     capture = _Handlers()
     pfs_pb2_grpc.add_APIServicer_to_server(servicer, capture)  # type: ignore[arg-type]
     handlers = capture.handlers

@@ -39,7 +39,8 @@ async def start_grpc(
         ],
     )
     version.register(server, bus)
-    pfs.register(server, bus, open_object_store(cfg.objects), cfg.grpc_max_message_bytes)
+    store = open_object_store(cfg.objects)
+    pfs.register(server, bus, store, cfg.grpc_max_message_bytes, http_port=cfg.http_port)
     pps.register(server, bus, cfg.grpc_max_message_bytes)
     admin.register(server, bus, cfg)
     auth.register(server, bus, authn, oidc)
