@@ -8,12 +8,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Every service, worker and pachctl call is a Python process start: with
+# PYTHONDONTWRITEBYTECODE set (some machines set it), each start would compile
+# the project's modules again, and uv installs packages without bytecode
+# unless asked (--compile-bytecode), so each start compiled grpc, protobuf,
+# aiohttp ... too: seconds of CPU per process (docs/decisions/0038).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: up install system-deps test-deps test test-scale test-fast lint fmt proto proto-check bench image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' || \
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]' || \
 	  $(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
@@ -35,7 +42,7 @@ COMPAT := .venv-compat/.installed
 
 $(COMPAT): | $(STAMP)
 	@test -x .venv-compat/bin/python || $(PYTHON) -m venv .venv-compat
-	$(BIN)/uv pip install -q --python .venv-compat/bin/python "python-pachyderm==1.8.6" || \
+	$(BIN)/uv pip install -q --compile-bytecode --python .venv-compat/bin/python "python-pachyderm==1.8.6" || \
 	  .venv-compat/bin/python -m pip install -q "python-pachyderm==1.8.6"
 	@touch $@
 
