@@ -145,9 +145,8 @@ def _read_ahead(path: Path, offset: int, length: int) -> None:
     except OSError:
         return  # the send itself will say what is wrong
     try:
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # advice only: the send reads it anyway
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
     finally:
         os.close(fd)
 
