@@ -178,7 +178,14 @@ class Launcher:
     async def wait_ready(self) -> None:
         target = f"{self.settings.local_host}:{self.settings.config.grpc_port}"
         waited = 0.0
-        async with grpc.aio.insecure_channel(target) as channel:
+        # A refused connect puts a channel into reconnect backoff (1 s and
+        # growing); the gateway's port opens within that, so poll at our pace.
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", int(READY_POLL_S * 1000)),
+            ("grpc.min_reconnect_backoff_ms", int(READY_POLL_S * 1000)),
+            ("grpc.max_reconnect_backoff_ms", int(READY_POLL_S * 1000)),
+        ]
+        async with grpc.aio.insecure_channel(target, options=options) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while not self.stopping.is_set():
                 try:

@@ -122,7 +122,11 @@ def test_cluster_lifecycle(tmp_path: Path, clusters: list[Cluster]) -> None:
     assert not [p for p in pids if alive(p)]
     assert b.proc is not None and b.proc.poll() is None  # the other cluster is untouched
 
-    # again on the same dir: ready, and JetStream state is still there
+    # again on the same dir: ready, and JetStream state is still there. On
+    # ports of its own: the ones it let go may meanwhile be any parallel
+    # test's client or server port (the kernel hands them out again).
+    a.grpc_port, a.http_port = free_port(), free_port()
+    a.env.update(PACH_GRPC_PORT=str(a.grpc_port), PACH_HTTP_PORT=str(a.http_port))
     a.start()
     state = a.wait_ready()
     assert pachctl(a).returncode == 0
