@@ -8,15 +8,15 @@ service in a cluster.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-from motor.motor_asyncio import AsyncIOMotorClient
+from typing import TYPE_CHECKING, Any
 
 from libs.config import ReadModelConfig
 from libs.errors import InvalidArgument
 from libs.readmodels.base import Batch, Collection, Document, DocumentStore
-from libs.readmodels.mongo import MongoDocumentStore
 from libs.readmodels.sqlite import SqliteDocumentStore
+
+if TYPE_CHECKING:
+    from libs.readmodels.mongo import MongoDocumentStore
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
 
@@ -39,11 +39,24 @@ def open_document_store(cfg: ReadModelConfig, name: str) -> DocumentStore:
             raise InvalidArgument(
                 "the mongo read model backend needs MONGODB_URI", name="MONGODB_URI"
             )
+        # motor and pymongo (~150 modules) load only for a cluster that uses them.
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        from libs.readmodels.mongo import MongoDocumentStore
+
         client: Any = AsyncIOMotorClient(cfg.mongo_uri)
         return MongoDocumentStore(client, f"{cfg.mongo_db}_{name}", owns_client=True)
     raise InvalidArgument(
         f"read model backend must be sqlite or mongo, got {cfg.backend!r}", backend=cfg.backend
     )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MongoDocumentStore":
+        from libs.readmodels.mongo import MongoDocumentStore
+
+        return MongoDocumentStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -1,7 +1,12 @@
 """``python -m services.pps``: the pps service."""
 
-from libs.service import run_service
-from services.pps.entrypoints.nats import setup
-
 if __name__ == "__main__":
+    # Before any import: what this process never runs loads on first use only.
+    from libs.lean_imports import for_services
+
+    for_services()
+
+    from libs.service import run_service
+    from services.pps.entrypoints.nats import setup
+
     run_service("pps", setup)

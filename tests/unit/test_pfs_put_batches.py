@@ -96,6 +96,14 @@ def put(path: str, data: bytes = b"x") -> list[Message]:
     return [files.put(path, [trees.DataRef("c" * 64, 0, len(data))], append=False)]
 
 
+async def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for ``cond`` (a loaded machine may run the batch late)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 def commits_of(events: Sequence[Message]) -> list[str]:
     return [e.id for e in events if isinstance(e, ev.CommitStarted)]
 
@@ -195,10 +203,12 @@ async def test_callers_are_answered_only_once_the_read_models_show_their_commits
 ) -> None:
     writer.shown.clear()
     first = asyncio.ensure_future(batches.put("data", "master", put("/a"), "", ""))
+    await _until(lambda: len(writer.appends) == 1)
     await asyncio.sleep(0.05)
     assert len(writer.appends) == 1 and not first.done()  # appended, not yet shown
     # the next batch is made meanwhile, on the first one's tree
     second = asyncio.ensure_future(batches.put("data", "master", put("/b"), "", ""))
+    await _until(lambda: len(writer.appends) == 2)
     await asyncio.sleep(0.05)
     assert len(writer.appends) == 2 and not second.done()
     writer.shown.set()
