@@ -10,18 +10,25 @@ STAMP  := $(VENV)/.installed
 
 # Every service, worker and pachctl call is a Python process start: with
 # PYTHONDONTWRITEBYTECODE set (some machines set it), each start would compile
-# the project's modules again, and uv installs packages without bytecode
-# unless asked (--compile-bytecode), so each start compiled grpc, protobuf,
-# aiohttp ... too: seconds of CPU per process (docs/decisions/0038).
+# the project's modules again, and uv installs packages without bytecode, so
+# each start compiled grpc, protobuf, aiohttp ... too: seconds of CPU per
+# process (docs/decisions/0038). The install compiles the project and the
+# packages it runs; not the tools only lint and tests use, or the ones a
+# process loads only on request (mongo, Kubernetes): half the CPU of
+# compiling everything.
 unexport PYTHONDONTWRITEBYTECODE
+NOT_COMPILED := /(mypy|mypyc|pip|setuptools|pkg_resources|_distutils_hack|numpy|pygments|kubernetes_asyncio|kubernetes_validate|playwright|_pytest|hypothesis|importlinter|grimp|pymongo|motor|bson|gridfs|mongomock|mongomock_motor|dns|jsonschema_specifications|referencing)/
 
 .PHONY: up install system-deps test-deps test test-scale test-fast lint fmt proto proto-check bench image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q uv
-	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]' || \
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' || \
 	  $(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m compileall -q -j0 -x '$(NOT_COMPILED)' \
+	  $(VENV)/lib/python*/site-packages libs services programs >/dev/null || \
+	  echo "install: some modules did not compile now; Python compiles them when first used"
 	@touch $@
 
 install: $(STAMP) system-deps
