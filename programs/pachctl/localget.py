@@ -217,10 +217,8 @@ def _body(sock: socket.socket, size: int, out_fd: int | None, write: Write) -> i
                 got += n
                 if not whole:
                     return got
-                try:
+                with contextlib.suppress(OSError):  # gone after its last frame: read on
                     sock.send(proto.ACK)
-                except OSError:
-                    return got
             elif "bytes" in frame:
                 n = frame["bytes"]
                 if not isinstance(n, int) or n < 0 or n > size - got:
