@@ -27,7 +27,7 @@ from libs.errors import InvalidArgument, PachError
 from programs.pachctl import fastget, localget, pretty, progress
 from programs.pachctl.address import from_env
 from programs.pachctl.client import DEFAULT_TIMEOUT_S, Pachd, ServerError
-from programs.pachctl.commands import getfile, putfile
+from programs.pachctl.commands import putfile
 from programs.pachctl.commands.putfile import STREAM_TIMEOUT_S
 from programs.pachctl.tabwriter import StreamingTable
 
@@ -351,6 +351,7 @@ def _local_get(
     where = localget.advertised(metadata) if localget.enabled(os.environ) else None
     if where is None:
         return False
+    from programs.pachctl.commands import getfile  # its group; loaded already by get-file
     try:
         repo = file.commit.repo.name
         done = getfile.read_local(
