@@ -298,11 +298,10 @@ class FakeSocket:
             except OSError:
                 return
             self.connections += 1
-            with conn:
-                with contextlib.suppress(OSError):
-                    conn.recv(proto.MAX_REQUEST)
-                    for frame in self.frames:
-                        conn.send(frame)
+            with conn, contextlib.suppress(OSError):
+                conn.recv(proto.MAX_REQUEST)
+                for frame in self.frames:
+                    conn.send(frame)
 
     def close(self) -> None:
         self.server.close()
@@ -351,7 +350,9 @@ def test_the_socket_survives_garbage_and_refuses_bad_requests(
         b"[1, 2]": InvalidArgument,
         b"\xff\xfe": InvalidArgument,
         b"[" * 50_000: InvalidArgument,  # nested too deep
-        json.dumps({"v": 99, "repo": "odd", "ref": "master", "path": "/f"}).encode(): InvalidArgument,
+        json.dumps(
+            {"v": 99, "repo": "odd", "ref": "master", "path": "/f"}
+        ).encode(): InvalidArgument,
         json.dumps({"v": 1, "repo": "odd", "ref": "master", "path": 5}).encode(): InvalidArgument,
         b"x" * (proto.MAX_REQUEST + 10): InvalidArgument,  # over the limit
         _request("odd", "master", "/../f"): InvalidArgument,
@@ -373,7 +374,7 @@ def test_the_socket_survives_garbage_and_refuses_bad_requests(
         sock.connect(str(_sock_path(cluster)))
         with open(os.devnull, "rb") as f:
             socket.send_fds(sock, [_request("odd", "master", "/f")], [f.fileno()])
-        msg, fds, _, _ = socket.recv_fds(sock, proto.MAX_HEADER, proto.FDS_PER_FRAME)
+        msg, _, _, _ = socket.recv_fds(sock, proto.MAX_HEADER, proto.FDS_PER_FRAME)
         assert json.loads(msg)["ok"]
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.connect(str(_sock_path(cluster)))
