@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from libs.authz.view import AuthView
 from libs.bus import Bus
 from libs.config import Config
-from libs.errors import DeadlineExceeded
+from libs.errors import DeadlineExceeded, PachError
 from libs.objects import LocalObjectStore, open_object_store
 from libs.service import ServiceContext
 from services.gateway import dashboard, principal
@@ -96,8 +96,12 @@ async def setup(ctx: ServiceContext) -> None:
     # is ours: its name carries that port (0039).
     store = open_object_store(cfg.objects)
     if isinstance(store, LocalObjectStore):
-        reads = LocalReads.listen(cfg.data_dir, ctx.bus, store, local, grpc_port)
-        ctx.stack.push_async_callback(reads.close)
+        try:
+            reads = LocalReads.listen(cfg.data_dir, ctx.bus, store, local, grpc_port)
+        except (OSError, PachError) as exc:  # get-file keeps HTTP and gRPC
+            ctx.log.warning("no local read socket", error=str(exc))
+        else:
+            ctx.stack.push_async_callback(reads.close)
 
     runner = await start_http(cfg, monitor, ctx.bus, ctx.nc, authn, login)
     ctx.stack.push_async_callback(runner.cleanup)
