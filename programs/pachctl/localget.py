@@ -34,7 +34,8 @@ ENV = "PACH_LOCAL_SOCKET"
 OFF = frozenset({"off", "none", "no", "false", "0"})
 CACHE_NAME = "local-sockets.json"
 TIMEOUT_S = 300.0
-AHEAD = 2  # object files read in (WILLNEED) ahead of the one being sent
+READERS = 4  # threads reading a cold file's next object files meanwhile
+READ_AHEAD = 8  # how many object files they may be ahead of the one being sent
 _SENDFILE_MAX = 1 << 30
 _COPY_BYTES = 1 << 20
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF})
@@ -242,21 +243,100 @@ def _send_all(
         if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)):
             raise ConnectionError("a bad range in a frame")
         checked.append((r[0], r[1]))
-    for i, (fd, (offset, length)) in enumerate(zip(fds, checked, strict=True)):
-        if length > left - sent or offset < 0 or length < 0:
-            raise ConnectionError("a range past the file's size")
-        for j in range(i + 1, min(i + 1 + AHEAD, len(fds))):
-            _will_need(fds[j], *checked[j])
-        n = _send_range(fd, offset, length, out_fd, write)
-        sent += n
-        if n != length:
-            return sent, False
+    readers = None
+    if out_fd is not None and len(fds) > 1 and not _cached(fds[0], *checked[0]):
+        readers = _Readers(fds, checked)  # cold: read ahead in parallel
+    try:
+        for i, (fd, (offset, length)) in enumerate(zip(fds, checked, strict=True)):
+            if length > left - sent or offset < 0 or length < 0:
+                raise ConnectionError("a range past the file's size")
+            if readers is not None:
+                readers.sending(i)
+            n = _send_range(fd, offset, length, out_fd, write)
+            sent += n
+            if n != length:
+                return sent, False
+    finally:
+        if readers is not None:
+            readers.close()
     return sent, True
 
 
-def _will_need(fd: int, offset: int, length: int) -> None:
-    with contextlib.suppress(OSError):  # advice only
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+def _cached(fd: int, offset: int, length: int) -> bool:
+    """Whether the range's first and last bytes are in the page cache (a
+    read of them would not wait for the disk)."""
+    if length <= 0:
+        return True
+    buf = bytearray(1)
+    try:
+        for pos in (offset, offset + length - 1):
+            os.preadv(fd, [buf], pos, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # cannot tell: no reading ahead
+    return True
+
+
+class _Readers:
+    """Threads that read the ranges after the one being sent into the page
+    cache (``sendfile`` to /dev/null), at most ``READ_AHEAD`` ranges ahead:
+    a few reads in flight keep a disk busier than one sequential reader
+    (cold 1 GiB of 8 MiB chunks here: 0.6-0.9 GB/s alone, 1.0-1.3 GB/s with 3-4 readers).
+    Ranges found in the page cache are skipped."""
+
+    def __init__(self, fds: list[int], ranges: list[tuple[int, int]]) -> None:
+        import threading  # only for a cold read
+
+        self._fds = fds
+        self._ranges = ranges
+        self._cond = threading.Condition()
+        self._sending = 0
+        self._next = 1
+        self._stop = False
+        self._sink = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(READERS)]
+        for thread in self._threads:
+            thread.start()
+
+    def sending(self, index: int) -> None:
+        with self._cond:
+            self._sending = index
+            self._cond.notify_all()
+
+    def _take(self) -> int | None:
+        with self._cond:
+            while not self._stop and self._next > self._sending + READ_AHEAD:
+                self._cond.wait()
+            if self._stop or self._next >= len(self._fds):
+                return None
+            index = self._next
+            self._next += 1
+            return index
+
+    def _run(self) -> None:
+        while (index := self._take()) is not None:
+            fd, (offset, length) = self._fds[index], self._ranges[index]
+            if _cached(fd, offset, length):
+                continue
+            done = 0
+            try:
+                while done < length and not self._stop:
+                    n = os.sendfile(self._sink, fd, offset + done, min(length - done, 8 << 20))
+                    if n == 0:
+                        break
+                    done += n
+            except OSError:
+                return  # only a read ahead: the sender reads it anyway
+
+    def close(self) -> None:
+        """Stop; the threads are gone (no read of a descriptor about to close)."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+        os.close(self._sink)
 
 
 def _send_range(fd: int, offset: int, length: int, out_fd: int | None, write: Write) -> int:
