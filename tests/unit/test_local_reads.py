@@ -206,3 +206,44 @@ def test_only_a_full_advertisement_is_taken() -> None:
     assert localget.advertised(((proto.SOCKET_KEY, "relative.sock"), cid)) is None
     assert localget.advertised(None) is None
     assert localget.enabled({}) and not localget.enabled({"PACH_LOCAL_SOCKET": "off"})
+
+
+def test_a_cold_frame_is_read_ahead_and_still_sent_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = [_unique_block(i) for i in range(12)]
+    fds = []
+    for i, part in enumerate(parts):
+        path = tmp_path / f"c{i}"
+        path.write_bytes(part)
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        fds.append(fd)
+    started: list[int] = []
+    real = localget._Readers
+
+    class Counting(real):  # type: ignore[misc,valid-type]
+        def __init__(self, fds: list[int], ranges: list[tuple[int, int]]) -> None:
+            started.append(len(fds))
+            super().__init__(fds, ranges)
+
+    monkeypatch.setattr(localget, "_Readers", Counting)
+    out = tmp_path / "out"
+    wfd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    ranges = [[0, len(p)] for p in parts]
+    threads = threading.active_count()
+    try:
+        sent, whole = localget._send_all(fds, ranges, wfd, print, 1 << 30)
+    finally:
+        os.close(wfd)
+        for fd in fds:
+            os.close(fd)
+    assert whole and sent == sum(len(p) for p in parts)
+    assert out.read_bytes() == b"".join(parts)
+    assert started == [12]  # dropped from the page cache: read ahead
+    assert threading.active_count() == threads  # the readers are gone
+
+
+def _unique_block(i: int) -> bytes:
+    return bytes([i]) * (256 << 10) + i.to_bytes(8, "big")
