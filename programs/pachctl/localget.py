@@ -117,6 +117,10 @@ def advertised(metadata: object) -> tuple[str, str] | None:
     return (path, cluster) if path.startswith("/") and cluster else None
 
 
+class _BadFrame(Exception):
+    """A frame that does not fit the file (the read stops there)."""
+
+
 class Mismatch(Exception):
     """The socket is not the cluster's at ``PACHD_ADDRESS`` (a stale entry)."""
 
@@ -225,9 +229,17 @@ def _body(sock: socket.socket, size: int, out_fd: int | None, write: Write) -> i
                 if not isinstance(n, int) or n < 0 or n > size - got:
                     return got
                 got += _recv_bytes(sock, n, out_fd, write)
+            elif "error" in frame:  # after bytes were written: say why it stopped
+                err = frame["error"]
+                message = err.get("message") if isinstance(err, dict) else None
+                raise LocalReadCut(
+                    f"the local read stopped after {got} of {size} bytes: {message}",
+                    got=got,
+                    size=size,
+                )
             else:
-                return got  # the end, or an error after bytes were written
-        except ConnectionError:
+                return got  # the end
+        except _BadFrame:
             return got
         finally:
             _close(fds)
@@ -241,7 +253,7 @@ def _send_all(
     checked: list[tuple[int, int]] = []
     for r in ranges:
         if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)):
-            raise ConnectionError("a bad range in a frame")
+            raise _BadFrame("a bad range in a frame")
         checked.append((r[0], r[1]))
     readers = None
     if out_fd is not None and len(fds) > 1 and not _cached(fds[0], *checked[0]):
@@ -249,7 +261,7 @@ def _send_all(
     try:
         for i, (fd, (offset, length)) in enumerate(zip(fds, checked, strict=True)):
             if length > left - sent or offset < 0 or length < 0:
-                raise ConnectionError("a range past the file's size")
+                raise _BadFrame("a range past the file's size")
             if readers is not None:
                 readers.sending(i)
             n = _send_range(fd, offset, length, out_fd, write)

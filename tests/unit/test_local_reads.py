@@ -170,7 +170,6 @@ def test_a_frame_promising_more_than_the_file_stops_the_read(tmp_path: Path) -> 
         [(_frame({"bytes": 60}), [])],
         [(_frame({"fds": [[0, 10], [10, 10]]}), [fd])],  # two ranges, one descriptor
         [(b"not json", [])],
-        [(_frame({"error": {"type": "Internal", "message": "x"}}), [])],
     ]
     for frames in cases:
         before = _open_fds()
@@ -247,3 +246,26 @@ def test_a_cold_frame_is_read_ahead_and_still_sent_in_order(
 
 def _unique_block(i: int) -> bytes:
     return bytes([i]) * (256 << 10) + i.to_bytes(8, "big")
+
+
+def test_an_error_after_bytes_says_why_and_a_closed_output_is_not_a_cut(tmp_path: Path) -> None:
+    frames = [
+        (_frame({"bytes": 2}), []),
+        (b"ab", []),
+        (_frame({"error": {"type": "ObjectNotFound", "message": "object x not found"}}), []),
+    ]
+    sock, thread = _serve(frames)
+    with sock, pytest.raises(localget.LocalReadCut, match="after 2 of 10 bytes: object x"):
+        localget._body(sock, 10, None, bytearray().extend)
+    thread.join()
+    chunk = tmp_path / "chunk"
+    chunk.write_bytes(b"C" * (1 << 20))
+    fd = os.open(chunk, os.O_RDONLY)
+    sock, thread = _serve([(_frame({"fds": [[0, 1 << 20]]}), [fd])])
+    r, w = os.pipe()
+    os.close(r)  # the reader went away (| head)
+    with sock, pytest.raises(BrokenPipeError):
+        localget._body(sock, 1 << 20, w, print)
+    thread.join()
+    os.close(w)
+    os.close(fd)
