@@ -352,6 +352,7 @@ def _local_get(
     if where is None:
         return False
     from programs.pachctl.commands import getfile  # its group; loaded already by get-file
+
     try:
         repo = file.commit.repo.name
         done = getfile.read_local(
