@@ -249,7 +249,7 @@ def _unique_block(i: int) -> bytes:
 
 
 def test_an_error_after_bytes_says_why_and_a_closed_output_is_not_a_cut(tmp_path: Path) -> None:
-    frames = [
+    frames: list[tuple[bytes, list[int]]] = [
         (_frame({"bytes": 2}), []),
         (b"ab", []),
         (_frame({"error": {"type": "ObjectNotFound", "message": "object x not found"}}), []),
