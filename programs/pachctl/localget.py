@@ -21,6 +21,7 @@ import contextlib
 import errno
 import os
 import socket
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def _connect(path: str) -> socket.socket | None:
         sock.settimeout(TIMEOUT_S)
         sock.connect(address)
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        if int.from_bytes(creds[4:8], "little") != os.getuid():
+        if int.from_bytes(creds[4:8], sys.byteorder) != os.getuid():  # struct ucred.uid
             raise PermissionError("the socket's server runs as another user")
     except OSError:
         sock.close()

@@ -13,6 +13,8 @@ from libs.bus import Bus
 from libs.errors import PachError
 from libs.local_reads import CLUSTER_KEY, SOCKET_KEY
 
+ASK_S = 2.0  # admin down or held: no advertisement this time, not a slow InspectFile
+
 
 class ClusterIdentity:
     def __init__(self, bus: Bus) -> None:
@@ -26,11 +28,19 @@ class ClusterIdentity:
             return self._id
         async with self._lock:
             if not self._id:
-                try:
-                    info = await self._bus.request(
-                        "admin", "InspectCluster", Empty(), admin.ClusterInfo, kind="qry"
+                try:  # never long: InspectFile waits for it
+                    info = await asyncio.wait_for(
+                        self._bus.request(
+                            "admin",
+                            "InspectCluster",
+                            Empty(),
+                            admin.ClusterInfo,
+                            kind="qry",
+                            timeout=ASK_S,
+                        ),
+                        ASK_S,
                     )
-                except PachError:
+                except (PachError, TimeoutError):
                     return ""
                 self._id = info.id
         return self._id
