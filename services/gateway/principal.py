@@ -145,3 +145,22 @@ def http_ask(bus: Bus, http: web.Request, service: str) -> Ask:
         )
 
     return call
+
+
+def token_ask(bus: Bus, token: str, service: str) -> Ask:
+    """Backend calls on behalf of the caller holding ``token`` (the local
+    read socket's requests carry it in their JSON)."""
+    principal = _who(token)
+
+    async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
+        return await bus.request(
+            service,
+            name,
+            request,
+            response_type,
+            kind=kind,
+            principal=principal,
+            timeout=timeout_for(name, bus.timeout),
+        )
+
+    return call

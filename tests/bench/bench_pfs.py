@@ -42,11 +42,18 @@ SMALL_SIZE = 1024
 SMALL_DIRS = 100
 FINISH_SAMPLES = 7
 READS = 3
+READS_ONLY = 5  # with PACH_BENCH_PFS_ONLY=get
+# PACH_BENCH_PFS_ONLY=get: only the get-file rows (and the put they need).
+ONLY = os.environ.get("PACH_BENCH_PFS_ONLY", "")
 DVC = ROOT / ".venv-bench" / "bin" / "dvc"
 
 
 def _mbs(nbytes: int, seconds: float) -> float:
     return round(nbytes / MiB / max(seconds, 1e-9), 1)
+
+
+def _ms(seconds: list[float]) -> float:
+    return round(statistics.median(seconds) * 1000, 1)
 
 
 def _write_big(path: Path) -> None:
@@ -101,7 +108,12 @@ def _pachctl(cluster: Cluster) -> tuple[str, dict[str, str]]:
         **os.environ,
         "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}",
         "PYTHONPATH": str(ROOT),
+        # its own config dir (where it keeps the local read socket's path)
+        "PACH_CONFIG": str(cluster.data_dir.parent / "pachctl" / "config.json"),
+        # compiled once, as an installed pachctl is (0037's bench_pachctl)
+        "PYTHONPYCACHEPREFIX": str(cluster.data_dir.parent / "pycache"),
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return f"{sys.executable} -m programs.pachctl", env
 
 
@@ -177,6 +189,85 @@ async def _dvc_add(work: Path, target: Path) -> float:
         shutil.rmtree(repo, ignore_errors=True)
 
 
+async def _get_rows(
+    work: Path, src: Path, pachctl: str, env: dict[str, str], address: str
+) -> list[Result]:
+    """get-file of ``src`` (put as big@master:/big.bin) against ``cat``."""
+    results: list[Result] = []
+    # get-file against cat of the same file, both warm and both cold
+    # (the median of READS runs each: one run swings by +-30% on a shared
+    # VM): pachctl as a user runs it (the gateway's local read socket,
+    # 0039), pachctl on the HTTP download sent with sendfile (0036:
+    # PACH_LOCAL_SOCKET=off), pachctl kept on gRPC (both off: the path
+    # before 0036, plus one InspectFile), and the gRPC API as
+    # python-pachyderm reads it. Cold: the source file and every object
+    # of the store are dropped from the page cache (posix_fadvise
+    # DONTNEED) before each.
+    get = f"{pachctl} get-file big master /big.bin > /dev/null"
+    paths = {
+        "": env,
+        " over HTTP (0036)": {**env, "PACH_LOCAL_SOCKET": "off"},
+        " over gRPC only": {**env, "PACH_LOCAL_SOCKET": "off", "PACH_HTTP_ADDRESS": "off"},
+    }
+    reads = READS_ONLY if ONLY == "get" else READS
+    for temp in ("warm", "cold"):
+        cold = temp == "cold"
+        cats: list[float] = []
+        gets: dict[str, list[float]] = {name: [] for name in paths}
+        apis: list[float] = []
+        if not cold:  # warm them all up once (and pachctl learns the socket)
+            await _timed(f"cat {src} > /dev/null")
+            await _timed(get, env=env)
+        for _ in range(reads):
+            if cold:
+                _drop_cache(src)
+            cats.append(await _timed(f"cat {src} > /dev/null"))
+            for name, path_env in paths.items():
+                if cold:
+                    _drop_tree_cache(work / "data" / "objects")
+                gets[name].append(await _timed(get, env=path_env))
+            if cold:
+                _drop_tree_cache(work / "data" / "objects")
+            apis.append(await asyncio.to_thread(_api_get, address, "big", "/big.bin", BIG))
+        cat_s, api_s = statistics.median(cats), statistics.median(apis)
+        floor = 0.8 if cold else 0.5
+        results.append(
+            Result(f"peer: cat 1 GiB > /dev/null (median, {temp})", _mbs(BIG, cat_s), "MB/s")
+        )
+        for name in paths:
+            get_s = statistics.median(gets[name])
+            results += [
+                Result(
+                    f"pachctl get-file{name} 1 GiB > /dev/null (median, {temp})",
+                    _mbs(BIG, get_s),
+                    "MB/s",
+                    500.0 if cold and not name else None,
+                ),
+                Result(
+                    f"  pachctl get-file{name} speed / cat speed, {temp}",
+                    round(cat_s / get_s, 2),
+                    "x",
+                    floor if not name else None,
+                ),
+            ]
+        results += [
+            Result(f"gRPC GetFile 1 GiB (median, {temp})", _mbs(BIG, api_s), "MB/s"),
+            Result(f"  gRPC GetFile speed / cat speed, {temp}", round(cat_s / api_s, 2), "x"),
+        ]
+    # Where a warm get-file's time goes: pachctl's start, then the start and
+    # the socket's handshake (a 1-byte file), the rest is the transfer.
+    await _timed(f"echo -n x | {pachctl} put-file big master /one", env=env)
+    starts, ones = [], []
+    for _ in range(reads):
+        starts.append(await _timed(f"{pachctl} version --client-only", env=env))
+        ones.append(await _timed(f"{pachctl} get-file big master /one > /dev/null", env=env))
+    results += [
+        Result("  pachctl start (version --client-only, median)", _ms(starts), "ms"),
+        Result("  pachctl get-file of 1 byte (start + handshake, median)", _ms(ones), "ms"),
+    ]
+    return results
+
+
 async def run(ctx: BenchContext) -> list[Result]:
     work = ctx.work_dir / "pfs"
     work.mkdir(parents=True, exist_ok=True)
@@ -195,6 +286,11 @@ async def run(ctx: BenchContext) -> list[Result]:
         # --- one 1 GiB file ----------------------------------------------------
         src = work / "big.bin"
         await asyncio.to_thread(_write_big, src)
+        if ONLY == "get":
+            await _timed(f"{pachctl} create-repo big", env=env)
+            await _timed(f"{pachctl} put-file big master /big.bin -f {src}", env=env)
+            results += await _get_rows(work, src, pachctl, env, address)
+            return results
         secs = await _timed(f"cp {src} {work / 'copy.bin'} && sync {work / 'copy.bin'}")
         os.unlink(work / "copy.bin")
         results.append(Result("peer: cp 1 GiB (+sync)", _mbs(BIG, secs), "MB/s"))
@@ -216,67 +312,7 @@ async def run(ctx: BenchContext) -> list[Result]:
                 )
             )
 
-        # get-file against cat of the same file, both warm and both cold
-        # (the median of READS runs each: one run swings by +-30% on a shared
-        # VM): pachctl as a user runs it (the HTTP download sent with
-        # sendfile, 0036), pachctl kept on gRPC (PACH_HTTP_ADDRESS=off: the
-        # path before 0036, plus one InspectFile), and the gRPC API as
-        # python-pachyderm reads it. Cold: the source file and every object
-        # of the store are dropped from the page cache (posix_fadvise
-        # DONTNEED) before each.
-        get = f"{pachctl} get-file big master /big.bin > /dev/null"
-        grpc_env = {**env, "PACH_HTTP_ADDRESS": "off"}
-        for temp in ("warm", "cold"):
-            cold = temp == "cold"
-            cats, gets, grpc_gets, apis = [], [], [], []
-            if not cold:  # warm them all up once
-                await _timed(f"cat {src} > /dev/null")
-                await _timed(get, env=env)
-            for _ in range(READS):
-                if cold:
-                    _drop_cache(src)
-                cats.append(await _timed(f"cat {src} > /dev/null"))
-                if cold:
-                    _drop_tree_cache(work / "data" / "objects")
-                gets.append(await _timed(get, env=env))
-                if cold:
-                    _drop_tree_cache(work / "data" / "objects")
-                grpc_gets.append(await _timed(get, env=grpc_env))
-                if cold:
-                    _drop_tree_cache(work / "data" / "objects")
-                apis.append(await asyncio.to_thread(_api_get, address, "big", "/big.bin", BIG))
-            cat_s, get_s, grpc_s, api_s = (
-                statistics.median(t) for t in (cats, gets, grpc_gets, apis)
-            )
-            floor = 0.8 if cold else 0.5
-            results += [
-                Result(f"peer: cat 1 GiB > /dev/null (median, {temp})", _mbs(BIG, cat_s), "MB/s"),
-                Result(
-                    f"pachctl get-file 1 GiB > /dev/null (median, {temp})",
-                    _mbs(BIG, get_s),
-                    "MB/s",
-                    500.0 if cold else None,
-                ),
-                Result(
-                    f"  pachctl get-file speed / cat speed, {temp}",
-                    round(cat_s / get_s, 2),
-                    "x",
-                    floor,
-                ),
-                Result(
-                    f"pachctl get-file over gRPC only (median, {temp})", _mbs(BIG, grpc_s), "MB/s"
-                ),
-                Result(
-                    f"  pachctl get-file over gRPC speed / cat speed, {temp}",
-                    round(cat_s / grpc_s, 2),
-                    "x",
-                    floor,
-                ),
-                Result(f"gRPC GetFile 1 GiB (median, {temp})", _mbs(BIG, api_s), "MB/s"),
-                Result(
-                    f"  gRPC GetFile speed / cat speed, {temp}", round(cat_s / api_s, 2), "x", floor
-                ),
-            ]
+        results += await _get_rows(work, src, pachctl, env, address)
         os.unlink(src)
 
         # --- 100,000 files of 1 KiB ----------------------------------------------

@@ -85,6 +85,7 @@ def _pachctl(
         "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}",
         "PYTHONPATH": str(ROOT),
         "PACH_CONFIG": str(config or cluster.data_dir.parent / "no-config.json"),
+        "PACH_LOCAL_SOCKET": "off",  # the HTTP path (the local socket: 0039's tests)
     }
     env.pop("PACH_HTTP_ADDRESS", None)
     if http is not None:

@@ -24,11 +24,11 @@ from libs import bytes_value
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument, PachError
-from programs.pachctl import fastget, pretty, progress
+from programs.pachctl import fastget, localget, pretty, progress
 from programs.pachctl.address import from_env
 from programs.pachctl.client import DEFAULT_TIMEOUT_S, Pachd, ServerError
 from programs.pachctl.commands import putfile
-from programs.pachctl.commands.putfile import DEFAULT_PARALLELISM, STREAM_TIMEOUT_S
+from programs.pachctl.commands.putfile import STREAM_TIMEOUT_S
 from programs.pachctl.tabwriter import StreamingTable
 
 _RAW = "disable pretty printing, print raw json"
@@ -53,24 +53,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "previous calls to put-file within this commit.",
     )  # fmt: skip
     p.set_defaults(run=copy_file)
-
-    p = sub.add_parser(
-        "get-file",
-        help="Return the contents of a file.",
-        usage="pachctl get-file repo-name commit-id path/to/file [flags]",
-    )
-    p.add_argument("repo")
-    p.add_argument("commit")
-    p.add_argument("path")
-    p.add_argument(
-        "-r", "--recursive", action="store_true", help="Recursively download a directory."
-    )
-    p.add_argument("-o", "--output", default="", help="The path where data will be downloaded.")
-    p.add_argument(
-        "-p", "--parallelism", type=int, default=DEFAULT_PARALLELISM,
-        help="The maximum number of files that can be downloaded in parallel",
-    )  # fmt: skip
-    p.set_defaults(run=get_file)
 
     p = sub.add_parser(
         "inspect-file",
@@ -334,10 +316,14 @@ def _fast_get(pachd: Pachd, file: pfs.File, output: str, out: TextIO) -> bool:
         metadata = call.trailing_metadata()
     except grpc.RpcError:
         return False  # gRPC says what is wrong
-    address = fastget.http_address(os.environ, pachd.address, metadata)
-    if address is None or info.file_type != pfs.FILE:
+    if info.file_type != pfs.FILE:
         return False
     pinned = info.file.commit.id or file.commit.id
+    if _local_get(pachd, file, pinned, metadata, output, out):
+        return True
+    address = fastget.http_address(os.environ, pachd.address, metadata)
+    if address is None:
+        return False
     head = fastget.request_head(address, file.commit.repo.name, pinned, file.path, pachd.token)
     size, etag = info.size_bytes, info.hash.hex()
     if not output:
@@ -355,6 +341,28 @@ def _fast_get(pachd: Pachd, file: pfs.File, output: str, out: TextIO) -> bool:
         except BaseException:
             sink.truncate(0)  # no half file left behind
             raise
+
+
+def _local_get(
+    pachd: Pachd, file: pfs.File, pinned: str, metadata: object, output: str, out: TextIO
+) -> bool:
+    """The same-host read socket InspectFile advertised (``localget``),
+    remembered for the next get-file once it served this one."""
+    where = localget.advertised(metadata) if localget.enabled(os.environ) else None
+    if where is None:
+        return False
+    from programs.pachctl.commands import getfile  # its group; loaded already by get-file
+
+    try:
+        repo = file.commit.repo.name
+        done = getfile.read_local(
+            where, pachd.address, pachd.token, repo, pinned, file.path, output, out
+        )
+    except localget.Mismatch:
+        return False
+    if done:
+        localget.remember(pachd.address, where)
+    return done
 
 
 def _fileno(stream: object) -> int | None:

@@ -18,15 +18,18 @@ from nats.aio.client import Client
 from libs.authz.view import AuthView
 from libs.bus import Bus
 from libs.config import Config
-from libs.errors import DeadlineExceeded
+from libs.errors import DeadlineExceeded, PachError
+from libs.objects import LocalObjectStore, open_object_store
 from libs.service import ServiceContext
 from services.gateway import dashboard, principal
 from services.gateway.app.authn import Authenticator
 from services.gateway.app.backends import BackendMonitor
+from services.gateway.app.identity import ClusterIdentity, LocalAdvert
 from services.gateway.app.oidc import OidcLogin, OidcSettings
 from services.gateway.grpc.server import start_grpc
 from services.gateway.http import feed, keys, oidc, session
 from services.gateway.http.app import build_app, serve_http
+from services.gateway.local.server import LocalReads
 
 GRACE_S = 5.0
 STARTUP_SYNC_S = 60.0
@@ -81,12 +84,24 @@ async def setup(ctx: ServiceContext) -> None:
     login = OidcLogin(OidcSettings.from_env(cfg), ctx.bus, authn)
     ctx.stack.push_async_callback(login.close)
 
-    server, grpc_port = await start_grpc(cfg, monitor, ctx.bus, authn, login)
+    local = LocalAdvert(ClusterIdentity(ctx.bus))
+    server, grpc_port = await start_grpc(cfg, monitor, ctx.bus, authn, login, local)
 
     async def stop_grpc() -> None:
         await server.stop(GRACE_S)
 
     ctx.stack.push_async_callback(stop_grpc)
+
+    # The same-host read socket (local store only), bound once the gRPC port
+    # is ours: its name carries that port (0039).
+    store = open_object_store(cfg.objects)
+    if isinstance(store, LocalObjectStore):
+        try:
+            reads = LocalReads.listen(cfg.data_dir, ctx.bus, store, local, grpc_port)
+        except (OSError, PachError) as exc:  # get-file keeps HTTP and gRPC
+            ctx.log.warning("no local read socket", error=str(exc))
+        else:
+            ctx.stack.push_async_callback(reads.close)
 
     runner = await start_http(cfg, monitor, ctx.bus, ctx.nc, authn, login)
     ctx.stack.push_async_callback(runner.cleanup)

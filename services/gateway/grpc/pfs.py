@@ -25,6 +25,7 @@ from libs.bus import Bus
 from libs.objects import LocalObjectStore, ObjectStore
 from services.gateway.app import commits, file_pages
 from services.gateway.app import ingest as files
+from services.gateway.app.identity import LocalAdvert
 from services.gateway.app.replies import MAX_REPLY
 from services.gateway.grpc.streams import closed_by_client
 from services.gateway.principal import Ask, ask
@@ -41,13 +42,21 @@ HTTP_PORT_KEY = "pach-http-port"
 
 class PfsServicer(pfs_pb2_grpc.APIServicer):
     def __init__(
-        self, bus: Bus, store: ObjectStore, max_reply: int = MAX_REPLY, http_port: int = 0
+        self,
+        bus: Bus,
+        store: ObjectStore,
+        max_reply: int = MAX_REPLY,
+        http_port: int = 0,
+        local: LocalAdvert | None = None,
     ) -> None:
         self.bus = bus
+        self._local = local
         self.store = store
         self.max_reply = max_reply
         fast = http_port and isinstance(store, LocalObjectStore)
-        self._advertised = ((HTTP_PORT_KEY, str(http_port)),) if fast else ()
+        self._advertised: tuple[tuple[str, str], ...] = (
+            ((HTTP_PORT_KEY, str(http_port)),) if fast else ()
+        )
 
     def _ask(self, context: Ctx) -> Ask:
         async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
@@ -73,8 +82,11 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         self, request: pfs.InspectFileRequest, context: Ctx
     ) -> pfs.FileInfo:
         info = await ask(self.bus, context, "pfs", "InspectFile", request, pfs.FileInfo, kind="qry")
-        if self._advertised:
-            context.set_trailing_metadata(self._advertised)
+        advertised = self._advertised
+        if self._local is not None:  # the same-host read socket (0039)
+            advertised += await self._local.metadata()
+        if advertised:
+            context.set_trailing_metadata(advertised)
         return info
 
     async def ListFile(  # type: ignore[override]
@@ -216,11 +228,13 @@ def register(
     store: ObjectStore,
     max_reply: int = MAX_REPLY,
     http_port: int = 0,
+    local: LocalAdvert | None = None,
 ) -> None:
-    """``http_port``: where the gateway's HTTP download listens (0: none)."""
+    """``http_port``: where the gateway's HTTP download listens (0: none);
+    ``local``: the same-host read socket InspectFile advertises."""
     # The RPCs PfsServicer does not define yet keep the generated base's
     # UNIMPLEMENTED answer; the typed stubs declare them abstract.
-    servicer = PfsServicer(bus, store, max_reply, http_port)  # type: ignore[abstract]
+    servicer = PfsServicer(bus, store, max_reply, http_port, local)  # type: ignore[abstract]
     capture = _Handlers()
     pfs_pb2_grpc.add_APIServicer_to_server(servicer, capture)  # type: ignore[arg-type]
     handlers = capture.handlers

@@ -15,6 +15,7 @@ from libs.objects import open_object_store
 from libs.observe import GrpcRequestLog
 from services.gateway.app.authn import Authenticator
 from services.gateway.app.backends import BackendMonitor
+from services.gateway.app.identity import LocalAdvert
 from services.gateway.app.oidc import OidcLogin
 from services.gateway.errors import GrpcErrors
 from services.gateway.grpc import admin, auth, pfs, pps, unserved, version
@@ -29,6 +30,7 @@ async def start_grpc(
     bus: Bus,
     authn: Authenticator,
     oidc: OidcLogin | None = None,
+    local: LocalAdvert | None = None,
 ) -> tuple[aio.Server, int]:
     server = aio.server(
         interceptors=[GrpcRequestLog(), GrpcErrors()],
@@ -40,7 +42,9 @@ async def start_grpc(
     )
     version.register(server, bus)
     store = open_object_store(cfg.objects)
-    pfs.register(server, bus, store, cfg.grpc_max_message_bytes, http_port=cfg.http_port)
+    pfs.register(
+        server, bus, store, cfg.grpc_max_message_bytes, http_port=cfg.http_port, local=local
+    )
     pps.register(server, bus, cfg.grpc_max_message_bytes)
     admin.register(server, bus, cfg)
     auth.register(server, bus, authn, oidc)

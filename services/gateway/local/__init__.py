@@ -1,0 +1,1 @@
+"""The gateway's same-host read socket (``server.py``)."""
