@@ -56,7 +56,10 @@ _DELETED: Any = object()
 
 class View:
     """What a projection's ``apply`` reads and writes through: the store as of
-    the last commit plus this group's own uncommitted writes."""
+    the last commit plus this group's own uncommitted writes. A document read
+    once is remembered for the rest of the group (only the runner writes its
+    projections' collections), so reading it again costs no trip to the
+    store."""
 
     def __init__(self, store: DocumentStore, batch: Batch) -> None:
         self._store = store
@@ -69,7 +72,9 @@ class View:
             return None
         if pending is not None:
             return pending
-        return await self._store.get(collection, key)
+        doc = await self._store.get(collection, key)
+        self._pending[(collection, key)] = _DELETED if doc is None else doc
+        return doc
 
     def put(self, collection: str, key: str, doc: Document) -> None:
         self._pending[(collection, key)] = doc
