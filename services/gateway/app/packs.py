@@ -8,10 +8,11 @@ putting one small file at once (``pachctl put-file repo master -f file`` in
 a loop, python-pachyderm's ``put_file_bytes``) were as many pack writes,
 each two fsyncs and two hops to the I/O threads. Here a stream whose only
 file is small hands its bytes to ``PackGroups.write``: they are appended to
-the pack being filled, which is written as soon as the write before it is
-done; the caller gets its ref once that pack is durable (so, as before,
-pfs only ever sees durable refs). While one pack is being written, the files
-that arrive meanwhile fill the next.
+the pack being filled, which is written at once unless the owner's packs
+in flight are at their limit; the caller gets its ref once that pack is
+durable (so, as before, pfs only ever sees durable refs). Up to four packs
+of an owner are written at once; while they are, the files that arrive
+fill the next.
 
 Packs are grouped per caller (``owner``, the caller's token): a pack never
 mixes the bytes of two principals. A failed write fails only the callers
@@ -40,14 +41,13 @@ class _Pack:
 
 class _Group:
     """One owner's packs: the one being filled, those sealed and waiting,
-    and the task that writes them one after another."""
+    and how many are being written."""
 
-    def __init__(self, store: ObjectStore, max_bytes: int) -> None:
-        self._store = store
+    def __init__(self, max_bytes: int) -> None:
         self._max = max_bytes
         self._filling = _Pack()
         self._sealed: deque[_Pack] = deque()
-        self.writing: asyncio.Task[None] | None = None
+        self.writing = 0
 
     def add(self, data: bytes) -> tuple[DataRef, asyncio.Future[None]]:
         pack = self._filling
@@ -62,68 +62,79 @@ class _Group:
         self._sealed.append(self._filling)
         self._filling = _Pack()
 
+    def next(self) -> _Pack | None:
+        """The next pack to write (sealing the one being filled), if any."""
+        if not self._sealed:
+            if not self._filling.data:
+                return None
+            self._seal()
+        return self._sealed.popleft()
+
     def abandon(self) -> None:
+        """Tell the callers of the packs not written yet that they never will be."""
         for pack in (*self._sealed, self._filling):
             pack.done.cancel()
+        self._sealed.clear()
+        self._filling = _Pack()
 
     def idle(self) -> bool:
-        return not self._sealed and not self._filling.data
-
-    async def write_all(self) -> None:
-        """Write packs until none is left (those filled meanwhile too)."""
-        while True:
-            if not self._sealed:
-                if not self._filling.data:
-                    return
-                self._seal()
-            pack = self._sealed.popleft()
-            try:
-                await self._store.put(chunk_key(pack.id), bytes(pack.data))
-            except Exception as exc:
-                if not pack.done.done():
-                    pack.done.set_exception(exc)
-                    pack.done.exception()  # retrieved: its callers may be gone
-            except BaseException:
-                self._sealed.appendleft(pack)  # told by ``abandon``
-                raise
-            else:
-                if not pack.done.done():
-                    pack.done.set_result(None)
+        return not self.writing and not self._sealed and not self._filling.data
 
 
 class PackGroups:
-    """Shared packs for one-small-file put-files, per owner."""
+    """Shared packs for one-small-file put-files, per owner. Up to
+    ``writes`` packs of an owner are written at once: a file that finds
+    fewer in flight has its pack written at once (alone, when the streams
+    are few), and the files that come while all are in flight share the
+    next pack."""
 
-    def __init__(self, store: ObjectStore, max_bytes: int = CHUNK_SIZE) -> None:
+    def __init__(self, store: ObjectStore, max_bytes: int = CHUNK_SIZE, writes: int = 4) -> None:
         self._store = store
         self._max = max_bytes
+        self._writes = writes
         self._groups: dict[str, _Group] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def write(self, owner: str, data: bytes) -> DataRef:
         """Store ``data`` in ``owner``'s next pack; its ref once the pack is
         durable (the write's error when it is not)."""
         group = self._groups.get(owner)
         if group is None:
-            group = self._groups[owner] = _Group(self._store, self._max)
+            group = self._groups[owner] = _Group(self._max)
         ref, done = group.add(data)
-        if group.writing is None:
-            group.writing = asyncio.create_task(self._run(owner, group))
+        self._start(owner, group)
         await asyncio.shield(done)  # a cancelled caller leaves the write to the others
         return ref
 
-    async def _run(self, owner: str, group: _Group) -> None:
+    def _start(self, owner: str, group: _Group) -> None:
+        while group.writing < self._writes and (pack := group.next()) is not None:
+            group.writing += 1
+            task = asyncio.create_task(self._write(owner, group, pack))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, owner: str, group: _Group, pack: _Pack) -> None:
         try:
-            await group.write_all()
+            await self._store.put(chunk_key(pack.id), bytes(pack.data))
+        except Exception as exc:
+            if not pack.done.done():
+                pack.done.set_exception(exc)
+                pack.done.exception()  # retrieved: its callers may be gone
+        except BaseException:  # cancelled (stopping): no more writes start
+            pack.done.cancel()
+            group.abandon()
+            raise
+        else:
+            if not pack.done.done():
+                pack.done.set_result(None)
         finally:
-            group.writing = None
-            if group.idle():
-                if self._groups.get(owner) is group:
-                    del self._groups[owner]
-            else:  # cancelled (shutting down) with packs left: their callers are told
-                group.abandon()
+            group.writing -= 1
+        self._start(owner, group)
+        if group.idle() and self._groups.get(owner) is group:
+            del self._groups[owner]
 
     async def stop(self) -> None:
-        tasks = [g.writing for g in self._groups.values() if g.writing is not None]
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
