@@ -42,3 +42,25 @@ async def test_a_group_reads_each_document_from_the_store_once(tmp_path: Path) -
         assert await store.get("docs", "a") is None
     finally:
         await store.close()
+
+
+async def test_prefetched_documents_are_read_together_and_then_from_memory(
+    tmp_path: Path,
+) -> None:
+    store = Counting(tmp_path / "p.sqlite")
+    await store.open([Collection("docs")])
+    try:
+        for k in "abc":
+            await store.put("docs", k, {"key": k})
+        async with store.batch() as batch:
+            view = View(store, batch)
+            view.put("docs", "c", {"key": "c", "mine": True})
+            await view.prefetch([("docs", "a"), ("docs", "b"), ("docs", "a"), ("docs", "c")])
+            await view.prefetch([("docs", "zz")])
+            assert store.gets == 3  # a, b and zz; c was the group's own already
+            assert await view.get("docs", "a") == {"key": "a"}
+            assert await view.get("docs", "zz") is None
+            assert await view.get("docs", "c") == {"key": "c", "mine": True}
+            assert store.gets == 3
+    finally:
+        await store.close()
