@@ -94,6 +94,56 @@ class AggregateCache(Generic[S]):
         self._remember(aggregate, loaded)
         return loaded
 
+    def cached(self, aggregate: AggregateRef) -> Loaded[S] | None:
+        """The state this process last loaded or appended, without asking
+        the store (another process may have appended since: an append at
+        its position then fails with ``ConcurrencyError``)."""
+        return self._entries.get(aggregate.subject)
+
+    async def append(
+        self,
+        aggregate: AggregateRef,
+        loaded: Loaded[S],
+        events: Sequence[Message],
+        *,
+        principal: str = "",
+        causation_id: str = "",
+        correlation_id: str = "",
+    ) -> Executed[S]:
+        """Append ``events``, decided on ``loaded``, if the aggregate still
+        stands at its position; ``ConcurrencyError`` when it moved on (the
+        entry is forgotten, so the next ``load`` reads what is new)."""
+        try:
+            appended = await self.store.append(
+                aggregate,
+                events,
+                loaded.position,
+                principal=principal,
+                causation_id=causation_id,
+                correlation_id=correlation_id,
+            )
+        except ConcurrencyError:
+            self.forget(aggregate)
+            raise
+        return self._appended(aggregate, loaded, events, appended, 1)
+
+    def _appended(
+        self,
+        aggregate: AggregateRef,
+        loaded: Loaded[S],
+        events: Sequence[Message],
+        appended: Appended,
+        attempt: int,
+    ) -> Executed[S]:
+        state = loaded.state
+        for event in events:
+            state = self.evolve(state, event)
+        if appended.duplicate:
+            self.forget(aggregate)  # what landed is not what we just decided
+        else:
+            self._remember(aggregate, Loaded(state, appended.position))
+        return Executed(state, events, appended, attempt)
+
     async def execute(
         self,
         aggregate: AggregateRef,
@@ -126,14 +176,7 @@ class AggregateCache(Generic[S]):
                 # Back off a little, with jitter, so racing writers spread out.
                 await asyncio.sleep(random.uniform(0, 0.002 * attempt))
                 continue
-            state = loaded.state
-            for event in events:
-                state = self.evolve(state, event)
-            if appended.duplicate:
-                self.forget(aggregate)  # what landed is not what we just decided
-            else:
-                self._remember(aggregate, Loaded(state, appended.position))
-            return Executed(state, events, appended, attempt)
+            return self._appended(aggregate, loaded, events, appended, attempt)
 
 
 async def load(

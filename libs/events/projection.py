@@ -56,7 +56,10 @@ _DELETED: Any = object()
 
 class View:
     """What a projection's ``apply`` reads and writes through: the store as of
-    the last commit plus this group's own uncommitted writes."""
+    the last commit plus this group's own uncommitted writes. A document read
+    once is remembered for the rest of the group (only the runner writes its
+    projections' collections), so reading it again costs no trip to the
+    store."""
 
     def __init__(self, store: DocumentStore, batch: Batch) -> None:
         self._store = store
@@ -69,7 +72,9 @@ class View:
             return None
         if pending is not None:
             return pending
-        return await self._store.get(collection, key)
+        doc = await self._store.get(collection, key)
+        self._pending[(collection, key)] = _DELETED if doc is None else doc
+        return doc
 
     def put(self, collection: str, key: str, doc: Document) -> None:
         self._pending[(collection, key)] = doc
@@ -78,6 +83,15 @@ class View:
     def delete(self, collection: str, key: str) -> None:
         self._pending[(collection, key)] = _DELETED
         self._batch.delete(collection, key)
+
+    async def prefetch(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Read the documents ``keys`` names that the group has not read or
+        written yet, all at once (one after another on the store's side,
+        without a round trip back between them); ``get`` then finds them."""
+        wanted = list(dict.fromkeys(k for k in keys if k not in self._pending))
+        docs = await asyncio.gather(*(self._store.get(c, k) for c, k in wanted))
+        for key, doc in zip(wanted, docs, strict=True):
+            self._pending.setdefault(key, _DELETED if doc is None else doc)
 
 
 class Projection(abc.ABC):
@@ -93,6 +107,12 @@ class Projection(abc.ABC):
     def event_types(self) -> frozenset[str] | None:
         """Only these types are decoded and applied; None means all."""
         return None
+
+    def prefetch(self, event: RecordedEvent) -> Sequence[tuple[str, str]]:
+        """(collection, key) of documents ``apply`` will read for ``event``
+        from before the group (read together for the whole group first);
+        none by default."""
+        return ()
 
     @abc.abstractmethod
     async def apply(self, event: RecordedEvent, view: View) -> None: ...
@@ -283,15 +303,32 @@ class ProjectionRunner:
     async def _apply(self, msgs: Sequence[Any]) -> None:
         last = self.position
         fed = list(zip(self.projections, self._positions, strict=True))
+        decoded: list[tuple[int, Any, list[RecordedEvent], PachError | None]] = []
+        for msg in msgs:
+            seq = int(msg.metadata.sequence.stream)
+            if seq <= last or (decoded and seq <= decoded[-1][0]):
+                continue  # already applied (a redelivery after a reconnect)
+            try:
+                events = decode_batch(msg.data, seq, self.registry, self._only)
+            except PachError as bad:
+                decoded.append((seq, msg, [], bad))
+            else:
+                decoded.append((seq, msg, events, None))
         async with self.store.batch() as batch:
             view = View(self.store, batch)
-            for msg in msgs:
-                seq = int(msg.metadata.sequence.stream)
-                if seq <= last:
-                    continue  # already applied (a redelivery after a reconnect)
-                try:
-                    events = decode_batch(msg.data, seq, self.registry, self._only)
-                except PachError as err:
+            wanted = [
+                key
+                for seq, _, events, _ in decoded
+                for projection, applied in fed
+                if seq > applied
+                for event in events
+                if projection.event_types is None or event.type in projection.event_types
+                for key in projection.prefetch(event)
+            ]
+            if wanted:
+                await view.prefetch(wanted)
+            for seq, msg, events, invalid in decoded:
+                if invalid is not None:
                     # Not a valid event (written by something that is not
                     # our event store): skip it, loudly, and keep going.
                     self.skipped += 1
@@ -300,9 +337,8 @@ class ProjectionRunner:
                         projection=self.name,
                         seq=seq,
                         subject=msg.subject,
-                        error=str(err),
+                        error=str(invalid),
                     )
-                    events = []
                 for projection, applied in fed:
                     if seq <= applied:
                         continue  # this one is ahead of the others (added later, or rebuilt)

@@ -15,7 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
-from libs.events.aggregate import AggregateCache, Executed
+from libs.events.aggregate import AggregateCache, Executed, Loaded
 from libs.events.envelope import AggregateRef
 from libs.events.projection import ProjectionRunner
 from libs.events.store import EventStore
@@ -50,6 +50,31 @@ class AggregateWriter(Generic[S]):
     async def load(self, name: str) -> S:
         """The aggregate's current state (the views may not show it yet)."""
         return (await self.cache.load(self.ref(name))).state
+
+    async def loaded(self, name: str) -> Loaded[S]:
+        """``load`` with the position the state stands at."""
+        return await self.cache.load(self.ref(name))
+
+    def cached(self, name: str) -> Loaded[S] | None:
+        """The state this process saw last, without a round trip to the log
+        (it may be behind another process's appends)."""
+        return self.cache.cached(self.ref(name))
+
+    async def append_at(
+        self,
+        name: str,
+        loaded: Loaded[S],
+        events: Sequence[Message],
+        *,
+        principal: str = "",
+        correlation_id: str = "",
+    ) -> Executed[S]:
+        """Append ``events`` decided on ``loaded`` (``cached`` or ``loaded``)
+        if the aggregate still stands there, else ``ConcurrencyError``;
+        does not wait for the views."""
+        return await self.cache.append(
+            self.ref(name), loaded, events, principal=principal, correlation_id=correlation_id
+        )
 
     async def settled(self, name: str) -> S:
         """The aggregate's state, once every view shows all of its events."""

@@ -103,6 +103,37 @@ async def test_32_concurrent_one_file_puts_share_appends_and_each_get_a_commit(
         assert _head_files(sync, repo) == {f"/f{i:02d}": b"%d" % i for i in range(32)}
 
 
+def _objects(cluster: Cluster) -> set[Path]:
+    return {p for p in (cluster.data_dir / "objects" / "chunks").rglob("*") if p.is_file()}
+
+
+async def test_concurrent_one_file_puts_share_pack_writes_in_the_gateway(
+    cluster: Cluster,
+) -> None:
+    repo = "packs"
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") for _ in range(32)]
+    try:
+        apis = [pfs_pb2_grpc.APIStub(c) for c in channels]
+        await apis[0].CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name=repo)))
+        before = _objects(cluster)
+        await asyncio.gather(
+            *(
+                api.PutFile(iter([_req(repo, f"/f{i:02d}", b"pack %d" % i)]), timeout=60)
+                for i, api in enumerate(apis)
+            )
+        )
+        written = _objects(cluster) - before
+    finally:
+        for c in channels:
+            await c.close()
+    # 32 small files from 32 streams: a few shared packs, not one pack each
+    assert 0 < len(written) < 16, len(written)
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:
+        sync = pfs_pb2_grpc.APIStub(channel)
+        assert len(_commits(sync, repo)) == 32
+        assert _head_files(sync, repo) == {f"/f{i:02d}": b"pack %d" % i for i in range(32)}
+
+
 async def test_a_put_whose_tree_conflicts_fails_alone(cluster: Cluster) -> None:
     repo = "conflict"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{cluster.grpc_port}") as channel:

@@ -15,7 +15,9 @@ from google.protobuf.message import Message
 
 from libs import trees
 from libs.api.events import pfs_pb2 as ev
-from libs.errors import FailedPrecondition, Unavailable
+from libs.errors import ConcurrencyError, FailedPrecondition, Unavailable
+from libs.events import Loaded
+from libs.events.envelope import Position
 from libs.objects import LocalObjectStore
 from libs.readmodels import DocumentStore
 from services.pfs.app.put_batches import PutBatches
@@ -25,42 +27,60 @@ from services.pfs.domain import files, repo
 
 class Writer:
     """The repo aggregate in memory; ``gate`` holds every append until set,
-    ``fail_call`` makes that append fail."""
+    ``fail_call`` makes that append fail. ``cached`` is what this replica
+    saw last (``stale`` makes it an older state than the log's)."""
 
     def __init__(self) -> None:
         self.state = repo.evolve(repo.Repo(), ev.RepoCreated(name="data"))
+        self.seq = 1
         self.appends: list[Sequence[Message]] = []
         self.gate = asyncio.Event()
         self.gate.set()
-        self.fail_call = 0  # this call of run_as fails (0: none)
+        self.fail_call = 0  # this call of append_at fails (0: none)
         self.calls = 0
+        self.loads = 0  # round trips to the log
+        self.stale: Loaded[repo.Repo] | None = None
         self.started = asyncio.Event()
         self.shown = asyncio.Event()  # the read models show every append
         self.shown.set()
 
-    async def settled(self, name: str) -> repo.Repo:
-        return self.state
+    def now(self) -> Loaded[repo.Repo]:
+        return Loaded(self.state, Position(self.seq, self.seq))
 
-    async def load(self, name: str) -> repo.Repo:
+    def cached(self, name: str) -> Loaded[repo.Repo] | None:
+        return self.stale or self.now()
+
+    async def loaded(self, name: str) -> Loaded[repo.Repo]:
+        self.loads += 1
+        self.stale = None
+        return self.now()
+
+    async def settled(self, name: str) -> repo.Repo:
         return self.state
 
     async def wait_for(self, seq: int) -> None:
         await self.shown.wait()
 
-    async def run_as(
-        self, name: str, decide: Callable[[repo.Repo], Sequence[Message]], **kw: Any
+    def land(self, events: Sequence[Message]) -> None:
+        """An append (this replica's or another's)."""
+        for e in events:
+            self.state = repo.evolve(self.state, e)
+        self.appends.append(events)
+        self.seq += 1
+
+    async def append_at(
+        self, name: str, loaded: Loaded[repo.Repo], events: Sequence[Message], **kw: Any
     ) -> Any:
         self.started.set()
         await self.gate.wait()
         self.calls += 1
         if self.calls == self.fail_call:
             raise Unavailable("event store unavailable")
-        events = decide(self.state)
-        for e in events:
-            self.state = repo.evolve(self.state, e)
-        if events:
-            self.appends.append(events)
-        appended = type("Appended", (), {"position": type("P", (), {"seq": len(self.appends)})})
+        if loaded.position.seq != self.seq:
+            self.stale = None
+            raise ConcurrencyError("ev.pfs.repo.data", loaded.position.seq)
+        self.land(events)
+        appended = type("Appended", (), {"position": Position(self.seq, self.seq)})
         return type("Done", (), {"events": events, "state": self.state, "appended": appended})()
 
 
@@ -215,3 +235,31 @@ async def test_callers_are_answered_only_once_the_read_models_show_their_commits
     a, b = await first, await second
     assert a is not None and b is not None
     assert writer.state.commits[b].parent == a
+
+
+async def test_a_batch_decides_on_the_replicas_state_without_a_round_trip(
+    batches: PutBatches, writer: Writer
+) -> None:
+    for i in range(3):
+        assert await batches.put("data", "master", put(f"/{i}"), "", "")
+    assert writer.loads == 0 and len(writer.appends) == 3
+
+
+async def test_a_batch_on_a_stale_state_is_built_again_on_the_logs(
+    batches: PutBatches, writer: Writer
+) -> None:
+    mine = await batches.put("data", "master", put("/a"), "", "")
+    writer.stale = writer.now()
+    # another replica's commit lands on the branch meanwhile
+    theirs = "b" * 32
+    writer.land(
+        [
+            ev.CommitStarted(id=theirs, branch="master", parent=mine or ""),
+            ev.CommitFinished(id=theirs, tree=""),
+            ev.BranchSet(name="master", head=theirs),
+        ]
+    )
+    again = await batches.put("data", "master", put("/c"), "", "")
+    assert again is not None and writer.loads == 1
+    assert writer.state.commits[again].parent == theirs  # built on the log's head
+    assert writer.state.branches["master"].head == again

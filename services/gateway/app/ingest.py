@@ -35,8 +35,9 @@ from libs import trees
 from libs.api.internal import pfs_files_pb2 as internal
 from libs.api.pfs import pfs_pb2 as pfs
 from libs.errors import InvalidArgument
-from libs.filedata import FileWriter
+from libs.filedata import SMALL_FILE, FileWriter
 from libs.objects import ObjectStore
+from services.gateway.app.packs import PackGroups
 from services.gateway.app.sources import url_files
 from services.gateway.app.splitting import as_pb, delimiter_name, metadata_write, split_writes
 from services.gateway.principal import Ask
@@ -58,13 +59,22 @@ class _Requests:
     def __init__(self, stream: AsyncIterable[pfs.PutFileRequest]) -> None:
         self._it = stream.__aiter__()
         self._pending: deque[pfs.PutFileRequest] = deque()
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        """Every message of the stream was read (the client closed it)."""
+        return self._ended and not self._pending
 
     async def next(self) -> pfs.PutFileRequest | None:
         if self._pending:
             return self._pending.popleft()
+        if self._ended:
+            return None
         try:
             msg = await self._it.__anext__()
         except StopAsyncIteration:
+            self._ended = True
             return None
         if not msg.batch:
             return msg
@@ -248,20 +258,31 @@ class _Session:
 
 class _PutStream:
     """One PutFile stream's writes: ``run``, then ``session.finish()``, or
-    on failure ``session.abandon()``."""
+    on failure ``session.abandon()``. With ``packs``, a stream whose only
+    file is small stores it in ``owner``'s shared pack (``app.packs``)."""
 
-    def __init__(self, store: ObjectStore, ask: Ask) -> None:
+    def __init__(
+        self, store: ObjectStore, ask: Ask, packs: PackGroups | None = None, owner: str = ""
+    ) -> None:
         self._ask = ask
         self.session = _Session(store, ask)
         self._writer = self.session.writer
+        self._packs = packs
+        self._owner = owner
 
     async def run(self, requests: _Requests) -> None:
+        only = True  # the first file, so far the stream's only one
         while (first := await requests.next()) is not None:
             if not first.HasField("file"):
                 raise InvalidArgument("a put-file stream must start each file with its name")
             _check(first)
             commit = _target(first.file.commit)
             path = trees.normalize(first.file.path)
+            if not first.url and only and self._packs is not None and _plain(first, path):
+                await self._put_alone(commit, first, path, requests, self._packs)
+                only = False
+                continue
+            only = False
             if not first.url:
                 await self._put(commit, first, path, requests.blocks(first))
                 continue
@@ -289,6 +310,34 @@ class _PutStream:
         dst.commit.CopyFrom(await self.session.commit(_target(req.dst.commit)))
         copy = pfs.CopyFileRequest(src=src, dst=dst, overwrite=req.overwrite)
         await self._ask("CopyFile", copy, Empty, "cmd")
+
+    async def _put_alone(
+        self,
+        commit: pfs.Commit,
+        req: pfs.PutFileRequest,
+        path: str,
+        requests: _Requests,
+        packs: PackGroups,
+    ) -> None:
+        """A plain file at the start of the stream: when it is small and the
+        stream ends with it, its bytes go into the owner's shared pack
+        (durable when ``write`` returns); otherwise as any file."""
+        blocks = requests.blocks(req)
+        head: list[bytes] = []
+        size = 0
+        async for block in blocks:
+            head.append(bytes(block))
+            size += len(block)
+            if size >= SMALL_FILE:
+                break
+        if 0 < size < SMALL_FILE and requests.ended:
+            refs = [await packs.write(self._owner, b"".join(head))]
+        else:
+            refs = await self._writer.write_file(_chain(head, blocks))
+        write = internal.FileWrite(
+            path=path, refs=as_pb(refs), append=not req.HasField("overwrite_index")
+        )
+        await self.session.add(commit, write)
 
     async def _put(
         self, commit: pfs.Commit, req: pfs.PutFileRequest, path: str, blocks: AsyncIterator[bytes]
@@ -329,6 +378,24 @@ class _PutStream:
             await session.add(commit, write)
 
 
+def _plain(req: pfs.PutFileRequest, path: str) -> bool:
+    """A file message that puts its bytes as one file (no split, header or
+    footer)."""
+    return (
+        req.delimiter == pfs.NONE
+        and not req.HasField("header")
+        and not req.HasField("footer")
+        and path != "/"
+    )
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for block in head:
+        yield block
+    async for block in rest:
+        yield block
+
+
 def _target(named: pfs.Commit) -> pfs.Commit:
     """A file's commit as the client named it (a branch or a commit id)."""
     if not named.repo.name:
@@ -339,9 +406,16 @@ def _target(named: pfs.Commit) -> pfs.Commit:
 
 
 async def put_files(
-    store: ObjectStore, ask: Ask, stream: AsyncIterable[pfs.PutFileRequest]
+    store: ObjectStore,
+    ask: Ask,
+    stream: AsyncIterable[pfs.PutFileRequest],
+    packs: PackGroups | None = None,
+    owner: str = "",
 ) -> Empty:
-    put = _PutStream(store, ask)
+    """Store a PutFile stream's files and have pfs commit them; with
+    ``packs``, a stream of one small file shares ``owner``'s pack writes
+    with other streams."""
+    put = _PutStream(store, ask, packs, owner)
     try:
         await put.run(_Requests(stream))
         await put.session.finish()

@@ -26,9 +26,10 @@ from libs.objects import LocalObjectStore, ObjectStore
 from services.gateway.app import commits, file_pages
 from services.gateway.app import ingest as files
 from services.gateway.app.identity import LocalAdvert
+from services.gateway.app.packs import PackGroups
 from services.gateway.app.replies import MAX_REPLY
 from services.gateway.grpc.streams import closed_by_client
-from services.gateway.principal import Ask, ask
+from services.gateway.principal import Ask, ask, grpc_token
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
@@ -57,6 +58,8 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         self._advertised: tuple[tuple[str, str], ...] = (
             ((HTTP_PORT_KEY, str(http_port)),) if fast else ()
         )
+        # one-small-file put-files share pack writes, per caller's token
+        self._packs = PackGroups(store)
 
     def _ask(self, context: Ctx) -> Ask:
         async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
@@ -68,7 +71,8 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):
         self, request_iterator: AsyncIterator[pfs.PutFileRequest], context: Ctx
     ) -> Empty:
         requests = closed_by_client(request_iterator, context)
-        return await files.put_files(self.store, self._ask(context), requests)
+        owner = grpc_token(context)
+        return await files.put_files(self.store, self._ask(context), requests, self._packs, owner)
 
     async def GetFile(  # type: ignore[override]
         self, request: pfs.GetFileRequest, context: Ctx

@@ -5,6 +5,7 @@ pair first appeared)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from libs.api.events import pfs_pb2 as ev
@@ -35,6 +36,12 @@ class BranchesProjection(Projection):
 
     def __init__(self, store: DocumentStore) -> None:
         self.keys = RepoKeys(store)
+
+    def prefetch(self, event: RecordedEvent) -> Sequence[tuple[str, str]]:
+        msg = event.event
+        if isinstance(msg, ev.BranchSet | ev.BranchDeleted):
+            return [(BRANCHES, branch_key(event.aggregate.id, msg.name))]
+        return ()
 
     async def apply(self, event: RecordedEvent, view: View) -> None:
         repo = event.aggregate.id

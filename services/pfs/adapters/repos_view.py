@@ -3,6 +3,7 @@ repo events."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,6 +20,11 @@ class ReposProjection(Projection):
     name = "pfs-repos"
     subjects = ("ev.pfs.repo.>",)
     collections = (Collection(REPOS, indexes=("created_ns",)),)
+
+    def prefetch(self, event: RecordedEvent) -> Sequence[tuple[str, str]]:
+        if isinstance(event.event, ev.CommitFinished | ev.RepoDescriptionSet):
+            return [(REPOS, event.aggregate.id)]
+        return ()
 
     async def apply(self, event: RecordedEvent, view: View) -> None:
         name = event.aggregate.id

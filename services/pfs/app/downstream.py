@@ -39,6 +39,16 @@ class Downstream:
         if not isinstance(msg, ev.CommitFinished):
             return
         upstream_repo = event.aggregate.id
+        # A commit's branch and provenance never change: the state this
+        # replica holds tells them when it knows the commit (it usually made
+        # it), without a round trip to the log; the reaction itself decides
+        # on the state loaded afresh.
+        cached = self.writer.cached(upstream_repo)
+        known = cached.state.commits.get(msg.id) if cached is not None else None
+        if known is not None and (not known.branch or known.provenance):
+            return  # on no branch, or itself an output commit
+        if known is not None and not await self._has_downstream(upstream_repo, known.branch):
+            return
         state = (await self.writer.cache.load(repo.ref(upstream_repo))).state
         finished = state.commits.get(msg.id)
         if finished is None or not finished.branch or finished.provenance:
@@ -88,6 +98,10 @@ class Downstream:
                 continue
             if cid in done.state.commits:
                 opened[target] = cid
+
+    async def _has_downstream(self, repo_name: str, branch: str) -> bool:
+        edges = self.docs.query(EDGES, where={"up_key": branch_key(repo_name, branch)}, limit=1)
+        return bool([e async for e in edges])
 
 
 def _unless_superseded(decide: Decide, upstream: Repo, finished: str, branch: str) -> Decide:

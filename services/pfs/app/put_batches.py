@@ -35,7 +35,7 @@ from google.protobuf.message import Message
 
 from libs import trees
 from libs.api.events import pfs_pb2 as ev
-from libs.errors import NotFound, PachError
+from libs.errors import ConcurrencyError, NotFound, PachError
 from libs.objects import ObjectStore
 from libs.objects.deferred import DeferredWrites
 from libs.readmodels import DocumentStore
@@ -129,47 +129,75 @@ class PutBatches:
     async def _commit(self, repo: str, branch: str, batch: list[_Put]) -> None:
         """Make the batch's commits; its callers are answered by a task of
         their own once the read models show them, while the next batch is
-        being made."""
+        being made.
+
+        The first attempt decides on the repo's state as this replica last
+        saw it (no round trip to the log): the append names that state's
+        position, so if anything was appended since (another replica), it
+        fails and the batch is built again on the state loaded afresh. A
+        decision that would not append (the branch's head is open, a
+        refusal) is only taken on fresh state."""
         key = (repo, branch)
+        fresh = False
         for _ in range(ATTEMPTS):
-            state = await self.writer.load(repo)
-            require(state, repo)
-            found = state.branches.get(branch)
-            if found is None and _names_commit(state, repo, branch):
-                break  # a commit by id or ancestry, not a branch: the session path
-            head = state.commits.get(found.head) if found is not None and found.head else None
-            if head is not None and not head.finished:
-                break  # held: the put-session path queues them
-            head_id = head.id if head is not None else ""
-            commits.put_commits(repo, branch, head_id, [])(state)  # refuses an output branch
+            loaded = None if fresh else self.writer.cached(repo)
+            if loaded is None:
+                loaded, fresh = await self.writer.loaded(repo), True
+            state = loaded.state
+            try:
+                head_id = _free_head(state, repo, branch)
+            except PachError:
+                if not fresh:
+                    fresh = True
+                    continue
+                raise
+            if head_id is None:
+                if not fresh:
+                    fresh = True
+                    continue
+                break  # held, or a commit by id: the put-session path
             root = await self._tree(key, head_id)
             deferred = DeferredWrites(self.store)
             made: list[tuple[str, str, int]] = []
             built: list[tuple[_Put, str]] = []
+            refused = False
             for p in batch:
                 if p.done.done():
                     continue  # its caller is gone: make nothing for it
                 try:
                     tree = await trees.build(deferred, root, _ops(p.writes))
                 except PachError as err:
+                    if not fresh:
+                        refused = True  # perhaps only by a stale head: look again
+                        break
                     p.fail(err)  # its own error (a conflict): the others go on
                     continue
                 commit_id = uuid.uuid4().hex
                 made.append((commit_id, tree.hash, tree.size))
                 built.append((p, commit_id))
                 root = tree.hash
+            if refused:
+                fresh = True
+                continue
             if not made:
                 return
             await deferred.flush()  # every tree object durable before the append
-            done = await self.writer.run_as(
-                repo,
-                commits.put_commits(repo, branch, head_id, made),
-                principal=batch[0].principal,
-                correlation_id=batch[0].request_id,
-                wait=False,
-            )
-            if not done.events or done.appended is None:
-                continue  # the branch moved on meanwhile: build on its new head
+            events = commits.put_commits(repo, branch, head_id, made)(state)
+            if not events:  # (the head it was built on is the state's own)
+                fresh = True
+                continue
+            try:
+                done = await self.writer.append_at(
+                    repo,
+                    loaded,
+                    events,
+                    principal=batch[0].principal,
+                    correlation_id=batch[0].request_id,
+                )
+            except ConcurrencyError:
+                fresh = True  # the repo moved on: build on what it is now
+                continue
+            assert done.appended is not None
             self._roots[key] = (made[-1][0], made[-1][1])
             answer = asyncio.create_task(self._answer(built, done.appended.position.seq))
             self._answering.add(answer)
@@ -201,6 +229,22 @@ class PutBatches:
         await self.writer.settled(key[0])
         doc = await self.docs.get(COMMITS, commit_key(key[0], commit_id))
         return (doc or {}).get("tree") or None
+
+
+def _free_head(state: Repo, repo: str, branch: str) -> str | None:
+    """The head a batch builds on ("" for none yet); None when the put
+    must take the put-session path (the head is open, or ``branch`` names
+    a commit). Raises what the commit would be refused for."""
+    require(state, repo)
+    found = state.branches.get(branch)
+    if found is None and _names_commit(state, repo, branch):
+        return None  # a commit by id or ancestry, not a branch
+    head = state.commits.get(found.head) if found is not None and found.head else None
+    if head is not None and not head.finished:
+        return None  # held: the put-session path queues them
+    head_id = head.id if head is not None else ""
+    commits.put_commits(repo, branch, head_id, [])(state)  # refuses an output branch
+    return head_id
 
 
 def _names_commit(state: Repo, repo: str, ref: str) -> bool:
