@@ -17,8 +17,11 @@ each row next to the floor it is measured against in the same run.
   listing of the datums and the skip-index lookups, happens in it), and, on
   the benchmark's clock, from the input commit's ``CommitFinished`` to the
   job's ``JobCreated`` and to its ``JobFinished`` (``PACH_BENCH_PPS_PROFILE``:
-  a path; py-spy from ``.venv-bench`` records the pps service there while
-  that job runs);
+  a path; py-spy from ``.venv-bench`` records the pps and pfs services there,
+  ``-pps``/``-pfs`` before the suffix, while that job runs); then the job
+  update-pipeline runs (every datum skipped, planned by listing them all and
+  reading the whole skip index, as every job was planned before: that cost
+  in the same run);
 * N one-file datums that each copy their file to ``/pfs/out``, one worker
   per core, create-pipeline -> job finished, in datums/s next to two floors
   measured in the same run on the same files: ``xargs -P<cores>`` starting
@@ -270,19 +273,23 @@ async def _writing_datums(
     ]
 
 
-def _profiler(cluster: Cluster) -> subprocess.Popen[bytes] | None:
-    """py-spy recording the pps service into ``PROFILE`` (None: not asked)."""
+def _profilers(cluster: Cluster) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording the pps and pfs services into ``PROFILE`` with the
+    service's name before its suffix (none: not asked)."""
     if not PROFILE:
-        return None
-    procs = cluster.state()["processes"].values()
-    pid = next(p["pid"] for p in procs if p["service"] == "pps")
-    spy = Path(".venv-bench/bin/py-spy")
-    cmd = [str(spy), "record", "-p", str(pid), "-o", PROFILE, "-r", "200"]
-    if PROFILE.endswith(".txt"):
-        cmd += ["-f", "raw"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return []
+    out = []
+    target = Path(PROFILE)
+    for service in ("pps", "pfs"):
+        procs = cluster.state()["processes"].values()
+        pid = next(p["pid"] for p in procs if p["service"] == service)
+        path = target.with_name(f"{target.stem}-{service}{target.suffix}")
+        cmd = [".venv-bench/bin/py-spy", "record", "-p", str(pid), "-o", str(path), "-r", "200"]
+        if target.suffix == ".txt":
+            cmd += ["-f", "raw"]
+        out.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1.0)  # attached before the job starts
-    return proc
+    return out
 
 
 async def _one_changed(
@@ -302,12 +309,12 @@ async def _one_changed(
     commit = api.StartCommit(req, timeout=60)
     put = pfs.PutFileRequest(file=pfs.File(commit=commit, path="/f000123"), value=b"changed\n")
     api.PutFile(iter([put]), timeout=60)
-    spy = await asyncio.to_thread(_profiler, cluster)
+    spies = await asyncio.to_thread(_profilers, cluster)
     mark = events.mark()
     api.FinishCommit(pfs.FinishCommitRequest(commit=commit), timeout=60)
     await events.wait(lambda agg, e: agg == "big" and isinstance(e, pfs_events.CommitFinished))
     second = await _wait_job_done(ppsapi, "big", 2, poll=0.05)
-    if spy is not None:
+    for spy in spies:
         spy.send_signal(2)
         spy.wait(60)
     assert second.data_processed == 1 and second.data_skipped == n - 1, second
@@ -317,6 +324,20 @@ async def _one_changed(
 
     def job_event(kind: type) -> Callable[[str, Any], bool]:
         return lambda agg, e: agg == second.job.id and isinstance(e, kind)
+
+    # update-pipeline (same salt): its job skips every datum, planned by
+    # listing them all and reading the whole skip index, as every job was
+    # before plans came from the input's diff: that cost in the same run.
+    update = pps.CreatePipelineRequest(
+        pipeline=pps.Pipeline(name="big"),
+        transform=pps.Transform(cmd=["true", "updated"]),
+        input=pps.Input(atom=pps.AtomInput(repo="big_in", glob="/*")),
+        parallelism_spec=pps.ParallelismSpec(coefficient=1.0),
+        update=True,
+    )
+    ppsapi.CreatePipeline(update, timeout=120)
+    third = await _wait_job_done(ppsapi, "big", 3, poll=0.05)
+    assert third.data_processed == 0 and third.data_skipped == n, third
 
     t_input = events.first_after(mark, input_done)
     t_created = events.first_after(mark, job_event(pps_events.JobCreated))
@@ -333,6 +354,11 @@ async def _one_changed(
         ),
         Result("  input commit finished -> job created", t_created - t_input, "s"),
         Result("  input commit finished -> job finished", t_finished - t_input, "s", 1.0, False),
+        Result(
+            f"  job after update-pipeline ({n:,} skipped, planned in full as before)",
+            _seconds(third),
+            "s",
+        ),
     ]
 
 

@@ -300,14 +300,15 @@ async def test_update_and_cross_plan_in_full(bus: Bus, files: pfs_pb2_grpc.APISt
     await bus.request("pps", "CreatePipeline", req, Empty)
     assert (await newest(bus, "up", 1)).state == pps.JOB_SUCCESS
     req.input.atom.glob = "/"
-    req.transform.stdin[:] = ["cp -r $left/. /pfs/out/"]
+    req.transform.stdin[:] = ["cat $left/* > /pfs/out/all"]
     req.update = True
     await bus.request("pps", "CreatePipeline", req, Empty)
     job = await newest(bus, "up", 2)
     assert job.state == pps.JOB_SUCCESS, job.reason
     assert counts(job) == (1, 1, 0, 0)
     assert not await planned_from_diff(bus, "up", job)
-    assert sorted(tree(files, "up", job.output_commit.id)) == ["/1", "/2"]
+    # Not the previous output (the input did not change, the datums did).
+    assert tree(files, "up", job.output_commit.id) == {"/all": b"1\n2\n"}
     # A cross: one new file on the left is two new datums.
     cross = pps.Input(cross=[atom("left"), atom("right")])
     req = spec("x", "cat $left $right > /pfs/out/$(basename $left)$(basename $right)", cross)

@@ -403,8 +403,7 @@ class JobRun:
         prev = await self.previous_success(state)
         if prev is None or prev["salt"] != self.salt:
             return None
-        version = self.record.version
-        if int(prev["pipeline_version"]) != version or state.pipeline_version != version:
+        if not self.same_spec(prev, state):
             return None  # another spec may match other datums
         before = {row[0]: input_commit(row) for row in prev["inputs"]}
         name = next(iter(commits))
@@ -441,6 +440,12 @@ class JobRun:
         return Plan(
             unchanged + len(added), skipped, unchanged=unchanged, delta=Delta(added, removed)
         )
+
+    def same_spec(self, prev: Document, state: domain.Job) -> bool:
+        """Whether the previous job ``prev`` ran the spec this job runs (its
+        version, and this job's, are the pipeline's)."""
+        version = self.record.version
+        return int(prev["pipeline_version"]) == version and state.pipeline_version == version
 
     async def skip_index(self, ids: Sequence[str]) -> dict[str, str]:
         """Datum id -> output tree of those of ``ids`` another job processed
@@ -645,9 +650,10 @@ class JobRun:
         """The output as the previous successful job's output minus the
         outputs of its datums this job does not have, plus those of this
         job's new datums — when the input is a single atom (the datum sets
-        differ by what its tree diff shows), the salts agree, the change is
-        small and ``merge_incremental`` can vouch for the result. None: merge
-        in full."""
+        differ by what its tree diff shows), the salts and the spec versions
+        agree (after an update the datums may differ where the inputs do
+        not: another glob), the change is small and ``merge_incremental`` can
+        vouch for the result. None: merge in full."""
         spec_input = self.spec.input
         if not (spec_input.HasField("atom") or spec_input.HasField("cron")):
             return None
@@ -655,6 +661,8 @@ class JobRun:
         prev = await self.previous_success(state)
         if prev is None or prev["salt"] != self.salt or not prev["output_tree"]:
             return None
+        if not self.same_spec(prev, state):
+            return None  # its datums came from another spec (another glob...)
         store = self.deps.store
         if plan.delta is not None:
             added: list[work.DatumTask] | None = plan.delta.added
