@@ -406,10 +406,10 @@ class JobRun:
         if not self.same_spec(prev, state):
             return None  # another spec may match other datums
         before = {row[0]: input_commit(row) for row in prev["inputs"]}
-        name = next(iter(commits))
-        if len(commits) != 1 or name not in before or before[name].repo != commits[name].repo:
+        if len(commits) != 1:
             return None
-        if not before[name].tree:
+        [(name, now)] = commits.items()
+        if name not in before or before[name].repo != now.repo or not before[name].tree:
             return None
         prev_total = int(prev["data_total"])
         limit = min(CACHED_DATUMS, max(16, prev_total // 4))
