@@ -11,7 +11,17 @@ each row next to the floor it is measured against in the same run.
 * end-to-end latency of a 1-datum pipeline: from the FinishCommit call on
   the input to the output commit's ``CommitFinished`` seen on NATS, p50;
 * a job where 1 of 100,000 datums changed (the 100,000-datum job runs first
-  to fill the skip index; ``PACH_BENCH_PPS_BIG=0`` leaves this row out);
+  to fill the skip index; ``PACH_BENCH_PPS_BIG``: the datum count, default
+  100,000, 0 leaves these rows out): the job's own time (``JobInfo.started``,
+  which is when the job was created, to ``finished``; its planning, the
+  listing of the datums and the skip-index lookups, happens in it), and, on
+  the benchmark's clock, from the input commit's ``CommitFinished`` to the
+  job's ``JobCreated`` and to its ``JobFinished`` (``PACH_BENCH_PPS_PROFILE``:
+  a path; py-spy from ``.venv-bench`` records the pps and pfs services there,
+  ``-pps``/``-pfs`` before the suffix, while that job runs); then the job
+  update-pipeline runs (every datum skipped, planned by listing them all and
+  reading the whole skip index, as every job was planned before: that cost
+  in the same run);
 * N one-file datums that each copy their file to ``/pfs/out``, one worker
   per core, create-pipeline -> job finished, in datums/s next to two floors
   measured in the same run on the same files: ``xargs -P<cores>`` starting
@@ -50,7 +60,8 @@ from tests.support.cluster import Cluster
 
 TRIVIAL_DATUMS = int(os.environ.get("PACH_BENCH_PPS_TRIVIAL", "10000"))
 WRITING_DATUMS = int(os.environ.get("PACH_BENCH_PPS_WRITERS", "2000"))
-BIG_DATUMS = 100_000
+BIG_DATUMS = int(os.environ.get("PACH_BENCH_PPS_BIG", "100000"))
+PROFILE = os.environ.get("PACH_BENCH_PPS_PROFILE", "")
 LATENCY_SAMPLES = 15
 
 
@@ -262,6 +273,95 @@ async def _writing_datums(
     ]
 
 
+def _profilers(cluster: Cluster) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording the pps and pfs services into ``PROFILE`` with the
+    service's name before its suffix (none: not asked)."""
+    if not PROFILE:
+        return []
+    out = []
+    target = Path(PROFILE)
+    for service in ("pps", "pfs"):
+        procs = cluster.state()["processes"].values()
+        pid = next(p["pid"] for p in procs if p["service"] == service)
+        path = target.with_name(f"{target.stem}-{service}{target.suffix}")
+        cmd = [".venv-bench/bin/py-spy", "record", "-p", str(pid), "-o", str(path), "-r", "200"]
+        if target.suffix == ".txt":
+            cmd += ["-f", "raw"]
+        out.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)  # attached before the job starts
+    return out
+
+
+async def _one_changed(
+    api: pfs_pb2_grpc.APIStub, ppsapi: pps_pb2_grpc.APIStub, events: Events, cluster: Cluster
+) -> list[Result]:
+    """The second job of a pipeline over ``BIG_DATUMS`` one-file datums, after
+    a commit that changes one file."""
+    n = BIG_DATUMS
+    api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="big_in")))
+    await asyncio.to_thread(_fill, api, "big_in", n)
+    _pipeline(ppsapi, "big", "big_in", "/*")
+    first = await _wait_job_done(ppsapi, "big", 1, timeout=7200)
+    results = [
+        Result(f"pipeline: first job of {n:,} trivial datums", n / _seconds(first), "datums/s")
+    ]
+    req = pfs.StartCommitRequest(parent=pfs.Commit(repo=pfs.Repo(name="big_in")), branch="master")
+    commit = api.StartCommit(req, timeout=60)
+    put = pfs.PutFileRequest(file=pfs.File(commit=commit, path="/f000123"), value=b"changed\n")
+    api.PutFile(iter([put]), timeout=60)
+    spies = await asyncio.to_thread(_profilers, cluster)
+    mark = events.mark()
+    api.FinishCommit(pfs.FinishCommitRequest(commit=commit), timeout=60)
+    await events.wait(lambda agg, e: agg == "big" and isinstance(e, pfs_events.CommitFinished))
+    second = await _wait_job_done(ppsapi, "big", 2, poll=0.05)
+    for spy in spies:
+        spy.send_signal(2)
+        spy.wait(60)
+    assert second.data_processed == 1 and second.data_skipped == n - 1, second
+
+    def input_done(agg: str, e: Any) -> bool:
+        return agg == "big_in" and isinstance(e, pfs_events.CommitFinished) and e.id == commit.id
+
+    def job_event(kind: type) -> Callable[[str, Any], bool]:
+        return lambda agg, e: agg == second.job.id and isinstance(e, kind)
+
+    # update-pipeline (same salt): its job skips every datum, planned by
+    # listing them all and reading the whole skip index, as every job was
+    # before plans came from the input's diff: that cost in the same run.
+    update = pps.CreatePipelineRequest(
+        pipeline=pps.Pipeline(name="big"),
+        transform=pps.Transform(cmd=["true", "updated"]),
+        input=pps.Input(atom=pps.AtomInput(repo="big_in", glob="/*")),
+        parallelism_spec=pps.ParallelismSpec(coefficient=1.0),
+        update=True,
+    )
+    ppsapi.CreatePipeline(update, timeout=120)
+    third = await _wait_job_done(ppsapi, "big", 3, poll=0.05)
+    assert third.data_processed == 0 and third.data_skipped == n, third
+
+    t_input = events.first_after(mark, input_done)
+    t_created = events.first_after(mark, job_event(pps_events.JobCreated))
+    t_finished = events.first_after(mark, job_event(pps_events.JobFinished))
+    assert t_input is not None and t_created is not None and t_finished is not None
+    return [
+        *results,
+        Result(
+            f"job where 1 of {n:,} datums changed (job created -> finished)",
+            _seconds(second),
+            "s",
+            1.0,
+            higher_is_better=False,
+        ),
+        Result("  input commit finished -> job created", t_created - t_input, "s"),
+        Result("  input commit finished -> job finished", t_finished - t_input, "s", 1.0, False),
+        Result(
+            f"  job after update-pipeline ({n:,} skipped, planned in full as before)",
+            _seconds(third),
+            "s",
+        ),
+    ]
+
+
 async def run(ctx: BenchContext) -> list[Result]:
     work = ctx.work_dir / "pps"
     work.mkdir(parents=True, exist_ok=True)
@@ -353,38 +453,8 @@ async def run(ctx: BenchContext) -> list[Result]:
         )
 
         # --- 1 of 100,000 datums changed --------------------------------------
-        if os.environ.get("PACH_BENCH_PPS_BIG", "1") != "0":
-            api.CreateRepo(pfs.CreateRepoRequest(repo=pfs.Repo(name="big_in")))
-            await asyncio.to_thread(_fill, api, "big_in", BIG_DATUMS)
-            _pipeline(ppsapi, "big", "big_in", "/*")
-            first = await _wait_job_done(ppsapi, "big", 1, timeout=7200)
-            results.append(
-                Result(
-                    f"pipeline: first job of {BIG_DATUMS:,} trivial datums",
-                    BIG_DATUMS / _seconds(first),
-                    "datums/s",
-                )
-            )
-            req = pfs.StartCommitRequest(
-                parent=pfs.Commit(repo=pfs.Repo(name="big_in")), branch="master"
-            )
-            commit = api.StartCommit(req, timeout=60)
-            put = pfs.PutFileRequest(
-                file=pfs.File(commit=commit, path="/f000123"), value=b"changed\n"
-            )
-            api.PutFile(iter([put]), timeout=60)
-            api.FinishCommit(pfs.FinishCommitRequest(commit=commit), timeout=60)
-            second = await _wait_job_done(ppsapi, "big", 2)
-            assert second.data_processed == 1 and second.data_skipped == BIG_DATUMS - 1, second
-            results.append(
-                Result(
-                    f"job where 1 of {BIG_DATUMS:,} datums changed",
-                    _seconds(second),
-                    "s",
-                    5.0,
-                    higher_is_better=False,
-                )
-            )
+        if BIG_DATUMS > 0:
+            results += await _one_changed(api, ppsapi, events, cluster)
     finally:
         await events.close()
         cluster.kill()

@@ -379,3 +379,24 @@ async def test_new_datums_need_a_single_atom_input(store):
     spec = pps_pb2.Input(union=[atom("a"), atom("b")])
     with pytest.raises(InvalidArgument, match="single atom"):
         await new_datums(store, spec, "a", None, "")
+
+
+@pytest.mark.parametrize("pattern", ["/", "/*", "/*/*", "/**"])
+async def test_changed_datums_of_a_plain_pipeline_are_its_full_datums(store, pattern):
+    """``incremental=False`` (a job planned from its input's diff): each
+    changed datum is the task ``enumerate_datums`` gives for that match
+    (same id and inputs; the worker lays out the whole datum), only the
+    index counts the changed ones."""
+    old = await tree(store)
+    new = (await apply(store, old, Put("/dir/y", [ref(600)]), Put("/c", [ref(601)]))).hash
+    spec = atom(glob=pattern)
+    now = {"in": commit("in", new)}
+    got = enumerate_new_datums(store, spec, now, {"in": commit("in", old)}, "s", incremental=False)
+    changed = [t async for t in got]
+    assert changed and all(not i.previous_tree for t in changed for i in t.inputs)
+    full = {t.id: t for t in await datums(store, spec, now, salt="s")}
+    for n, task in enumerate(changed):
+        assert task.index == n
+        want = full[task.id]
+        want.index = n
+        assert task == want

@@ -171,10 +171,16 @@ async def enumerate_new_datums(
     commits: Mapping[str, JobInputCommit],
     previous: Mapping[str, JobInputCommit],
     salt: str,
+    *,
+    incremental: bool = True,
 ) -> AsyncIterator[pachinternal.DatumTask]:
     """The datums of a single atom (or cron) input whose matched node is new or
     changed relative to the previous job's commit of that input (``previous``,
     keyed by input name; no entry or an empty tree: every datum is new).
+    ``incremental``: each datum input names the previous tree, so the worker
+    lays out only what is new in it (an incremental pipeline); without it the
+    tasks are those ``enumerate_datums`` gives for the same matches, but
+    ``index`` counts the changed datums only.
 
     For a glob without ``**`` the trees are diffed, so the cost follows the
     changes; otherwise both trees are globbed and compared path by path.
@@ -197,7 +203,8 @@ async def enumerate_new_datums(
     else:
         changed = _changed_by_diff(store, atom.glob or ROOT, len(segs), before.tree, commit.tree)
     template = _template(atom, commit)
-    template.previous_tree = before.tree
+    if incremental:
+        template.previous_tree = before.tree
     index = 0
     async for path, node in changed:
         yield _task((_input(template, path, node),), index, salt)

@@ -118,7 +118,21 @@ async def _some(tasks: AsyncIterator[work.DatumTask], limit: int) -> list[work.D
     return out
 
 
+# At most this many skip-index documents are asked for at once.
+LOOKUPS_AT_ONCE = 64
+
+
 # --- one job -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delta:
+    """How a job's datums differ from the previous successful job's (a
+    single atom input, same salt and spec): the datums whose matched node is
+    new or changed, and those of the previous job that are gone or changed."""
+
+    added: list[work.DatumTask]
+    removed: list[work.DatumTask]
 
 
 @dataclass
@@ -126,11 +140,15 @@ class Plan:
     """A job's datums as the master cut them."""
 
     total: int
-    skipped: dict[str, tuple[int, str]]  # datum id -> (index, output tree)
+    # datum id -> (index, output tree); with ``delta``, only the added datums
+    # skipped (the unchanged ones are counted in ``unchanged``).
+    skipped: dict[str, tuple[int, str]]
     incremental_previous: dict[str, JobInputCommit] | None = None
-    # Incremental: the datums unchanged since the previous job (skipped, as
-    # 1.7 counts them; their output is already in the previous output).
+    # Incremental, or planned from the delta: the datums unchanged since the
+    # previous job (skipped, as 1.7 counts them; their output is already in
+    # the previous output).
     unchanged: int = 0
+    delta: Delta | None = None
 
     @property
     def skipped_count(self) -> int:
@@ -224,6 +242,12 @@ class JobRun:
                 f"started: {plan.total} datums, {plan.skipped_count} skipped, "
                 f"{plan.todo} to process in {chunks} chunks"
             )
+            if plan.delta is not None:
+                await self.log(
+                    f"planned from the input's diff against the previous job: "
+                    f"{len(plan.delta.added)} datums new or changed, "
+                    f"{len(plan.delta.removed)} gone or changed"
+                )
         else:
             if not self.taken_up:
                 await self.deps.jobs.run_as(self.job, domain.restart_job(self.job))
@@ -337,6 +361,9 @@ class JobRun:
                     total += 1
             total = max(total, new)
             return Plan(total, {}, previous, unchanged=total - new)
+        delta = await self.plan_delta(state, commits)
+        if delta is not None:
+            return delta
         # The skip index of the salt (datums other jobs processed), then one
         # pass over the datums; the to-do ones of a small job are kept for
         # publishing (a big one enumerates them again there).
@@ -360,6 +387,80 @@ class JobRun:
         self.cached = todo
         return Plan(total, skipped)
 
+    async def plan_delta(
+        self, state: domain.Job, commits: dict[str, JobInputCommit]
+    ) -> Plan | None:
+        """The plan from the input's diff against the previous successful
+        job's, without listing every datum or reading the whole skip index:
+        that job's datums (all processed or skipped under the salt) minus
+        those gone or changed are skipped unchanged; each new or changed
+        datum is looked up in the skip index. None (plan in full) unless the
+        input is a single atom (or cron) input, the previous job ran the same
+        spec version under the same salt, and the change is small."""
+        spec_input = self.spec.input
+        if not (spec_input.HasField("atom") or spec_input.HasField("cron")):
+            return None
+        prev = await self.previous_success(state)
+        if prev is None or prev["salt"] != self.salt:
+            return None
+        if not self.same_spec(prev, state):
+            return None  # another spec may match other datums
+        before = {row[0]: input_commit(row) for row in prev["inputs"]}
+        if len(commits) != 1:
+            return None
+        [(name, now)] = commits.items()
+        if name not in before or before[name].repo != now.repo or not before[name].tree:
+            return None
+        prev_total = int(prev["data_total"])
+        limit = min(CACHED_DATUMS, max(16, prev_total // 4))
+        store = self.deps.store
+        added = await _some(
+            enumerate_new_datums(store, spec_input, commits, before, self.salt, incremental=False),
+            limit,
+        )
+        if added is None:
+            return None
+        removed = await _some(
+            enumerate_new_datums(store, spec_input, before, commits, self.salt, incremental=False),
+            limit,
+        )
+        if removed is None or len(removed) > prev_total:
+            return None
+        done = await self.skip_index([t.id for t in added])
+        skipped: dict[str, tuple[int, str]] = {}
+        todo: list[work.DatumTask] = []
+        for task in added:
+            tree = done.get(task.id)
+            if tree is not None:
+                skipped[task.id] = (task.index, tree)
+            else:
+                todo.append(task)
+        self.cached = todo
+        unchanged = prev_total - len(removed)
+        return Plan(
+            unchanged + len(added), skipped, unchanged=unchanged, delta=Delta(added, removed)
+        )
+
+    def same_spec(self, prev: Document, state: domain.Job) -> bool:
+        """Whether the previous job ``prev`` ran the spec this job runs (its
+        version, and this job's, are the pipeline's)."""
+        version = self.record.version
+        return int(prev["pipeline_version"]) == version and state.pipeline_version == version
+
+    async def skip_index(self, ids: Sequence[str]) -> dict[str, str]:
+        """Datum id -> output tree of those of ``ids`` another job processed
+        under the salt (the skip index), asked for ``LOOKUPS_AT_ONCE`` at a time."""
+        out: dict[str, str] = {}
+        docs = self.deps.docs
+        for at in range(0, len(ids), LOOKUPS_AT_ONCE):
+            batch = ids[at : at + LOOKUPS_AT_ONCE]
+            keys = [view.processed_key(self.record.name, self.salt, i) for i in batch]
+            found = await asyncio.gather(*(docs.get(view.PROCESSED, k) for k in keys))
+            for ident, doc in zip(batch, found, strict=True):
+                if doc is not None and doc["job"] != self.job:
+                    out[ident] = doc["output_tree"]
+        return out
+
     def tasks(
         self, commits: dict[str, JobInputCommit], previous: dict[str, JobInputCommit] | None
     ) -> AsyncIterator[work.DatumTask]:
@@ -370,6 +471,22 @@ class JobRun:
         if self.cached is not None:
             return _replay(self.cached)
         return enumerate_datums(self.deps.store, self.spec.input, commits, self.salt)
+
+    def todo_tasks(
+        self, plan: Plan, commits: dict[str, JobInputCommit]
+    ) -> AsyncIterator[work.DatumTask]:
+        """The datums the job processes, in datum order."""
+        if plan.delta is not None:  # its to-do datums were kept by plan
+            return _replay([t for t in plan.delta.added if t.id not in plan.skipped])
+        return self._unskipped(self.tasks(commits, plan.incremental_previous), plan)
+
+    async def _unskipped(
+        self, tasks: AsyncIterator[work.DatumTask], plan: Plan
+    ) -> AsyncIterator[work.DatumTask]:
+        async with aclosing(tasks):  # type: ignore[type-var]
+            async for task in tasks:
+                if task.id not in plan.skipped:
+                    yield task
 
     async def previous_inputs(self, state: domain.Job) -> dict[str, JobInputCommit]:
         parent = await self.previous_success(state)
@@ -400,9 +517,7 @@ class JobRun:
         current: list[work.DatumTask] = []
         current_chunk = -1
         ordinal = 0
-        async for task in self.tasks(commits, plan.incremental_previous):
-            if task.id in plan.skipped:
-                continue
+        async for task in self.todo_tasks(plan, commits):
             c = chunk_of(bounds, ordinal)
             ordinal += 1
             if c != current_chunk:
@@ -535,9 +650,10 @@ class JobRun:
         """The output as the previous successful job's output minus the
         outputs of its datums this job does not have, plus those of this
         job's new datums — when the input is a single atom (the datum sets
-        differ by what its tree diff shows), the salts agree, the change is
-        small and ``merge_incremental`` can vouch for the result. None: merge
-        in full."""
+        differ by what its tree diff shows), the salts and the spec versions
+        agree (after an update the datums may differ where the inputs do
+        not: another glob), the change is small and ``merge_incremental`` can
+        vouch for the result. None: merge in full."""
         spec_input = self.spec.input
         if not (spec_input.HasField("atom") or spec_input.HasField("cron")):
             return None
@@ -545,14 +661,22 @@ class JobRun:
         prev = await self.previous_success(state)
         if prev is None or prev["salt"] != self.salt or not prev["output_tree"]:
             return None
-        before = {row[0]: input_commit(row) for row in prev["inputs"]}
-        now = commit_map(state.inputs)
-        limit = max(16, plan.total // 4)
+        if not self.same_spec(prev, state):
+            return None  # its datums came from another spec (another glob...)
         store = self.deps.store
-        added = await _some(enumerate_new_datums(store, spec_input, now, before, self.salt), limit)
-        removed = await _some(
-            enumerate_new_datums(store, spec_input, before, now, self.salt), limit
-        )
+        if plan.delta is not None:
+            added: list[work.DatumTask] | None = plan.delta.added
+            removed: list[work.DatumTask] | None = plan.delta.removed
+        else:
+            before = {row[0]: input_commit(row) for row in prev["inputs"]}
+            now = commit_map(state.inputs)
+            limit = max(16, plan.total // 4)
+            added = await _some(
+                enumerate_new_datums(store, spec_input, now, before, self.salt), limit
+            )
+            removed = await _some(
+                enumerate_new_datums(store, spec_input, before, now, self.salt), limit
+            )
         if added is None or removed is None:
             return None
         added_trees = []
@@ -578,6 +702,10 @@ class JobRun:
     async def outputs(self, plan: Plan) -> AsyncIterator[str]:
         """Output trees of all the job's datums in datum order: those it
         processed and those it skipped."""
+        if plan.delta is not None:
+            async for tree in self.outputs_enumerated():
+                yield tree
+            return
         skipped = sorted(plan.skipped.values())
         k = 0
         async for d in view.job_datums(self.deps.docs, self.job):
@@ -587,6 +715,23 @@ class JobRun:
             yield d["output_tree"]
         for _, tree in skipped[k:]:
             yield tree
+
+    async def outputs_enumerated(self) -> AsyncIterator[str]:
+        """``outputs`` when the plan came from the delta (its skipped datums
+        are not all known, nor the datum order of those processed): every
+        datum enumerated, its output from this job or from the skip index."""
+        state = await self.state()
+        mine: dict[str, str] = {}
+        async for d in view.job_datums(self.deps.docs, self.job):
+            mine[d["id"]] = d["output_tree"]
+        done: dict[str, str] = {}
+        async for doc in view.processed(self.deps.docs, self.record.name, self.salt):
+            if doc["job"] != self.job:
+                done[doc["id"]] = doc["output_tree"]
+        commits = commit_map(state.inputs)
+        async for task in enumerate_datums(self.deps.store, self.spec.input, commits, self.salt):
+            tree = mine.get(task.id)
+            yield tree if tree is not None else done.get(task.id, "")
 
     async def _overlay(self, base: str) -> AsyncIterator[Put | Delete]:
         """Incremental: each datum's /pfs/out started as the previous output
