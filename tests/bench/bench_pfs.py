@@ -14,7 +14,11 @@ same disk.
   a 1,000-file commit: it must not grow with the tree.
 
 The dvc peer comes from ``.venv-bench`` (``make bench`` installs it); without
-it those rows are left out and said so. pachctl's own start-up (~0.3 s of
+it those rows are left out and said so. ``PACH_BENCH_PFS_ONLY=putr`` runs only
+the put-file -r row and its ``cp -r`` peer, ``PACH_BENCH_PFS_REPEAT=N`` runs
+that pair N times (medians shown too) and ``PACH_BENCH_PFS_FILES=N`` sets
+its file count (100,000 by default: a smaller one is for iterating, not for
+the table). pachctl's own start-up (~0.3 s of
 imports) is inside its times, as a user sees it.
 """
 
@@ -37,7 +41,9 @@ from tests.support.cluster import ROOT, Cluster
 
 MiB = 1 << 20
 BIG = 1 << 30
-SMALL_FILES = 100_000
+SMALL_FILES = int(os.environ.get("PACH_BENCH_PFS_FILES") or 100_000)
+ONLY = os.environ.get("PACH_BENCH_PFS_ONLY", "")
+REPEAT = max(1, int(os.environ.get("PACH_BENCH_PFS_REPEAT") or 1))
 SMALL_SIZE = 1024
 SMALL_DIRS = 100
 FINISH_SAMPLES = 7
@@ -192,131 +198,13 @@ async def run(ctx: BenchContext) -> list[Result]:
         pachctl, env = _pachctl(cluster)
         address = f"127.0.0.1:{cluster.grpc_port}"
 
-        # --- one 1 GiB file ----------------------------------------------------
-        src = work / "big.bin"
-        await asyncio.to_thread(_write_big, src)
-        secs = await _timed(f"cp {src} {work / 'copy.bin'} && sync {work / 'copy.bin'}")
-        os.unlink(work / "copy.bin")
-        results.append(Result("peer: cp 1 GiB (+sync)", _mbs(BIG, secs), "MB/s"))
-        dvc_secs = None
-        if has_dvc:
-            dvc_secs = await _dvc_add(work, src)
-            results.append(Result("peer: dvc add 1 GiB", _mbs(BIG, dvc_secs), "MB/s"))
-        await _timed(f"{pachctl} create-repo big", env=env)
-        secs = await _timed(f"{pachctl} put-file big master /big.bin -f {src}", env=env)
-        results.append(Result("pachctl put-file 1 GiB", _mbs(BIG, secs), "MB/s", 250.0))
-        if dvc_secs is not None:
-            results.append(
-                Result(
-                    "pachctl put-file 1 GiB time / dvc add time",
-                    round(secs / dvc_secs, 2),
-                    "x",
-                    0.5,
-                    higher_is_better=False,
-                )
-            )
-
-        # get-file against cat of the same file, both warm and both cold
-        # (the median of READS runs each: one run swings by +-30% on a shared
-        # VM): pachctl as a user runs it (the HTTP download sent with
-        # sendfile, 0036), pachctl kept on gRPC (PACH_HTTP_ADDRESS=off: the
-        # path before 0036, plus one InspectFile), and the gRPC API as
-        # python-pachyderm reads it. Cold: the source file and every object
-        # of the store are dropped from the page cache (posix_fadvise
-        # DONTNEED) before each.
-        get = f"{pachctl} get-file big master /big.bin > /dev/null"
-        grpc_env = {**env, "PACH_HTTP_ADDRESS": "off"}
-        for temp in ("warm", "cold"):
-            cold = temp == "cold"
-            cats, gets, grpc_gets, apis = [], [], [], []
-            if not cold:  # warm them all up once
-                await _timed(f"cat {src} > /dev/null")
-                await _timed(get, env=env)
-            for _ in range(READS):
-                if cold:
-                    _drop_cache(src)
-                cats.append(await _timed(f"cat {src} > /dev/null"))
-                if cold:
-                    _drop_tree_cache(work / "data" / "objects")
-                gets.append(await _timed(get, env=env))
-                if cold:
-                    _drop_tree_cache(work / "data" / "objects")
-                grpc_gets.append(await _timed(get, env=grpc_env))
-                if cold:
-                    _drop_tree_cache(work / "data" / "objects")
-                apis.append(await asyncio.to_thread(_api_get, address, "big", "/big.bin", BIG))
-            cat_s, get_s, grpc_s, api_s = (
-                statistics.median(t) for t in (cats, gets, grpc_gets, apis)
-            )
-            floor = 0.8 if cold else 0.5
-            results += [
-                Result(f"peer: cat 1 GiB > /dev/null (median, {temp})", _mbs(BIG, cat_s), "MB/s"),
-                Result(
-                    f"pachctl get-file 1 GiB > /dev/null (median, {temp})",
-                    _mbs(BIG, get_s),
-                    "MB/s",
-                    500.0 if cold else None,
-                ),
-                Result(
-                    f"  pachctl get-file speed / cat speed, {temp}",
-                    round(cat_s / get_s, 2),
-                    "x",
-                    floor,
-                ),
-                Result(
-                    f"pachctl get-file over gRPC only (median, {temp})", _mbs(BIG, grpc_s), "MB/s"
-                ),
-                Result(
-                    f"  pachctl get-file over gRPC speed / cat speed, {temp}",
-                    round(cat_s / grpc_s, 2),
-                    "x",
-                    floor,
-                ),
-                Result(f"gRPC GetFile 1 GiB (median, {temp})", _mbs(BIG, api_s), "MB/s"),
-                Result(
-                    f"  gRPC GetFile speed / cat speed, {temp}", round(cat_s / api_s, 2), "x", floor
-                ),
-            ]
-        os.unlink(src)
+        if not ONLY:
+            results += await _big_rows(work, pachctl, env, address, has_dvc)
 
         # --- 100,000 files of 1 KiB ----------------------------------------------
-        small = work / "small"
-        await asyncio.to_thread(_write_small, small)
-        if has_dvc:
-            secs = await _dvc_add(work, small)
-            results.append(
-                Result("peer: dvc add 100k x 1 KiB", round(SMALL_FILES / secs), "files/s")
-            )
-        copy = work / "small-copy"
-        cp_secs = await _timed(f"cp -r {small} {copy} && sync")
-        shutil.rmtree(copy)
-        results.append(
-            Result("peer: cp -r 100k x 1 KiB (+sync)", round(SMALL_FILES / cp_secs), "files/s")
-        )
-        await _timed(f"{pachctl} create-repo small", env=env)
-        # Into an open commit, so the stream and the finish are timed apart.
-        await _timed(f"{pachctl} start-commit small master", env=env)
-        put_secs = await _timed(f"{pachctl} put-file small master /in -r -f {small}", env=env)
-        finish_secs = await _timed(f"{pachctl} finish-commit small master", env=env)
-        results.append(
-            Result(
-                "pachctl put-file -r 100k x 1 KiB + finish-commit",
-                round(SMALL_FILES / (put_secs + finish_secs)),
-                "files/s",
-                5000.0,
-            )
-        )
-        results.append(
-            Result(
-                "  put-file -r (+finish-commit) speed / cp -r (+sync) speed",
-                round(cp_secs / (put_secs + finish_secs), 2),
-                "x",
-                1.5,
-            )
-        )
-        results.append(Result("  of which the put-file -r stream", round(put_secs, 2), "s"))
-        results.append(Result("  of which finish-commit", round(finish_secs, 2), "s"))
-        shutil.rmtree(small)
+        results += await _small_rows(work, pachctl, env, has_dvc and not ONLY)
+        if ONLY:
+            return results
 
         # --- finish-commit of a 1-path change ---------------------------------------
         await asyncio.to_thread(_put_files, address, "thousand", 1000)
@@ -333,4 +221,151 @@ async def run(ctx: BenchContext) -> list[Result]:
             )
     finally:
         await asyncio.to_thread(cluster.kill)
+    return results
+
+
+async def _small_rows(
+    work: Path, pachctl: str, env: dict[str, str], with_dvc: bool
+) -> list[Result]:
+    """put-file -r of SMALL_FILES x 1 KiB into an open commit, then
+    finish-commit, next to ``cp -r`` + ``sync`` of the same directory just
+    before it (REPEAT times, alternating; the medians when repeated)."""
+    results: list[Result] = []
+    label = f"{SMALL_FILES // 1000}k x 1 KiB"
+    small = work / "small"
+    await asyncio.to_thread(_write_small, small)
+    if with_dvc:
+        secs = await _dvc_add(work, small)
+        results.append(Result(f"peer: dvc add {label}", round(SMALL_FILES / secs), "files/s"))
+    cps: list[float] = []
+    puts: list[float] = []
+    finishes: list[float] = []
+    for i in range(REPEAT):
+        copy = work / "small-copy"
+        cps.append(await _timed(f"cp -r {small} {copy} && sync"))
+        shutil.rmtree(copy)
+        repo = "small" if i == 0 else f"small{i}"
+        await _timed(f"{pachctl} create-repo {repo}", env=env)
+        # Into an open commit, so the stream and the finish are timed apart.
+        await _timed(f"{pachctl} start-commit {repo} master", env=env)
+        puts.append(await _timed(f"{pachctl} put-file {repo} master /in -r -f {small}", env=env))
+        finishes.append(await _timed(f"{pachctl} finish-commit {repo} master", env=env))
+        if REPEAT > 1:
+            whole = puts[-1] + finishes[-1]
+            print(
+                f"  run {i + 1}: cp -r + sync {cps[-1]:.2f} s, put-file -r {puts[-1]:.2f} s "
+                f"+ finish-commit {finishes[-1]:.2f} s: {cps[-1] / whole:.2f}x",
+                flush=True,
+            )
+    ratios = [c / (p + f) for c, p, f in zip(cps, puts, finishes, strict=True)]
+    cp_secs, put_secs, finish_secs = (statistics.median(t) for t in (cps, puts, finishes))
+    median = " (median)" if REPEAT > 1 else ""
+    results += [
+        Result(f"peer: cp -r {label} (+sync){median}", round(SMALL_FILES / cp_secs), "files/s"),
+        Result(
+            f"pachctl put-file -r {label} + finish-commit{median}",
+            round(SMALL_FILES / (put_secs + finish_secs)),
+            "files/s",
+            5000.0,
+        ),
+        Result(
+            f"  put-file -r (+finish-commit) speed / cp -r (+sync) speed{median}",
+            round(statistics.median(ratios), 2),
+            "x",
+            1.5,
+        ),
+        Result(f"  of which the put-file -r stream{median}", round(put_secs, 2), "s"),
+        Result(f"  of which finish-commit{median}", round(finish_secs, 2), "s"),
+    ]
+    shutil.rmtree(small)
+    return results
+
+
+async def _big_rows(
+    work: Path, pachctl: str, env: dict[str, str], address: str, has_dvc: bool
+) -> list[Result]:
+    """One 1 GiB file: put-file next to cp + sync (and dvc add), get-file
+    next to cat, warm and cold."""
+    results: list[Result] = []
+    src = work / "big.bin"
+    await asyncio.to_thread(_write_big, src)
+    secs = await _timed(f"cp {src} {work / 'copy.bin'} && sync {work / 'copy.bin'}")
+    os.unlink(work / "copy.bin")
+    results.append(Result("peer: cp 1 GiB (+sync)", _mbs(BIG, secs), "MB/s"))
+    dvc_secs = None
+    if has_dvc:
+        dvc_secs = await _dvc_add(work, src)
+        results.append(Result("peer: dvc add 1 GiB", _mbs(BIG, dvc_secs), "MB/s"))
+    await _timed(f"{pachctl} create-repo big", env=env)
+    secs = await _timed(f"{pachctl} put-file big master /big.bin -f {src}", env=env)
+    results.append(Result("pachctl put-file 1 GiB", _mbs(BIG, secs), "MB/s", 250.0))
+    if dvc_secs is not None:
+        results.append(
+            Result(
+                "pachctl put-file 1 GiB time / dvc add time",
+                round(secs / dvc_secs, 2),
+                "x",
+                0.5,
+                higher_is_better=False,
+            )
+        )
+
+    # get-file against cat of the same file, both warm and both cold
+    # (the median of READS runs each: one run swings by +-30% on a shared
+    # VM): pachctl as a user runs it (the HTTP download sent with
+    # sendfile, 0036), pachctl kept on gRPC (PACH_HTTP_ADDRESS=off: the
+    # path before 0036, plus one InspectFile), and the gRPC API as
+    # python-pachyderm reads it. Cold: the source file and every object
+    # of the store are dropped from the page cache (posix_fadvise
+    # DONTNEED) before each.
+    get = f"{pachctl} get-file big master /big.bin > /dev/null"
+    grpc_env = {**env, "PACH_HTTP_ADDRESS": "off"}
+    for temp in ("warm", "cold"):
+        cold = temp == "cold"
+        cats, gets, grpc_gets, apis = [], [], [], []
+        if not cold:  # warm them all up once
+            await _timed(f"cat {src} > /dev/null")
+            await _timed(get, env=env)
+        for _ in range(READS):
+            if cold:
+                _drop_cache(src)
+            cats.append(await _timed(f"cat {src} > /dev/null"))
+            if cold:
+                _drop_tree_cache(work / "data" / "objects")
+            gets.append(await _timed(get, env=env))
+            if cold:
+                _drop_tree_cache(work / "data" / "objects")
+            grpc_gets.append(await _timed(get, env=grpc_env))
+            if cold:
+                _drop_tree_cache(work / "data" / "objects")
+            apis.append(await asyncio.to_thread(_api_get, address, "big", "/big.bin", BIG))
+        cat_s, get_s, grpc_s, api_s = (statistics.median(t) for t in (cats, gets, grpc_gets, apis))
+        floor = 0.8 if cold else 0.5
+        results += [
+            Result(f"peer: cat 1 GiB > /dev/null (median, {temp})", _mbs(BIG, cat_s), "MB/s"),
+            Result(
+                f"pachctl get-file 1 GiB > /dev/null (median, {temp})",
+                _mbs(BIG, get_s),
+                "MB/s",
+                500.0 if cold else None,
+            ),
+            Result(
+                f"  pachctl get-file speed / cat speed, {temp}",
+                round(cat_s / get_s, 2),
+                "x",
+                floor,
+            ),
+            Result(f"pachctl get-file over gRPC only (median, {temp})", _mbs(BIG, grpc_s), "MB/s"),
+            Result(
+                f"  pachctl get-file over gRPC speed / cat speed, {temp}",
+                round(cat_s / grpc_s, 2),
+                "x",
+                floor,
+            ),
+            Result(f"gRPC GetFile 1 GiB (median, {temp})", _mbs(BIG, api_s), "MB/s"),
+            Result(
+                f"  gRPC GetFile speed / cat speed, {temp}", round(cat_s / api_s, 2), "x", floor
+            ),
+        ]
+    os.unlink(src)
     return results
