@@ -145,9 +145,11 @@ def _messages(
     return _parsed(putfile.requests(args, pairs))
 
 
-def _parsed(msgs: Iterable[pfs.PutFileRequest | bytes]) -> list[pfs.PutFileRequest]:
+def _parsed(msgs: Iterable[pfs.PutFileRequest | putfile.Encoded]) -> list[pfs.PutFileRequest]:
     """The messages as the server parses them (batches are sent encoded)."""
-    return [pfs.PutFileRequest.FromString(m) if isinstance(m, bytes) else m for m in msgs]
+    return [
+        pfs.PutFileRequest.FromString(m.data) if isinstance(m, putfile.Encoded) else m for m in msgs
+    ]
 
 
 def test_each_file_starts_with_a_named_message() -> None:
@@ -388,8 +390,8 @@ def test_encoded_entries_are_the_messages_protobuf_writes(flags: tuple[str, ...]
     for dest, data in cases:
         entry = want.batch.add(file=putfile._file("rëpo", "brånch", dest), value=data)
         entry.MergeFrom(putfile._options(args))
-    assert bytes(raw) == want.SerializeToString(deterministic=True)
-    assert pfs.PutFileRequest.FromString(raw) == want
+    assert raw.data == want.SerializeToString(deterministic=True)
+    assert pfs.PutFileRequest.FromString(raw.data) == want
 
 
 def test_a_batch_is_cut_at_about_batch_bytes(monkeypatch: pytest.MonkeyPatch) -> None:

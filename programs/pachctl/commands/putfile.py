@@ -415,19 +415,16 @@ def _small(path: str) -> bool:
         return False  # the read-ahead reports it
 
 
-class Encoded(bytes):
-    """A ``PutFileRequest`` already in its wire form: a batch of small files
-    (or one of them alone), ``files`` files of ``nbytes`` bytes. Writing the
-    bytes directly costs a fraction of building a message per file."""
+class Encoded:
+    """A ``PutFileRequest`` already in its wire form (``data``): a batch of
+    small files (or one of them alone), ``files`` files of ``nbytes`` bytes.
+    Writing the bytes directly costs a fraction of building a message per
+    file."""
 
-    files: int
-    nbytes: int
+    __slots__ = ("data", "files", "nbytes")
 
-
-def encoded(data: bytes, files: int, nbytes: int) -> Encoded:
-    out = Encoded(data)
-    out.files, out.nbytes = files, nbytes
-    return out
+    def __init__(self, data: bytes, files: int, nbytes: int) -> None:
+        self.data, self.files, self.nbytes = data, files, nbytes
 
 
 def _varint(n: int) -> bytes:
@@ -519,16 +516,16 @@ def _batched(entries: list[bytes], nbytes: int) -> Encoded:
     """A message of ``entries`` holding ``nbytes`` of file content (a batch
     of one: that file's own message)."""
     if len(entries) == 1:
-        return encoded(entries[0], 1, nbytes)
+        return Encoded(entries[0], 1, nbytes)
     key = _BATCH_KEY
-    parts = []
+    parts: list[bytes] = []
     for e in entries:
         parts += (key, _varint(len(e)), e)
-    return encoded(b"".join(parts), len(entries), nbytes)
+    return Encoded(b"".join(parts), len(entries), nbytes)
 
 
-def _wire(req: pfs.PutFileRequest | bytes) -> bytes:
-    return req if isinstance(req, bytes) else req.SerializeToString()
+def _wire(req: pfs.PutFileRequest | Encoded) -> bytes:
+    return req.data if isinstance(req, Encoded) else req.SerializeToString()
 
 
 class _Guarded:
