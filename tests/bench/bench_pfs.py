@@ -14,12 +14,13 @@ same disk.
   a 1,000-file commit: it must not grow with the tree.
 
 The dvc peer comes from ``.venv-bench`` (``make bench`` installs it); without
-it those rows are left out and said so. ``PACH_BENCH_PFS_ONLY=putr`` runs only
-the put-file -r row and its ``cp -r`` peer, ``PACH_BENCH_PFS_REPEAT=N`` runs
-that pair N times (medians shown too) and ``PACH_BENCH_PFS_FILES=N`` sets
-its file count (100,000 by default: a smaller one is for iterating, not for
-the table). pachctl's own start-up (~0.3 s of
+it those rows are left out and said so. pachctl's own start-up (~0.3 s of
 imports) is inside its times, as a user sees it.
+
+``PACH_BENCH_PFS_ONLY=putr`` runs only the put-file -r row and its ``cp -r``
+peer, ``PACH_BENCH_PFS_REPEAT=N`` runs that pair N times (medians shown) and
+``PACH_BENCH_PFS_FILES=N`` sets its file count (100,000 by default: a
+smaller one is for iterating, not for the table).
 """
 
 from __future__ import annotations
@@ -42,17 +43,24 @@ from tests.support.cluster import ROOT, Cluster
 MiB = 1 << 20
 BIG = 1 << 30
 SMALL_FILES = int(os.environ.get("PACH_BENCH_PFS_FILES") or 100_000)
-ONLY = os.environ.get("PACH_BENCH_PFS_ONLY", "")
-REPEAT = max(1, int(os.environ.get("PACH_BENCH_PFS_REPEAT") or 1))
 SMALL_SIZE = 1024
 SMALL_DIRS = 100
 FINISH_SAMPLES = 7
 READS = 3
+READS_ONLY = 5  # with PACH_BENCH_PFS_ONLY=get
+# PACH_BENCH_PFS_ONLY=get: only the get-file rows (and the put they need).
+ONLY = os.environ.get("PACH_BENCH_PFS_ONLY", "")
+# PACH_BENCH_PFS_ONLY=putr: only the put-file -r row and its cp -r peer, REPEAT times.
+REPEAT = max(1, int(os.environ.get("PACH_BENCH_PFS_REPEAT") or 1))
 DVC = ROOT / ".venv-bench" / "bin" / "dvc"
 
 
 def _mbs(nbytes: int, seconds: float) -> float:
     return round(nbytes / MiB / max(seconds, 1e-9), 1)
+
+
+def _ms(seconds: list[float]) -> float:
+    return round(statistics.median(seconds) * 1000, 1)
 
 
 def _write_big(path: Path) -> None:
@@ -107,7 +115,12 @@ def _pachctl(cluster: Cluster) -> tuple[str, dict[str, str]]:
         **os.environ,
         "PACHD_ADDRESS": f"127.0.0.1:{cluster.grpc_port}",
         "PYTHONPATH": str(ROOT),
+        # its own config dir (where it keeps the local read socket's path)
+        "PACH_CONFIG": str(cluster.data_dir.parent / "pachctl" / "config.json"),
+        # compiled once, as an installed pachctl is (0037's bench_pachctl)
+        "PYTHONPYCACHEPREFIX": str(cluster.data_dir.parent / "pycache"),
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return f"{sys.executable} -m programs.pachctl", env
 
 
@@ -183,6 +196,85 @@ async def _dvc_add(work: Path, target: Path) -> float:
         shutil.rmtree(repo, ignore_errors=True)
 
 
+async def _get_rows(
+    work: Path, src: Path, pachctl: str, env: dict[str, str], address: str
+) -> list[Result]:
+    """get-file of ``src`` (put as big@master:/big.bin) against ``cat``."""
+    results: list[Result] = []
+    # get-file against cat of the same file, both warm and both cold
+    # (the median of READS runs each: one run swings by +-30% on a shared
+    # VM): pachctl as a user runs it (the gateway's local read socket,
+    # 0039), pachctl on the HTTP download sent with sendfile (0036:
+    # PACH_LOCAL_SOCKET=off), pachctl kept on gRPC (both off: the path
+    # before 0036, plus one InspectFile), and the gRPC API as
+    # python-pachyderm reads it. Cold: the source file and every object
+    # of the store are dropped from the page cache (posix_fadvise
+    # DONTNEED) before each.
+    get = f"{pachctl} get-file big master /big.bin > /dev/null"
+    paths = {
+        "": env,
+        " over HTTP (0036)": {**env, "PACH_LOCAL_SOCKET": "off"},
+        " over gRPC only": {**env, "PACH_LOCAL_SOCKET": "off", "PACH_HTTP_ADDRESS": "off"},
+    }
+    reads = READS_ONLY if ONLY == "get" else READS
+    for temp in ("warm", "cold"):
+        cold = temp == "cold"
+        cats: list[float] = []
+        gets: dict[str, list[float]] = {name: [] for name in paths}
+        apis: list[float] = []
+        if not cold:  # warm them all up once (and pachctl learns the socket)
+            await _timed(f"cat {src} > /dev/null")
+            await _timed(get, env=env)
+        for _ in range(reads):
+            if cold:
+                _drop_cache(src)
+            cats.append(await _timed(f"cat {src} > /dev/null"))
+            for name, path_env in paths.items():
+                if cold:
+                    _drop_tree_cache(work / "data" / "objects")
+                gets[name].append(await _timed(get, env=path_env))
+            if cold:
+                _drop_tree_cache(work / "data" / "objects")
+            apis.append(await asyncio.to_thread(_api_get, address, "big", "/big.bin", BIG))
+        cat_s, api_s = statistics.median(cats), statistics.median(apis)
+        floor = 0.8 if cold else 0.5
+        results.append(
+            Result(f"peer: cat 1 GiB > /dev/null (median, {temp})", _mbs(BIG, cat_s), "MB/s")
+        )
+        for name in paths:
+            get_s = statistics.median(gets[name])
+            results += [
+                Result(
+                    f"pachctl get-file{name} 1 GiB > /dev/null (median, {temp})",
+                    _mbs(BIG, get_s),
+                    "MB/s",
+                    500.0 if cold and not name else None,
+                ),
+                Result(
+                    f"  pachctl get-file{name} speed / cat speed, {temp}",
+                    round(cat_s / get_s, 2),
+                    "x",
+                    floor if not name else None,
+                ),
+            ]
+        results += [
+            Result(f"gRPC GetFile 1 GiB (median, {temp})", _mbs(BIG, api_s), "MB/s"),
+            Result(f"  gRPC GetFile speed / cat speed, {temp}", round(cat_s / api_s, 2), "x"),
+        ]
+    # Where a warm get-file's time goes: pachctl's start, then the start and
+    # the socket's handshake (a 1-byte file), the rest is the transfer.
+    await _timed(f"echo -n x | {pachctl} put-file big master /one", env=env)
+    starts, ones = [], []
+    for _ in range(reads):
+        starts.append(await _timed(f"{pachctl} version --client-only", env=env))
+        ones.append(await _timed(f"{pachctl} get-file big master /one > /dev/null", env=env))
+    results += [
+        Result("  pachctl start (version --client-only, median)", _ms(starts), "ms"),
+        Result("  pachctl get-file of 1 byte (start + handshake, median)", _ms(ones), "ms"),
+    ]
+    return results
+
+
 async def run(ctx: BenchContext) -> list[Result]:
     work = ctx.work_dir / "pfs"
     work.mkdir(parents=True, exist_ok=True)
@@ -198,13 +290,43 @@ async def run(ctx: BenchContext) -> list[Result]:
         pachctl, env = _pachctl(cluster)
         address = f"127.0.0.1:{cluster.grpc_port}"
 
-        if not ONLY:
-            results += await _big_rows(work, pachctl, env, address, has_dvc)
+        if ONLY == "putr":
+            return results + await _small_rows(work, pachctl, env, False)
+
+        # --- one 1 GiB file ----------------------------------------------------
+        src = work / "big.bin"
+        await asyncio.to_thread(_write_big, src)
+        if ONLY == "get":
+            await _timed(f"{pachctl} create-repo big", env=env)
+            await _timed(f"{pachctl} put-file big master /big.bin -f {src}", env=env)
+            results += await _get_rows(work, src, pachctl, env, address)
+            return results
+        secs = await _timed(f"cp {src} {work / 'copy.bin'} && sync {work / 'copy.bin'}")
+        os.unlink(work / "copy.bin")
+        results.append(Result("peer: cp 1 GiB (+sync)", _mbs(BIG, secs), "MB/s"))
+        dvc_secs = None
+        if has_dvc:
+            dvc_secs = await _dvc_add(work, src)
+            results.append(Result("peer: dvc add 1 GiB", _mbs(BIG, dvc_secs), "MB/s"))
+        await _timed(f"{pachctl} create-repo big", env=env)
+        secs = await _timed(f"{pachctl} put-file big master /big.bin -f {src}", env=env)
+        results.append(Result("pachctl put-file 1 GiB", _mbs(BIG, secs), "MB/s", 250.0))
+        if dvc_secs is not None:
+            results.append(
+                Result(
+                    "pachctl put-file 1 GiB time / dvc add time",
+                    round(secs / dvc_secs, 2),
+                    "x",
+                    0.5,
+                    higher_is_better=False,
+                )
+            )
+
+        results += await _get_rows(work, src, pachctl, env, address)
+        os.unlink(src)
 
         # --- 100,000 files of 1 KiB ----------------------------------------------
-        results += await _small_rows(work, pachctl, env, has_dvc and not ONLY)
-        if ONLY:
-            return results
+        results += await _small_rows(work, pachctl, env, has_dvc)
 
         # --- finish-commit of a 1-path change ---------------------------------------
         await asyncio.to_thread(_put_files, address, "thousand", 1000)
@@ -278,94 +400,4 @@ async def _small_rows(
         Result(f"  of which finish-commit{median}", round(finish_secs, 2), "s"),
     ]
     shutil.rmtree(small)
-    return results
-
-
-async def _big_rows(
-    work: Path, pachctl: str, env: dict[str, str], address: str, has_dvc: bool
-) -> list[Result]:
-    """One 1 GiB file: put-file next to cp + sync (and dvc add), get-file
-    next to cat, warm and cold."""
-    results: list[Result] = []
-    src = work / "big.bin"
-    await asyncio.to_thread(_write_big, src)
-    secs = await _timed(f"cp {src} {work / 'copy.bin'} && sync {work / 'copy.bin'}")
-    os.unlink(work / "copy.bin")
-    results.append(Result("peer: cp 1 GiB (+sync)", _mbs(BIG, secs), "MB/s"))
-    dvc_secs = None
-    if has_dvc:
-        dvc_secs = await _dvc_add(work, src)
-        results.append(Result("peer: dvc add 1 GiB", _mbs(BIG, dvc_secs), "MB/s"))
-    await _timed(f"{pachctl} create-repo big", env=env)
-    secs = await _timed(f"{pachctl} put-file big master /big.bin -f {src}", env=env)
-    results.append(Result("pachctl put-file 1 GiB", _mbs(BIG, secs), "MB/s", 250.0))
-    if dvc_secs is not None:
-        results.append(
-            Result(
-                "pachctl put-file 1 GiB time / dvc add time",
-                round(secs / dvc_secs, 2),
-                "x",
-                0.5,
-                higher_is_better=False,
-            )
-        )
-
-    # get-file against cat of the same file, both warm and both cold
-    # (the median of READS runs each: one run swings by +-30% on a shared
-    # VM): pachctl as a user runs it (the HTTP download sent with
-    # sendfile, 0036), pachctl kept on gRPC (PACH_HTTP_ADDRESS=off: the
-    # path before 0036, plus one InspectFile), and the gRPC API as
-    # python-pachyderm reads it. Cold: the source file and every object
-    # of the store are dropped from the page cache (posix_fadvise
-    # DONTNEED) before each.
-    get = f"{pachctl} get-file big master /big.bin > /dev/null"
-    grpc_env = {**env, "PACH_HTTP_ADDRESS": "off"}
-    for temp in ("warm", "cold"):
-        cold = temp == "cold"
-        cats, gets, grpc_gets, apis = [], [], [], []
-        if not cold:  # warm them all up once
-            await _timed(f"cat {src} > /dev/null")
-            await _timed(get, env=env)
-        for _ in range(READS):
-            if cold:
-                _drop_cache(src)
-            cats.append(await _timed(f"cat {src} > /dev/null"))
-            if cold:
-                _drop_tree_cache(work / "data" / "objects")
-            gets.append(await _timed(get, env=env))
-            if cold:
-                _drop_tree_cache(work / "data" / "objects")
-            grpc_gets.append(await _timed(get, env=grpc_env))
-            if cold:
-                _drop_tree_cache(work / "data" / "objects")
-            apis.append(await asyncio.to_thread(_api_get, address, "big", "/big.bin", BIG))
-        cat_s, get_s, grpc_s, api_s = (statistics.median(t) for t in (cats, gets, grpc_gets, apis))
-        floor = 0.8 if cold else 0.5
-        results += [
-            Result(f"peer: cat 1 GiB > /dev/null (median, {temp})", _mbs(BIG, cat_s), "MB/s"),
-            Result(
-                f"pachctl get-file 1 GiB > /dev/null (median, {temp})",
-                _mbs(BIG, get_s),
-                "MB/s",
-                500.0 if cold else None,
-            ),
-            Result(
-                f"  pachctl get-file speed / cat speed, {temp}",
-                round(cat_s / get_s, 2),
-                "x",
-                floor,
-            ),
-            Result(f"pachctl get-file over gRPC only (median, {temp})", _mbs(BIG, grpc_s), "MB/s"),
-            Result(
-                f"  pachctl get-file over gRPC speed / cat speed, {temp}",
-                round(cat_s / grpc_s, 2),
-                "x",
-                floor,
-            ),
-            Result(f"gRPC GetFile 1 GiB (median, {temp})", _mbs(BIG, api_s), "MB/s"),
-            Result(
-                f"  gRPC GetFile speed / cat speed, {temp}", round(cat_s / api_s, 2), "x", floor
-            ),
-        ]
-    os.unlink(src)
     return results
