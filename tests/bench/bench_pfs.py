@@ -43,6 +43,8 @@ from tests.support.cluster import ROOT, Cluster
 MiB = 1 << 20
 BIG = 1 << 30
 SMALL_FILES = int(os.environ.get("PACH_BENCH_PFS_FILES") or 100_000)
+# PACH_BENCH_PFS_ONLY=putr: only the put-file -r row and its cp -r peer, REPEAT times.
+REPEAT = max(1, int(os.environ.get("PACH_BENCH_PFS_REPEAT") or 1))
 SMALL_SIZE = 1024
 SMALL_DIRS = 100
 FINISH_SAMPLES = 7
@@ -50,8 +52,6 @@ READS = 3
 READS_ONLY = 5  # with PACH_BENCH_PFS_ONLY=get
 # PACH_BENCH_PFS_ONLY=get: only the get-file rows (and the put they need).
 ONLY = os.environ.get("PACH_BENCH_PFS_ONLY", "")
-# PACH_BENCH_PFS_ONLY=putr: only the put-file -r row and its cp -r peer, REPEAT times.
-REPEAT = max(1, int(os.environ.get("PACH_BENCH_PFS_REPEAT") or 1))
 DVC = ROOT / ".venv-bench" / "bin" / "dvc"
 
 
