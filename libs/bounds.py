@@ -138,6 +138,9 @@ def check_message(msg: Message) -> None:
     stack: list[Message] = [msg]
     while stack:
         item = stack.pop()
+        if item.DESCRIPTOR.full_name == "pfs.PutFileRequest" and item.batch:  # type: ignore[attr-defined]
+            _check_batch(item, stack)
+            continue
         rule = _MESSAGE_FIELDS.get(item.DESCRIPTOR.full_name)
         if rule is not None:
             field, what, limit = rule
@@ -151,3 +154,23 @@ def check_message(msg: Message) -> None:
                 stack.extend(value)
             else:
                 stack.append(value)
+
+
+def _check_batch(msg: Message, stack: list[Message]) -> None:
+    """A put-file batch (up to thousands of small files): each plain entry's
+    path and repo name checked directly, without walking its messages (the
+    only names a plain entry holds); any other entry or field is walked."""
+    repos: set[str] = set()
+    for entry in msg.batch:  # type: ignore[attr-defined]
+        if entry.batch or entry.HasField("header") or entry.HasField("footer"):
+            stack.append(entry)
+            continue
+        file = entry.file
+        check_path(file.path)
+        repo = file.commit.repo.name
+        if repo not in repos:
+            check_name("repo name", repo, MAX_REPO_NAME)
+            repos.add(repo)
+    for field_desc, value in msg.ListFields():
+        if field_desc.name != "batch" and field_desc.message_type is not None:
+            stack.append(value)

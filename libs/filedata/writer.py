@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 
 from libs.errors import InvalidArgument
 from libs.objects import _io
@@ -70,16 +70,40 @@ class FileWriter:
         return [await self._append_to_pack(head, size)]
 
     async def flush(self) -> None:
-        """Make every ref returned so far durable (writes the open pack)."""
+        """Make every ref returned so far durable (writes the open pack).
+
+        Safe to run while other calls go on writing files (the gateway
+        flushes one batch in the background while it packs the next): it
+        waits for the packs sealed when it was called, whoever else is
+        waiting for them too."""
         self._raise_if_failed()
         if self._pack:
             self._seal()
-        while self._packing:
-            await self._finish_oldest_pack()
+        sealed = list(self._packing)
+        for task in sealed:
+            try:
+                await task
+            except BaseException as exc:
+                self._failed = self._failed or exc
+                raise
+        while self._packing and self._packing[0] in sealed:  # done, and seen done
+            self._packing.popleft()
+
+    async def write_small(self, data: bytes) -> list[DataRef]:
+        """``write_file`` of one block shorter than the small-file size
+        (the caller checked): packed, durable after ``flush()``."""
+        self._raise_if_failed()
+        if not data:
+            return []
+        return [await self._append_to_pack((data,), len(data))]
+
+    @property
+    def small_file(self) -> int:
+        return self._small
 
     # --- packs --------------------------------------------------------------
 
-    async def _append_to_pack(self, parts: list[bytes], size: int) -> DataRef:
+    async def _append_to_pack(self, parts: Sequence[bytes], size: int) -> DataRef:
         if len(self._pack) + size > self._chunk_size:
             self._seal()
         ref = DataRef(self._pack_id, len(self._pack), size)
@@ -101,7 +125,7 @@ class FileWriter:
         try:
             await task
         except BaseException as exc:
-            self._failed = exc
+            self._failed = self._failed or exc
             raise
 
     def _raise_if_failed(self) -> None:

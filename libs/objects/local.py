@@ -24,7 +24,7 @@ import contextlib
 import os
 import secrets
 import stat as stat_mod
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from libs.errors import InvalidArgument, ObjectNotFound, disk_full
@@ -87,6 +87,60 @@ class LocalObjectStore(ObjectStore):
             _discard(fd, tmp)
             raise
         self._commit(key, fd, tmp, path, 0, len(data))
+
+    @property
+    def durable(self) -> bool:
+        return self._durable
+
+    async def stage(self, key: str, data: bytes) -> Path:
+        """Write ``data`` to a temporary file beside ``key``'s, with no fsync:
+        the object does not exist yet (a crash leaves only a temp file, never
+        a half-written object under its name). ``publish`` makes it one."""
+        path = self._path(key)
+        _check_block(key, data)
+        try:
+            return await _io.run(self._stage_sync, key, path, data)
+        except OSError as exc:
+            full = disk_full(exc, str(self._root))
+            if full is None:
+                raise
+            raise full from None
+
+    def _stage_sync(self, key: str, path: Path, data: bytes) -> Path:
+        fd, tmp = self._open_temp(key, path)
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            _discard(fd, tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    async def publish(self, staged: Mapping[str, Path]) -> None:
+        """Make staged objects (key -> temp file from ``stage``) durable
+        together: every temp file is fsynced (concurrently, so one journal
+        commit serves many), then renamed to its key, then each directory
+        they went into is fsynced once. When this returns every one of them
+        is on disk under its name; on an error, the temp files not yet
+        renamed are removed and the error raised."""
+        if not staged:
+            return
+        items = [(key, tmp, self._path(key)) for key, tmp in staged.items()]
+        try:
+            if self._durable:
+                await _all([_io.submit(_fsync_file, tmp) for _, tmp, _ in items])
+            await _io.run(_rename_all, items)
+            if self._durable:
+                dirs = {path.parent for _, _, path in items}
+                await _all([_io.submit(_fsync_dir, d) for d in dirs])
+        except BaseException:
+            await asyncio.shield(_io.run(_discard_all, [tmp for _, tmp, _ in items]))
+            raise
+
+    @staticmethod
+    async def discard(staged: Iterable[Path]) -> None:
+        """Remove staged temp files that will not be published."""
+        await _io.run(_discard_all, list(staged))
 
     async def put_stream(self, key: str, blocks: AsyncIterable[bytes]) -> int:
         try:
@@ -351,6 +405,42 @@ def _discard(fd: int | None, tmp: Path) -> None:
 def _discard_opened(opening: concurrent.futures.Future[tuple[int, Path]]) -> None:
     if not opening.cancelled() and opening.exception() is None:
         _discard(*opening.result())
+
+
+async def _all(futures: list[concurrent.futures.Future[None]]) -> None:
+    """Wait for every pool job (even when one fails: a temp file must not
+    be removed while a job still uses it), then raise the first error."""
+    results = await asyncio.gather(
+        *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rename_all(items: list[tuple[str, Path, Path]]) -> None:
+    for key, tmp, path in items:
+        try:
+            os.rename(tmp, path)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            raise InvalidArgument(
+                f"object key {key!r} conflicts with an existing prefix of the same name",
+                key=key,
+            ) from None
+
+
+def _discard_all(paths: list[Path]) -> None:
+    for tmp in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -7,6 +7,8 @@ apply in write order; a delete or copy of a directory also drops the earlier
 writes below it. The root object is written last, so a build that fails
 (a file/directory conflict, a bad copy source, an error from the caller's op
 stream) returns no root; the objects it wrote are unreferenced garbage.
+Its objects are written without waiting for the disk and made durable
+together before the root is returned (``libs.objects.grouped``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from libs.api.internal import tree_pb2
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.objects import ObjectStore
+from libs.objects.grouped import GroupedWrites
 from libs.trees.codec import (
     EMPTY_DIR_DATA,
     EMPTY_DIR_HASH,
@@ -53,6 +56,10 @@ async def build(
     FailedPrecondition on a file/directory conflict; InvalidArgument on a bad
     path; NotFound for a copy whose source does not exist."""
     sorter = OpSorter(spill_dir, run_bytes)
+    # The objects the build writes become durable together, once, before
+    # the root is returned (group fsync): the caller records the root only
+    # after this returns.
+    grouped = GroupedWrites(store)
     try:
         seq = 0
         async for op in ops:
@@ -60,15 +67,16 @@ async def build(
             await sorter.add(key, seq, data)
             seq += 1
         base = await root_child(store, check_root(base_root)) if base_root else None
-        builder = _Builder(store, sorter.merged())
+        builder = _Builder(grouped, sorter.merged())
         child, _ = await run(builder.node(_ROOT_KEY, "", base, -1))
+        if child is None or child.hash == EMPTY_DIR_HASH:
+            await put_once(grouped, EMPTY_DIR_HASH, EMPTY_DIR_DATA)
+        await grouped.sync()
     finally:
         sorter.close()
+        await grouped.discard()
     if child is None:
-        await put_once(store, EMPTY_DIR_HASH, EMPTY_DIR_DATA)
         return TreeRoot(EMPTY_DIR_HASH, 0, 0)
-    if child.hash == EMPTY_DIR_HASH:
-        await put_once(store, EMPTY_DIR_HASH, EMPTY_DIR_DATA)
     return TreeRoot(child.hash, child.size, child.files)
 
 

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import re
 
-from libs.bounds import check_path
+from libs.bounds import MAX_PATH_BYTES, MAX_PATH_COMPONENT_BYTES, check_path
 from libs.errors import InvalidArgument, shown
 
 ROOT = "/"
 _PRINTABLE = re.compile(r"[ -~]*")
+# A path that is already normal: printable ASCII segments (no "/", not "."
+# or "..", within the component bound) each after one "/". Such a path
+# (every path of a put-file -r, every path pfs recorded) needs no more work.
+_NORMAL = re.compile(rf"(?:/(?!\.\.?(?:/|$))[ -.0-~]{{1,{MAX_PATH_COMPONENT_BYTES}}})+")
 
 
 def normalize(path: str) -> str:
     """``a/b/`` -> ``/a/b``; InvalidArgument naming the path if it is not valid."""
+    if isinstance(path, str) and len(path) <= MAX_PATH_BYTES and _NORMAL.fullmatch(path):
+        return path
     if not isinstance(path, str):
         raise InvalidArgument(f"path must be a string, got {type(path).__name__}", path=path)
     check_path(path)

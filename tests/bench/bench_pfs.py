@@ -16,6 +16,11 @@ same disk.
 The dvc peer comes from ``.venv-bench`` (``make bench`` installs it); without
 it those rows are left out and said so. pachctl's own start-up (~0.3 s of
 imports) is inside its times, as a user sees it.
+
+``PACH_BENCH_PFS_ONLY=putr`` runs only the put-file -r row and its ``cp -r``
+peer, ``PACH_BENCH_PFS_REPEAT=N`` runs that pair N times (medians shown) and
+``PACH_BENCH_PFS_FILES=N`` sets its file count (100,000 by default: a
+smaller one is for iterating, not for the table).
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from tests.support.cluster import ROOT, Cluster
 
 MiB = 1 << 20
 BIG = 1 << 30
-SMALL_FILES = 100_000
+SMALL_FILES = int(os.environ.get("PACH_BENCH_PFS_FILES") or 100_000)
+# PACH_BENCH_PFS_ONLY=putr: only the put-file -r row and its cp -r peer, REPEAT times.
+REPEAT = max(1, int(os.environ.get("PACH_BENCH_PFS_REPEAT") or 1))
 SMALL_SIZE = 1024
 SMALL_DIRS = 100
 FINISH_SAMPLES = 7
@@ -283,6 +290,9 @@ async def run(ctx: BenchContext) -> list[Result]:
         pachctl, env = _pachctl(cluster)
         address = f"127.0.0.1:{cluster.grpc_port}"
 
+        if ONLY == "putr":
+            return results + await _small_rows(work, pachctl, env, False)
+
         # --- one 1 GiB file ----------------------------------------------------
         src = work / "big.bin"
         await asyncio.to_thread(_write_big, src)
@@ -316,43 +326,7 @@ async def run(ctx: BenchContext) -> list[Result]:
         os.unlink(src)
 
         # --- 100,000 files of 1 KiB ----------------------------------------------
-        small = work / "small"
-        await asyncio.to_thread(_write_small, small)
-        if has_dvc:
-            secs = await _dvc_add(work, small)
-            results.append(
-                Result("peer: dvc add 100k x 1 KiB", round(SMALL_FILES / secs), "files/s")
-            )
-        copy = work / "small-copy"
-        cp_secs = await _timed(f"cp -r {small} {copy} && sync")
-        shutil.rmtree(copy)
-        results.append(
-            Result("peer: cp -r 100k x 1 KiB (+sync)", round(SMALL_FILES / cp_secs), "files/s")
-        )
-        await _timed(f"{pachctl} create-repo small", env=env)
-        # Into an open commit, so the stream and the finish are timed apart.
-        await _timed(f"{pachctl} start-commit small master", env=env)
-        put_secs = await _timed(f"{pachctl} put-file small master /in -r -f {small}", env=env)
-        finish_secs = await _timed(f"{pachctl} finish-commit small master", env=env)
-        results.append(
-            Result(
-                "pachctl put-file -r 100k x 1 KiB + finish-commit",
-                round(SMALL_FILES / (put_secs + finish_secs)),
-                "files/s",
-                5000.0,
-            )
-        )
-        results.append(
-            Result(
-                "  put-file -r (+finish-commit) speed / cp -r (+sync) speed",
-                round(cp_secs / (put_secs + finish_secs), 2),
-                "x",
-                1.5,
-            )
-        )
-        results.append(Result("  of which the put-file -r stream", round(put_secs, 2), "s"))
-        results.append(Result("  of which finish-commit", round(finish_secs, 2), "s"))
-        shutil.rmtree(small)
+        results += await _small_rows(work, pachctl, env, has_dvc)
 
         # --- finish-commit of a 1-path change ---------------------------------------
         await asyncio.to_thread(_put_files, address, "thousand", 1000)
@@ -369,4 +343,61 @@ async def run(ctx: BenchContext) -> list[Result]:
             )
     finally:
         await asyncio.to_thread(cluster.kill)
+    return results
+
+
+async def _small_rows(
+    work: Path, pachctl: str, env: dict[str, str], with_dvc: bool
+) -> list[Result]:
+    """put-file -r of SMALL_FILES x 1 KiB into an open commit, then
+    finish-commit, next to ``cp -r`` + ``sync`` of the same directory just
+    before it (REPEAT times, alternating; the medians when repeated)."""
+    results: list[Result] = []
+    label = f"{SMALL_FILES // 1000}k x 1 KiB"
+    small = work / "small"
+    await asyncio.to_thread(_write_small, small)
+    if with_dvc:
+        secs = await _dvc_add(work, small)
+        results.append(Result(f"peer: dvc add {label}", round(SMALL_FILES / secs), "files/s"))
+    cps: list[float] = []
+    puts: list[float] = []
+    finishes: list[float] = []
+    for i in range(REPEAT):
+        copy = work / "small-copy"
+        cps.append(await _timed(f"cp -r {small} {copy} && sync"))
+        shutil.rmtree(copy)
+        repo = "small" if i == 0 else f"small{i}"
+        await _timed(f"{pachctl} create-repo {repo}", env=env)
+        # Into an open commit, so the stream and the finish are timed apart.
+        await _timed(f"{pachctl} start-commit {repo} master", env=env)
+        puts.append(await _timed(f"{pachctl} put-file {repo} master /in -r -f {small}", env=env))
+        finishes.append(await _timed(f"{pachctl} finish-commit {repo} master", env=env))
+        if REPEAT > 1:
+            whole = puts[-1] + finishes[-1]
+            print(
+                f"  run {i + 1}: cp -r + sync {cps[-1]:.2f} s, put-file -r {puts[-1]:.2f} s "
+                f"+ finish-commit {finishes[-1]:.2f} s: {cps[-1] / whole:.2f}x",
+                flush=True,
+            )
+    ratios = [c / (p + f) for c, p, f in zip(cps, puts, finishes, strict=True)]
+    cp_secs, put_secs, finish_secs = (statistics.median(t) for t in (cps, puts, finishes))
+    median = " (median)" if REPEAT > 1 else ""
+    results += [
+        Result(f"peer: cp -r {label} (+sync){median}", round(SMALL_FILES / cp_secs), "files/s"),
+        Result(
+            f"pachctl put-file -r {label} + finish-commit{median}",
+            round(SMALL_FILES / (put_secs + finish_secs)),
+            "files/s",
+            5000.0,
+        ),
+        Result(
+            f"  put-file -r (+finish-commit) speed / cp -r (+sync) speed{median}",
+            round(statistics.median(ratios), 2),
+            "x",
+            1.5,
+        ),
+        Result(f"  of which the put-file -r stream{median}", round(put_secs, 2), "s"),
+        Result(f"  of which finish-commit{median}", round(finish_secs, 2), "s"),
+    ]
+    shutil.rmtree(small)
     return results

@@ -255,6 +255,26 @@ def test_check_message_finds_names_and_paths_at_any_depth() -> None:
         bounds.check_message(pfs.CreateBranchRequest(branch=pfs.Branch(name="b" * 256)))
 
 
+def test_check_message_reads_a_put_file_batch_entry_by_entry() -> None:
+    from libs.api.pfs import pfs_pb2 as pfs
+
+    def entry(repo: str = "r", path: str = "/a") -> pfs.PutFileRequest:
+        return pfs.PutFileRequest(
+            file=pfs.File(commit=pfs.Commit(repo=pfs.Repo(name=repo), id="master"), path=path)
+        )
+
+    bounds.check_message(pfs.PutFileRequest(batch=[entry(path=f"/{i}") for i in range(50)]))
+    with pytest.raises(LimitExceeded, match="path"):
+        bounds.check_message(pfs.PutFileRequest(batch=[entry(), entry(path="/" + "x" * 300)]))
+    with pytest.raises(LimitExceeded, match="repo name"):
+        bounds.check_message(pfs.PutFileRequest(batch=[entry(), entry(repo="r" * 64)]))
+    # an entry with more than a file and bytes is walked whole
+    nested = entry()
+    nested.batch.append(entry(repo="r" * 64))
+    with pytest.raises(LimitExceeded, match="repo name"):
+        bounds.check_message(pfs.PutFileRequest(batch=[entry(), nested]))
+
+
 # --- pachctl: no answer is not "cannot reach" ---------------------------------------------
 
 

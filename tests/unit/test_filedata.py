@@ -252,3 +252,22 @@ async def test_truncated_chunk_is_internal(store: RecordingStore) -> None:
     path.write_bytes(path.read_bytes()[:5])
     with pytest.raises(Internal, match="fewer bytes"):
         await read_all(store, refs)
+
+
+async def test_a_flush_in_the_background_covers_what_was_written_before_it(
+    store: RecordingStore,
+) -> None:
+    """The gateway flushes one batch while it packs the next: the flush
+    returns once every ref handed out before it is durable, while writes
+    after it go on (their packs are written too, and read back whole)."""
+    writer = writer_for(store)
+    before = [await writer.write_small(os.urandom(1000)) for _ in range(20)]  # 5 packs
+    flushing = asyncio.ensure_future(writer.flush())
+    after = [await writer.write_small(os.urandom(1000)) for _ in range(20)]
+    await flushing
+    for (ref,) in before:
+        assert await store.exists(chunk_key(ref.chunk))
+    await writer.flush()
+    for refs in before + after:
+        assert len(refs) == 1 and await read_all(store, refs) != b""
+    assert await writer.write_small(b"") == []

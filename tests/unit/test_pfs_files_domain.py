@@ -128,3 +128,31 @@ def test_a_copy_without_overwrite_appends_files_and_sets_headers() -> None:
     assert files.copy_append_ops(into_root, "/dir/x", f, [REF], (), ()) == [
         trees.Put("/x", (REF,), append=True)
     ]
+
+
+def test_puts_in_a_row_are_one_event_with_the_same_writes_in_order() -> None:
+    """A batch of put-file -r is recorded as one FilesPut per run of puts;
+    the tree ops and the write count are those of the puts one by one."""
+    writes: list[files.Write] = [
+        files.put("/a", [REF], True),
+        files.put("/b", [], False),
+        files.delete("/c"),
+        files.put("/d", [REF], True),
+        files.put("/e", [REF], False),
+        files.put("/f", [REF], True),
+        files.set_header("/g", [REF]),
+        files.put("/h", [REF], True),
+    ]
+    events = decide(CommitWrites(), writes)
+    assert [type(e).__name__ for e in events] == [
+        "FilesPut",
+        "FileDeleted",
+        "FilesPut",
+        "HeaderSet",
+        "FilePut",
+    ]
+    assert [p.path for p in events[0].puts] == ["/a", "/b"]  # type: ignore[attr-defined]
+    ops = [op for e in events for op in files.as_ops(e)]
+    assert ops == [op for w in writes if isinstance(w, Message) for op in files.as_ops(w)]
+    assert replay(events).writes == len(writes)
+    assert replay(events).deletes == 1

@@ -348,6 +348,31 @@ class FilePut(_message.Message):
 Global___FilePut: _TypeAlias = FilePut  # noqa: Y015
 
 @_typing.final
+class FilesPut(_message.Message):
+    """On the commit aggregate: several files put by one request, in order,
+    each exactly as its own FilePut would have recorded it (one event for a
+    batch of put-file -r instead of one per file).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def puts(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilePut]: ...
+    def __init__(
+        self,
+        *,
+        puts: _abc.Iterable[Global___FilePut] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["puts", b"puts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilesPut: _TypeAlias = FilesPut  # noqa: Y015
+
+@_typing.final
 class FileDeleted(_message.Message):
     """On the commit aggregate: the file or directory at `path` is removed."""
 

@@ -24,9 +24,9 @@ from typing import BinaryIO, NamedTuple, TextIO
 from urllib.parse import urlparse
 
 import grpc
+from google.protobuf import empty_pb2
 
 from libs.api.pfs import pfs_pb2 as pfs
-from libs.api.pfs import pfs_pb2_grpc
 from libs.errors import InvalidArgument
 from programs.pachctl import progress
 from programs.pachctl.address import from_env
@@ -153,10 +153,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "stdin",
         )  # fmt: skip
         p.set_defaults(run=put_header if kind == "header" else put_footer)
-
-
-def _api(pachd: Pachd) -> pfs_pb2_grpc.APIStub:
-    return pfs_pb2_grpc.APIStub(pachd.channel)
 
 
 def _file(repo: str, commit: str, path: str) -> pfs.File:
@@ -349,8 +345,7 @@ class ReadAhead:
         self, put: Put, q: queue.Queue[bytes | BaseException | None] | None
     ) -> Iterator[bytes]:
         if not put.url and q is None and put.source != "-":  # a small file: one read, here
-            with open(put.source, "rb") as small:  # an OSError is reported as the pool's are
-                return Whole(small.read())
+            return Whole(_read_whole(put.source))  # an OSError is reported as the pool's are
         return self._stream(put, q)
 
     def _stream(
@@ -376,6 +371,19 @@ class ReadAhead:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+def _read_whole(path: str) -> bytes:
+    """A small file's bytes (plain descriptor reads: a file object costs
+    more than reading 1 KiB)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while part := os.read(fd, SMALL_FILE + 1):
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 class Whole:
@@ -407,33 +415,90 @@ def _small(path: str) -> bool:
         return False  # the read-ahead reports it
 
 
+class Encoded:
+    """A ``PutFileRequest`` already in its wire form (``data``): a batch of
+    small files (or one of them alone), ``files`` files of ``nbytes`` bytes.
+    Writing the bytes directly costs a fraction of building a message per
+    file."""
+
+    __slots__ = ("data", "files", "nbytes")
+
+    def __init__(self, data: bytes, files: int, nbytes: int) -> None:
+        self.data, self.files, self.nbytes = data, files, nbytes
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Field keys of PutFileRequest (file = 1, value = 3, batch = 100) and File
+# (commit = 1, path = 2), all length-delimited.
+_FILE_KEY, _VALUE_KEY, _BATCH_KEY = b"\x0a", b"\x1a", _varint(100 << 3 | 2)
+_COMMIT_KEY, _PATH_KEY = b"\x0a", b"\x12"
+
+
+class _Entries:
+    """Batch entries as bytes: the same fields, in the same order, that a
+    ``PutFileRequest`` with ``file``, ``value`` and the put's options
+    serializes to (the options are serialized once, from a template)."""
+
+    def __init__(self, options: pfs.PutFileRequest, repo: str, branch: str) -> None:
+        commit = pfs.Commit(repo=pfs.Repo(name=repo), id=branch).SerializeToString()
+        self._commit = _COMMIT_KEY + _varint(len(commit)) + commit
+        self._options = options.SerializeToString()
+
+    def entry(self, dest: str, data: bytes) -> bytes:
+        path = dest.encode()
+        file = self._commit + _PATH_KEY + _varint(len(path)) + path
+        value = (_VALUE_KEY, _varint(len(data)), data) if data else ()  # proto3: "" is unset
+        return b"".join((_FILE_KEY, _varint(len(file)), file, *value, self._options))
+
+
+def _options(args: argparse.Namespace) -> pfs.PutFileRequest:
+    """The fields every file's first message carries besides its name."""
+    opts = pfs.PutFileRequest()
+    if args.overwrite:
+        opts.overwrite_index.index = 0
+    if args.split:
+        opts.delimiter = SPLITS[args.split]
+        opts.target_file_datums = args.target_file_datums
+        opts.target_file_bytes = args.target_file_bytes
+    return opts
+
+
 def requests(
     args: argparse.Namespace, files: Iterable[tuple[Put, Iterator[bytes]]]
-) -> Iterator[pfs.PutFileRequest]:
+) -> Iterator[pfs.PutFileRequest | Encoded]:
     """The ``PutFile`` stream: each file's first message names it and carries
     its options, the rest carry its bytes. Small files read whole go several
-    to a message (``batch``): per message, gRPC costs more than the file."""
-    batch = pfs.PutFileRequest()
-    size = 0
+    to a message (``batch``, sent already encoded): per message, gRPC costs
+    more than the file."""
+    options = _options(args)
+    entries = _Entries(options, args.repo, args.branch)
+    batch: list[bytes] = []
+    size = data = 0
     for put, blocks in files:
-        first = pfs.PutFileRequest(file=_file(args.repo, args.branch, put.dest))
-        if args.overwrite:
-            first.overwrite_index.index = 0
-        if args.split:
-            first.delimiter = SPLITS[args.split]
-            first.target_file_datums = args.target_file_datums
-            first.target_file_bytes = args.target_file_bytes
         if isinstance(blocks, Whole):
-            first.value = blocks.data
-            batch.batch.append(first)
-            size += len(blocks.data) + len(put.dest)
-            if len(batch.batch) >= BATCH_FILES or size >= BATCH_BYTES:
-                yield _unbatched(batch)
-                batch, size = pfs.PutFileRequest(), 0
+            entry = entries.entry(put.dest, blocks.data)
+            batch.append(entry)
+            size += len(entry)
+            data += len(blocks.data)
+            if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+                yield _batched(batch, data)
+                batch, size, data = [], 0, 0
             continue
-        if batch.batch:
-            yield _unbatched(batch)
-            batch, size = pfs.PutFileRequest(), 0
+        if batch:
+            yield _batched(batch, data)
+            batch, size, data = [], 0, 0
+        first = pfs.PutFileRequest(file=_file(args.repo, args.branch, put.dest))
+        first.MergeFrom(options)
         if put.url:
             first.url = put.source
             first.recursive = put.recursive
@@ -443,24 +508,35 @@ def requests(
         yield first  # always one message, so an empty file is put too
         for block in blocks:
             yield pfs.PutFileRequest(value=block)
-    if batch.batch:
-        yield _unbatched(batch)
+    if batch:
+        yield _batched(batch, data)
 
 
-def _unbatched(batch: pfs.PutFileRequest) -> pfs.PutFileRequest:
-    """A batch of one file as that file's own message."""
-    return batch.batch[0] if len(batch.batch) == 1 else batch
+def _batched(entries: list[bytes], nbytes: int) -> Encoded:
+    """A message of ``entries`` holding ``nbytes`` of file content (a batch
+    of one: that file's own message)."""
+    if len(entries) == 1:
+        return Encoded(entries[0], 1, nbytes)
+    key = _BATCH_KEY
+    parts: list[bytes] = []
+    for e in entries:
+        parts += (key, _varint(len(e)), e)
+    return Encoded(b"".join(parts), len(entries), nbytes)
+
+
+def _wire(req: pfs.PutFileRequest | Encoded) -> bytes:
+    return req.data if isinstance(req, Encoded) else req.SerializeToString()
 
 
 class _Guarded:
     """Remembers a local failure in the request iterator (gRPC only reports
     the call as cancelled) so the command can report the real cause."""
 
-    def __init__(self, inner: Iterator[pfs.PutFileRequest]) -> None:
+    def __init__(self, inner: Iterator[pfs.PutFileRequest | Encoded]) -> None:
         self._inner = inner
         self.error: BaseException | None = None
 
-    def __iter__(self) -> Iterator[pfs.PutFileRequest]:
+    def __iter__(self) -> Iterator[pfs.PutFileRequest | Encoded]:
         try:
             yield from self._inner
         except BaseException as exc:
@@ -468,10 +544,15 @@ class _Guarded:
             raise
 
 
-def send(pachd: Pachd, stream: Iterator[pfs.PutFileRequest]) -> None:
+def send(pachd: Pachd, stream: Iterator[pfs.PutFileRequest | Encoded]) -> None:
     guarded = _Guarded(stream)
+    put = pachd.channel.stream_unary(
+        "/pfs.API/PutFile",
+        request_serializer=_wire,
+        response_deserializer=empty_pb2.Empty.FromString,
+    )
     try:
-        _api(pachd).PutFile(iter(guarded), timeout=pachd.timeout)
+        put(iter(guarded), timeout=pachd.timeout)
     except grpc.RpcError as err:
         if guarded.error is not None:
             raise guarded.error from None
@@ -523,11 +604,11 @@ def _meter(args: argparse.Namespace, found: list[str]) -> progress.Meter:
 
 
 def metered(
-    stream: Iterator[pfs.PutFileRequest], meter: progress.Meter
-) -> Iterator[pfs.PutFileRequest]:
+    stream: Iterator[pfs.PutFileRequest | Encoded], meter: progress.Meter
+) -> Iterator[pfs.PutFileRequest | Encoded]:
     for req in stream:
-        if req.batch:
-            meter.add(sum(len(e.value) for e in req.batch), files=len(req.batch))
+        if isinstance(req, Encoded):
+            meter.add(req.nbytes, files=req.files)
         else:
             meter.add(len(req.value), files=1 if req.HasField("file") else 0)
         yield req

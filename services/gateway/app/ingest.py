@@ -49,6 +49,9 @@ _log = structlog.get_logger("gateway.files")
 
 # File writes per PutFileRefs command.
 BATCH = 1000
+# How long a failed stream waits for its batch in flight before giving up
+# its commits.
+IN_FLIGHT_GRACE_S = 5.0
 
 
 class _Requests:
@@ -84,6 +87,11 @@ class _Requests:
 
     def push_back(self, msg: pfs.PutFileRequest) -> None:
         self._pending.appendleft(msg)
+
+    def file_follows(self) -> bool:
+        """Whether the next message is already here and starts a file (so
+        the one just read is whole: nothing after it adds to its bytes)."""
+        return bool(self._pending) and self._pending[0].HasField("file")
 
     async def blocks(self, first: pfs.PutFileRequest) -> AsyncIterator[bytes]:
         """The bytes of the file ``first`` starts, up to the next file."""
@@ -163,6 +171,7 @@ class _Session:
         self._writes: list[internal.FileWrite] = []
         self._lease_s = 0.0
         self._renewing: asyncio.Task[None] | None = None
+        self._sending: asyncio.Task[None] | None = None  # the batch pfs is being sent
 
     async def add(self, target: pfs.Commit, write: internal.FileWrite) -> None:
         key = (target.repo.name, target.id)
@@ -172,7 +181,31 @@ class _Session:
         self._targets.setdefault(key, "")
         self._writes.append(write)
         if len(self._writes) >= BATCH:
-            await self.send()
+            await self._send_behind()
+
+    async def _send_behind(self) -> None:
+        """Send the full batch while the stream goes on being read and
+        packed: its pack is written and pfs records it in the background.
+        At most one batch is in flight, so pfs gets them in order; the
+        next send (and every other request, and the end) waits for it, and
+        raises its error."""
+        await self._sent()
+        if not self._writes or self._target is None:
+            return
+        writes, self._writes = self._writes, []
+        self._sending = asyncio.ensure_future(self._flush_and_send(self._target, writes))
+
+    async def _flush_and_send(
+        self, target: tuple[str, str], writes: list[internal.FileWrite]
+    ) -> None:
+        await self.writer.flush()
+        await self._refs(target, writes, end=False)
+
+    async def _sent(self) -> None:
+        """Wait for the batch in flight, if any (its error is raised)."""
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            await sending
 
     async def commit(self, target: pfs.Commit) -> pfs.Commit:
         """The commit ``target`` writes into, by id (asking pfs the first time)."""
@@ -185,6 +218,7 @@ class _Session:
         return pfs.Commit(repo=target.repo, id=self._targets[key])
 
     async def send(self) -> None:
+        await self._sent()
         if not self._writes or self._target is None:
             return
         await self.writer.flush()
@@ -194,6 +228,7 @@ class _Session:
     async def finish(self) -> None:
         """Send what is left and end every target: pfs finishes the commits
         it opened for the session."""
+        await self._sent()
         await self.writer.flush()
         for key in list(self._targets):
             writes: list[internal.FileWrite] = []
@@ -208,6 +243,13 @@ class _Session:
         failure is logged, and the leases lapse instead). Unsent writes are
         dropped."""
         self._stop_renewing()
+        if self._sending is not None:
+            # A batch in flight gets a moment to land, so that pfs is told
+            # which commit to give up by id; then it is stopped.
+            sending, self._sending = self._sending, None
+            await asyncio.wait([sending], timeout=IN_FLIGHT_GRACE_S)
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
         if not self._targets:
             return
         named = [self._named(key) for key in self._targets]
@@ -275,6 +317,8 @@ class _PutStream:
         while (first := await requests.next()) is not None:
             if not first.HasField("file"):
                 raise InvalidArgument("a put-file stream must start each file with its name")
+            if requests.file_follows() and await self._put_whole(first):
+                continue
             _check(first)
             commit = _target(first.file.commit)
             path = trees.normalize(first.file.path)
@@ -297,6 +341,36 @@ class _PutStream:
                     async with contextlib.aclosing(blocks):
                         where = trees.normalize(f"{path}/{name}")
                         await self._put(commit, first, where, blocks)
+
+    async def _put_whole(self, req: pfs.PutFileRequest) -> bool:
+        """A small file whose bytes are all in ``req`` (a batch entry that
+        another file follows), put as ``_put`` would put it but without its
+        per-file machinery; False (nothing done) when ``req`` asks for more
+        than that (split, header, url, ...) or is malformed: ``_put`` then
+        takes it, or refuses it."""
+        commit = req.file.commit
+        if (
+            req.url
+            or req.recursive
+            or req.delimiter != pfs.NONE
+            or req.target_file_datums
+            or req.target_file_bytes
+            or req.HasField("header")
+            or req.HasField("footer")
+            or len(req.value) >= self._writer.small_file
+            or not commit.repo.name
+            or not commit.id
+        ):
+            return False
+        path = trees.normalize(req.file.path)
+        if path == "/":
+            return False
+        refs = await self._writer.write_small(req.value)
+        append = not req.HasField("overwrite_index")
+        await self.session.add(
+            commit, internal.FileWrite(path=path, refs=as_pb(refs), append=append)
+        )
+        return True
 
     async def copy(self, req: pfs.CopyFileRequest) -> None:
         """CopyFile into the commit its destination names (a branch: the open

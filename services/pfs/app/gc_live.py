@@ -2,8 +2,8 @@
 
 ``pfs_live`` walks pfs's ``commits`` read model once, in key order: a
 finished commit gives its tree; an open one its recorded writes (the refs
-of ``FilePut``, ``HeaderSet``, ``FooterSet``, ``SplitPiecePut``, the source
-tree of ``FileCopied``, the tree of ``CommitWritesSealed``), read from its
+of ``FilePut``, ``FilesPut``, ``HeaderSet``, ``FooterSet``, ``SplitPiecePut``,
+the source tree of ``FileCopied``, the tree of ``CommitWritesSealed``), read from its
 commit aggregate, and its start time, which bounds the cutoff. A commit seen
 open covers everything it writes later through that bound; one that started
 after the collection did writes only after the collection's start.
@@ -52,6 +52,8 @@ async def open_commit_writes(events: EventStore, commit_id: str, marker: TreeMar
         e = recorded.event
         if isinstance(e, ev.FilePut | ev.HeaderSet | ev.FooterSet | ev.SplitPiecePut):
             await marker.refs(r.chunk for r in e.refs)
+        elif isinstance(e, ev.FilesPut):
+            await marker.refs(r.chunk for put in e.puts for r in put.refs)
         elif isinstance(e, ev.FileCopied):
             await marker.tree(e.src_root)
         elif isinstance(e, ev.CommitWritesSealed):

@@ -1,8 +1,9 @@
 """The commit aggregate (``ev.pfs.commit.<id>``): the writes of one open
 commit, in order, and what the file commands decide. Pure: no I/O.
 
-Writes are ``FilePut``, ``FileDeleted``, ``HeaderSet``, ``FooterSet``,
-``SplitPiecePut`` and ``FileCopied``; ``CommitWritesSealed`` marks where
+Writes are ``FilePut`` (several in a row recorded as one ``FilesPut``),
+``FileDeleted``, ``HeaderSet``, ``FooterSet``, ``SplitPiecePut`` and
+``FileCopied``; ``CommitWritesSealed`` marks where
 finish-commit built the tree, after which no write is accepted (a write that
 raced the finish fails on the aggregate's expected position and then sees
 the seal).
@@ -55,6 +56,10 @@ def is_at_or_below(path: str, top: str) -> bool:
 def evolve(state: CommitWrites, event: Message) -> CommitWrites:
     if isinstance(event, (ev.FilePut, ev.HeaderSet, ev.FooterSet, ev.FileCopied)):
         return CommitWrites(state.writes + 1, state.sealed, state.splits, state.deletes)
+    if isinstance(event, ev.FilesPut):
+        return CommitWrites(
+            state.writes + len(event.puts), state.sealed, state.splits, state.deletes
+        )
     if isinstance(event, ev.SplitPiecePut):
         splits = {**state.splits, event.path: event.index + 1}
         return CommitWrites(state.writes + 1, state.sealed, splits, state.deletes)
@@ -127,9 +132,32 @@ def write(
                 following.update((d, 0) for d in known if is_at_or_below(d, w.path))
                 following.update((d, 0) for d in list(following) if is_at_or_below(d, w.path))
             events.append(w)
-        return events
+        return _grouped(events)
 
     return decide
+
+
+def _grouped(events: list[Message]) -> list[Message]:
+    """Runs of several ``FilePut`` as one ``FilesPut`` each (same order, same
+    writes): a batch of put-file -r is one event, not a thousand."""
+    out: list[Message] = []
+    run: list[ev.FilePut] = []
+
+    def close() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            out.append(ev.FilesPut(puts=run))
+        run.clear()
+
+    for e in events:
+        if isinstance(e, ev.FilePut):
+            run.append(e)
+            continue
+        close()
+        out.append(e)
+    close()
+    return out
 
 
 def unnumbered(state: CommitWrites, writes: Sequence[Write]) -> list[str]:
@@ -204,6 +232,8 @@ def as_ops(event: Message) -> list[tree_model.Op]:
     (``copy_appends``), which needs the source tree read."""
     if isinstance(event, ev.FilePut):
         return [tree_model.Put(event.path, _tree_refs(event.refs), event.append)]
+    if isinstance(event, ev.FilesPut):
+        return [tree_model.Put(p.path, _tree_refs(p.refs), p.append) for p in event.puts]
     if isinstance(event, ev.FileDeleted):
         return [tree_model.Delete(event.path)]
     if isinstance(event, ev.HeaderSet):
