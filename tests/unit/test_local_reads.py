@@ -18,7 +18,7 @@ from libs import local_reads as proto
 from libs.errors import InvalidArgument, ObjectNotFound
 from programs.pachctl import localget
 from programs.pachctl.address import Address
-from services.gateway.local.server import _open_all, _parse
+from services.gateway.local.server import _Link, _open_all, _parse
 
 
 def _open_fds() -> set[str]:
@@ -113,6 +113,11 @@ def _serve(frames: list[tuple[bytes, list[int]]]) -> tuple[socket.socket, thread
                     socket.send_fds(theirs, [data], fds)
                 else:
                     theirs.send(data)
+            # as the gateway does: a close with an acknowledgement unread
+            # would reset pachctl's end before it read the last frames
+            for _ in range(sum(1 for _, fds in frames if fds)):
+                if not theirs.recv(16):
+                    break
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -269,3 +274,26 @@ def test_an_error_after_bytes_says_why_and_a_closed_output_is_not_a_cut(tmp_path
     thread.join()
     os.close(w)
     os.close(fd)
+
+
+async def test_the_gateway_reads_every_acknowledgement_before_it_closes() -> None:
+    # a Unix socket closed with an unread message resets its peer, which then
+    # loses the frames it has not read yet: the end frame, the last bytes
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setblocking(False)
+    link = _Link(theirs)
+    chunk = os.open(__file__, os.O_RDONLY)
+    try:
+        await link.send_fds([(chunk, 0, 1)])
+        await link.send(b'{"end":true}')
+        head, fds = socket.recv_fds(ours, 1024, 1)[:2]
+        assert b"fds" in head and len(fds) == 1
+        os.close(fds[0])
+        ours.send(proto.ACK)
+        await link.drain_acks(5)
+        theirs.close()
+        assert link.unacked == 0
+        assert ours.recv(1024) == b'{"end":true}'  # not reset
+    finally:
+        os.close(chunk)
+        ours.close()

@@ -54,6 +54,7 @@ _log = get_logger("gateway.local")
 MAX_CONNECTIONS = 64
 REQUEST_TIMEOUT_S = 10.0
 STALL_TIMEOUT_S = 300.0
+ERROR_DRAIN_S = 5.0  # after an error frame: the client reads it and closes
 READ_BYTES = 1 << 20  # per pool hop of a bytes frame
 _FIELDS = ("token", "repo", "ref", "path")
 
@@ -158,6 +159,7 @@ class LocalReads:
                     _log.error("local read failed", error=str(err), exc_info=exc)
                 with contextlib.suppress(ConnectionError, TimeoutError, OSError):
                     await link.send(_frame({"error": _error(err)}))
+                    await link.drain_acks(ERROR_DRAIN_S)
 
     async def _serve(self, link: _Link, token: str, repo: str, ref: str, path: str) -> None:
         ask = token_ask(self._bus, token, "pfs")
@@ -188,6 +190,7 @@ class LocalReads:
         if sent != size:
             raise Internal(f"{path}: its refs hold {sent} bytes, not {size}", path=path)
         await link.send(_frame({"end": True}))
+        await link.drain_acks()
 
     async def _send_batch(self, link: _Link, batch: list[tuple[str, int, int]]) -> int:
         """Send ``batch``'s ranges in order: runs of whole objects as one
@@ -279,6 +282,16 @@ class _Link:
         ranges = [[offset, length] for _, offset, length in run]
         await self.send(_frame({"fds": ranges}), [fd for fd, _, _ in run])
         self.unacked += 1
+
+    async def drain_acks(self, timeout: float = STALL_TIMEOUT_S) -> None:
+        """Read the acknowledgements still on their way. A Unix socket closed
+        with unread messages resets its peer, which then loses the frames
+        it has not read yet (the end frame, the last bytes)."""
+        while self.unacked > 0:
+            ack, _ = await self._recv(16, timeout)
+            if ack != proto.ACK:
+                return  # closed, or not an acknowledgement: nothing more to wait for
+            self.unacked -= 1
 
     async def send_bytes(self, fd: int, offset: int, length: int) -> None:
         await self.send(_frame({"bytes": length}))
