@@ -24,13 +24,16 @@ import contextlib
 import os
 import secrets
 import stat as stat_mod
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from libs.errors import InvalidArgument, ObjectNotFound, disk_full
 from libs.objects import _io
 from libs.objects.base import ObjectInfo, ObjectStore
 from libs.objects.keys import TEMP_PREFIX, check_block_size, check_key, check_prefix, check_range
+
+T = TypeVar("T")
 
 # Blocks are gathered (small ones copied together, big ones by reference, one
 # writev) until this many bytes, so each thread hop carries enough to be worth it.
@@ -71,21 +74,30 @@ class LocalObjectStore(ObjectStore):
     async def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         _check_block(key, data)
+        await self._on_disk(self._put_sync, key, path, data)
+
+    async def _on_disk(self, fn: Callable[[str, Path, bytes], T], *args: Any) -> T:
+        """``fn(*args)`` on the I/O pool; a full disk is ``disk_full``'s error."""
         try:
-            await _io.run(self._put_sync, key, path, data)
+            return await _io.run(fn, *args)
         except OSError as exc:
             full = disk_full(exc, str(self._root))
             if full is None:
                 raise
             raise full from None
 
-    def _put_sync(self, key: str, path: Path, data: bytes) -> None:
+    def _write_temp(self, key: str, path: Path, data: bytes) -> tuple[int, Path]:
+        """``data`` in a new temporary file beside ``path``: (descriptor, name)."""
         fd, tmp = self._open_temp(key, path)
         try:
             _write_all(fd, data)
         except BaseException:
             _discard(fd, tmp)
             raise
+        return fd, tmp
+
+    def _put_sync(self, key: str, path: Path, data: bytes) -> None:
+        fd, tmp = self._write_temp(key, path, data)
         self._commit(key, fd, tmp, path, 0, len(data))
 
     @property
@@ -98,21 +110,10 @@ class LocalObjectStore(ObjectStore):
         a half-written object under its name). ``publish`` makes it one."""
         path = self._path(key)
         _check_block(key, data)
-        try:
-            return await _io.run(self._stage_sync, key, path, data)
-        except OSError as exc:
-            full = disk_full(exc, str(self._root))
-            if full is None:
-                raise
-            raise full from None
+        return await self._on_disk(self._stage_sync, key, path, data)
 
     def _stage_sync(self, key: str, path: Path, data: bytes) -> Path:
-        fd, tmp = self._open_temp(key, path)
-        try:
-            _write_all(fd, data)
-        except BaseException:
-            _discard(fd, tmp)
-            raise
+        fd, tmp = self._write_temp(key, path, data)
         os.close(fd)
         return tmp
 

@@ -131,27 +131,16 @@ async def ask(
 
 def http_ask(bus: Bus, http: web.Request, service: str) -> Ask:
     """Backend calls on behalf of the HTTP caller (its ``authn-token``)."""
-    principal = http_principal(http)
-
-    async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
-        return await bus.request(
-            service,
-            name,
-            request,
-            response_type,
-            kind=kind,
-            principal=principal,
-            timeout=timeout_for(name, bus.timeout),
-        )
-
-    return call
+    return _ask_as(bus, http_principal(http), service)
 
 
 def token_ask(bus: Bus, token: str, service: str) -> Ask:
     """Backend calls on behalf of the caller holding ``token`` (the local
     read socket's requests carry it in their JSON)."""
-    principal = _who(token)
+    return _ask_as(bus, _who(token), service)
 
+
+def _ask_as(bus: Bus, principal: str, service: str) -> Ask:
     async def call(name: str, request: Message, response_type: type[R], kind: str) -> R:
         return await bus.request(
             service,

@@ -226,7 +226,12 @@ async def test_the_session_renews_its_lease_while_the_stream_lives(
     async def slow() -> AsyncIterator[pfs.PutFileRequest]:
         for i in range(files.BATCH + 1):
             yield msg(f"/f{i}", value=b"x")
-        await asyncio.sleep(0.5)
+        # alive until five renewals (the full batch goes to pfs in the
+        # background, so on a loaded machine its lease may start late)
+        for _ in range(500):
+            if fake.names().count("RenewPut") >= 5:
+                break
+            await asyncio.sleep(0.02)
 
     await files.put_files(store, fake, slow())
     names = fake.names()
