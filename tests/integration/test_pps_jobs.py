@@ -523,7 +523,7 @@ async def test_restart_datum_runs_a_failed_datum_of_a_running_job_again(
     # the host to leave it a marker in); /slow keeps the job running past it.
     # The margin is wide: on a loaded machine the first try of /bad may start
     # many seconds after the pipeline is created, and it must start before.
-    fixed_at = int(time.time()) + 30
+    fixed_at = int(time.time()) + 45
     await put(bus, files, {"/bad": b"b\n", "/slow": b"s\n"})
     script = (
         'case "$images" in '
